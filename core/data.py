@@ -1,0 +1,371 @@
+"""ChestMNIST arrays: find, download, validate, load (memory-mapped where large) and batch them.
+
+Images stay uint8 (N, H, W) as medmnist stores them; batches are built by tensor indexing and
+normalised on the fly, so no per-sample PIL work happens in the training loop.
+
+medmnist's own Dataset asserts the official sample count (it breaks on subsets and on other
+data in the same layout) and its download needs torchvision, which this stack cannot import;
+we use only its INFO table (labels, URLs, MD5s) and read the npz files ourselves.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import sys
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from medmnist.info import DEFAULT_ROOT, INFO
+
+_INFO = INFO["chestmnist"]
+CLASS_NAMES: tuple[str, ...] = tuple(_INFO["label"][str(i)] for i in range(len(_INFO["label"])))
+N_CLASSES = len(CLASS_NAMES)
+SIZES: tuple[int, ...] = (28, 64, 128, 224)
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+OFFICIAL_COUNTS: dict[str, int] = dict(_INFO["n_samples"])
+ZENODO_RECORD = "https://zenodo.org/records/10519652"
+# Above this many pixels per image a split is memory-mapped from an uncompressed .npy cache:
+# npz members are compressed and np.load ignores mmap_mode for them.
+MMAP_MIN_SIZE = 128
+
+
+class DataError(ValueError):
+    """Data is missing or malformed; the message says which file and what to do."""
+
+
+def default_root() -> Path:
+    """`CHESTMNIST_ROOT` if set, else medmnist's own default (~/.medmnist)."""
+    return Path(os.environ.get("CHESTMNIST_ROOT") or DEFAULT_ROOT).expanduser()
+
+
+def npz_name(size: int) -> str:
+    """medmnist's file naming: `chestmnist.npz` at 28 px, `chestmnist_{size}.npz` otherwise."""
+    check_size(size)
+    return "chestmnist.npz" if size == 28 else f"chestmnist_{size}.npz"
+
+
+def check_size(size: int) -> None:
+    if size not in SIZES:
+        raise DataError(f"Image size {size} is not a ChestMNIST size; choose one of {', '.join(map(str, SIZES))}.")
+
+
+def npz_path(root: str | Path, size: int) -> Path:
+    return Path(root).expanduser() / npz_name(size)
+
+
+def available_sizes(root: str | Path) -> list[int]:
+    """Sizes whose npz file exists under `root` (not validated; `load` does that)."""
+    return [s for s in SIZES if npz_path(root, s).is_file()]
+
+
+def approx_mb(size: int) -> int:
+    """Upper estimate of a size's file in MB: the raw uint8 images and labels of all splits.
+
+    Shown before a download starts; the npz on Zenodo is at most this large (its members may be
+    compressed), and its exact length is taken from the server once the download begins.
+    """
+    n = sum(OFFICIAL_COUNTS.values())
+    return math.ceil(n * (size * size + N_CLASSES) / 2**20)
+
+
+def download_url(size: int) -> tuple[str, str]:
+    """(url, md5) of the official file from medmnist's INFO."""
+    suffix = "" if size == 28 else f"_{size}"
+    return _INFO[f"url{suffix}"], _INFO[f"MD5{suffix}"]
+
+
+def offline_instructions(root: str | Path, size: int) -> str:
+    return (
+        f"Download {npz_name(size)} (up to {approx_mb(size):,} MB) from the Zenodo record {ZENODO_RECORD} "
+        f"on a machine with internet access and place it in {Path(root).expanduser().resolve()}/ "
+        f"(or point --data-root / CHESTMNIST_ROOT at the folder that holds it). To use your own images, "
+        f"convert them with `python -m core.data import-folder IMAGES_DIR LABELS.csv --size {size} --out DIR`."
+    )
+
+
+def file_md5(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(root: str | Path, size: int, progress: Callable[[int, int], None] | None = None,
+             timeout: float = 30.0) -> Path:
+    """Fetch the official npz for `size` into `root`, checking its MD5; returns the file's path.
+
+    Writes to a `.part` file and renames only after the checksum matches, so an interrupted or
+    corrupt download never looks like data. `progress(done_bytes, total_bytes)` is called per chunk.
+    """
+    root = Path(root).expanduser()
+    dest = npz_path(root, size)
+    url, md5 = download_url(size)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"Cannot create the data folder {root}: {e.strerror}. Choose a writable --data-root.") from None
+    part = dest.with_suffix(".npz.part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or approx_mb(size) * 2**20)
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        raise DataError(f"Could not download {npz_name(size)} from {url} ({e}). {offline_instructions(root, size)}") from None
+    if file_md5(part) != md5:
+        part.unlink(missing_ok=True)
+        raise DataError(f"The downloaded {npz_name(size)} does not match its MD5 {md5}; it was deleted. Try again.")
+    os.replace(part, dest)
+    return dest
+
+
+@dataclass
+class Split:
+    """One split: `images` uint8 (N, H, W), possibly memory-mapped; `labels` uint8 (N, 14)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ChestData:
+    root: Path
+    size: int
+    path: Path
+    train: Split
+    val: Split
+    test: Split
+
+    def split(self, name: str) -> Split:
+        return getattr(self, name)
+
+
+def _cache_dir(path: Path) -> Path:
+    """Beside the npz when that folder is writable, else under ~/.cache (shared data is read-only)."""
+    if os.access(path.parent, os.W_OK):
+        return path.with_name(path.stem + "_npy")
+    key = hashlib.md5(str(path.resolve()).encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "chestmnist-explorer" / f"{path.stem}-{key}"
+
+
+def _npy_cache(path: Path, key: str) -> Path:
+    """Extract one npz member to an uncompressed .npy beside the npz (once) and return its path.
+
+    Streams member to disk so the 3.9 GB train split at 224 px never sits in RAM; the cache is
+    keyed by the npz's size and mtime so a replaced npz is not served from a stale cache.
+    """
+    cache = _cache_dir(path)
+    stat = path.stat()
+    stamp = f"{stat.st_size}-{int(stat.st_mtime)}"
+    target = cache / f"{key}.{stamp}.npy"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    for old in cache.glob(f"{key}.*.npy"):
+        old.unlink()
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+    os.replace(tmp, target)
+    return target
+
+
+def _read_npz(path: Path, mmap: bool) -> dict[str, np.ndarray]:
+    keys = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
+    try:
+        with np.load(path) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise DataError(
+                    f"{path} is not in ChestMNIST layout: it lacks {', '.join(missing)} (it has {', '.join(z.files) or 'nothing'}). "
+                    "Use an official file or make one with `python -m core.data import-folder`.")
+            out = {k: z[k] for k in keys if not (mmap and k.endswith("images"))}
+        if mmap:
+            for s in SPLITS:
+                out[f"{s}_images"] = np.load(_npy_cache(path, f"{s}_images"), mmap_mode="r")
+        return out
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path} could not be read ({type(e).__name__}: {e}); it may be truncated or corrupt. "
+                        "Delete it and download or import it again.") from None
+
+
+def _validate(path: Path, size: int, arrays: dict[str, np.ndarray]) -> None:
+    for s in SPLITS:
+        images, labels = arrays[f"{s}_images"], arrays[f"{s}_labels"]
+        where = f"{path} ({s} split)"
+        if len(images) == 0:
+            raise DataError(f"{where} is empty; every split needs images. Re-import with more images.")
+        if images.ndim == 4 and images.shape[-1] == 1:
+            arrays[f"{s}_images"] = images = images[..., 0]
+        if images.ndim != 3 or images.shape[1:] != (size, size):
+            raise DataError(f"{where}: images have shape {images.shape}, expected (N, {size}, {size}) for the "
+                            f"{size} px file. Is this the right file for this size?")
+        if images.dtype != np.uint8:
+            raise DataError(f"{where}: images are {images.dtype}, expected uint8 (0-255) as medmnist stores them.")
+        if labels.ndim != 2 or labels.shape != (len(images), N_CLASSES):
+            raise DataError(f"{where}: labels have shape {labels.shape}, expected ({len(images)}, {N_CLASSES}): "
+                            f"one 0/1 column per finding ({', '.join(CLASS_NAMES)}).")
+        if not np.isin(labels, (0, 1)).all():
+            raise DataError(f"{where}: labels must be 0 or 1, found values {np.unique(labels)[:10].tolist()}.")
+        arrays[f"{s}_labels"] = labels.astype(np.uint8, copy=False)
+
+
+def load(root: str | Path | None = None, size: int = 28, mmap: bool | None = None) -> ChestData:
+    """Load and validate all three splits of the ChestMNIST npz for `size` under `root`.
+
+    `mmap=None` memory-maps images from size 128 up. Raises DataError (with what to do) when the
+    folder or file is missing, unreadable, or not in medmnist's layout.
+    """
+    check_size(size)
+    root = Path(root).expanduser() if root is not None else default_root()
+    if not root.is_dir():
+        raise DataError(f"The data folder {root} does not exist or is not a folder. "
+                        f"Create it, or point --data-root / CHESTMNIST_ROOT at the folder with {npz_name(size)}.")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"The data folder {root} is not readable by this user; fix its permissions or choose another.")
+    path = npz_path(root, size)
+    if not path.is_file():
+        present = available_sizes(root)
+        have = f" This folder has sizes {present}." if present else ""
+        raise DataError(f"No {size} px data: {path} is missing.{have} {offline_instructions(root, size)}")
+    if mmap is None:
+        mmap = size >= MMAP_MIN_SIZE
+    arrays = _read_npz(path, mmap)
+    _validate(path, size, arrays)
+    splits = {s: Split(arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in SPLITS}
+    return ChestData(root=root, size=size, path=path, **splits)
+
+
+def subset_indices(n: int, k: int | None, seed: int) -> np.ndarray:
+    """Sorted seeded random sample of k of n indices (all of them when k is None or >= n)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def prevalence(labels: np.ndarray) -> np.ndarray:
+    """Fraction of positives per class, (C,)."""
+    return labels.mean(axis=0) if len(labels) else np.zeros(labels.shape[1])
+
+
+def pos_weight(labels: np.ndarray, clip: float) -> torch.Tensor | None:
+    """BCE pos_weight = negatives / positives per class, clipped at `clip`; None when clip is 0.
+
+    A class with no positives gets the clip value (its loss term is all-negative anyway).
+    """
+    if clip <= 0:
+        return None
+    pos = labels.sum(axis=0).astype(np.float64)
+    neg = len(labels) - pos
+    w = np.where(pos > 0, neg / np.maximum(pos, 1), clip)
+    return torch.tensor(np.minimum(w, clip), dtype=torch.float32)
+
+
+def to_tensor(images: np.ndarray, device: torch.device | str = "cpu", channels_last: bool = False) -> torch.Tensor:
+    """uint8 (N, H, W) -> float (N, 1, H, W) in [-1, 1] (medmnist's Normalize(0.5, 0.5)).
+
+    The uint8 -> float conversion happens on the device so only a quarter of the bytes move.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True).unsqueeze(1)
+    x = x.float().div_(127.5).sub_(1.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, max_shift: float = 0.06,
+            max_degrees: float = 5.0) -> torch.Tensor:
+    """Small random shifts and rotations of a normalised batch, one affine grid-sample for all.
+
+    No horizontal flip: the heart sits on the left of a chest X-ray, a flip makes anatomy wrong.
+    """
+    n = x.shape[0]
+    r = torch.rand(n, 3, generator=generator) * 2 - 1
+    angle = r[:, 0] * math.radians(max_degrees)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, r[:, 1] * max_shift * 2], 1),
+                         torch.stack([sin, cos, r[:, 2] * max_shift * 2], 1)], 1).to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Padding with the border keeps the black film edge instead of inventing -1 bands.
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def batches(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, batch_size: int, *,
+            device: torch.device | str = "cpu", shuffle: bool = False, generator: torch.Generator | None = None,
+            do_augment: bool = False, channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (x float (B,1,H,W) normalised, y float (B,14)) over `indices` of the arrays.
+
+    Shuffling permutes `indices` with `generator` (seeded per epoch by the trainer, so a resumed
+    run sees the same order). Indices within a batch are sorted so memory-mapped reads are local.
+    """
+    order = indices
+    if shuffle:
+        order = indices[torch.randperm(len(indices), generator=generator).numpy()]
+    for start in range(0, len(order), batch_size):
+        idx = np.sort(order[start:start + batch_size])
+        x = to_tensor(images[idx], device, channels_last)
+        if do_augment:
+            x = augment(x, generator)
+        yield x, torch.from_numpy(labels[idx].astype(np.float32)).to(device, non_blocking=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m core.data {info,download,import-folder} ...`"""
+    import argparse
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import-folder"]:
+        from core.importer import main as import_main
+        return import_main(argv[1:])
+    p = argparse.ArgumentParser(prog="python -m core.data", description="ChestMNIST data: list, download, import.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    info = sub.add_parser("info", help="which sizes are present under the data root, with split sizes")
+    info.add_argument("--data-root", default=None)
+    dl = sub.add_parser("download", help="download the official npz for a size (MD5-checked)")
+    dl.add_argument("--size", type=int, required=True, choices=SIZES)
+    dl.add_argument("--data-root", default=None)
+    sub.add_parser("import-folder", help="convert a folder of images + label CSV into medmnist layout")
+    args = p.parse_args(argv)
+    root = Path(args.data_root) if args.data_root else default_root()
+    try:
+        if args.cmd == "info":
+            for size in SIZES:
+                if size not in available_sizes(root):
+                    print(f"{size:>4} px  missing  ({npz_path(root, size)})")
+                    continue
+                d = load(root, size)
+                counts = ", ".join(f"{s} {len(d.split(s)):,}" for s in SPLITS)
+                print(f"{size:>4} px  {counts}  ({d.path})")
+        else:
+            from tqdm import tqdm
+            bar = tqdm(unit="B", unit_scale=True, desc=npz_name(args.size))
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            print(download(root, args.size, progress))
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
