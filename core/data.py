@@ -158,15 +158,14 @@ class ChestData:
 
 
 def _cache_dir(path: Path) -> Path:
-    """Beside the npz when that folder is writable, else under ~/.cache (shared data is read-only)."""
-    if os.access(path.parent, os.W_OK):
-        return path.with_name(path.stem + "_npy")
+    """`CHESTMNIST_CACHE` or ~/.cache/chestmnist-explorer: never inside a (possibly shared) data root."""
+    base = Path(os.environ.get("CHESTMNIST_CACHE") or Path.home() / ".cache" / "chestmnist-explorer")
     key = hashlib.md5(str(path.resolve()).encode()).hexdigest()[:12]
-    return Path.home() / ".cache" / "chestmnist-explorer" / f"{path.stem}-{key}"
+    return base.expanduser() / f"{path.stem}-{key}"
 
 
 def _npy_cache(path: Path, key: str) -> Path:
-    """Extract one npz member to an uncompressed .npy beside the npz (once) and return its path.
+    """Extract one npz member to an uncompressed .npy in the cache (once) and return its path.
 
     Streams member to disk so the 3.9 GB train split at 224 px never sits in RAM; the cache is
     keyed by the npz's size and mtime so a replaced npz is not served from a stale cache.
