@@ -1,0 +1,136 @@
+"""Model registry: the study's `seed-cnn` and the default `res-cnn`, built for an input size.
+
+Every model maps (N, 1, S, S) normalised images to (N, 14) logits and exposes `cam_layer`, the
+last convolutional layer, for Grad-CAM.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from core.data import N_CLASSES, check_size
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SeedCNN(nn.Module):
+    """The study's ChestMNIST_CNN: blocks of conv-BN-ReLU-maxpool-dropout, flatten, dense head.
+
+    2 blocks at 28/64 px, 3 at 128, 4 at 224. The flattened feature map grows with the input
+    (64 channels x (S/4)^2 at 64 px), which is why its AUC fell as resolution rose.
+    """
+
+    def __init__(self, size: int, n_classes: int = N_CLASSES, dropout: float = 0.25):
+        super().__init__()
+        widths = {28: [32, 64], 64: [32, 64], 128: [32, 64, 128], 224: [32, 64, 128, 128]}[size]
+        layers: list[nn.Module] = []
+        cin = 1
+        for w in widths:
+            layers += [*_conv_bn_relu(cin, w), nn.MaxPool2d(2), nn.Dropout(dropout)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.cam_layer = self.features[-5]  # the last block's conv (each block is 5 modules)
+        side = size // 2 ** len(widths)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, 128), nn.ReLU(inplace=True),
+                                  nn.Dropout(0.5), nn.Linear(128, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block; a strided 1x1 projection on the skip when shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn_relu(cin, cout, stride), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout else
+                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.skip(x))
+
+
+def stem_stride(size: int) -> int:
+    """Largest power of two keeping the stem's output at least 32 px (28 px stays at 28).
+
+    This is what makes cost grow slower than pixels: 64 and 128 px enter the residual stages at
+    32 px, 224 at 56, so FLOPs at 224 are about 3x those at 64 instead of 12x.
+    """
+    s = 1
+    while size // (s * 2) >= 32:
+        s *= 2
+    return s
+
+
+class ResCNN(nn.Module):
+    """Default model: learned strided stem, four residual stages, global average pooling.
+
+    Global pooling keeps the head's size independent of the input, so more pixels add detail
+    instead of parameters to overfit; the strided stem learns its own downsampling of the
+    extra pixels rather than discarding them.
+    """
+
+    def __init__(self, size: int, n_classes: int = N_CLASSES, widths: tuple[int, ...] = (24, 48, 96, 192),
+                 dropout: float = 0.2):
+        super().__init__()
+        # Each stem step is one strided conv, so the full-resolution layers stay cheap.
+        n_steps = int(math.log2(stem_stride(size)))
+        stem_widths = [widths[0]] if n_steps == 0 else [widths[0] // 2] * (n_steps - 1) + [widths[0]]
+        stem: list[nn.Module] = []
+        cin = 1
+        for i, w in enumerate(stem_widths):
+            stem += _conv_bn_relu(cin, w, 1 if n_steps == 0 else 2)
+            cin = w
+        self.stem = nn.Sequential(*stem)
+        stages = []
+        for i, w in enumerate(widths):
+            stages.append(BasicBlock(cin, w, 1 if i == 0 else 2))
+            cin = w
+        self.stages = nn.Sequential(*stages)
+        self.cam_layer = self.stages[-1].body[-2]  # last conv before the pooled features
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+MODELS: dict[str, Callable[[int], nn.Module]] = {"res-cnn": ResCNN, "seed-cnn": SeedCNN}
+DEFAULT_MODEL = "res-cnn"
+
+
+def build_model(name: str, size: int) -> nn.Module:
+    """A fresh model `name` (a key of MODELS) for `size` px input."""
+    check_size(size)
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(MODELS)}.")
+    return MODELS[name](size)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_image(model: nn.Module, size: int) -> int:
+    """Forward FLOPs (multiply-adds count 2) for one image, counted by torch's FlopCounterMode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 1, size, size, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def describe(name: str, size: int) -> dict[str, int]:
+    """Parameters and forward FLOPs per image of model `name` at `size`."""
+    model = build_model(name, size)
+    return {"params": count_params(model), "flops": flops_per_image(model, size)}
