@@ -1,0 +1,102 @@
+"""Score splits with a run's best model, choose thresholds on validation, report on test.
+
+    python -m core.evaluate checkpoints/<run-id> [--export-csv DIR] [--device auto]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core import data as D
+from core import metrics, thresholds
+from core.runs import RunError, load_model, read_config, save_scores, write_json, load_scores
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, device: str | torch.device = "cpu",
+            channels_last: bool = True, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Sigmoid probabilities (N, 14) float32 for uint8 images (N, H, W), in eval mode."""
+    model.eval()
+    out = np.empty((len(images), D.N_CLASSES), dtype=np.float32)
+    device = torch.device(device)
+    for start in range(0, len(images), batch_size):
+        x = D.to_tensor(images[start:start + batch_size], device, channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        out[start:start + len(x)] = torch.sigmoid(logits.float()).cpu().numpy()
+    return out
+
+
+def evaluate_run(run_dir: str | Path, device: str = "auto", data: D.ChestData | None = None,
+                 model: torch.nn.Module | None = None) -> dict:
+    """Score val and test with the best checkpoint and write the run's evaluation files.
+
+    Writes val_scores.npz, test_scores.npz, thresholds.json (Youden's J on validation, the
+    study's ROC choice) and test_metrics.json (medmnist AUC/ACC with bootstrap CIs, F1 and
+    friends at the validation-chosen thresholds). Returns the test metrics dict.
+    """
+    from core.train import resolve_device
+
+    run_dir = Path(run_dir)
+    train = read_config(run_dir)["train"]
+    dev = resolve_device(device)
+    data = data or D.load(train["data_root"], train["size"])
+    model = model or load_model(run_dir, "best", dev)
+    scores = {s: predict(model, data.split(s).images, device=dev) for s in ("val", "test")}
+    for s in scores:
+        save_scores(run_dir, s, scores[s], data.split(s).labels)
+    choice = thresholds.choose("youden", data.val.labels, scores["val"])
+    thresholds.save_thresholds(run_dir / "thresholds.json", choice, D.CLASS_NAMES)
+    result = metrics.summarize(data.test.labels, scores["test"], choice.thresholds, D.CLASS_NAMES)
+    result.update(split="test", thresholds_from="val", threshold_method=choice.method,
+                  data_root=str(data.root), data_file=data.path.name)
+    write_json(run_dir / "test_metrics.json", result)
+    return result
+
+
+def export_evaluator_csv(run_dir: str | Path, out_dir: str | Path, split: str = "test") -> Path:
+    """Write the split's scores as medmnist's Evaluator CSV (`index,score_0..score_13`, no header).
+
+    The file name follows Evaluator.get_standard_evaluation_filename, so
+    `medmnist.Evaluator.parse_and_evaluate` can re-score it against the official labels.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    train = read_config(run_dir)["train"]
+    scores, labels = load_scores(run_dir, split)
+    size_flag = "" if train["size"] == 28 else f"_{train['size']}"
+    auc, acc = metrics.mean_auc(labels, scores), metrics.medmnist_acc(labels, scores)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"chestmnist{size_flag}_{split}_[AUC]{auc:.3f}_[ACC]{acc:.3f}@{run_dir.name}.csv"
+    pd.DataFrame(scores).to_csv(path, header=None)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.evaluate",
+                                description="(Re)evaluate a run's best checkpoint on val and test.")
+    p.add_argument("run_dir")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--export-csv", metavar="DIR", help="also write test scores in medmnist Evaluator CSV format")
+    args = p.parse_args(argv)
+    try:
+        result = evaluate_run(args.run_dir, args.device)
+        print(f"test AUC (medmnist) {result['auc']:.4f}   test ACC (medmnist, 0.5) {result['acc']:.4f}   "
+              f"macro-F1 (val-tuned thresholds) {result['macro_f1']:.4f}")
+        if result.get("auc_undefined_classes"):
+            print(f"AUC undefined (no positives or negatives in test): {result['auc_undefined_classes']}")
+        if args.export_csv:
+            print(export_evaluator_csv(args.run_dir, args.export_csv))
+    except (RunError, D.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(Path(args.run_dir).resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Run folders: create, read, list, delete, and load their models.
+
+A run is `<runs-dir>/<run-id>/` holding plain files a person can read:
+config.json, status.json, metrics.jsonl (one JSON line per finished epoch), last.pt, best.pt,
+thresholds.json, val_scores.npz, test_scores.npz, test_metrics.json, train.log.
+Every write is atomic (temp file + rename), so a killed process leaves the previous version.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
+
+
+class RunError(ValueError):
+    """A run folder is missing, incomplete or corrupt; the message says which file and what to do."""
+
+
+def default_runs_dir() -> Path:
+    """`CHESTMNIST_RUNS` if set, else `checkpoints/` in the current folder."""
+    return Path(os.environ.get("CHESTMNIST_RUNS") or "checkpoints").expanduser()
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN/inf -> None and numpy scalars/arrays -> Python, so files stay strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write strict JSON atomically."""
+    data = json.dumps(_jsonable(obj), indent=2, allow_nan=False).encode()
+    _atomic(Path(path), lambda f: f.write(data))
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is not valid JSON ({e}); the file is corrupt.") from None
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """torch.save atomically: a kill mid-write leaves the previous checkpoint intact."""
+    _atomic(Path(path), lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with `weights_only=True`: tensors and plain containers only.
+
+    A file that would need to unpickle arbitrary objects (code execution) is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"Checkpoint {path} is missing; the run has no saved model yet (or it was deleted).")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise RunError(f"Checkpoint {path} was refused: it is corrupt or holds something other than tensors "
+                       f"(loading it could run code). Only checkpoints written by this tool load. ({type(e).__name__})") from None
+
+
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one line, fsynced; a crash can at worst cut off this line, which readers skip."""
+    with open(path, "ab") as f:
+        line = json.dumps(_jsonable(row), allow_nan=False).encode() + b"\n"
+        # A cut-off previous line (killed mid-write) must not swallow this row.
+        if f.tell() > 0:
+            with open(path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    line = b"\n" + line
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Per-epoch rows of metrics.jsonl, skipping lines that are cut off or not JSON."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "epoch" in row:
+            rows.append(row)
+    return rows
+
+
+def truncate_metrics(run_dir: str | Path, epochs: int) -> None:
+    """Keep only rows of epochs <= `epochs` (on resume, drop rows past the checkpoint)."""
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    _atomic(Path(run_dir) / "metrics.jsonl", lambda f: f.write(data))
+
+
+def _slug(text: str) -> str:
+    """Letters, digits, '-' and '_' only: a name can never become a path."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:40]
+
+
+def new_run_dir(runs_dir: str | Path, size: int, model: str, name: str = "") -> Path:
+    """Create a fresh, uniquely named run folder inside `runs_dir` and return it.
+
+    Ids are time + size + model + name + random suffix, created with mkdir(exist_ok=False), so
+    two processes starting at once never share a folder.
+    """
+    runs_dir = Path(runs_dir).expanduser()
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"Cannot create the runs folder {runs_dir}: {e.strerror}. Choose a writable --runs-dir.") from None
+    base = "-".join(p for p in (time.strftime("%Y%m%d-%H%M%S"), f"{size}px", _slug(model), _slug(name)) if p)
+    while True:
+        path = runs_dir / f"{base}-{secrets.token_hex(2)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise RunError(f"Cannot create a run folder in {runs_dir}: {e.strerror}.") from None
+
+
+def resolve_run(runs_dir: str | Path, run_id: str) -> Path:
+    """The folder of `run_id` inside `runs_dir`; refuses ids that point anywhere else."""
+    runs_dir = Path(runs_dir).expanduser().resolve()
+    if not run_id or run_id != Path(run_id).name or run_id in (".", ".."):
+        raise RunError(f"{run_id!r} is not a run id (a folder name inside {runs_dir}).")
+    path = runs_dir / run_id
+    if path.is_symlink() or path.resolve().parent != runs_dir:
+        raise RunError(f"{run_id!r} does not resolve to a folder inside {runs_dir}; refusing to touch it.")
+    return path
+
+
+def set_status(run_dir: str | Path, state: str, **extra: Any) -> None:
+    """Record the run's state with this process's pid and host, so readers can tell a dead run."""
+    assert state in STATES, state
+    write_json(Path(run_dir) / "status.json", {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
+                                               "updated": time.time(), **extra})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A killed child stays a zombie until its parent reaps it; it is not running.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def read_status(run_dir: str | Path) -> dict:
+    """status.json, with `running` turned into `interrupted` when its process is gone."""
+    path = Path(run_dir) / "status.json"
+    try:
+        status = read_json(path)
+    except RunError as e:
+        return {"state": "failed", "error": str(e)}
+    if status.get("state") == "running" and status.get("host") == socket.gethostname() \
+            and not _alive(int(status.get("pid", -1))):
+        status = {**status, "state": "interrupted",
+                  "error": "The training process ended without finishing (killed or crashed); resume the run to continue."}
+    return status
+
+
+def read_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    config = read_json(path)
+    if not isinstance(config, dict) or "train" not in config:
+        raise RunError(f"{path} is not a run config of this tool (no 'train' section).")
+    version = config.get("format_version", 0)
+    if version > FORMAT_VERSION:
+        raise RunError(f"{path} was written by a newer version of this tool (format {version}); update to read it.")
+    return config
+
+
+def request_stop(run_dir: str | Path) -> None:
+    """Ask the process training this run to stop after its current batch (works across processes)."""
+    (Path(run_dir) / "STOP").touch()
+
+
+def stop_requested(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "STOP").exists()
+
+
+def clear_stop(run_dir: str | Path) -> None:
+    (Path(run_dir) / "STOP").unlink(missing_ok=True)
+
+
+@dataclass
+class RunInfo:
+    """One line of the runs overview."""
+
+    path: Path
+    id: str
+    state: str
+    size: int | None
+    model: str | None
+    name: str
+    epochs_done: int
+    epochs: int | None
+    best_val_auc: float | None
+    test_auc: float | None
+    test_acc: float | None
+    data_root: str | None
+    created: float
+    error: str | None = None
+
+
+def run_info(run_dir: str | Path) -> RunInfo:
+    """Summarise a run folder; never raises for a damaged run (its error is reported instead)."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    error = status.get("error")
+    try:
+        train = read_config(run_dir)["train"]
+    except RunError as e:
+        train, error = {}, str(e)
+    rows = read_metrics(run_dir)
+    aucs = [r["val_auc"] for r in rows if r.get("val_auc") is not None]
+    test = {}
+    if (run_dir / "test_metrics.json").is_file():
+        try:
+            test = read_json(run_dir / "test_metrics.json")
+        except RunError as e:
+            error = error or str(e)
+    return RunInfo(path=run_dir, id=run_dir.name, state=status.get("state", "failed"), size=train.get("size"),
+                   model=train.get("model"), name=train.get("name", ""), epochs_done=len(rows), epochs=train.get("epochs"),
+                   best_val_auc=max(aucs) if aucs else None, test_auc=test.get("auc"), test_acc=test.get("acc"),
+                   data_root=train.get("data_root"), created=run_dir.stat().st_mtime if run_dir.exists() else 0.0,
+                   error=error)
+
+
+def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
+    """Every run folder (one holding config.json or status.json) in `runs_dir`, newest first."""
+    runs_dir = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+    if not runs_dir.is_dir():
+        return []
+    dirs = [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink()
+            and ((d / "config.json").exists() or (d / "status.json").exists())]
+    return sorted((run_info(d) for d in dirs), key=lambda r: r.id, reverse=True)
+
+
+def delete_run(runs_dir: str | Path, run_id: str) -> None:
+    """Delete one run folder; refuses a running run and anything outside `runs_dir`."""
+    path = resolve_run(runs_dir, run_id)
+    if not path.is_dir():
+        raise RunError(f"No run {run_id!r} in {runs_dir}.")
+    if read_status(path).get("state") == "running":
+        raise RunError(f"Run {run_id} is still training; stop it before deleting it.")
+    shutil.rmtree(path)
+
+
+def load_scores(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (N,14) sigmoid probabilities, labels (N,14)) saved for `split` ('val' or 'test')."""
+    path = Path(run_dir) / f"{split}_scores.npz"
+    if not path.is_file():
+        raise RunError(f"{path} is missing: the run has not been evaluated yet. "
+                       f"Run `python -m core.evaluate {run_dir}` (it needs best.pt).")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["scores"], z["labels"]
+    except Exception as e:
+        raise RunError(f"{path} could not be read ({type(e).__name__}); re-run `python -m core.evaluate {run_dir}`.") from None
+
+
+def save_scores(run_dir: str | Path, split: str, scores: np.ndarray, labels: np.ndarray) -> None:
+    path = Path(run_dir) / f"{split}_scores.npz"
+    _atomic(path, lambda f: np.savez(f, scores=scores.astype(np.float32), labels=labels.astype(np.uint8)))
+
+
+def load_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The run's model (`best` or `last` checkpoint) in eval mode on `device`."""
+    from core.models import build_model
+
+    run_dir = Path(run_dir)
+    train = read_config(run_dir)["train"]
+    state = load_checkpoint(run_dir / f"{which}.pt", map_location=device)
+    model = build_model(train["model"], train["size"])
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as e:
+        raise RunError(f"{run_dir / f'{which}.pt'} does not match the model in config.json "
+                       f"({train['model']} at {train['size']} px): {str(e)[:200]}") from None
+    return model.to(device).eval()
