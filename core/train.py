@@ -418,6 +418,27 @@ def estimate(config: TrainConfig, n_batches: int = 3, n_train: int | None = None
     return Estimate(speed, per_epoch, per_epoch * config.epochs, str(device))
 
 
+def launch(run_dirs: list[Path], log_name: str = "train.log") -> int:
+    """Train prepared run folders one after another in a detached background process; its pid.
+
+    The process has its own session, so it outlives the caller (a Streamlit rerun, a closed tab,
+    the app's server); its output goes to the first run's train.log. Follow it with
+    runs.read_status / progress.json / metrics.jsonl and stop it with runs.request_stop.
+    """
+    import subprocess
+
+    run_dirs = [Path(p).resolve() for p in run_dirs]
+    for run_dir in run_dirs:
+        runs.clear_stop(run_dir)
+    log = open(run_dirs[0] / log_name, "ab")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--run-dirs", *map(str, run_dirs)], cwd=root,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log.close()
+    return proc.pid
+
+
 def format_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"

@@ -1,0 +1,92 @@
+"""Helpers shared by the pages: where data and runs live, cached loads, run pickers.
+
+Not a page itself (app.py lists the pages). Cached functions take paths plus the file's mtime
+so a changed file is re-read and an unchanged one never is.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core import data as D
+from core import runs
+
+
+def data_root() -> Path:
+    return Path(st.session_state.get("data_root") or D.default_root()).expanduser()
+
+
+def runs_dir() -> Path:
+    return Path(st.session_state.get("runs_dir") or runs.default_runs_dir()).expanduser()
+
+
+def sidebar_settings() -> None:
+    """Data root and runs folder, from CHESTMNIST_ROOT / CHESTMNIST_RUNS, editable in the sidebar."""
+    st.session_state.setdefault("data_root", str(D.default_root()))
+    st.session_state.setdefault("runs_dir", str(runs.default_runs_dir()))
+    with st.sidebar:
+        st.text_input("Data root", key="data_root", help="Folder with chestmnist*.npz files (CHESTMNIST_ROOT).")
+        st.text_input("Runs folder", key="runs_dir", help="Where run folders are written (CHESTMNIST_RUNS).")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading images…")
+def _load_data(root: str, size: int, _mtime: float) -> D.ChestData:
+    return D.load(root, size)
+
+
+def load_data(root: str | Path, size: int) -> D.ChestData:
+    """ChestData for `size` under `root`, cached across reruns and sessions (raises DataError)."""
+    return _load_data(str(root), size, _mtime(D.npz_path(root, size)))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading model…")
+def _load_model(run_dir: str, _mtime: float):
+    return runs.load_model(run_dir, "best")
+
+
+def load_model(run_dir: str | Path):
+    """The run's best model in eval mode, cached until best.pt changes (raises RunError)."""
+    return _load_model(str(run_dir), _mtime(Path(run_dir) / "best.pt"))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _load_scores(run_dir: str, split: str, _mtime: float):
+    return runs.load_scores(run_dir, split)
+
+
+def load_scores(run_dir: str | Path, split: str):
+    """(scores, labels) of a run's split, cached until the file changes (raises RunError)."""
+    return _load_scores(str(run_dir), split, _mtime(Path(run_dir) / f"{split}_scores.npz"))
+
+
+def run_label(info: runs.RunInfo) -> str:
+    auc = f", test AUC {info.test_auc:.3f}" if info.test_auc is not None else ""
+    return f"{info.size} px · {info.model} · {info.state}{auc} · {info.id}"
+
+
+def evaluated_runs() -> list[runs.RunInfo]:
+    """Runs that have test scores (finished, or evaluated after a stop)."""
+    return [r for r in runs.list_runs(runs_dir()) if (r.path / "test_scores.npz").is_file()]
+
+
+def pick_run(label: str = "Run", key: str = "run") -> runs.RunInfo | None:
+    """A selectbox over evaluated runs; None (with guidance shown) when there are none."""
+    available = evaluated_runs()
+    if not available:
+        st.info("No evaluated runs yet in the runs folder. Train one on the **Train** page; "
+                "it is evaluated on test when it finishes.")
+        return None
+    by_id = {r.id: r for r in available}
+    if st.session_state.get(key) not in by_id:
+        st.session_state[key] = available[0].id
+    chosen = st.selectbox(label, list(by_id), key=key, format_func=lambda i: run_label(by_id[i]))
+    return by_id[chosen]
