@@ -1,0 +1,55 @@
+"""Shared fixtures: generated planted-pattern data and real (tiny) finished runs.
+
+Generators live in tests/synthetic.py; fixtures here are session-scoped so a run trained once
+serves every test that only reads it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.synthetic import write_planted
+
+NIH1000 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih1000"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    """No test reads the user's ~/.medmnist or writes into checkpoints/ or ~/.cache by accident."""
+    monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("CHESTMNIST_ROOT", raising=False)
+    monkeypatch.delenv("CHESTMNIST_RUNS", raising=False)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """A data root with planted-pattern npz files at 28 and 64 px (256/96/96 images)."""
+    root = tmp_path_factory.mktemp("data")
+    for size in (28, 64):
+        write_planted(root, size)
+    return root
+
+
+@pytest.fixture(scope="session")
+def finished_runs(data_root, tmp_path_factory) -> dict[int, Path]:
+    """One finished 2-epoch res-cnn run per size on the planted data: {size: run_dir}."""
+    from core.train import TrainConfig, prepare_run, train
+
+    runs_dir = tmp_path_factory.mktemp("runs")
+    out = {}
+    for size in (28, 64):
+        cfg = TrainConfig(size=size, epochs=2, batch_size=64, data_root=str(data_root), runs_dir=str(runs_dir),
+                          device="cpu", name="fixture")
+        run_dir = prepare_run(cfg)
+        assert train(run_dir) == "finished"
+        out[size] = run_dir
+    return out
+
+
+@pytest.fixture(scope="session")
+def nih1000() -> Path:
+    if not (NIH1000 / "chestmnist.npz").is_file():
+        pytest.skip(f"real NIH-1000 data not found at {NIH1000} (it sits in ../shared beside the repo)")
+    return NIH1000
