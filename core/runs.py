@@ -8,7 +8,6 @@ Every write is atomic (temp file + rename), so a killed process leaves the previ
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import secrets
@@ -23,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.metrics import to_jsonable
+
 FORMAT_VERSION = 1
 STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
 
@@ -34,23 +35,6 @@ class RunError(ValueError):
 def default_runs_dir() -> Path:
     """`CHESTMNIST_RUNS` if set, else `checkpoints/` in the current folder."""
     return Path(os.environ.get("CHESTMNIST_RUNS") or "checkpoints").expanduser()
-
-
-def _jsonable(obj: Any) -> Any:
-    """NaN/inf -> None and numpy scalars/arrays -> Python, so files stay strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _atomic(path: Path, write) -> None:
@@ -68,7 +52,7 @@ def _atomic(path: Path, write) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write strict JSON atomically."""
-    data = json.dumps(_jsonable(obj), indent=2, allow_nan=False).encode()
+    data = json.dumps(to_jsonable(obj), indent=2, allow_nan=False).encode()
     _atomic(Path(path), lambda f: f.write(data))
 
 
@@ -105,7 +89,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def append_jsonl(path: str | Path, row: dict) -> None:
     """Append one line, fsynced; a crash can at worst cut off this line, which readers skip."""
     with open(path, "ab") as f:
-        line = json.dumps(_jsonable(row), allow_nan=False).encode() + b"\n"
+        line = json.dumps(to_jsonable(row), allow_nan=False).encode() + b"\n"
         # A cut-off previous line (killed mid-write) must not swallow this row.
         if f.tell() > 0:
             with open(path, "rb") as r:

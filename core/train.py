@@ -178,7 +178,7 @@ def _with_progress_file(callback: Callable[[Progress], None] | None) -> Callable
         now = time.time()
         if now - last[0] >= 1.0 or p.phase != "train" or p.batch == p.n_batches:
             last[0] = now
-            runs.write_json(p.run_dir / "progress.json", dataclasses.asdict(p) | {"time": now})
+            runs.write_json(p.run_dir / "progress.json", dataclasses.asdict(p) | {"run_dir": str(p.run_dir), "time": now})
     return report
 
 
