@@ -1,0 +1,125 @@
+"""core.data: loading, validation messages, memory-mapping, batches, pos_weight."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core import data as D
+from tests.synthetic import write_planted
+
+
+def test_load_reads_medmnist_layout(data_root):
+    d = D.load(data_root, 28)
+    assert (len(d.train), len(d.val), len(d.test)) == (256, 96, 96)
+    assert d.train.images.dtype == np.uint8 and d.train.images.shape == (256, 28, 28)
+    assert d.test.labels.shape == (96, 14) and set(np.unique(d.test.labels)) <= {0, 1}
+    assert D.available_sizes(data_root) == [28, 64]
+
+
+def test_large_sizes_are_memory_mapped_from_an_npy_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path / "cache"))
+    write_planted(tmp_path / "root", 128, n=(8, 4, 4))
+    d = D.load(tmp_path / "root", 128)
+    assert isinstance(d.train.images, np.memmap)
+    with np.load(D.npz_path(tmp_path / "root", 128)) as z:
+        assert np.array_equal(np.asarray(d.train.images), z["train_images"])
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3
+    assert not list((tmp_path / "root").glob("*npy*")), "the cache must stay out of the data root"
+
+
+def test_missing_size_names_file_folder_and_record(data_root):
+    with pytest.raises(D.DataError) as e:
+        D.load(data_root, 224)
+    msg = str(e.value)
+    assert "chestmnist_224.npz" in msg and str(data_root.resolve()) in msg and "zenodo.org/records/10519652" in msg
+    assert "MB" in msg and "sizes [28, 64]" in msg
+
+
+@pytest.mark.parametrize("size", [27, 100, 0])
+def test_bad_size(size, data_root):
+    with pytest.raises(D.DataError, match="not a ChestMNIST size"):
+        D.load(data_root, size)
+
+
+def test_pos_weight_is_neg_over_pos_clipped():
+    labels = np.zeros((100, 14), dtype=np.uint8)
+    labels[:50, 0] = 1  # 50/50 -> 1
+    labels[:5, 1] = 1  # 95/5 = 19 -> clipped to 10
+    labels[:20, 2] = 1  # 80/20 = 4
+    w = D.pos_weight(labels, clip=10)
+    assert w[0] == pytest.approx(1.0) and w[1] == pytest.approx(10.0) and w[2] == pytest.approx(4.0)
+    assert w[3] == pytest.approx(10.0)  # no positives: the clip value, never inf
+    assert D.pos_weight(labels, clip=0) is None
+    assert D.pos_weight(labels, clip=30)[1] == pytest.approx(19.0)
+
+
+def test_batches_normalise_and_cover_indices_once():
+    images = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4)
+    images[0] = 0
+    images[1] = 255
+    labels = np.eye(14, dtype=np.uint8)[:10]
+    gen = torch.Generator().manual_seed(0)
+    seen = []
+    for x, y in D.batches(images, labels, np.arange(10), 4, shuffle=True, generator=gen):
+        assert x.shape[1:] == (1, 4, 4) and x.dtype == torch.float32
+        seen += y.argmax(1).tolist()
+        assert x.min() >= -1 and x.max() <= 1
+    assert sorted(seen) == list(range(10))
+    first = D.to_tensor(images[:2])
+    assert first[0].max() == -1 and first[1].min() == 1
+
+
+def test_augment_keeps_shape_and_moves_pixels_without_flipping():
+    x = torch.zeros(8, 1, 32, 32)
+    x[:, :, 8:12, 4:8] = 1  # a mark on the left
+    gen = torch.Generator().manual_seed(0)
+    y = D.augment(x, gen)
+    assert y.shape == x.shape and not torch.equal(x, y)
+    # Still on the left half: small shifts/rotations, never a horizontal flip.
+    assert (y[..., :16].sum() > 5 * y[..., 16:].sum())
+
+
+def test_subset_indices_seeded_sorted_and_bounded():
+    a, b = D.subset_indices(1000, 100, seed=1), D.subset_indices(1000, 100, seed=1)
+    assert np.array_equal(a, b) and len(np.unique(a)) == 100 and np.all(np.diff(a) > 0)
+    assert not np.array_equal(a, D.subset_indices(1000, 100, seed=2))
+    assert len(D.subset_indices(50, None, 0)) == 50
+
+
+def test_download_offline_gives_placement_instructions(tmp_path, monkeypatch):
+    import urllib.request
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(D.DataError) as e:
+        D.download(tmp_path, 64)
+    assert "chestmnist_64.npz" in str(e.value) and str(tmp_path.resolve()) in str(e.value)
+    assert not list(tmp_path.iterdir()), "a failed download leaves no partial file"
+
+
+def test_download_checks_md5(tmp_path, monkeypatch):
+    import io
+    import urllib.request
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": "5"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Response(b"12345"))
+    progress = []
+    with pytest.raises(D.DataError, match="MD5"):
+        D.download(tmp_path, 28, lambda done, total: progress.append((done, total)))
+    assert progress == [(5, 5)] and not list(tmp_path.iterdir())
+
+
+def test_nih1000_loads_at_both_sizes(nih1000):
+    for size in (28, 64):
+        d = D.load(nih1000, size)
+        assert (len(d.train), len(d.val), len(d.test)) == (616, 172, 212)
+    assert D.load(nih1000, 28).val.labels[:, 13].sum() == 0  # hernia: no positives in val

@@ -1,0 +1,132 @@
+"""core.train: learning, resume == uninterrupted, run folder contents, stop, early stopping."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core import runs
+from core.train import ConfigError, TrainConfig, estimate, prepare_run, train
+from tests.synthetic import write_planted
+
+
+def _config(root, runs_dir, **kw) -> TrainConfig:
+    base = dict(size=28, epochs=3, batch_size=64, data_root=str(root), runs_dir=str(runs_dir), device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_planted_patterns_are_learned(tmp_path):
+    root = tmp_path / "data"
+    write_planted(root, 28, n=(768, 128, 128), seed=3)
+    run_dir = prepare_run(_config(root, tmp_path / "runs", epochs=5, augment=True))
+    assert train(run_dir) == "finished"
+    rows = runs.read_metrics(run_dir)
+    assert len(rows) == 5 and max(r["val_auc"] for r in rows) > 0.95
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert test["auc"] > 0.95 and test["auc_undefined_classes"] == []
+
+
+def test_run_folder_is_complete_and_readable(finished_runs):
+    run_dir = finished_runs[28]
+    for name in ("config.json", "status.json", "metrics.jsonl", "best.pt", "last.pt", "thresholds.json",
+                 "val_scores.npz", "test_scores.npz", "test_metrics.json"):
+        assert (run_dir / name).is_file(), name
+    config = runs.read_config(run_dir)
+    assert config["train"]["size"] == 28 and config["data"]["md5"] and config["versions"]["torch"] == torch.__version__
+    assert config["model"]["params"] > 0 and config["model"]["flops_per_image"] > 0
+    assert runs.read_status(run_dir)["state"] == "finished"
+    row = runs.read_metrics(run_dir)[0]
+    for key in ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "val_acc", "val_macro_f1",
+                "val_micro_f1", "val_auc_per_class", "seconds", "images_per_s"):
+        assert key in row, key
+    assert len(row["val_auc_per_class"]) == 14
+    scores, labels = runs.load_scores(run_dir, "test")
+    assert scores.shape == labels.shape == (96, 14) and 0 <= scores.min() and scores.max() <= 1
+    model = runs.load_model(run_dir)
+    assert not model.training
+
+
+def test_resume_equals_uninterrupted(tmp_path, data_root):
+    straight = prepare_run(_config(data_root, tmp_path / "a", augment=True))
+    train(straight)
+    interrupted = prepare_run(_config(data_root, tmp_path / "b", augment=True))
+    calls = []
+
+    def stop_in_epoch_two() -> bool:
+        calls.append(1)
+        return len(runs.read_metrics(interrupted)) == 1 and len(calls) > 6
+    assert train(interrupted, should_stop=stop_in_epoch_two) == "stopped"
+    assert runs.read_status(interrupted)["state"] == "stopped" and len(runs.read_metrics(interrupted)) == 1
+    assert train(interrupted) == "finished"
+    a, b = runs.read_metrics(straight), runs.read_metrics(interrupted)
+    assert [r["epoch"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-6)
+        assert ra["val_auc"] == pytest.approx(rb["val_auc"], abs=1e-6)
+    wa = runs.load_checkpoint(straight / "last.pt")["model"]
+    wb = runs.load_checkpoint(interrupted / "last.pt")["model"]
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
+
+
+def test_stop_file_stops_after_current_batch(tmp_path, data_root):
+    run_dir = prepare_run(_config(data_root, tmp_path))
+    runs.request_stop(run_dir)  # a stale STOP from before the start is cleared...
+    seen = []
+
+    def on_epoch(row):
+        seen.append(row["epoch"])
+        runs.request_stop(run_dir)  # ...but one set during training stops it
+    assert train(run_dir, on_epoch=on_epoch) == "stopped"
+    assert seen == [1] and (run_dir / "last.pt").is_file()
+
+
+def test_early_stopping_by_patience(tmp_path, data_root):
+    run_dir = prepare_run(_config(data_root, tmp_path, epochs=6, patience=1, select_by="val_loss", lr=0.5))
+    train(run_dir)
+    rows = runs.read_metrics(run_dir)
+    best = min(r["val_loss"] for r in rows)
+    assert len(rows) < 6 and rows[-1]["best_epoch"] == next(r["epoch"] for r in rows if r["val_loss"] == best)
+
+
+def test_best_checkpoint_is_the_selected_epoch(finished_runs):
+    run_dir = finished_runs[64]
+    rows = runs.read_metrics(run_dir)
+    best_epoch = max(rows, key=lambda r: r["val_auc"])["epoch"]
+    assert runs.load_checkpoint(run_dir / "best.pt")["epoch"] == best_epoch
+
+
+def test_subset_uses_that_many_training_images(tmp_path, data_root):
+    run_dir = prepare_run(_config(data_root, tmp_path, epochs=1, subset=100))
+    train(run_dir)
+    assert runs.read_metrics(run_dir)[0]["images"] == 100
+
+
+@pytest.mark.parametrize("kw, flag", [(dict(size=100), "--size"), (dict(epochs=-1), "--epochs"), (dict(lr=0), "--lr"),
+                                      (dict(batch_size=0), "--batch-size"), (dict(model="x"), "--model"),
+                                      (dict(select_by="f1"), "--select-by"), (dict(pos_weight_clip=-1), "--pos-weight-clip")])
+def test_bad_settings_are_rejected_before_a_run_exists(tmp_path, data_root, kw, flag):
+    with pytest.raises(ConfigError, match=flag):
+        prepare_run(_config(data_root, tmp_path, **kw))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path).iterdir())
+
+
+def test_subset_larger_than_split_is_rejected(tmp_path, data_root):
+    with pytest.raises(ConfigError, match="larger than the training split"):
+        prepare_run(_config(data_root, tmp_path / "runs", subset=10_000))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_estimate_measures_a_positive_speed():
+    e = estimate(TrainConfig(size=28, epochs=4, device="cpu"), n_batches=1, n_train=1000, n_val=100)
+    assert e.images_per_s > 0 and e.total_seconds == pytest.approx(4 * e.seconds_per_epoch)
+
+
+def test_nih1000_smoke_one_epoch(tmp_path, nih1000):
+    run_dir = prepare_run(_config(nih1000, tmp_path, epochs=1))
+    assert train(run_dir) == "finished"
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    # Hernia has no positives in NIH-1000's test split: reported undefined, not averaged in as NaN.
+    assert {"name": "hernia", "reason": "no positives"} in test["auc_undefined_classes"]
+    assert np.isfinite(test["auc"]) and test["n_samples"] == 212
