@@ -90,3 +90,39 @@ def pick_run(label: str = "Run", key: str = "run") -> runs.RunInfo | None:
         st.session_state[key] = available[0].id
     chosen = st.selectbox(label, list(by_id), key=key, format_func=lambda i: run_label(by_id[i]))
     return by_id[chosen]
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> None:
+    """st.page_link to one of app.py's pages, or a plain hint where that page is not registered
+    (a page run on its own with `streamlit run pages/x.py`, or in AppTest)."""
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitAPIException:
+        st.caption(f"Open **{label}** from the app's navigation.")
+
+
+def official_split_sizes(n: dict[str, int]) -> bool:
+    """Whether split sizes are those of the official ChestMNIST release (a cheap identity check)."""
+    return all(n.get(s) == D.OFFICIAL_COUNTS[s] for s in D.SPLITS)
+
+
+def run_data_label(config: dict) -> tuple[bool, str]:
+    """(is official ChestMNIST, which data a run used) from its config.json.
+
+    Official means the file's MD5 (recorded by prepare_run) is the one medmnist publishes for that
+    size; anything else (NIH-1000, an import, a subset file) is labelled as not ChestMNIST.
+    """
+    train, data = config.get("train", {}), config.get("data", {})
+    root, file = train.get("data_root") or "?", data.get("file") or "?"
+    n = data.get("n") or {}
+    try:
+        official = data.get("md5") == D.download_url(int(train.get("size")))[1]
+    except (TypeError, ValueError, KeyError, D.DataError):
+        official = False
+    where = f"{file} in {root}"
+    if official:
+        return True, f"ChestMNIST (official file): {where}"
+    sizes = "/".join(f"{n[s]:,}" for s in D.SPLITS if s in n)
+    return False, f"NOT ChestMNIST: {where}" + (f" ({sizes} train/val/test images)" if sizes else "")

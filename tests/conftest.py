@@ -53,3 +53,37 @@ def nih1000() -> Path:
     if not (NIH1000 / "chestmnist.npz").is_file():
         pytest.skip(f"real NIH-1000 data not found at {NIH1000} (it sits in ../shared beside the repo)")
     return NIH1000
+
+
+# --- Streamlit page tests (tests/test_app_*.py) ---------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def open_page():
+    """open_page("home.py", data_root, runs_dir) -> an AppTest of that page, not yet run.
+
+    Pages run on their own (app.py's navigation also lists pages owned by others), so the sidebar
+    that sets the data root and runs folder does not run: they go into session state instead.
+    """
+    from streamlit.testing.v1 import AppTest
+
+    def _open(page: str, data_root: Path, runs_dir: Path, timeout: float = 60) -> AppTest:
+        at = AppTest.from_file(str(REPO / "pages" / page), default_timeout=timeout)
+        at.session_state["data_root"] = str(data_root)
+        at.session_state["runs_dir"] = str(runs_dir)
+        return at
+    return _open
+
+
+@pytest.fixture
+def runs_copy(finished_runs, tmp_path) -> dict[int, Path]:
+    """A private copy of `finished_runs` in tmp_path/runs, for tests that change or delete runs."""
+    import shutil
+
+    out = {}
+    for size, run_dir in finished_runs.items():
+        out[size] = tmp_path / "runs" / run_dir.name
+        shutil.copytree(run_dir, out[size])
+    return out

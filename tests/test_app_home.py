@@ -1,0 +1,236 @@
+"""pages/home.py (Data & runs) through streamlit's AppTest, on generated data and real tiny runs."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core import data as D
+from core import runs
+from tests.synthetic import write_planted
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def test_first_start_with_nothing_shows_guidance(open_page, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    at = open_page("home.py", root, tmp_path / "runs").run()
+    assert not at.exception
+    assert not at.error
+    infos = " ".join(texts(at.info))
+    assert "No ChestMNIST file" in infos and "chestmnist.npz" in infos
+    assert "No runs yet" in infos
+    labels = [b.label for b in at.button]
+    for size in D.SIZES:  # every size missing: each gets a download button with its size in MB
+        assert f"Download {size} px ({D.approx_mb(size):,} MB)" in labels
+    assert at.button(key="import_go")  # the importer is there too
+
+
+def test_missing_data_folder_is_an_error(open_page, tmp_path):
+    at = open_page("home.py", tmp_path / "nowhere", tmp_path / "runs").run()
+    assert not at.exception
+    assert any(str(tmp_path / "nowhere") in e and "does not exist" in e for e in texts(at.error))
+
+
+def test_corrupt_file_shows_its_error(open_page, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "chestmnist.npz").write_bytes(b"not a zip file at all")
+    at = open_page("home.py", root, tmp_path / "runs").run()
+    assert not at.exception
+    errors = texts(at.error)
+    assert any(str(root / "chestmnist.npz") in e and "corrupt" in e for e in errors), errors
+
+
+def test_sizes_counts_and_prevalence_match_core(open_page, data_root, tmp_path):
+    at = open_page("home.py", data_root, tmp_path / "runs").run()
+    assert not at.exception and not at.error
+    assert [t.label for t in at.tabs] == ["28 px", "64 px"]
+    # Download buttons only for the missing sizes.
+    labels = [b.label for b in at.button]
+    assert not any(label.startswith("Download 28 px") or label.startswith("Download 64 px") for label in labels)
+    assert any(label.startswith("Download 128 px") for label in labels)
+    tables = [df.value for df in at.dataframe if "train prevalence" in df.value.columns]
+    assert len(tables) == 2
+    for size, table in zip((28, 64), tables):
+        d = D.load(data_root, size)
+        assert list(table["class"]) == list(D.CLASS_NAMES)
+        for s in D.SPLITS:
+            np.testing.assert_allclose(table[f"{s} prevalence"].to_numpy(), D.prevalence(d.split(s).labels))
+            np.testing.assert_array_equal(table[f"{s} positives"].to_numpy(), d.split(s).labels.sum(axis=0))
+    metrics = {(m.label, m.value) for m in at.metric}
+    assert ("train images", "256") in metrics and ("val images", "96") in metrics and ("total", "448") in metrics
+    # Generated data is not the official release, and the page says so.
+    assert any("differ from the official ChestMNIST" in i for i in texts(at.info))
+    # One montage per class per size, captioned with the class name.
+    captions = [img.proto.imgs[0].caption for img in at.image]
+    assert len(captions) == 2 * D.N_CLASSES
+    assert all(c.split(" ")[0] in D.CLASS_NAMES for c in captions)
+    assert len(at.get("vega_lite_chart")) == 2  # the prevalence chart per size
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_download_offline_shows_instructions(open_page, data_root, tmp_path, monkeypatch):
+    """The real download code against a closed local port: no external network is touched."""
+    root = tmp_path / "data"
+    root.mkdir()
+    url, md5 = D.download_url(128)
+    monkeypatch.setattr(D, "download_url", lambda size: (f"http://127.0.0.1:{closed_port()}/{D.npz_name(size)}", md5))
+    at = open_page("home.py", root, tmp_path / "runs").run()
+    at.button(key="download-128").click().run()
+    assert not at.exception
+    errors = texts(at.error)
+    assert len(errors) == 1
+    assert "chestmnist_128.npz" in errors[0] and str(root.resolve()) in errors[0] and "Zenodo" in errors[0]
+    assert list(root.iterdir()) == []  # no .part or half file left behind
+
+
+def test_download_error_always_carries_instructions(open_page, tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    root.mkdir()
+
+    def fail(root_, size, progress=None, timeout=30.0):
+        raise D.DataError("The downloaded file does not match its MD5; it was deleted. Try again.")
+    monkeypatch.setattr(D, "download", fail)
+    at = open_page("home.py", root, tmp_path / "runs").run()
+    at.button(key="download-64").click().run()
+    (error,) = texts(at.error)
+    assert "MD5" in error and D.offline_instructions(root, 64) in error
+
+
+def test_download_success_feeds_progress_and_shows_the_new_size(open_page, tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    root.mkdir()
+    calls = []
+
+    def fake(root_, size, progress=None, timeout=30.0):
+        for done in (0, 50, 100):
+            progress(done, 100)
+            calls.append(done)
+        return write_planted(root_, size, n=(24, 12, 12))
+    monkeypatch.setattr(D, "download", fake)
+    at = open_page("home.py", root, tmp_path / "runs").run()
+    at.button(key="download-28").click().run()
+    assert not at.exception and not at.error
+    assert calls == [0, 50, 100]
+    assert any("Downloaded" in s and "chestmnist.npz" in s for s in texts(at.success))
+    assert [t.label for t in at.tabs] == ["28 px"]
+    assert ("train images", "24") in {(m.label, m.value) for m in at.metric}
+
+
+def write_nih_folder(base: Path) -> tuple[Path, Path]:
+    """12 patients x 2 PNGs in NIH layout (one CSV row names a missing file); (images dir, csv)."""
+    images = base / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    findings = ["No Finding", "Effusion|Infiltration", "Cardiomegaly", "Pleural_Thickening", "Mass", "Nodule|Edema"]
+    rows = []
+    for patient in range(1, 13):
+        for k in range(2):
+            name = f"{patient:08d}_{k:03d}.png"
+            Image.fromarray(rng.integers(0, 256, (80, 80), dtype=np.uint8)).save(images / name)
+            rows.append({"Image Index": name, "Finding Labels": findings[(patient + k) % len(findings)],
+                         "Patient ID": patient})
+    rows.append({"Image Index": "00000099_000.png", "Finding Labels": "Mass", "Patient ID": 99})
+    (images / "notes.txt").write_text("not an image")
+    csv = base / "Data_Entry.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return images, csv
+
+
+def test_importer_writes_npz_and_reports(open_page, tmp_path):
+    images, csv = write_nih_folder(tmp_path / "nih")
+    out = tmp_path / "imported"
+    (tmp_path / "data").mkdir()
+    at = open_page("home.py", tmp_path / "data", tmp_path / "runs").run()
+    at.text_input(key="import_images").input(str(images))
+    at.text_input(key="import_csv").input(str(csv))
+    at.selectbox(key="import_size").select(28)
+    at.text_input(key="import_out").input(str(out))
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    assert not at.error, texts(at.error)
+    d = D.load(out, 28)  # the written file is a valid data root
+    counts = next(df.value for df in at.dataframe if list(df.value.columns) == ["split", "images"])
+    assert dict(zip(counts["split"], counts["images"])) == {s: len(d.split(s)) for s in D.SPLITS}
+    assert sum(len(d.split(s)) for s in D.SPLITS) == 24
+    skipped = next(df.value for df in at.dataframe if list(df.value.columns) == ["image", "reason"])
+    assert skipped.to_dict("records") == [{"image": "00000099_000.png", "reason": "file not found"}]
+    ignored = next(df.value for df in at.dataframe if list(df.value.columns) == ["file", "reason"])
+    assert list(ignored["file"]) == ["notes.txt"]
+    assert any(str(out / "chestmnist.npz") in s for s in texts(at.success))
+    # Imported somewhere else than the data root: offer to switch to it.
+    at.button(key="import_use_root").click().run()
+    assert at.session_state["data_root"] == str(out)
+    assert [t.label for t in at.tabs] == ["28 px"]
+
+
+def test_importer_error_is_shown_not_raised(open_page, tmp_path):
+    images, _ = write_nih_folder(tmp_path / "nih")
+    at = open_page("home.py", tmp_path / "data", tmp_path / "runs").run()
+    at.text_input(key="import_images").input(str(images))
+    at.text_input(key="import_csv").input(str(tmp_path / "missing.csv"))
+    at.button(key="import_go").click().run()
+    assert not at.exception
+    (error,) = [e for e in texts(at.error) if e.startswith("Import failed")]
+    assert "missing.csv" in error and "does not exist" in error
+    assert not (tmp_path / "data").exists()  # the default output (the data root) was not created
+
+
+def test_runs_table_matches_run_files(open_page, data_root, finished_runs):
+    runs_dir = next(iter(finished_runs.values())).parent
+    at = open_page("home.py", data_root, runs_dir).run()
+    assert not at.exception
+    table = next(df.value for df in at.dataframe if "status" in df.value.columns).set_index("run")
+    assert len(table) == len(finished_runs)
+    for size, run_dir in finished_runs.items():
+        row = table.loc[run_dir.name]
+        test = json.loads((run_dir / "test_metrics.json").read_text())
+        rows = runs.read_metrics(run_dir)
+        assert row["status"] == "finished" and row["size (px)"] == size and row["model"] == "res-cnn"
+        assert row["epochs"] == "2/2"
+        assert row["test AUC (medmnist)"] == pytest.approx(test["auc"])
+        assert row["test ACC (medmnist, 0.5)"] == pytest.approx(test["acc"])
+        assert row["best val AUC (medmnist)"] == pytest.approx(max(r["val_auc"] for r in rows))
+        assert row["data"].startswith("NOT ChestMNIST")
+
+
+def test_delete_run_with_confirmation(open_page, data_root, runs_copy):
+    victim, keeper = runs_copy[28], runs_copy[64]
+    at = open_page("home.py", data_root, victim.parent).run()
+    at.selectbox(key="delete_choice").select(victim.name)
+    at.button(key="delete_ask").click().run()
+    assert victim.is_dir()  # asking is not deleting
+    assert any(victim.name in w for w in texts(at.warning))
+    at.button(key="delete_yes").click().run()
+    assert not at.exception
+    assert not victim.exists() and keeper.is_dir()
+    assert any(f"Deleted run {victim.name}" in s for s in texts(at.success))
+    table = next(df.value for df in at.dataframe if "status" in df.value.columns)
+    assert list(table["run"]) == [keeper.name]
+
+
+def test_cancel_keeps_the_run_and_running_runs_cannot_be_deleted(open_page, data_root, runs_copy):
+    running, other = runs_copy[28], runs_copy[64]
+    runs.set_status(running, "running")  # this test process: alive, so the run reads as running
+    at = open_page("home.py", data_root, running.parent).run()
+    assert at.selectbox(key="delete_choice").options == [other.name + " (finished)"]
+    at.button(key="delete_ask").click().run()
+    at.button(key="delete_no").click().run()
+    assert other.is_dir() and running.is_dir()
+    assert not at.warning
+    assert runs.read_status(running)["pid"] == os.getpid()
