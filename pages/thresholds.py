@@ -1,0 +1,267 @@
+"""Thresholds: per-class decision thresholds of a run, their precision/sensitivity trade-off, saved back.
+
+Thresholds are chosen on VALIDATION scores (presets via core.thresholds.choose, or by hand);
+the test split only shows what those thresholds give, never chooses them.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from core import metrics
+from core import thresholds as T
+from core.data import CLASS_NAMES, N_CLASSES
+from core.runs import RunError
+from pages.common import _mtime, load_scores, pick_run
+
+PRESETS = {
+    "0.5": ("fixed", {"value": 0.5}),
+    "Global 0.3 (the study's)": ("fixed", {"value": 0.3}),
+    "Youden's J": ("youden", {}),
+    "F1-optimal": ("f1", {}),
+    "Sensitivity at least X": ("sensitivity", {}),
+}
+MAX_CURVE_POINTS = 800
+
+
+def _key(c: int) -> str:
+    return f"thr_{c}"
+
+
+def _fmt(x: float) -> str:
+    return "undefined" if x is None or not np.isfinite(x) else f"{x:.4f}"
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _auc_per_class(run_dir: str, split: str, _mtime: float) -> np.ndarray:
+    scores, labels = load_scores(run_dir, split)
+    return metrics.auc_per_class(labels, scores)
+
+
+def _thin(df: pd.DataFrame, n: int = MAX_CURVE_POINTS) -> pd.DataFrame:
+    """Keep at most n points of a curve (ends included): enough to draw, cheap to send."""
+    if len(df) <= n:
+        return df
+    return df.iloc[np.unique(np.linspace(0, len(df) - 1, n).round().astype(int))]
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _curves(run_dir: str, split: str, c: int, _mtime: float) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(ROC, PR) points of class c on the split; None when it lacks positives or negatives."""
+    scores, labels = load_scores(run_dir, split)
+    y, s = labels[:, c], scores[:, c]
+    if y.all() or not y.any():
+        return None
+    fpr, tpr, _ = roc_curve(y, s)
+    precision, recall, _ = precision_recall_curve(y, s)
+    roc = pd.DataFrame({"False positive rate (1 − specificity)": fpr, "Sensitivity": tpr})
+    pr = pd.DataFrame({"Sensitivity (recall)": recall, "Precision": precision})
+    return _thin(roc), _thin(pr)
+
+
+def _file_method(path: Path) -> tuple[str, list[int]]:
+    """(method, fallback class indices) recorded in a thresholds.json, best effort."""
+    try:
+        raw = json.loads(path.read_text())
+        names = raw.get("fallback_classes", []) if isinstance(raw, dict) else []
+        return str(raw.get("method", "saved")), [CLASS_NAMES.index(n) for n in names if n in CLASS_NAMES]
+    except (OSError, ValueError, AttributeError):
+        return "saved", []
+
+
+def _set_thresholds(values: np.ndarray, method: str, fallback: list[int]) -> None:
+    for c in range(N_CLASSES):
+        st.session_state[_key(c)] = float(values[c])
+    st.session_state["thr_method"] = method
+    st.session_state["thr_fallback"] = list(fallback)
+    st.session_state["thr_tuned_on_test"] = False
+
+
+def _apply_preset(val_labels: np.ndarray, val_scores: np.ndarray) -> None:
+    method, kw = PRESETS[st.session_state["thr_preset"]]
+    if method == "sensitivity":
+        kw = {"target": float(st.session_state["thr_target"])}
+    choice = T.choose(method, val_labels, val_scores, **kw)
+    _set_thresholds(choice.thresholds, choice.method, choice.fallback)
+
+
+def _moved() -> None:
+    st.session_state["thr_method"] = "manual"
+    st.session_state["thr_fallback"] = []
+    if st.session_state.get("thr_on_test"):
+        st.session_state["thr_tuned_on_test"] = True
+
+
+def _json_bytes(values: np.ndarray, method: str, fallback: list[int], split: str) -> bytes:
+    """The file save_thresholds writes, as bytes (written to a temp folder and read back)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "thresholds.json"
+        T.save_thresholds(path, T.ThresholdChoice(np.asarray(values), method, fallback), CLASS_NAMES, split=split)
+        return path.read_bytes()
+
+
+def _curve_chart(df: pd.DataFrame, x: str, y: str, point: dict, title: str, diagonal: bool) -> alt.LayerChart:
+    axis = alt.Scale(domain=[0, 1])
+    layers = []
+    if diagonal:
+        layers.append(alt.Chart(pd.DataFrame({x: [0, 1], y: [0, 1]})).mark_line(strokeDash=[4, 4], color="gray")
+                      .encode(x=alt.X(x, scale=axis), y=alt.Y(y, scale=axis)))
+    layers.append(alt.Chart(df).mark_line().encode(x=alt.X(x, scale=axis), y=alt.Y(y, scale=axis)))
+    layers.append(alt.Chart(pd.DataFrame([point])).mark_point(filled=True, size=140, color="crimson")
+                  .encode(x=x, y=y, tooltip=[alt.Tooltip(k, format=".3f") if k != "Threshold" else k for k in point]))
+    return alt.layer(*layers).properties(title=title, height=300)
+
+
+st.title("Thresholds")
+st.caption("Each finding is predicted present when its probability is at least its threshold. Thresholds are "
+           "chosen on the **validation** split; the test split shows what they give on unseen images.")
+
+info = pick_run()
+if info is None:
+    st.stop()
+
+try:
+    val_scores, val_labels = load_scores(info.path, "val")
+    test_scores, test_labels = load_scores(info.path, "test")
+except RunError as e:
+    st.error(f"{e}")
+    st.stop()
+if val_scores.shape[1] != N_CLASSES:
+    st.error(f"{info.path}: its scores have {val_scores.shape[1]} classes, not the {N_CLASSES} ChestMNIST findings. "
+             "Re-evaluate the run with `python -m core.evaluate`.")
+    st.stop()
+
+thr_path = info.path / "thresholds.json"
+source = (info.id, _mtime(thr_path))
+if st.session_state.get("thr_source") != source:
+    st.session_state["thr_source"] = source
+    try:
+        saved = T.load_thresholds(thr_path, CLASS_NAMES)
+        method, fallback = _file_method(thr_path)
+        st.session_state["thr_file_error"] = None
+    except T.ThresholdFileError as e:
+        saved = T.choose("youden", val_labels, val_scores)
+        method, fallback = saved.method, saved.fallback
+        saved = saved.thresholds
+        st.session_state["thr_file_error"] = str(e)
+    _set_thresholds(saved, method, fallback)
+if st.session_state.get("thr_file_error"):
+    st.error(f"{st.session_state['thr_file_error']} The sliders start from Youden's J on validation instead; "
+             "**Save thresholds to run** writes a valid file.")
+
+# --- presets ---------------------------------------------------------------------------------
+with st.container(border=True):
+    left, mid, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+    left.radio("Preset (chosen on validation)", list(PRESETS), key="thr_preset", horizontal=True, index=2)
+    mid.number_input("X (sensitivity)", 0.0, 1.0, 0.8, 0.05, key="thr_target", format="%.2f",
+                     disabled=st.session_state["thr_preset"] != "Sensitivity at least X",
+                     help="For the sensitivity preset: each class gets its highest threshold that still "
+                          "finds at least this fraction of its validation positives.")
+    right.button("Apply preset", key="thr_apply", on_click=_apply_preset, args=(val_labels, val_scores),
+                 type="primary")
+
+on_test = st.toggle("Show on test", key="thr_on_test",
+                    help="Show what these validation-chosen thresholds give on the test split.")
+split = "test" if on_test else "val"
+scores, labels = (test_scores, test_labels) if on_test else (val_scores, val_labels)
+split_name = "TEST" if on_test else "validation"
+if on_test:
+    st.info("Showing the **test** split at thresholds chosen on validation. Tune on validation: moving sliders "
+            "while looking at test numbers tunes on test.")
+
+# --- sliders ---------------------------------------------------------------------------------
+method = st.session_state["thr_method"]
+fallback = st.session_state.get("thr_fallback", [])
+with st.expander(f"Per-class thresholds · method: {method}", expanded=True):
+    cols = st.columns(2)
+    for c, name in enumerate(CLASS_NAMES):
+        cols[c % 2].slider(name, 0.0, 1.0, step=0.01, key=_key(c), format="%.3f", on_change=_moved)
+    if fallback:
+        st.caption("No positives or no negatives in validation, so the threshold fell back to "
+                   f"{T.FALLBACK_THRESHOLD:g}: {', '.join(CLASS_NAMES[c] for c in fallback)}.")
+current = np.array([st.session_state[_key(c)] for c in range(N_CLASSES)], dtype=np.float64)
+
+# --- metrics at these thresholds -------------------------------------------------------------
+tm = metrics.threshold_metrics(labels, scores, current)
+aucs = _auc_per_class(str(info.path), split, _mtime(info.path / f"{split}_scores.npz"))
+defined = np.isfinite(aucs)
+mean_auc = float(aucs[defined].mean()) if defined.any() else float("nan")
+
+st.subheader(f"On the {split_name} split ({len(labels):,} images)")
+row1 = st.columns(5)
+row1[0].metric("AUC (medmnist)", _fmt(mean_auc), help="Mean per-class ROC AUC over classes where it is "
+               "defined; threshold-free." + (f" Undefined for: {', '.join(np.array(CLASS_NAMES)[~defined])}."
+                                             if not defined.all() else ""))
+row1[1].metric("ACC (medmnist, at 0.5)", _fmt(metrics.medmnist_acc(labels, scores)),
+               help="medmnist's per-label accuracy at score > 0.5, whatever the sliders say.")
+row1[2].metric("Label accuracy (these thresholds)", _fmt(tm["label_accuracy"]))
+row1[3].metric("Exact-match accuracy", _fmt(tm["exact_match"]), help="Images with all 14 findings right.")
+row1[4].metric("Macro F1", _fmt(tm["macro_f1"]))
+row2 = st.columns(5)
+row2[0].metric("Micro F1", _fmt(tm["micro_f1"]))
+row2[1].metric("Macro precision", _fmt(tm["macro_precision"]))
+row2[2].metric("Macro recall (sensitivity)", _fmt(tm["macro_recall"]))
+row2[3].metric("Micro precision", _fmt(tm["micro_precision"]))
+row2[4].metric("Micro recall (sensitivity)", _fmt(tm["micro_recall"]))
+
+table = pd.DataFrame({
+    "Finding": CLASS_NAMES,
+    "Threshold": current,
+    "Precision": tm["precision"],
+    "Sensitivity": tm["recall"],
+    "Specificity": tm["specificity"],
+    "F1": tm["f1"],
+    "Support": tm["support"].astype(int),
+    "TP": tm["tp"].astype(int),
+    "FP": tm["fp"].astype(int),
+    "FN": tm["fn"].astype(int),
+    "TN": tm["tn"].astype(int),
+    "AUC": [_fmt(a) for a in aucs],
+})
+fmt = st.column_config.NumberColumn(format="%.3f")
+st.dataframe(table, key="thr_table", hide_index=True, width="stretch",
+             column_config={k: fmt for k in ("Threshold", "Precision", "Sensitivity", "Specificity", "F1")})
+
+# --- curves ----------------------------------------------------------------------------------
+c = st.selectbox("ROC and precision-recall curves for", range(N_CLASSES), key="thr_curve_class",
+                 format_func=lambda i: CLASS_NAMES[i])
+curves = _curves(str(info.path), split, c, _mtime(info.path / f"{split}_scores.npz"))
+if curves is None:
+    st.info(f"{CLASS_NAMES[c]} has no positives (or no negatives) in the {split_name} split: its ROC and PR "
+            "curves and AUC are undefined.")
+else:
+    roc, pr = curves
+    left, right = st.columns(2)
+    fpr = 1 - tm["specificity"][c]
+    left.altair_chart(_curve_chart(roc, *roc.columns, {roc.columns[0]: fpr, roc.columns[1]: tm["recall"][c],
+                                                        "Threshold": f"{current[c]:.3f}"},
+                                   f"ROC · {CLASS_NAMES[c]} · AUC {_fmt(aucs[c])}", True), width="stretch")
+    right.altair_chart(_curve_chart(pr, *pr.columns, {pr.columns[0]: tm["recall"][c], pr.columns[1]: tm["precision"][c],
+                                                      "Threshold": f"{current[c]:.3f}"},
+                                    f"Precision-recall · {CLASS_NAMES[c]}", False), width="stretch")
+    st.caption(f"Red point: the current threshold {current[c]:.3f} on the {split_name} split.")
+
+# --- save ------------------------------------------------------------------------------------
+tuned_on_test = bool(st.session_state.get("thr_tuned_on_test"))
+chosen_on = "test" if tuned_on_test else "val"
+left, right = st.columns(2)
+if left.button("Save thresholds to run", key="thr_save", type="primary",
+               help=f"Writes {thr_path}; the Saliency page and reports use it."):
+    try:
+        T.save_thresholds(thr_path, T.ThresholdChoice(current, method, fallback), CLASS_NAMES, split=chosen_on)
+        st.session_state["thr_source"] = (info.id, _mtime(thr_path))
+        st.success(f"Saved {method} thresholds to {thr_path}.")
+    except (OSError, ValueError) as e:
+        st.error(f"Could not write {thr_path}: {e}. Check that the runs folder is writable.")
+if tuned_on_test:
+    st.warning("Sliders were moved while the test split was shown: the file will record them as chosen on test.")
+right.download_button("Download thresholds JSON", key="thr_download", file_name=f"thresholds-{info.id}.json",
+                      mime="application/json",
+                      data=lambda: _json_bytes(current, method, fallback, chosen_on), on_click="ignore")
