@@ -145,6 +145,7 @@ def prepare_run(config: TrainConfig) -> Path:
     Checks the data before anything is written, so a bad setting never leaves a run behind.
     """
     config.validate()
+    device = resolve_device(config.device)
     data = D.load(config.data_root, config.size)
     if config.subset is not None and config.subset > len(data.train):
         raise ConfigError(f"--subset {config.subset} is larger than the training split ({len(data.train):,} images "
@@ -161,7 +162,7 @@ def prepare_run(config: TrainConfig) -> Path:
         "model": {"params": count_params(model), "flops_per_image": flops_per_image(model, config.size)},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                      "medmnist": medmnist.__version__, "sklearn": sklearn.__version__},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(resolve_device(config.device))},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device)},
         "created": time.time(),
     })
     runs.set_status(run_dir, "queued")
@@ -196,7 +197,9 @@ def _distributed() -> tuple[int, int]:
     """(rank, world size); initialises the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # gloo always serves CPU tensors (the stop flag, the run folder broadcast): NCCL alone has no
+        # CPU backend, so those collectives would fail on a GPU machine.
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -207,6 +210,25 @@ def _any(flag: bool, world: int) -> bool:
     t = torch.tensor([float(flag)])
     dist.all_reduce(t)
     return bool(t.item())
+
+
+def _rank0s(flag: bool, world: int) -> bool:
+    """Rank 0's value of `flag` on every rank (its checkpoint is the one that counts)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)])
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+def _gather_train(loss_sum: float, seen: int, scores: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Train loss, scores and labels over every rank's share of the epoch, not rank 0's alone."""
+    totals = torch.tensor([loss_sum, float(seen)], dtype=torch.float64)
+    dist.all_reduce(totals)
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (scores, labels))
+    return (totals[0].item() / max(totals[1].item(), 1.0), np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]))
 
 
 def _epoch_metrics(prefix: str, labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
@@ -333,7 +355,11 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
             on_progress(Progress(run_dir, epoch, cfg.epochs, "val", n_batches, n_batches, seen * world / train_seconds, 0.0))
 
         # Every rank scores the whole validation set with the same weights: identical metrics,
-        # identical checkpoint choice, no gather needed.
+        # identical checkpoint choice, no gather needed. BatchNorm running statistics are per rank
+        # (DDP copies rank 0's only at the next forward), so take rank 0's, the ones it saves.
+        if world > 1:
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
         from core.evaluate import predict
         val_scores = predict(model, data.val.images, device=device, channels_last=cfg.channels_last, amp_dtype=dtype)
         with torch.no_grad():
@@ -342,7 +368,10 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
                 val_logits, torch.from_numpy(data.val.labels).double(),
                 pos_weight=None if pw is None else pw.double()).item()
         tr_scores, tr_labels = np.concatenate(scores), np.concatenate(labels)
-        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
+        tr_loss = loss_sum / max(seen, 1)
+        if world > 1:
+            tr_loss, tr_scores, tr_labels = _gather_train(loss_sum, seen, tr_scores, tr_labels)
+        row = {"epoch": epoch, "train_loss": tr_loss, "val_loss": val_loss,
                **_epoch_metrics("train", tr_labels, tr_scores, cfg.threshold),
                **_epoch_metrics("val", data.val.labels, val_scores, cfg.threshold),
                "val_auc_per_class": dict(zip(D.CLASS_NAMES, metrics.auc_per_class(data.val.labels, val_scores))),
@@ -355,7 +384,7 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
             best, best_epoch, bad_epochs = value, epoch, 0
         else:
             bad_epochs += 1
-        done = epoch == cfg.epochs or (cfg.patience > 0 and bad_epochs >= cfg.patience)
+        done = _rank0s(epoch == cfg.epochs or (cfg.patience > 0 and bad_epochs >= cfg.patience), world)
         row.update(best_epoch=best_epoch, is_best=improved)
         if main_rank:
             runs.append_jsonl(run_dir / "metrics.jsonl", row)
@@ -494,7 +523,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # SIGTERM (kill, the app's Stop fallback) stops like Ctrl-C: status 'stopped', resumable.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    quiet = not sys.stderr.isatty() and os.environ.get("CHESTMNIST_PROGRESS") != "1"
+    # Under torchrun only rank 0 reports: it alone writes test_metrics.json (after the other ranks
+    # are done), and every line would otherwise appear once per rank.
+    lead = int(os.environ.get("RANK", "0")) == 0
+    quiet = not lead or (not sys.stderr.isatty() and os.environ.get("CHESTMNIST_PROGRESS") != "1")
     try:
         if args.resume or args.run_dirs:
             targets = [Path(p) for p in (args.run_dirs or [args.resume])]
@@ -525,13 +557,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run folder: {run_dir}", file=sys.stderr)
             state = train(run_dir, None if quiet else _print_progress, None if quiet else _print_epoch)
             if state != "finished":
-                print(f"\nrun {state}: resume with `python -m core.train --resume {run_dir}`", file=sys.stderr)
-                print(run_dir.resolve())
+                if lead:
+                    print(f"\nrun {state}: resume with `python -m core.train --resume {run_dir}`", file=sys.stderr)
+                    print(run_dir.resolve())
                 return 1
             if not quiet:
                 m = json.loads((run_dir / "test_metrics.json").read_text())
                 print(f"\ntest AUC (medmnist) {m['auc']:.4f}   test ACC (medmnist, 0.5) {m['acc']:.4f}", file=sys.stderr)
-        print(targets[-1].resolve())
+        if lead:
+            print(targets[-1].resolve())
         return 0
     except (ConfigError, D.DataError, runs.RunError) as e:
         print(f"error: {e}", file=sys.stderr)
