@@ -1,0 +1,178 @@
+"""The Saliency page (AppTest) on real finished runs: browsing, the shown pixels, side by side, errors."""
+import io
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import data as D
+from core import runs as R
+from core import saliency as S
+from core import thresholds as T
+from core.data import CLASS_NAMES
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """{file id: bytes} of every image the page hands to Streamlit's media storage."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    stored = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        stored[file_id] = path_or_data
+        return file_id
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+    return stored
+
+
+def _open(open_page, data_root, run_dir):
+    at = open_page("saliency.py", data_root, run_dir.parent)
+    at.session_state["run"] = run_dir.name
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _images(at, media):
+    """[(caption, RGB array)] of the page's images, in page order."""
+    out = []
+    for el in (e for e in at.main if e.type == "image"):
+        for img, caption in zip(el.proto.imgs, el.captions):
+            file_id = img.url.rsplit("/", 1)[-1].split(".")[0]
+            out.append((caption, np.asarray(Image.open(io.BytesIO(media[file_id])).convert("RGB"))))
+    return out
+
+
+def _shown_index(at):
+    m = re.fullmatch(r"Test image (\d+)", at.subheader[0].value)
+    assert m, at.subheader[0].value
+    return int(m.group(1))
+
+
+def _big(a):
+    return np.asarray(Image.fromarray(a).resize((256, 256), Image.NEAREST))
+
+
+def test_no_runs_shows_guidance(open_page, data_root, tmp_path):
+    at = open_page("saliency.py", data_root, tmp_path / "empty").run()
+    assert not at.exception and any("No evaluated runs" in i.value for i in at.info)
+
+
+def test_index_shows_that_image_and_its_grad_cam(open_page, data_root, finished_runs, media):
+    run = finished_runs[28]
+    at = _open(open_page, data_root, run)
+    at.selectbox(key="sal_class").set_value(4).run()
+    at.number_input(key="sal_index").set_value(7).run()
+    at.slider(key="sal_alpha").set_value(0.6).run()
+    at.selectbox(key="sal_cmap").set_value("viridis").run()
+    assert not at.exception and _shown_index(at) == 7
+    data = D.load(data_root, 28)
+    image = data.test.images[7]
+    shown = _images(at, media)
+    (cap0, plain), (cap1, cam) = shown[0], shown[1]
+    assert cap0.startswith("Test image 7")
+    np.testing.assert_array_equal(plain, np.repeat(_big(image)[..., None], 3, axis=2))
+    assert cam.shape == (256, 256, 3)
+    model = R.load_model(run)
+    expected = _big(S.overlay(image, S.grad_cam(model, image[None], 4)[0], 0.6, "viridis"))
+    assert np.abs(cam.astype(int) - expected.astype(int)).max() <= 1
+    scores, labels = R.load_scores(run, "test")
+    assert f"p = {scores[7, 4]:.3f}" in cap1 and CLASS_NAMES[4] in cap1
+    truth = [CLASS_NAMES[k] for k in np.flatnonzero(labels[7])]
+    findings = next(m.value for m in at.markdown if "True findings" in m.value)
+    assert all(name in findings for name in truth) and (truth or "none" in findings)
+    # The probability chart: one bar and one threshold tick per class.
+    assert len(at.get("vega_lite_chart")) == 1
+
+
+def test_finding_filter_offers_only_positives(open_page, data_root, finished_runs):
+    run = finished_runs[28]
+    _, labels = R.load_scores(run, "test")
+    c = 6
+    positives = np.flatnonzero(labels[:, c])
+    at = _open(open_page, data_root, run)
+    at.selectbox(key="sal_class").set_value(c).run()
+    at.radio(key="sal_mode").set_value("Finding").run()
+    box = at.number_input(key="sal_pos")
+    assert box.max == len(positives) and f"of {len(positives)} positive" in box.label
+    shown = []
+    for k in (1, 2, len(positives)):
+        at.number_input(key="sal_pos").set_value(k).run()
+        shown.append(_shown_index(at))
+    assert shown == [positives[0], positives[1], positives[-1]]
+    assert labels[shown, c].all()
+
+
+def test_outcome_and_confidence_filters(open_page, data_root, finished_runs):
+    run = finished_runs[64]
+    scores, labels = R.load_scores(run, "test")
+    thr = T.load_thresholds(run / "thresholds.json", CLASS_NAMES)
+    c = 0
+    at = _open(open_page, data_root, run)
+    at.radio(key="sal_mode").set_value("Outcome").run()
+    checked = 0
+    for outcome, mask in [("FP", (scores[:, c] >= thr[c]) & (labels[:, c] == 0)),
+                          ("FN", (scores[:, c] < thr[c]) & (labels[:, c] == 1))]:
+        at.radio(key="sal_outcome").set_value(outcome).run()
+        if not mask.any():
+            assert any("No test image" in i.value for i in at.info)
+            continue
+        assert at.number_input(key="sal_pos").max == mask.sum()
+        at.number_input(key="sal_pos").set_value(int(mask.sum())).run()
+        assert _shown_index(at) == np.flatnonzero(mask)[-1]
+        checked += 1
+    assert checked, "neither FP nor FN exists for this class: the outcome filter was not exercised"
+    at.radio(key="sal_mode").set_value("Confidence").run()
+    assert _shown_index(at) == int(np.argmax(scores[:, c]))
+    at.radio(key="sal_order").set_value("Lowest first").run()
+    assert _shown_index(at) == int(np.argmin(scores[:, c]))
+
+
+def test_side_by_side_one_panel_per_run_with_the_same_test_split(open_page, data_root, runs_copy, tmp_path, media):
+    run28, run64 = runs_copy[28], runs_copy[64]
+    # A third run on the same data root whose test split differs: not shown side by side.
+    odd = run64.parent / (run64.name + "-other")
+    shutil.copytree(run64, odd)
+    scores, labels = R.load_scores(odd, "test")
+    R.save_scores(odd, "test", scores[:-1], labels[:-1])
+    at = _open(open_page, data_root, run28)
+    at.number_input(key="sal_index").set_value(11).run()
+    panels = [(cap, img) for cap, img in _images(at, media) if " · run " in cap]
+    assert [cap.split(" · run ")[1].split(" ")[0] for cap, _ in panels] == [run64.name]
+    cap, img = panels[0]
+    assert cap.startswith("64 px") and img.shape == (256, 256, 3)
+    s64, _ = R.load_scores(run64, "test")
+    assert f"p = {s64[11, 0]:.3f}" in cap
+    # The 64 px panel shows the 64 px file's image 11 through the 64 px model.
+    image64 = D.load(data_root, 64).test.images[11]
+    expected = _big(S.overlay(image64, S.grad_cam(R.load_model(run64), image64[None], 0)[0], 0.45, "jet"))
+    assert np.abs(img.astype(int) - expected.astype(int)).max() <= 1
+    assert any(odd.name in c.value for c in at.caption)  # reported as not shown
+
+
+def test_missing_checkpoint_is_an_error_not_an_exception(open_page, data_root, runs_copy):
+    (runs_copy[28] / "best.pt").unlink()
+    (runs_copy[64] / "best.pt").unlink()
+    at = _open(open_page, data_root, runs_copy[28])
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2 and all("best.pt" in e for e in errors)
+    assert at.subheader[0].value == "Test image 0" and at.get("vega_lite_chart")  # the rest still shows
+
+
+def test_changed_data_file_is_an_error(open_page, data_root, runs_copy, tmp_path):
+    from tests.synthetic import write_planted
+
+    other_root = tmp_path / "other-data"
+    write_planted(other_root, 28, n=(64, 32, 40), seed=3)
+    config = R.read_json(runs_copy[28] / "config.json")
+    config["train"]["data_root"] = str(other_root)
+    R.write_json(runs_copy[28] / "config.json", config)
+    at = _open(open_page, data_root, runs_copy[28])
+    assert any("Re-evaluate" in e.value for e in at.error)
