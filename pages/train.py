@@ -1,0 +1,306 @@
+"""Train: set a recipe, see what it costs on this machine, start it in the background, follow it live.
+
+Training runs in a detached process (core.train.launch), so it survives reruns, page switches,
+closed tabs and even a restart of the app; this page only reads the run folders.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core import data as D
+from core import runs
+from core import train as T
+from core.models import DEFAULT_MODEL, MODELS
+from pages.common import data_root, load_data, page_link, run_label, runs_dir
+
+HOUR = 3600
+SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
+# A run the user just started or resumed shows no buttons for this long, so a second click during
+# the few seconds before the background process marks it running cannot start a second trainer.
+LAUNCH_GRACE_S = 30.0
+
+
+@st.cache_data(max_entries=64, show_spinner="Measuring training speed on a few batches…")
+def measure(size: int, model: str, batch_size: int, device: str, amp: str, channels_last: bool,
+            n_train: int, n_val: int) -> dict:
+    """core.train.estimate for one epoch, cached per setting that changes speed (not per epochs/lr/...)."""
+    cfg = T.TrainConfig(size=size, model=model, batch_size=batch_size, device=device, amp=amp,
+                        channels_last=channels_last, epochs=1)
+    return dataclasses.asdict(T.estimate(cfg, n_train=n_train, n_val=n_val))
+
+
+def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
+    d = T.TrainConfig()
+    st.subheader("Recipe")
+    c = st.columns(4)
+    size = c[0].selectbox("Resolution", D.SIZES, key="train_size",
+                          index=D.SIZES.index(present[0]) if present else 0,
+                          format_func=lambda s: f"{s} px" + ("" if s in present else " (no data)"))
+    models = list(MODELS)
+    model = c[1].selectbox("Model", models, index=models.index(DEFAULT_MODEL), key="train_model",
+                           help="res-cnn: strided stem + residual stages + global pooling (default). "
+                                "seed-cnn: the study's original CNN (its head grows with the input).")
+    epochs = c[2].number_input("Epochs", 1, 10_000, d.epochs, key="train_epochs")
+    batch = c[3].number_input("Batch size", 1, 8192, d.batch_size, key="train_batch")
+    c = st.columns(4)
+    lr = c[0].number_input("Learning rate (Adam)", 1e-6, 1.0, d.lr, step=1e-4, format="%.6f", key="train_lr")
+    clip = c[1].number_input("pos_weight clip", 0.0, 1000.0, d.pos_weight_clip, step=1.0, key="train_clip",
+                             help="BCE pos_weight = negatives/positives per class, capped here; 0 = plain BCE.")
+    subset = c[2].number_input("Training subset (0 = all)", 0, 10_000_000, 0, step=1000, key="train_subset",
+                               help="A seeded random subset of the training split; val and test stay whole.")
+    select_by = c[3].selectbox("Keep the checkpoint with the best", list(T.SELECT_BY), key="train_select",
+                               format_func=SELECT_BY_LABELS.get)
+    c = st.columns(4)
+    patience = c[0].number_input("Patience (epochs, 0 = off)", 0, 10_000, d.patience, key="train_patience",
+                                 help="Stop after this many epochs without improvement of the select-by metric.")
+    seed = c[1].number_input("Seed", 0, 2**31 - 1, d.seed, key="train_seed")
+    device = c[2].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="train_device")
+    name = c[3].text_input("Run name (optional)", key="train_name", max_chars=40)
+    augment = st.checkbox("Augment (small random shifts and rotations, no flips)", key="train_augment")
+    with st.expander("Advanced"):
+        a = st.columns(2)
+        threshold = a[0].number_input("Threshold for the per-epoch F1 curves", 0.01, 0.99, d.threshold, step=0.05,
+                                      key="train_threshold",
+                                      help="Only for the F1 logged each epoch; test F1 uses thresholds tuned on val.")
+        amp = a[1].selectbox("Mixed precision", ["auto", "off", "bf16", "fp16"], key="train_amp",
+                             help="auto: bf16/fp16 on CUDA, off elsewhere.")
+    return T.TrainConfig(size=int(size), epochs=int(epochs), batch_size=int(batch), lr=float(lr),
+                         pos_weight_clip=float(clip), threshold=float(threshold), model=model, select_by=select_by,
+                         patience=int(patience), subset=int(subset) or None, augment=bool(augment), seed=int(seed),
+                         device=device, amp=amp, data_root=str(root), runs_dir=str(rdir), name=name.strip())
+
+
+def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool) -> None:
+    n_train, n_val, note = D.OFFICIAL_COUNTS["train"], D.OFFICIAL_COUNTS["val"], ""
+    if cfg.size in present:
+        try:
+            d = load_data(cfg.data_root, cfg.size)
+        except D.DataError as e:
+            st.error(f"{e}")
+            return
+        n_train, n_val = len(d.train), len(d.val)
+    else:
+        note = " Split sizes are those of official ChestMNIST, as there is no data for this size yet."
+        st.warning(f"No {cfg.size} px data under {cfg.data_root}: download or import it on the Data & runs page "
+                   "before training.")
+    if cfg.subset is not None and cfg.subset > n_train:
+        st.warning(f"The subset ({cfg.subset:,}) is larger than the training split ({n_train:,} images); "
+                   "training would be refused.")
+    n_used = min(cfg.subset or n_train, n_train)
+    try:
+        e = measure(cfg.size, cfg.model, cfg.batch_size, cfg.device, cfg.amp, cfg.channels_last, n_used, n_val)
+    except T.ConfigError as err:
+        st.error(f"{err}")
+        return
+    total = e["seconds_per_epoch"] * cfg.epochs
+    st.subheader("Estimated cost on this machine")
+    c = st.columns(4)
+    c[0].metric("Seconds per epoch", f"{e['seconds_per_epoch']:,.1f} s", help=T.format_seconds(e["seconds_per_epoch"]))
+    c[1].metric(f"Total for {cfg.epochs} epochs", T.format_seconds(total))
+    c[2].metric("Training images/s", f"{e['images_per_s']:,.0f}")
+    c[3].metric("Device", e["device"])
+    st.caption(f"Measured just now from a few training batches of random images ({n_used:,} training and {n_val:,} "
+               f"validation images per epoch; validation costed at a third of a training step per image), an upper "
+               f"bound when early stopping (patience) ends the run sooner.{note}"
+               + (" A run is training in the background, so this measurement is slower than an idle machine."
+                  if anything_running else ""))
+    if total > HOUR:
+        # Same cost model as core.train.estimate: n_train/speed + n_val/(3 speed) per epoch.
+        subset_fit = round((HOUR / cfg.epochs - n_val / (3 * e["images_per_s"])) * e["images_per_s"])
+        epochs_fit = int(HOUR / e["seconds_per_epoch"] + 1e-6)
+        hints = []
+        if 0 < subset_fit < n_used:
+            hints.append(f"a training subset of about {subset_fit:,} images")
+        if epochs_fit >= 1:
+            hints.append(f"at most {epochs_fit} epoch(s)")
+        st.warning(f"This would take about {T.format_seconds(total)} on {e['device']}: more than an hour. "
+                   + (f"To stay within an hour use {' or '.join(hints)}" if hints else "Use a subset or fewer epochs")
+                   + ", or a GPU.")
+
+
+def _launched(run_dirs) -> None:
+    stamp = time.time()
+    st.session_state.setdefault("launched", {}).update({p.name: stamp for p in run_dirs})
+
+
+def start(run_dirs) -> None:
+    """Launch prepared run folders as one background queue and say so."""
+    try:
+        pid = T.launch(list(run_dirs))
+    except OSError as e:
+        st.error(f"Could not start the training process: {e}. The run folder(s) stay queued; start them below.")
+        return
+    _launched(run_dirs)
+    names = ", ".join(p.name for p in run_dirs)
+    st.success(f"Started in background process {pid}: {names}. It keeps training if you leave this page; "
+               "its log is train.log in the first run's folder.")
+
+
+def start_buttons(cfg: T.TrainConfig, present: list[int]) -> None:
+    left, right = st.columns(2)
+    sizes = ", ".join(map(str, present)) or "none present"
+    train_clicked = left.button("Train", type="primary", key="train_go", width="stretch")
+    sweep_clicked = right.button(f"Same recipe at every size ({sizes} px)", key="train_sweep", width="stretch",
+                                 help="One run per size present under the data root, trained one after another "
+                                      "in a single background process: the study's resolution sweep.")
+    if train_clicked:
+        try:
+            run_dir = T.prepare_run(cfg)
+        except (T.ConfigError, D.DataError, runs.RunError) as e:
+            st.error(f"Not started: {e}")
+        else:
+            start([run_dir])
+    if sweep_clicked:
+        if not present:
+            st.error(f"No data under {cfg.data_root}: download or import at least one size on the Data & runs page.")
+            return
+        prepared = []
+        try:
+            for size in present:
+                prepared.append(T.prepare_run(dataclasses.replace(cfg, size=size, name=cfg.name or "sweep")))
+        except (T.ConfigError, D.DataError, runs.RunError) as e:
+            for p in prepared:  # never launched, so nothing else knows about them
+                runs.delete_run(cfg.runs_dir, p.name)
+            st.error(f"Sweep not started (at {size} px): {e}")
+        else:
+            start(prepared)
+
+
+def progress_of(r: runs.RunInfo) -> tuple[float, str]:
+    """(fraction done, text) from the run's progress.json, which the trainer writes about once a second."""
+    try:
+        p = runs.read_json(r.path / "progress.json")
+        started = runs.read_status(r.path).get("updated", 0)
+    except runs.RunError:
+        return 0.0, "Starting: loading data and model…"
+    if p.get("time", 0) < started:  # left over from before a resume
+        return (r.epochs_done / r.epochs if r.epochs else 0.0), "Starting: loading data and checkpoint…"
+    epoch, epochs = p.get("epoch", 0), max(1, p.get("epochs", 1))
+    phase, batch, n_batches = p.get("phase"), p.get("batch", 0), max(1, p.get("n_batches", 1))
+    if phase == "train":
+        frac = (epoch - 1 + batch / n_batches) / epochs
+        text = (f"epoch {epoch}/{epochs} · batch {batch}/{n_batches} · {p.get('images_per_s', 0):,.0f} img/s · "
+                f"ETA {T.format_seconds(p.get('eta_s', 0))}")
+    elif phase == "val":
+        frac, text = epoch / epochs, f"epoch {epoch}/{epochs} · validating"
+    else:
+        frac, text = 1.0, "evaluating the best checkpoint on val and test"
+    return min(max(frac, 0.0), 1.0), text
+
+
+def curves(rows: list[dict]) -> alt.FacetChart:
+    """Train and val loss and AUC per epoch, one colour per split."""
+    long = pd.DataFrame([{"epoch": row["epoch"], "split": split, "metric": name, "value": row.get(f"{split}_{key}")}
+                         for row in rows for split in ("train", "val")
+                         for key, name in (("loss", "loss"), ("auc", "AUC (medmnist)"))]).dropna(subset=["value"])
+    return alt.Chart(long).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None),
+        color=alt.Color("split:N", scale=alt.Scale(domain=["train", "val"])),
+        tooltip=["metric", "split", "epoch", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(height=170, width=260).facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent")
+
+
+def _recently_launched(run_id: str) -> bool:
+    return time.time() - st.session_state.get("launched", {}).get(run_id, 0.0) < LAUNCH_GRACE_S
+
+
+def resume(r: runs.RunInfo) -> None:
+    # 'queued' tells the trainer (and other tabs) that a process is on its way; train() sets 'running'.
+    runs.set_status(r.path, "queued")
+    start([r.path])
+
+
+def show_active(r: runs.RunInfo, anything_running: bool) -> None:
+    with st.container(border=True):
+        st.markdown(f"**{run_label(r)}**")
+        if r.state == "queued":
+            if anything_running or _recently_launched(r.id):
+                st.caption("Queued: it starts when the runs before it in its background queue are done.")
+            else:
+                st.caption("Queued, but no run is training now: its queue was stopped or never started.")
+                if st.button("Start", key=f"start-{r.id}"):
+                    resume(r)
+            return
+        frac, text = progress_of(r)
+        st.progress(frac, text=text)
+        rows = runs.read_metrics(r.path)
+        if rows:
+            st.altair_chart(curves(rows), width="stretch")
+        if runs.stop_requested(r.path):
+            st.caption("Stop requested: it stops after the current batch (the unfinished epoch is repeated on resume).")
+        elif st.button("Stop", key=f"stop-{r.id}"):
+            runs.request_stop(r.path)
+            st.info("Stop requested: it stops after the current batch. Resume it here later.")
+
+
+def show_attention(r: runs.RunInfo) -> None:
+    with st.container(border=True):
+        st.markdown(f"**{run_label(r)}** ({r.epochs_done}/{r.epochs or '?'} epochs done)")
+        if r.error:
+            (st.error if r.state == "failed" else st.caption)(r.error)
+        if not (r.path / "config.json").is_file():
+            return
+        if _recently_launched(r.id):
+            st.caption("Starting…")
+        elif st.button("Resume" if r.state != "failed" else "Retry (resumes from the last finished epoch)",
+                       key=f"resume-{r.id}"):
+            resume(r)
+
+
+@st.fragment(run_every=2)
+def live(rdir) -> None:
+    """Active runs, refreshed every 2 s from their folders; what needs attention; what just finished."""
+    try:
+        infos = runs.list_runs(rdir)
+    except OSError as e:
+        st.error(f"Cannot read the runs folder {rdir}: {e.strerror or e}. Choose another folder in the sidebar.")
+        return
+    anything_running = any(r.state == "running" for r in infos)
+    active = [r for r in infos if r.state in ("running", "queued")]
+    st.subheader("Active runs")
+    if not active:
+        st.caption(f"No run is training or queued in {rdir}.")
+    for r in sorted(active, key=lambda r: (r.state != "running", r.id)):
+        show_active(r, anything_running)
+
+    attention = [r for r in infos if r.state in ("stopped", "interrupted", "failed")][:10]
+    if attention:
+        st.subheader("Stopped, interrupted or failed")
+        for r in attention:
+            show_attention(r)
+
+    finished = [r for r in infos if r.state == "finished"][:5]
+    if finished:
+        st.subheader("Recently finished")
+        st.dataframe(pd.DataFrame([{"run": r.id, "size (px)": r.size, "model": r.model, "epochs": r.epochs_done,
+                                    "best val AUC (medmnist)": r.best_val_auc, "test AUC (medmnist)": r.test_auc,
+                                    "test ACC (medmnist, 0.5)": r.test_acc} for r in finished]), hide_index=True)
+        page_link("pages/compare.py", "Compare runs", icon="📈")
+
+
+st.title("Train")
+root, rdir = data_root(), runs_dir()
+present = D.available_sizes(root) if root.is_dir() else []
+if not present:
+    st.info(f"No ChestMNIST data under {root}. Download or import a size on the Data & runs page first; "
+            "the cost estimate below still works.")
+cfg = recipe(root, rdir, present)
+try:
+    cfg.validate()
+except T.ConfigError as e:
+    st.error(f"{e}")
+else:
+    try:
+        running_now = any(r.state == "running" for r in runs.list_runs(rdir))
+    except OSError:
+        running_now = False
+    show_estimate(cfg, present, running_now)
+start_buttons(cfg, present)
+st.divider()
+live(rdir)

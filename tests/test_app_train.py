@@ -1,0 +1,201 @@
+"""pages/train.py through streamlit's AppTest: estimate, start, sweep, stop, resume, and one real background run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import streamlit as st
+
+from core import data as D
+from core import runs
+from core import train as T
+from tests.synthetic import write_planted
+
+FAST = {"train_model": "seed-cnn", "train_epochs": 1, "train_batch": 64}
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def page(open_page, root, runs_dir, **recipe):
+    """The Train page with recipe widgets preset through their session-state keys."""
+    at = open_page("train.py", root, runs_dir)
+    for key, value in recipe.items():
+        at.session_state[key] = value
+    return at
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Record core.train.launch calls instead of spawning trainers."""
+    calls = []
+
+    def fake(run_dirs, log_name="train.log"):
+        calls.append([p.resolve() for p in run_dirs])
+        return 4242
+    monkeypatch.setattr(T, "launch", fake)
+    return calls
+
+
+def run_dirs_in(runs_dir):
+    return sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.exists() else []
+
+
+def test_estimate_uses_the_real_split_sizes(open_page, data_root, tmp_path):
+    at = page(open_page, data_root, tmp_path / "runs", **FAST).run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Device"] == "cpu"
+    per_epoch = float(metrics["Seconds per epoch"].removesuffix(" s").replace(",", ""))
+    assert per_epoch > 0
+    assert "Total for 1 epochs" in metrics
+    assert any("256 training and 96 validation images" in c for c in texts(at.caption))
+    assert not at.warning  # seconds, not hours
+
+
+def test_subset_changes_what_is_estimated(open_page, data_root, tmp_path):
+    at = page(open_page, data_root, tmp_path / "runs", train_subset=100, **FAST).run()
+    assert any("100 training and 96 validation images" in c for c in texts(at.caption))
+
+
+def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_path, monkeypatch):
+    def slow(config, n_batches=3, n_train=None, n_val=None):
+        per_epoch = n_train / 10 + n_val / 30  # 10 training images/s, validation at a third of the cost
+        return T.Estimate(10.0, per_epoch, per_epoch * config.epochs, "cpu")
+    monkeypatch.setattr(T, "estimate", slow)
+    st.cache_data.clear()  # no real measurement may answer for the fake one, nor the reverse
+    try:
+        at = page(open_page, data_root, tmp_path / "runs", train_epochs=100, train_batch=96).run()
+    finally:
+        st.cache_data.clear()
+    # 256/10 + 96/30 = 28.8 s per epoch: 100 epochs take 48 min, 200 take 96 min.
+    assert not at.warning
+    at.number_input(key="train_epochs").set_value(200)
+    try:
+        at.run()
+    finally:
+        st.cache_data.clear()
+    (warning,) = texts(at.warning)
+    # Within an hour: 3,600/200 = 18 s per epoch, minus 96/30 s of validation = 14.8 s -> 148 images;
+    # or 3,600 // 28.8 = 125 epochs of the full split.
+    assert "more than an hour" in warning and "148 images" in warning and "at most 125 epoch(s)" in warning
+
+
+def test_train_prepares_a_run_and_launches_it(open_page, data_root, tmp_path, launches):
+    runs_dir = tmp_path / "runs"
+    at = page(open_page, data_root, runs_dir, train_size=64, train_lr=0.0005, train_augment=True,
+              train_name="mine", train_select="val_loss", train_patience=3, **FAST).run()
+    at.button(key="train_go").click().run()
+    assert not at.exception and not at.error
+    (run_dir,) = run_dirs_in(runs_dir)
+    assert launches == [[run_dir.resolve()]]
+    cfg = runs.read_config(run_dir)["train"]
+    assert (cfg["size"], cfg["model"], cfg["epochs"], cfg["batch_size"]) == (64, "seed-cnn", 1, 64)
+    assert (cfg["lr"], cfg["augment"], cfg["select_by"], cfg["patience"]) == (0.0005, True, "val_loss", 3)
+    assert cfg["subset"] is None and cfg["name"] == "mine" and cfg["data_root"] == str(data_root.resolve())
+    assert runs.read_status(run_dir)["state"] == "queued"
+    assert any("4242" in s and run_dir.name in s for s in texts(at.success))
+    # It is listed as queued in the live view, without a Start button (its process is on its way).
+    assert any("Queued" in c for c in texts(at.caption))
+    assert not [b for b in at.button if b.key and b.key.startswith("start-")]
+
+
+def test_sweep_prepares_one_run_per_size_in_one_queue(open_page, data_root, tmp_path, launches):
+    runs_dir = tmp_path / "runs"
+    at = page(open_page, data_root, runs_dir, train_lr=0.002, **FAST).run()
+    assert at.button(key="train_sweep").label == "Same recipe at every size (28, 64 px)"
+    at.button(key="train_sweep").click().run()
+    assert not at.exception and not at.error
+    dirs = run_dirs_in(runs_dir)
+    assert len(launches) == 1 and sorted(launches[0]) == [d.resolve() for d in dirs]
+    configs = [runs.read_config(d)["train"] for d in launches[0]]
+    assert sorted(c["size"] for c in configs) == [28, 64]
+    for c in configs:  # the same recipe apart from the size
+        assert (c["model"], c["epochs"], c["batch_size"], c["lr"], c["name"]) == ("seed-cnn", 1, 64, 0.002, "sweep")
+
+
+def test_bad_config_is_an_error_and_leaves_no_run(open_page, data_root, tmp_path, launches):
+    runs_dir = tmp_path / "runs"
+    at = page(open_page, data_root, runs_dir, train_subset=100_000, **FAST).run()
+    assert any("larger than the training split" in w for w in texts(at.warning))
+    at.button(key="train_go").click().run()
+    assert not at.exception
+    assert any(e.startswith("Not started") and "--subset 100000" in e for e in texts(at.error))
+    assert run_dirs_in(runs_dir) == [] and launches == []
+
+
+def test_sweep_failing_at_one_size_leaves_no_half_sweep(open_page, tmp_path, launches):
+    root, runs_dir = tmp_path / "data", tmp_path / "runs"
+    write_planted(root, 28, n=(200, 40, 40))
+    write_planted(root, 64, n=(100, 40, 40))
+    at = page(open_page, root, runs_dir, train_subset=150, **FAST).run()
+    at.button(key="train_sweep").click().run()
+    assert any(e.startswith("Sweep not started (at 64 px)") for e in texts(at.error))
+    assert run_dirs_in(runs_dir) == [] and launches == []  # the 28 px run it had prepared is gone
+
+
+def test_live_view_shows_progress_and_stop_writes_the_stop_file(open_page, data_root, runs_copy, launches):
+    run_dir = runs_copy[28]
+    runs.set_status(run_dir, "running")  # this test process is alive: the run reads as running
+    runs.write_json(run_dir / "progress.json", {"epoch": 2, "epochs": 4, "phase": "train", "batch": 3, "n_batches": 8,
+                                                "images_per_s": 123.0, "eta_s": 75.0, "time": time.time() + 1})
+    at = page(open_page, data_root, run_dir.parent, **FAST).run()
+    assert not at.exception
+    (bar,) = at.get("progress")
+    assert bar.value == int(100 * (1 + 3 / 8) / 4)  # AppTest reports percent
+    assert "epoch 2/4 · batch 3/8 · 123 img/s · ETA 1m 15s" in bar.proto.text
+    # Live curves: train and val, loss and AUC, one colour per split.
+    chart = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert chart["spec"]["encoding"]["color"]["field"] == "split"
+    assert not (run_dir / "STOP").exists()
+    at.button(key=f"stop-{run_dir.name}").click().run()
+    assert (run_dir / "STOP").exists()
+    assert any("Stop requested" in c for c in texts(at.caption) + texts(at.info))
+    assert launches == []
+
+
+def test_resume_relaunches_a_stopped_run_and_failed_runs_show_their_error(open_page, data_root, runs_copy, launches):
+    stopped, failed = runs_copy[28], runs_copy[64]
+    runs.set_status(stopped, "stopped", error="Stopped by request; resume to continue.")
+    runs.set_status(failed, "failed", error="RuntimeError: out of memory")
+    at = page(open_page, data_root, stopped.parent, **FAST).run()
+    assert any("out of memory" in e for e in texts(at.error))
+    at.button(key=f"resume-{stopped.name}").click().run()
+    assert not at.exception
+    assert launches == [[stopped.resolve()]]
+    assert runs.read_status(stopped)["state"] == "queued"
+    # On the next refresh it is queued and just launched: no Resume or Start button that could
+    # start a second trainer on the same folder before the first one marks it running.
+    at.run()
+    assert not [b for b in at.button if b.key in (f"resume-{stopped.name}", f"start-{stopped.name}")]
+    assert [b.key for b in at.button if b.key and b.key.startswith("resume-")] == [f"resume-{failed.name}"]
+
+
+def test_real_background_run_finishes(open_page, data_root, tmp_path):
+    """core.train.launch for real: a detached 1-epoch run on the generated data, followed to 'finished'."""
+    runs_dir = tmp_path / "runs"
+    at = page(open_page, data_root, runs_dir, train_size=28, **FAST).run()
+    at.button(key="train_go").click().run()
+    assert not at.exception and not at.error
+    (run_dir,) = run_dirs_in(runs_dir)
+    try:
+        deadline = time.time() + 90
+        while runs.read_status(run_dir)["state"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.5)
+        status = runs.read_status(run_dir)
+        assert status["state"] == "finished", (status, (run_dir / "train.log").read_text())
+        assert (run_dir / "test_metrics.json").is_file() and len(runs.read_metrics(run_dir)) == 1
+        assert status["pid"] != os.getpid()  # trained by the detached process, not in here
+    finally:
+        pid = runs.read_status(run_dir).get("pid")
+        if pid and pid != os.getpid() and runs.read_status(run_dir)["state"] == "running":
+            os.kill(pid, signal.SIGTERM)
+    at.run()
+    finished = next(df.value for df in at.dataframe if "test AUC (medmnist)" in df.value.columns)
+    assert list(finished["run"]) == [run_dir.name]
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert finished["test AUC (medmnist)"][0] == pytest.approx(test["auc"])
