@@ -119,6 +119,25 @@ def _curve_chart(df: pd.DataFrame, x: str, y: str, point: dict, title: str, diag
     return alt.layer(*layers).properties(title=title, height=300)
 
 
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _curve_charts(run_dir: str, split: str, c: int, _mtime: float, threshold: float, recall: float, fpr: float,
+                  precision: float, auc_text: str) -> tuple[alt.LayerChart, alt.LayerChart] | None:
+    """ROC and PR charts of class c with the operating point marked.
+
+    Built once per operating point: moving another class's slider re-sends the same charts
+    (building an altair chart validates it against the Vega-Lite schema, tens of ms each).
+    """
+    curves = _curves(run_dir, split, c, _mtime)
+    if curves is None:
+        return None
+    roc, pr = curves
+    thr = f"{threshold:.3f}"
+    return (_curve_chart(roc, *roc.columns, {roc.columns[0]: fpr, roc.columns[1]: recall, "Threshold": thr},
+                         f"ROC · {CLASS_NAMES[c]} · AUC {auc_text}", True),
+            _curve_chart(pr, *pr.columns, {pr.columns[0]: recall, pr.columns[1]: precision, "Threshold": thr},
+                         f"Precision-recall · {CLASS_NAMES[c]}", False))
+
+
 st.title("Thresholds")
 st.caption("Each finding is predicted present when its probability is at least its threshold. Thresholds are "
            "chosen on the **validation** split; the test split shows what they give on unseen images.")
@@ -232,20 +251,16 @@ st.dataframe(table, key="thr_table", hide_index=True, width="stretch",
 # --- curves ----------------------------------------------------------------------------------
 c = st.selectbox("ROC and precision-recall curves for", range(N_CLASSES), key="thr_curve_class",
                  format_func=lambda i: CLASS_NAMES[i])
-curves = _curves(str(info.path), split, c, _mtime(info.path / f"{split}_scores.npz"))
-if curves is None:
+charts = _curve_charts(str(info.path), split, c, _mtime(info.path / f"{split}_scores.npz"), float(current[c]),
+                      float(tm["recall"][c]), float(1 - tm["specificity"][c]), float(tm["precision"][c]),
+                      _fmt(aucs[c]))
+if charts is None:
     st.info(f"{CLASS_NAMES[c]} has no positives (or no negatives) in the {split_name} split: its ROC and PR "
             "curves and AUC are undefined.")
 else:
-    roc, pr = curves
     left, right = st.columns(2)
-    fpr = 1 - tm["specificity"][c]
-    left.altair_chart(_curve_chart(roc, *roc.columns, {roc.columns[0]: fpr, roc.columns[1]: tm["recall"][c],
-                                                        "Threshold": f"{current[c]:.3f}"},
-                                   f"ROC · {CLASS_NAMES[c]} · AUC {_fmt(aucs[c])}", True), width="stretch")
-    right.altair_chart(_curve_chart(pr, *pr.columns, {pr.columns[0]: tm["recall"][c], pr.columns[1]: tm["precision"][c],
-                                                      "Threshold": f"{current[c]:.3f}"},
-                                    f"Precision-recall · {CLASS_NAMES[c]}", False), width="stretch")
+    left.altair_chart(charts[0], width="stretch")
+    right.altair_chart(charts[1], width="stretch")
     st.caption(f"Red point: the current threshold {current[c]:.3f} on the {split_name} split.")
 
 # --- save ------------------------------------------------------------------------------------

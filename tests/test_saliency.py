@@ -177,6 +177,18 @@ def test_model_is_left_as_it_was(res28):
         res28.eval()
 
 
+def test_thread_count_is_restored(res28):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        S.grad_cam(res28, _images(1, 28), 0)  # small: computed on one thread
+        assert torch.get_num_threads() == 2
+        S.grad_cam_all_classes(res28, _images(1, 28)[0])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_works_under_no_grad(res28):
     images = _images(1, 28)
     expected = S.grad_cam(res28, images, 3)
