@@ -59,9 +59,14 @@ def _thresholds(info: RunInfo) -> tuple[np.ndarray, str | None]:
         return np.full(N_CLASSES, T.FALLBACK_THRESHOLD), str(e)
 
 
-def _cam_image(info: RunInfo, image: np.ndarray, c: int, alpha: float, cmap: str) -> np.ndarray:
+def _cam_image(info: RunInfo, image: np.ndarray, c: int, alpha: float, cmap: str) -> tuple[np.ndarray, bool]:
+    """(upscaled overlay, whether the map is empty: no positive evidence for class c anywhere)."""
     cam = S.grad_cam(load_model(info.path), image[None], c)[0]
-    return _big(S.overlay(image, cam, alpha, cmap))
+    return _big(S.overlay(image, cam, alpha, cmap)), not cam.any()
+
+
+def _empty_note(empty: bool, c: int) -> str:
+    return f" · empty map: nothing in the image raises {CLASS_NAMES[c]}" if empty else ""
 
 
 def _probability_chart(prob: np.ndarray, thr: np.ndarray, truth: np.ndarray, chosen: int) -> alt.LayerChart:
@@ -106,7 +111,8 @@ c = top[0].selectbox("Finding", range(N_CLASSES), key="sal_class", format_func=l
                      help="Used to filter images and for the Grad-CAM map.")
 mode = top[1].radio("Browse test images by", MODES, key="sal_mode", horizontal=True)
 if mode == "Index":
-    idx = int(top[2].number_input(f"Test image index (0–{n - 1})", 0, n - 1, 0, 1, key="sal_index"))
+    st.session_state["sal_index"] = min(max(int(st.session_state.get("sal_index", 0)), 0), n - 1)
+    idx = int(top[2].number_input(f"Test image index (0–{n - 1})", 0, n - 1, step=1, key="sal_index"))
 else:
     if mode == "Finding":
         candidates, what = np.flatnonzero(labels[:, c] == 1), f"positive for {CLASS_NAMES[c]}"
@@ -144,8 +150,9 @@ with view[1]:
     cmap = st.selectbox("Colour map", S.COLORMAPS, key="sal_cmap")
 view[0].image(_big(image), caption=f"Test image {idx} · {info.size} px", output_format="PNG")
 try:
-    view[1].image(_cam_image(info, image, c, alpha, cmap), output_format="PNG",
-                  caption=f"Grad-CAM · {CLASS_NAMES[c]} · p = {prob[c]:.3f} (threshold {thr[c]:.3f})")
+    rgb, empty = _cam_image(info, image, c, alpha, cmap)
+    view[1].image(rgb, output_format="PNG", caption=f"Grad-CAM · {CLASS_NAMES[c]} · p = {prob[c]:.3f} "
+                                                    f"(threshold {thr[c]:.3f}){_empty_note(empty, c)}")
 except RunError as e:
     view[1].error(f"No Grad-CAM for this run: {e}")
 view[2].altair_chart(_probability_chart(prob, thr, truth, c), width="stretch")
@@ -180,8 +187,9 @@ else:
                 try:
                     o_images, o_scores, _ = _run_test_set(other)
                     o_thr, _ = _thresholds(other)
-                    st.image(_cam_image(other, o_images[idx], c, alpha, cmap), output_format="PNG",
-                             caption=f"{label} · p = {o_scores[idx, c]:.3f} (threshold {o_thr[c]:.3f})")
+                    rgb, empty = _cam_image(other, o_images[idx], c, alpha, cmap)
+                    st.image(rgb, output_format="PNG", caption=f"{label} · p = {o_scores[idx, c]:.3f} "
+                                                               f"(threshold {o_thr[c]:.3f}){_empty_note(empty, c)}")
                 except (RunError, DataError) as e:
                     st.error(f"{label}: {e}")
 if skipped:

@@ -207,3 +207,17 @@ def _point_values(spec, datasets):
         if ds.name == name:
             return pa.ipc.open_stream(ds.data.data).read_all().to_pylist()[0]
     raise AssertionError(f"no dataset {name}")
+
+
+def test_switching_runs_loads_that_runs_file(open_page, data_root, runs_copy):
+    run28, run64 = runs_copy[28], runs_copy[64]
+    T.save_thresholds(run28 / "thresholds.json", np.full(N_CLASSES, 0.25), CLASS_NAMES)
+    T.save_thresholds(run64 / "thresholds.json", np.full(N_CLASSES, 0.65), CLASS_NAMES)
+    at = _open(open_page, data_root, run28.parent, run28)
+    at.slider(key="thr_1").set_value(0.9).run()
+    assert _sliders(at)[1] == 0.9
+    at.selectbox(key="run").set_value(run64.name).run()
+    assert not at.exception
+    np.testing.assert_array_equal(_sliders(at), np.full(N_CLASSES, 0.65))
+    scores, labels = R.load_scores(run64, "val")
+    np.testing.assert_array_equal(_table(at)["Precision"], metrics.threshold_metrics(labels, scores, 0.65)["precision"])
