@@ -25,6 +25,9 @@ EPOCH_METRICS = (("loss", "loss"), ("auc", "AUC (medmnist)"), ("acc", "ACC (medm
                  ("macro_f1", "macro F1 (fixed threshold)"), ("micro_f1", "micro F1 (fixed threshold)"))
 INFER_N = 256
 SPLIT_DASH = alt.Scale(domain=["val", "train"], range=[[1, 0], [5, 3]])
+# Categorical colours; runs are ordered by size, so with one run per size a resolution keeps its
+# colour in every chart on the page.
+SCHEME = "tableau10"
 
 
 @st.cache_data(max_entries=64, show_spinner="Timing inference…")
@@ -100,7 +103,7 @@ def epoch_frame(loaded: list[dict], names: dict[str, str]) -> pd.DataFrame:
 
 def curves_chart(df: pd.DataFrame, order: list[str], overlay: bool) -> alt.TopLevelMixin:
     """Every logged per-epoch metric; colour = run/resolution, dash = split (val solid, train dashed)."""
-    color = alt.Color("series:N", sort=order, scale=alt.Scale(domain=order), title="run")
+    color = alt.Color("series:N", sort=order, scale=alt.Scale(domain=order, scheme=SCHEME), title="run")
     tooltip = ["run", "size", "split", "epoch", alt.Tooltip("value:Q", format=".4f")]
     labels = [label for _, label in EPOCH_METRICS]
     base = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=20)).encode(
@@ -153,11 +156,11 @@ def tradeoff_chart(summary: pd.DataFrame, x: str) -> alt.LayerChart:
         "size (px)": "size"})
     sizes = sorted(df["size"].unique().tolist())
     enc = dict(x=alt.X("x:Q", scale=alt.Scale(type="log"), title=f"{x} (log scale)"),
-               color=alt.Color("size:O", scale=alt.Scale(domain=sizes), title="resolution (px)"))
+               color=alt.Color("size:N", scale=alt.Scale(domain=sizes, scheme=SCHEME), title="resolution (px)"))
     tooltip = ["run", "run id", "size", alt.Tooltip("auc:Q", format=".4f", title="test AUC (medmnist)"),
                alt.Tooltip("lo:Q", format=".4f", title="95% CI low"), alt.Tooltip("hi:Q", format=".4f", title="95% CI high"),
                alt.Tooltip("x:Q", format=".4g", title=x)]
-    bars = alt.Chart(df).mark_rule(strokeWidth=2).encode(y=alt.Y("lo:Q"), y2="hi:Q", **enc)
+    bars = alt.Chart(df).mark_rule(strokeWidth=2).encode(y=alt.Y("lo:Q", scale=alt.Scale(zero=False)), y2="hi:Q", **enc)
     points = alt.Chart(df).mark_point(filled=True, size=90).encode(
         y=alt.Y("auc:Q", scale=alt.Scale(zero=False), title="test AUC (medmnist) with 95% CI"), tooltip=tooltip, **enc)
     return (bars + points).properties(height=320)
@@ -261,7 +264,10 @@ for run in loaded:
 summary = summary_frame(loaded, names, timings)
 four = st.column_config.NumberColumn(format="%.4f")
 st.dataframe(summary, hide_index=True, column_config={
-    **{c: four for c in summary.columns if "AUC" in c or "ACC" in c or "F1" in c or "accuracy" in c or "loss" in c},
+    **{c: four for c in summary.columns
+       if any(k in c for k in ("AUC", "ACC", "F1", "accuracy", "loss")) and not c.endswith("epoch")},
+    "best val AUC epoch": st.column_config.NumberColumn(format="%d"),
+    "tested checkpoint epoch": st.column_config.NumberColumn(format="%d"),
     "parameters": st.column_config.NumberColumn(format="localized"),
     "GFLOPs per image": st.column_config.NumberColumn(format="%.4f"),
     "seconds per epoch (mean)": st.column_config.NumberColumn(format="%.1f"),

@@ -81,7 +81,7 @@ def show_size(root: Path, size: int) -> None:
         labels = d.split(s).labels
         table[f"{s} positives"] = labels.sum(axis=0).astype(int)
         table[f"{s} prevalence"] = D.prevalence(labels)
-    left, right = st.columns([3, 2])
+    left, right = st.columns([1, 1])
     with left:
         long = pd.DataFrame([{"class": c, "split": s, "prevalence": float(p), "positives": int(k)}
                              for s in D.SPLITS

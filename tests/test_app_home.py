@@ -234,3 +234,22 @@ def test_cancel_keeps_the_run_and_running_runs_cannot_be_deleted(open_page, data
     assert other.is_dir() and running.is_dir()
     assert not at.warning
     assert runs.read_status(running)["pid"] == os.getpid()
+
+
+def test_app_navigation_reaches_the_pages(open_page, data_root, finished_runs):
+    """Through app.py (st.navigation, sidebar): each page renders and Train links to Compare for real."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["data_root"] = str(data_root)
+    at.session_state["runs_dir"] = str(finished_runs[28].parent)
+    at.run()
+    assert not at.exception and [t.value for t in at.title] == ["Data & runs"]
+    assert at.sidebar.text_input(key="data_root").value == str(data_root)
+    at.switch_page("pages/train.py").run()
+    assert not at.exception and [t.value for t in at.title] == ["Train"]
+    assert [link.proto.label for link in at.get("page_link")] == ["Compare runs"]
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and [t.value for t in at.title] == ["Compare runs"]
