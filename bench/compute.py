@@ -1,0 +1,374 @@
+"""Compute: memory layout, bf16 autocast, torch.compile and thread count, each with its speed and
+its effect on AUC.
+
+Speed: one training step (forward + backward + Adam, batch 128) and one inference batch of core's
+default model on pre-made tensors, variants timed interleaved against the fp32 NCHW baseline:
+
+* `fp32_nchw` PyTorch's default layout (baseline), `fp32_cl` channels_last (core's default),
+  `bf16_nchw`, `bf16_cl` CPU autocast to bfloat16, `fp32_cl_1t` channels_last on 1 thread,
+  inference only: `compiled_cl` / `compiled_bf16_cl` torch.compile(dynamic=False) of the eval model.
+
+AUC: the same seed trained through core.train with each setting (fp32 channels_last = default,
+fp32 NCHW, bf16, 1 thread) on a planted-pattern task and on NIH-1000; the tolerance is the
+seed-to-seed difference of the default (seed 0 vs seed 1), floored at 0.01. Inference-only
+variants score the default run's validation split and report the AUC and the largest score
+difference against fp32 eager.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.common import Context, Mode, Row, at_least, at_most, interleaved, median
+from core import data as D
+from core import metrics
+from core.models import DEFAULT_MODEL, build_model
+
+TRAIN_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_nchw", "bf16_cl", "fp32_cl_1t")
+INFER_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_cl", "fp32_cl_1t")
+COMPILED_VARIANTS = ("compiled_cl", "compiled_bf16_cl")
+
+
+def _one_thread(fn: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            fn()
+        finally:
+            torch.set_num_threads(before)
+    return call
+
+
+def _variant(name: str) -> tuple[bool, torch.dtype | None, bool]:
+    """(channels_last, autocast dtype, one thread) of a variant name."""
+    return ("_cl" in name, torch.bfloat16 if name.startswith(("bf16", "compiled_bf16")) else None, name.endswith("_1t"))
+
+
+def _inputs(size: int, batch: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(size)
+    x = D.to_tensor(rng.integers(0, 256, (batch, size, size), dtype=np.uint8), "cpu", channels_last)
+    y = torch.from_numpy((rng.random((batch, D.N_CLASSES)) < 0.05).astype(np.float32))
+    return x, y
+
+
+def bench_train(size: int, mode: Mode, model_name: str = DEFAULT_MODEL, variants=TRAIN_VARIANTS) -> dict:
+    """Training img/s of each variant at `size` (batch mode.compute_batch). Figures dict."""
+    torch.manual_seed(0)
+    base = build_model(model_name, size).train()
+    batch = mode.compute_batch
+    fns = {}
+    for v in variants:
+        cl, dtype, one = _variant(v)
+        model = copy.deepcopy(base)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x, y = _inputs(size, batch, cl)
+
+        def step(model=model, opt=opt, x=x, y=y, dtype=dtype) -> None:
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                logits = model(x)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss.item()
+        fns[v] = _one_thread(step) if one else step
+    repeats = mode.repeats if size < 224 else max(2, mode.repeats // 2)
+    t = interleaved(fns, repeats, mode.warmup)
+    return {f"compute.{size}.train.{v}_img_s": batch / median(t[v]) for v in variants}
+
+
+class Infer:
+    """One inference variant: its (possibly compiled) eval module, autocast dtype and a fixed input batch."""
+
+    def __init__(self, name: str, model: nn.Module, size: int, batch: int):
+        self.name = name
+        self.channels_last, self.dtype, self.one_thread = _variant(name)
+        self.module = copy.deepcopy(model).eval()
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.fn = torch.compile(self.module, dynamic=False) if name.startswith("compiled") else self.module
+        self.x = _inputs(size, batch, self.channels_last)[0]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype is not None):
+            return self.fn(x)
+
+    def timed(self) -> Callable[[], None]:
+        call = lambda: self(self.x)  # noqa: E731
+        return _one_thread(call) if self.one_thread else call
+
+    def load(self, trained: nn.Module) -> None:
+        """Copy trained weights in place (a compiled module keeps its compiled code)."""
+        with torch.no_grad():
+            for a, b in zip(self.module.state_dict().values(), trained.state_dict().values()):
+                a.copy_(b)
+
+
+def infer_variants(size: int, mode: Mode, model: nn.Module | None = None, compile_: bool | None = None
+                   ) -> tuple[dict[str, Infer], dict]:
+    """The inference variants at `size` (batch 2x mode.compute_batch) and the compile seconds
+    of the compiled ones (their first call). Compiled only up to 64 px unless asked."""
+    compile_ = (mode.compile and size <= 64) if compile_ is None else compile_
+    if model is None:
+        torch.manual_seed(0)
+        model = build_model(DEFAULT_MODEL, size)
+    variants, extra = {}, {}
+    for v in INFER_VARIANTS + (COMPILED_VARIANTS if compile_ else ()):
+        variants[v] = inf = Infer(v, model, size, 2 * mode.compute_batch)
+        if v.startswith("compiled"):
+            t0 = time.perf_counter()
+            inf(inf.x)
+            extra[f"compute.{size}.infer.{v}_compile_s"] = time.perf_counter() - t0
+    return variants, extra
+
+
+def bench_infer(size: int, mode: Mode, model: nn.Module | None = None, compile_: bool | None = None,
+                made: tuple[dict[str, Infer], dict] | None = None) -> dict:
+    """Inference img/s of each variant at `size` (plus compile seconds of compiled ones). Figures dict."""
+    variants, extra = made or infer_variants(size, mode, model, compile_)
+    t = interleaved({v: inf.timed() for v, inf in variants.items()}, mode.repeats, mode.warmup)
+    batch = 2 * mode.compute_batch
+    return {**extra, **{f"compute.{size}.infer.{v}_img_s": batch / median(t[v]) for v in variants}}
+
+
+def score_with(call: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch: int,
+               channels_last: bool) -> np.ndarray:
+    """Sigmoid scores of uint8 images through `call`, in fixed-size batches (the last one padded,
+    so a compiled dynamic=False module is never recompiled)."""
+    out = np.empty((len(images), D.N_CLASSES), dtype=np.float32)
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+        x = D.to_tensor(chunk, "cpu", channels_last)
+        out[start:start + n] = torch.sigmoid(call(x).float())[:n].numpy()
+    return out
+
+
+# ---------------------------------------------------------------- threads in fresh processes
+
+THREAD_ENVS = {  # name -> (extra environment, torch threads or None for torch's default)
+    "default": ({}, None),
+    "omp_passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
+    "1thread": ({}, 1),
+}
+
+
+def thread_child(size: int, seconds: float, batch: int, threads: int | None) -> dict:
+    """(In a fresh process) training img/s of core's default step at `size` for about `seconds`."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(DEFAULT_MODEL, size).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = _inputs(size, batch, True)
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 3:
+        t = time.perf_counter()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+        times.append(time.perf_counter() - t)
+    return {"img_s": batch / median(times[1:]), "steps": len(times), "threads": torch.get_num_threads()}
+
+
+def bench_thread_env(size: int, mode: Mode) -> dict:
+    """Training img/s at `size` in fresh processes: torch's default threads, the same with
+    OMP_WAIT_POLICY=PASSIVE (OpenMP workers sleep instead of spinning; must be set before torch
+    loads), and 1 thread. Rounds alternate the order. Figures dict."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    speeds: dict[str, list[float]] = {k: [] for k in THREAD_ENVS}
+    names = list(THREAD_ENVS)
+    for r in range(mode.thread_env_rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            env, threads = THREAD_ENVS[name]
+            cmd = [sys.executable, "-m", "bench.compute", "thread-child", "--size", str(size), "--seconds",
+                   str(mode.thread_env_seconds), "--batch", str(mode.compute_batch)]
+            if threads:
+                cmd += ["--threads", str(threads)]
+            p = subprocess.run(cmd, cwd=repo, env={**os.environ, **env}, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise RuntimeError(f"thread child failed: {p.stderr[-1500:]}")
+            speeds[name].append(json.loads(p.stdout.strip().splitlines()[-1])["img_s"])
+    return {f"compute.{size}.threads.{k}_img_s": median(v) for k, v in speeds.items()}
+
+
+# ---------------------------------------------------------------- effect on AUC
+
+
+TRAINED_VARIANTS = {  # name -> core.train settings
+    "fp32_cl": {},  # core's default on CPU
+    "fp32_cl_seed1": {"seed": 1},
+    "fp32_nchw": {"channels_last": False},
+    "bf16_cl": {"amp": "bf16"},
+    "fp32_cl_1t": {"threads": 1},
+}
+
+
+def auc_effects(ctx: Context, size: int, datasets: dict, variants=tuple(TRAINED_VARIANTS)) -> dict:
+    """Val AUC after ctx.mode.auc_epochs epochs of each trained variant on each dataset (same seed). Figures dict."""
+    out = {}
+    for ds, root in datasets.items():
+        p = f"compute.{size}.auc.{ds}."
+        for v in variants:
+            r = ctx.runs.train(root, size, ctx.mode.auc_epochs, **TRAINED_VARIANTS[v])
+            out[p + f"{v}_val_auc"] = r["val_auc"]
+            out[p + f"{v}_train_img_s"] = r["images_per_s"]
+    return out
+
+
+def infer_auc_effects(ctx: Context, size: int, datasets: dict, variants: dict[str, Infer]) -> dict:
+    """Val AUC of the default run's model scored through each inference variant (loaded with its
+    weights) and the largest score difference to fp32 NCHW eager. Figures dict."""
+    from core import runs
+
+    out = {}
+    for ds, root in datasets.items():
+        p = f"compute.{size}.auc.{ds}."
+        trained = runs.load_model(ctx.runs.train(root, size, ctx.mode.auc_epochs)["run_dir"], "best")
+        val = D.load(root, size).val
+        scores = {}
+        for v, inf in variants.items():
+            if inf.one_thread:
+                continue
+            inf.load(trained)
+            scores[v] = score_with(inf, val.images, len(inf.x), inf.channels_last)
+        for v, s in scores.items():
+            out[p + f"infer_{v}_val_auc"] = metrics.mean_auc(val.labels, s)
+            out[p + f"infer_{v}_max_abs_diff"] = float(np.abs(s - scores["fp32_nchw"]).max())
+    return out
+
+
+# ---------------------------------------------------------------- rows
+
+
+def run(ctx: Context) -> list[Row]:
+    mode, rows = ctx.mode, []
+    for size in mode.compute_sizes:
+        ctx.log(f"compute: train variants at {size} px")
+        tr = bench_train(size, mode)
+        p = f"compute.{size}.train."
+        b = tr[p + "fp32_nchw_img_s"]
+        for v in TRAIN_VARIANTS[1:]:
+            val = tr[p + f"{v}_img_s"]
+            target, ok = (">= 1.5x", at_least(val / b, 1.5)) if (size == 64 and v == "fp32_cl") else ("", None)
+            rows.append(Row(p + v, val, "img/s", b, val / b, target, ok, f"vs fp32 NCHW, batch {mode.compute_batch}"))
+        cl = tr[p + "fp32_cl_img_s"]
+        rows.append(Row(p + "bf16_cl_vs_fp32_cl", tr[p + "bf16_cl_img_s"], "img/s", cl, tr[p + "bf16_cl_img_s"] / cl,
+                        "", None, "bf16 autocast on top of channels_last"))
+        rows.append(Row(p + "threads_default_vs_1", cl, "img/s", tr[p + "fp32_cl_1t_img_s"],
+                        cl / tr[p + "fp32_cl_1t_img_s"], "", None,
+                        f"{torch.get_num_threads()} threads (torch default) vs torch.set_num_threads(1)"))
+
+        datasets = {}
+        if size in mode.auc_sizes:
+            if "planted" in mode.auc_datasets:
+                datasets["planted"] = ctx.planted_root(size)
+            if "nih1000" in mode.auc_datasets and ctx.nih is not None:
+                datasets["nih1000"] = ctx.nih
+            variants = (tuple(TRAINED_VARIANTS) if size == min(mode.auc_sizes) and mode.name != "tiny"
+                        else ("fp32_cl", "fp32_cl_seed1", "bf16_cl"))
+            ctx.log(f"compute: training for the AUC effect at {size} px ({', '.join(datasets)}; {', '.join(variants)})")
+            rows += _auc_rows(size, mode, auc_effects(ctx, size, datasets, variants), datasets, variants)
+
+        ctx.log(f"compute: inference variants at {size} px")
+        made = infer_variants(size, mode)
+        inf = bench_infer(size, mode, made=made)
+        p = f"compute.{size}.infer."
+        b = inf[p + "fp32_nchw_img_s"]
+        for v in made[0]:
+            if v == "fp32_nchw":
+                continue
+            val = inf[p + f"{v}_img_s"]
+            target, ok = (">= 2x", at_least(val / b, 2.0)) if (size == 64 and v == "fp32_cl") else ("", None)
+            note = f"vs fp32 NCHW eager, batch {2 * mode.compute_batch}"
+            if v.startswith("compiled"):
+                note += f"; compiling took {inf[p + v + '_compile_s']:.0f} s"
+            rows.append(Row(p + v, val, "img/s", b, val / b, target, ok, note))
+        if "compiled_cl" in made[0]:
+            cl = inf[p + "fp32_cl_img_s"]
+            rows.append(Row(p + "compiled_vs_eager_cl", inf[p + "compiled_cl_img_s"], "img/s", cl,
+                            inf[p + "compiled_cl_img_s"] / cl, "", None, "torch.compile vs eager, both channels_last fp32"))
+        if datasets:
+            f = infer_auc_effects(ctx, size, datasets, made[0])
+            for ds in datasets:
+                p = f"compute.{size}.auc.{ds}."
+                ref = f[p + "infer_fp32_nchw_val_auc"]
+                for v in made[0]:
+                    if p + f"infer_{v}_val_auc" not in f or v == "fp32_nchw":
+                        continue
+                    val = f[p + f"infer_{v}_val_auc"]
+                    rows.append(Row(p + f"infer_{v}_val_auc", val, "val AUC", ref, None, "|diff| <= 0.005",
+                                    at_most(abs(val - ref), 0.005),
+                                    f"same trained model as fp32 NCHW; max |score diff| {f[p + f'infer_{v}_max_abs_diff']:.2g}"))
+    for size in mode.thread_env_sizes:
+        ctx.log(f"compute: thread settings in fresh processes at {size} px")
+        f = bench_thread_env(size, mode)
+        p = f"compute.{size}.threads."
+        b = f[p + "default_img_s"]
+        for name, note in (("omp_passive", "OMP_WAIT_POLICY=PASSIVE set before torch loads"),
+                           ("1thread", "torch.set_num_threads(1)")):
+            rows.append(Row(p + name, f[p + name + "_img_s"], "train img/s", b, f[p + name + "_img_s"] / b, "", None,
+                            f"{note}; vs torch's default ({torch.get_num_threads()} threads, OpenMP spin-wait); "
+                            f"fresh process each, {mode.thread_env_rounds} round(s) of {mode.thread_env_seconds:g} s"))
+    return rows
+
+
+def _auc_rows(size: int, mode: Mode, f: dict, datasets: dict, variants) -> list[Row]:
+    rows = []
+    for ds in datasets:
+        p = f"compute.{size}.auc.{ds}."
+        ref = f[p + "fp32_cl_val_auc"]
+        tol = max(abs(f[p + "fp32_cl_seed1_val_auc"] - ref), 0.01)
+        rows.append(Row(p + "fp32_cl_val_auc", ref, "val AUC", None, None, "", None,
+                        f"core default, seed 0, {mode.auc_epochs} epochs; {f[p + 'fp32_cl_train_img_s']:.0f} img/s in core.train"))
+        rows.append(Row(p + "fp32_cl_seed1_val_auc", f[p + "fp32_cl_seed1_val_auc"], "val AUC", ref, None, "", None,
+                        f"seed 1: seed noise {abs(f[p + 'fp32_cl_seed1_val_auc'] - ref):.4f} -> tolerance {tol:.3f}"))
+        for v in variants:
+            if v in ("fp32_cl", "fp32_cl_seed1"):
+                continue
+            val = f[p + f"{v}_val_auc"]
+            rows.append(Row(p + v + "_val_auc", val, "val AUC", ref, None, f"|diff| <= {tol:.3f}",
+                            at_most(abs(val - ref), tol),
+                            f"diff {val - ref:+.4f} vs default; {f[p + v + '_train_img_s']:.0f} img/s in core.train"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m bench.compute")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("thread-child", help="(internal) training img/s in this fresh process; one JSON line")
+    c.add_argument("--size", type=int, default=64)
+    c.add_argument("--seconds", type=float, default=5.0)
+    c.add_argument("--batch", type=int, default=128)
+    c.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    print(json.dumps(thread_child(args.size, args.seconds, args.batch, args.threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

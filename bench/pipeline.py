@@ -1,0 +1,231 @@
+"""Input pipeline: core's batches + training step against medmnist's getting-started pipeline.
+
+Variants, all on the same model (core's default res-cnn, same initial weights, Adam as core uses),
+timed interleaved one training step (data + forward + backward + update) at a time:
+
+* `medmnist`: medmnist's getting-started example. medmnist's own `ChestMNIST.__getitem__`
+  (PIL `Image.fromarray` + transform) over our arrays, transform = ToTensor() + Normalize(.5, .5)
+  re-implemented line for line from torchvision (which cannot be imported beside this torch),
+  `DataLoader(batch_size=128, shuffle=True)`, model in PyTorch's default (NCHW) layout, fp32.
+* `medmnist_cl`: the same loader feeding the channels_last model: separates the loader's cost
+  from the layout's gain.
+* `core`: core's default path: `core.data.batches` (tensor-indexed uint8 batches, normalised on
+  the fly, channels_last) and the training step exactly as core/train.py does it (pos_weight BCE,
+  GradScaler, loss.item(), sigmoid scores kept for the epoch's train AUC).
+* `compute`: the `core` step on pre-made float tensors: the ceiling any pipeline can reach.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from bench.common import Context, Mode, Row, at_least, interleaved, median, random_split
+from core import data as D
+from core.models import DEFAULT_MODEL, build_model
+
+
+# ------------------------------------------------------------ medmnist's example, torchvision-free
+
+
+class ToTensor:
+    """torchvision.transforms.ToTensor for PIL images (torchvision.transforms.functional.to_tensor)."""
+
+    _NPTYPE = {"I": np.int32, "I;16": np.int16, "F": np.float32}
+
+    def __call__(self, pic: Image.Image) -> torch.Tensor:
+        img = torch.from_numpy(np.array(pic, self._NPTYPE.get(pic.mode, np.uint8), copy=True))
+        if pic.mode == "1":
+            img = 255 * img
+        img = img.view(pic.size[1], pic.size[0], len(pic.getbands()))
+        img = img.permute((2, 0, 1)).contiguous()
+        if isinstance(img, torch.ByteTensor):
+            return img.to(dtype=torch.get_default_dtype()).div(255)
+        return img
+
+
+class Normalize:
+    """torchvision.transforms.Normalize(mean, std) (functional.normalize, inplace=False)."""
+
+    def __init__(self, mean, std):
+        self.mean, self.std = mean, std
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        mean = torch.as_tensor(self.mean, dtype=tensor.dtype, device=tensor.device)
+        std = torch.as_tensor(self.std, dtype=tensor.dtype, device=tensor.device)
+        if (std == 0).any():
+            raise ValueError("std evaluated to zero")
+        if mean.ndim == 1:
+            mean = mean.view(-1, 1, 1)
+        if std.ndim == 1:
+            std = std.view(-1, 1, 1)
+        return tensor.sub_(mean).div_(std)
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = transforms
+
+    def __call__(self, img):
+        for t in self.transforms:
+            img = t(img)
+        return img
+
+
+def medmnist_transform() -> Compose:
+    """The getting-started example's `data_transform`."""
+    return Compose([ToTensor(), Normalize(mean=[.5], std=[.5])])
+
+
+def medmnist_dataset(images: np.ndarray, labels: np.ndarray, transform=None) -> torch.utils.data.Dataset:
+    """medmnist's ChestMNIST over given arrays: its own __getitem__, without the official-count assert.
+
+    `medmnist.dataset` imports no torchvision; only its constructor (which reads a file from a
+    root) and `__len__` (which asserts the official sample count) are replaced.
+    """
+    from medmnist.dataset import ChestMNIST
+
+    class ArrayChestMNIST(ChestMNIST):
+        def __init__(self):  # noqa: D401 - no file, no download: the arrays are given
+            self.imgs, self.labels = images, labels
+            self.transform, self.target_transform, self.as_rgb = transform, None, False
+            self.split, self.size, self.size_flag = "train", images.shape[1], ""
+
+        def __len__(self):
+            return self.imgs.shape[0]
+
+    return ArrayChestMNIST()
+
+
+def medmnist_loader(images: np.ndarray, labels: np.ndarray, batch_size: int = 128) -> torch.utils.data.DataLoader:
+    """The example's `DataLoader(dataset=train_dataset, batch_size=BATCH_SIZE, shuffle=True)`."""
+    return torch.utils.data.DataLoader(medmnist_dataset(images, labels, medmnist_transform()),
+                                       batch_size=batch_size, shuffle=True)
+
+
+# ------------------------------------------------------------ training steps
+
+
+def medmnist_step(model: nn.Module, optimizer, criterion, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """The example's training loop body for a multi-label task."""
+    optimizer.zero_grad()
+    outputs = model(inputs)
+    targets = targets.to(torch.float32)
+    loss = criterion(outputs, targets)
+    loss.backward()
+    optimizer.step()
+
+
+class CoreStep:
+    """core/train.py's per-batch work (fp32 on CPU, as the trainer's default `amp=auto` is off there)."""
+
+    def __init__(self, model: nn.Module, labels: np.ndarray, amp: torch.dtype | None = None):
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        pw = D.pos_weight(labels, 10.0)
+        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pw)
+        self.dtype = amp
+        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+        self.loss_sum, self.seen, self.scores = 0.0, 0, []
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype is not None):
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.loss_sum += loss.item() * len(x)
+        self.seen += len(x)
+        self.scores.append(torch.sigmoid(logits.detach().float()).cpu().numpy())
+        if len(self.scores) > 64:  # bounded: an epoch's worth would be kept by core
+            self.scores.clear()
+
+
+def _cycle(make_iter):
+    """Endless iterator that starts a new epoch (reshuffle) whenever one ends."""
+    while True:
+        yield from make_iter()
+
+
+def bench_pipeline(size: int, mode: Mode, model_name: str = DEFAULT_MODEL, batch_size: int = 128) -> dict:
+    """Training img/s of the four variants at `size`, plus the loaders alone. Figures dict."""
+    n = max(mode.pipeline_images, batch_size)
+    images, labels = random_split(n, size, seed=size)
+    torch.manual_seed(0)
+    base = build_model(model_name, size).train()
+
+    # medmnist example: NCHW model
+    m_model = copy.deepcopy(base)
+    m_opt = torch.optim.Adam(m_model.parameters(), lr=1e-3)
+    m_crit = nn.BCEWithLogitsLoss()
+    m_iter = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
+
+    # same loader, channels_last model
+    mc_model = copy.deepcopy(base).to(memory_format=torch.channels_last)
+    mc_opt = torch.optim.Adam(mc_model.parameters(), lr=1e-3)
+    mc_iter = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
+
+    # core default
+    c_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
+    gen = torch.Generator().manual_seed(0)
+    idx = np.arange(n)
+    c_iter = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen,
+                                      channels_last=True))
+
+    # pure compute: pre-made float tensors in the model's layout
+    p_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
+    pre = [(D.to_tensor(images[i:i + batch_size], "cpu", True),
+            torch.from_numpy(labels[i:i + batch_size].astype(np.float32)))
+           for i in range(0, n - batch_size + 1, batch_size)][:8]
+    p_iter = itertools.cycle(pre)
+
+    fns = {
+        "medmnist": lambda: medmnist_step(m_model, m_opt, m_crit, *next(m_iter)),
+        "medmnist_cl": lambda: medmnist_step(mc_model, mc_opt, m_crit, *next(mc_iter)),
+        "core": lambda: c_step(*next(c_iter)),
+        "compute": lambda: p_step(*next(p_iter)),
+    }
+    t = interleaved(fns, mode.repeats, mode.warmup)
+    speed = {k: batch_size / median(v) for k, v in t.items()}
+
+    # the loaders alone (no model): seconds per batch of 128
+    l_m = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
+    l_c = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen, channels_last=True))
+    lt = interleaved({"medmnist": lambda: next(l_m), "core": lambda: next(l_c)}, max(5, mode.repeats * 2), 2)
+    return {
+        f"pipeline.{size}.medmnist_img_s": speed["medmnist"],
+        f"pipeline.{size}.medmnist_cl_img_s": speed["medmnist_cl"],
+        f"pipeline.{size}.core_img_s": speed["core"],
+        f"pipeline.{size}.compute_img_s": speed["compute"],
+        f"pipeline.{size}.loader_medmnist_ms": median(lt["medmnist"]) * 1e3,
+        f"pipeline.{size}.loader_core_ms": median(lt["core"]) * 1e3,
+    }
+
+
+def run(ctx: Context) -> list[Row]:
+    rows: list[Row] = []
+    for size in ctx.mode.pipeline_sizes:
+        ctx.log(f"pipeline: {size} px")
+        f = bench_pipeline(size, ctx.mode, batch_size=ctx.mode.pipeline_batch)
+        p = f"pipeline.{size}."
+        core, med, medcl, comp = (f[p + k] for k in ("core_img_s", "medmnist_img_s", "medmnist_cl_img_s", "compute_img_s"))
+        rows += [
+            Row(p + "core_vs_medmnist", core, "train img/s", med, core / med, ">= 3x", at_least(core / med, 3.0),
+                f"core default (batches+channels_last) vs getting-started (PIL+ToTensor+Normalize, DataLoader {ctx.mode.pipeline_batch}, NCHW)"),
+            Row(p + "core_vs_compute", core, "train img/s", comp, core / comp, ">= 0.85x", at_least(core / comp, 0.85),
+                "vs the same step on pre-made float tensors"),
+            Row(p + "core_vs_medmnist_same_layout", core, "train img/s", medcl, core / medcl, "", None,
+                "loader effect alone: medmnist loader feeding the channels_last model"),
+            Row(p + "loader_only", f[p + "loader_core_ms"], "ms/batch", f[p + "loader_medmnist_ms"],
+                f[p + "loader_medmnist_ms"] / f[p + "loader_core_ms"], "", None,
+                f"one batch of {ctx.mode.pipeline_batch}, no model"),
+        ]
+    return rows
+

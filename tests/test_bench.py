@@ -1,0 +1,208 @@
+"""The benchmark code on tiny inputs, so it cannot rot: every benchmark function returns its figures
+with the expected keys and sane values (positive, finite), candidates compute what they replace,
+and the CLI prints a table and ends with one parseable JSON line. No timed assertions: speed is
+what `python -m bench` reports, not what tests check."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench import common, compute, efficiency, interaction, memory, pipeline
+from bench.common import MODES, Context, RunCache
+from core import data as D
+
+TINY = MODES["tiny"]
+FAST = dataclasses.replace(TINY, repeats=1, warmup=0, compute_batch=8)  # code paths, not timings
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _sane(figs: dict, keys: list[str]) -> None:
+    missing = [k for k in keys if k not in figs]
+    assert not missing, f"missing figures {missing}; got {sorted(figs)}"
+    for k in keys:
+        v = figs[k]
+        assert isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, (k, v)
+
+
+@pytest.fixture
+def ctx(tmp_path) -> Context:
+    return Context(mode=TINY, workdir=tmp_path, runs=RunCache(tmp_path), log=lambda _m: None, nih=None)
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+def test_medmnist_example_transform_matches_core_normalisation():
+    images, labels = common.random_split(5, 28)
+    ds = pipeline.medmnist_dataset(images, labels, pipeline.medmnist_transform())
+    assert len(ds) == 5
+    x, y = ds[3]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    assert y.dtype.kind == "i" and y.tolist() == labels[3].tolist()
+    # ToTensor + Normalize(.5, .5) and core.data.to_tensor map uint8 to the same [-1, 1] floats
+    torch.testing.assert_close(x, D.to_tensor(images[3:4])[0], atol=1e-6, rtol=0)
+    batch_x, batch_y = next(iter(pipeline.medmnist_loader(images, labels, batch_size=4)))
+    assert batch_x.shape == (4, 1, 28, 28) and batch_y.shape == (4, 14)
+
+
+def test_bench_pipeline_figures():
+    figs = pipeline.bench_pipeline(28, FAST, batch_size=8)
+    _sane(figs, [f"pipeline.28.{k}" for k in ("medmnist_img_s", "medmnist_cl_img_s", "core_img_s", "compute_img_s",
+                                                  "loader_medmnist_ms", "loader_core_ms")])
+    assert all(v > 0 for v in figs.values())
+
+
+# ---------------------------------------------------------------- compute
+
+
+def test_bench_train_and_infer_figures():
+    _sane(compute.bench_train(28, FAST), [f"compute.28.train.{v}_img_s" for v in compute.TRAIN_VARIANTS])
+    figs = compute.bench_infer(28, FAST, compile_=False)
+    _sane(figs, [f"compute.28.infer.{v}_img_s" for v in compute.INFER_VARIANTS])
+
+
+def test_score_with_matches_core_predict_and_pads_the_last_batch():
+    from core.evaluate import predict
+    from core.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("res-cnn", 28).eval()
+    images = np.random.default_rng(0).integers(0, 256, (37, 28, 28), dtype=np.uint8)
+    variants, _ = compute.infer_variants(28, TINY, model, compile_=False)
+    inf = variants["fp32_cl"]
+    got = compute.score_with(inf, images, len(inf.x), inf.channels_last)
+    np.testing.assert_allclose(got, predict(model, images, channels_last=False), atol=1e-5)
+
+
+def test_thread_child_reports_speed():
+    out = compute.thread_child(28, 0.05, 8, 1)
+    assert out["threads"] == 1 and out["img_s"] > 0 and out["steps"] >= 3
+
+
+def test_auc_effects_train_each_variant(ctx):
+    root = ctx.planted_root(28)
+    assert D.load(root, 28).train.images.shape == (TINY.planted[0], 28, 28)
+    figs = compute.auc_effects(ctx, 28, {"planted": root}, ("fp32_cl", "bf16_cl"))
+    keys = [f"compute.28.auc.planted.{v}_{k}" for v in ("fp32_cl", "bf16_cl") for k in ("val_auc", "train_img_s")]
+    _sane(figs, keys)
+    assert all(0 <= figs[k] <= 1 for k in keys if k.endswith("auc"))
+    # the run cache hands back the same run instead of training again
+    again = ctx.runs.train(root, 28, TINY.auc_epochs)
+    assert again["val_auc"] == figs["compute.28.auc.planted.fp32_cl_val_auc"]
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_large_npz_is_valid_chestmnist_layout_and_pread_matches_mmap(tmp_path):
+    path = D.npz_path(tmp_path, 128)
+    gb = common.write_large_npz(path, 128, (40, 8, 9), chunk=16)
+    assert gb > 0
+    data = D.load(tmp_path, 128)  # validated; memory-mapped from the .npy cache
+    assert isinstance(data.train.images, np.memmap) and len(data.train) == 40 and len(data.test) == 9
+    rows = memory.PreadRows(data.train.images)
+    try:
+        for idx in (np.array([0, 1, 2, 7, 9, 10, 39]), np.array([5]), np.sort(np.random.default_rng(0).choice(40, 13, False))):
+            np.testing.assert_array_equal(rows[idx], data.train.images[idx])
+        np.testing.assert_array_equal(rows[3:17], data.train.images[3:17])
+        assert len(rows) == 40
+    finally:
+        rows.close()
+
+
+def test_memory_child_in_process(tmp_path):
+    common.write_large_npz(D.npz_path(tmp_path, 128), 128, (40, 8, 12), chunk=16)
+    for what in ("train", "infer"):
+        out = memory.child(Namespace(root=str(tmp_path), what=what, reader="pread", steps=1, batch=16, size=128,
+                                     images=None))
+        _sane(out, ["peak_rss_gb", "peak_anon_gb", "peak_file_gb", "seconds", "images_read"])
+        assert out["images_read"] == (40 if what == "train" else 12)
+        assert out["steps"] == (1 if what == "train" else 0)
+
+
+def test_memory_prepare_and_one_child_subprocess(tmp_path):
+    root, cache, info = memory.prepare(tmp_path, (24, 8, 10), size=128)
+    _sane(info, ["npz_gb", "write_s", "cache_s"])
+    assert list(cache.rglob("*.npy"))  # core's cache was built where CHESTMNIST_CACHE pointed
+    out = memory._run_child(root, cache, "infer", "mmap", 0, 8, 128)
+    _sane(out, ["peak_rss_gb", "peak_anon_gb", "peak_file_gb", "ru_maxrss_gb", "parent_children_maxrss_gb"])
+    assert out["images_read"] == 10 and out["what"] == "infer"
+
+
+# ---------------------------------------------------------------- interaction
+
+
+def test_grad_cam_figures_and_the_hook_candidate_matches_core():
+    figs = interaction.bench_grad_cam(28, FAST)
+    _sane(figs, [f"interaction.28.{k}" for k in ("cam_one_ms", "cam_all14_ms", "cam_one_1thread_ms", "cam_hook_ms",
+                                                   "cam_hook_max_abs_diff")])
+    assert figs["interaction.28.cam_hook_max_abs_diff"] < 1e-5
+
+
+def test_threshold_metrics_figure():
+    figs = interaction.bench_threshold_metrics(TINY)
+    _sane(figs, ["interaction.threshold_metrics_ms"])
+    scores, labels = interaction.chestmnist_sized_scores(500, 0)
+    assert scores.shape == labels.shape == (500, 14) and scores.dtype == np.float32
+
+
+def test_pages_rerun_figures(tmp_path, monkeypatch):
+    if not all(interaction.pages_available().values()):
+        pytest.skip("pages/thresholds.py or pages/saliency.py not present")
+    data_root, runs_dir, made = interaction.make_app_runs(tmp_path, (28,))
+    figs = interaction.bench_thresholds_page(data_root, made[28], TINY, big=False)
+    _sane(figs, ["interaction.thresholds_rerun_ms", "interaction.thresholds_rows"])
+    figs = interaction.bench_saliency_page(data_root, made[28], TINY, len(made))
+    _sane(figs, ["interaction.saliency_rerun_ms"])
+
+
+# ---------------------------------------------------------------- efficiency
+
+
+def test_flops_table():
+    figs = efficiency.flops_table()
+    _sane(figs, [f"efficiency.{s}.{m}.gflops" for s in (28, 64, 128, 224) for m in efficiency.MODELS]
+          + ["efficiency.res-cnn.flops_224_over_64"])
+
+
+def test_auc_per_gflop(ctx):
+    figs = efficiency.auc_per_gflop(ctx, (28,), 1)
+    _sane(figs, [f"efficiency.28.{m}.{k}" for m in efficiency.MODELS for k in ("test_auc", "gflops", "auc_per_gflop")])
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_cli_tiny_prints_table_and_one_json_line(capsys, tmp_path):
+    from bench.__main__ import main
+
+    assert main(["--tiny", "--only", "interaction,efficiency", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    header = next(i for i, line in enumerate(out) if line.startswith("name "))
+    for col in ("value", "unit", "baseline", "ratio", "target", "result"):
+        assert col in out[header]
+    result = json.loads(out[-1])
+    assert result["mode"] == "tiny" and result["machine"]["torch"] == torch.__version__
+    figs = result["figures"]
+    assert not [k for k in figs if k.endswith(".error")], figs
+    for name in ("interaction.28.cam_one_ms", "interaction.28.cam_all14_ms", "interaction.threshold_metrics_ms",
+                 "efficiency.res-cnn.flops_224_over_64", "efficiency.28.auc_per_gflop"):
+        assert name in figs and figs[name]["value"] > 0
+        assert name in "\n".join(out[header:-1])
+    assert figs["interaction.28.cam_all14_ms"]["target"] == "<= 3x one class"
+    assert isinstance(figs["efficiency.res-cnn.flops_224_over_64"]["passed"], bool)
+    assert result["summary"]["pass"] + result["summary"]["fail"] + result["summary"]["info"] == len(figs)
+
+
+def test_cli_rejects_unknown_group(capsys):
+    from bench.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--only", "nope"])
