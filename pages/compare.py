@@ -107,7 +107,7 @@ def curves_chart(df: pd.DataFrame, order: list[str], overlay: bool) -> alt.TopLe
     tooltip = ["run", "size", "split", "epoch", alt.Tooltip("value:Q", format=".4f")]
     labels = [label for _, label in EPOCH_METRICS]
     base = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=20)).encode(
-        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None),
         color=color, strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH), tooltip=tooltip)
     if overlay:

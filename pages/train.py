@@ -199,11 +199,12 @@ def curves(rows: list[dict]) -> alt.FacetChart:
                          for row in rows for split in ("train", "val")
                          for key, name in (("loss", "loss"), ("auc", "AUC (medmnist)"))]).dropna(subset=["value"])
     return alt.Chart(long).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None),
-        color=alt.Color("split:N", scale=alt.Scale(domain=["train", "val"])),
+        color=alt.Color("split:N", scale=alt.Scale(domain=["train", "val"]), legend=alt.Legend(orient="bottom")),
         tooltip=["metric", "split", "epoch", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(height=170, width=260).facet(column=alt.Column("metric:N", title=None)).resolve_scale(y="independent")
+    ).properties(height=160, width=230).facet(
+        column=alt.Column("metric:N", sort=["loss", "AUC (medmnist)"], title=None)).resolve_scale(y="independent")
 
 
 def _recently_launched(run_id: str) -> bool:
