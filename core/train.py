@@ -511,7 +511,7 @@ def _print_progress(p: Progress) -> None:
 def _print_epoch(row: dict) -> None:
     def f(v):
         return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
-    print(f"\repoch {row['epoch']}: train loss {f(row['train_loss'])}  val loss {f(row['val_loss'])}  "
+    print(f"{chr(13) if sys.stderr.isatty() else ''}epoch {row['epoch']}: train loss {f(row['train_loss'])}  val loss {f(row['val_loss'])}  "
           f"val AUC {f(row['val_auc'])}  val ACC {f(row['val_acc'])}  val macro-F1 {f(row['val_macro_f1'])}  "
           f"{row['seconds']:.1f}s{'  *best' if row['is_best'] else ''}", file=sys.stderr, flush=True)
 
@@ -526,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     # Under torchrun only rank 0 reports: it alone writes test_metrics.json (after the other ranks
     # are done), and every line would otherwise appear once per rank.
     lead = int(os.environ.get("RANK", "0")) == 0
-    quiet = not lead or (not sys.stderr.isatty() and os.environ.get("CHESTMNIST_PROGRESS") != "1")
+    # Batch-level progress redraws one line, which only makes sense on a terminal; logs get epochs.
+    live = lead and sys.stderr.isatty()
     try:
         if args.resume or args.run_dirs:
             targets = [Path(p) for p in (args.run_dirs or [args.resume])]
@@ -553,17 +554,17 @@ def main(argv: list[str] | None = None) -> int:
                 dist.broadcast_object_list(box, src=0)
             targets = [Path(box[0])]
         for run_dir in targets:
-            if not quiet:
+            if lead:
                 print(f"run folder: {run_dir}", file=sys.stderr)
-            state = train(run_dir, None if quiet else _print_progress, None if quiet else _print_epoch)
+            state = train(run_dir, _print_progress if live else None, _print_epoch if lead else None)
             if state != "finished":
                 if lead:
                     print(f"\nrun {state}: resume with `python -m core.train --resume {run_dir}`", file=sys.stderr)
                     print(run_dir.resolve())
                 return 1
-            if not quiet:
+            if lead:
                 m = json.loads((run_dir / "test_metrics.json").read_text())
-                print(f"\ntest AUC (medmnist) {m['auc']:.4f}   test ACC (medmnist, 0.5) {m['acc']:.4f}", file=sys.stderr)
+                print(f"test AUC (medmnist) {m['auc']:.4f}   test ACC (medmnist, 0.5) {m['acc']:.4f}", file=sys.stderr)
         if lead:
             print(targets[-1].resolve())
         return 0
