@@ -74,16 +74,16 @@ def _probability_chart(prob: np.ndarray, thr: np.ndarray, truth: np.ndarray, cho
                        "Truth": np.where(truth == 1, "present", "absent"),
                        "Predicted": np.where(prob >= thr, "present", "absent"),
                        "Chosen": np.arange(N_CLASSES) == chosen})
-    y = alt.Y("Finding:N", sort=list(CLASS_NAMES), title=None)
+    y = alt.Y("Finding:N", sort=list(CLASS_NAMES), title=None, axis=alt.Axis(labelOverlap=False))
     tooltip = ["Finding", alt.Tooltip("Probability", format=".3f"), alt.Tooltip("Threshold", format=".3f"),
                "Truth", "Predicted"]
     bars = alt.Chart(df).mark_bar().encode(
         x=alt.X("Probability:Q", scale=alt.Scale(domain=[0, 1]), title="Predicted probability"), y=y,
         color=alt.Color("Truth:N", scale=alt.Scale(domain=["present", "absent"], range=["#d62728", "#9ecae1"]),
-                        title="True label"),
+                        title="True label", legend=alt.Legend(orient="top")),
         opacity=alt.condition("datum.Chosen", alt.value(1.0), alt.value(0.75)), tooltip=tooltip)
     ticks = alt.Chart(df).mark_tick(color="black", thickness=2, size=16).encode(x="Threshold:Q", y=y, tooltip=tooltip)
-    return alt.layer(bars, ticks).properties(height=360, title="Probability per finding · black tick = threshold")
+    return alt.layer(bars, ticks).properties(height=alt.Step(22), title="Probability · tick = threshold")
 
 
 st.title("Saliency")

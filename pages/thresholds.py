@@ -19,7 +19,7 @@ from core import metrics
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES
 from core.runs import RunError
-from pages.common import _mtime, load_scores, pick_run
+from pages.common import file_mtime, load_scores, pick_run
 
 PRESETS = {
     "0.5": ("fixed", {"value": 0.5}),
@@ -40,7 +40,7 @@ def _fmt(x: float) -> str:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _auc_per_class(run_dir: str, split: str, _mtime: float) -> np.ndarray:
+def _auc_per_class(run_dir: str, split: str, mtime: float) -> np.ndarray:
     scores, labels = load_scores(run_dir, split)
     return metrics.auc_per_class(labels, scores)
 
@@ -53,7 +53,7 @@ def _thin(df: pd.DataFrame, n: int = MAX_CURVE_POINTS) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _curves(run_dir: str, split: str, c: int, _mtime: float) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def _curves(run_dir: str, split: str, c: int, mtime: float) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """(ROC, PR) points of class c on the split; None when it lacks positives or negatives."""
     scores, labels = load_scores(run_dir, split)
     y, s = labels[:, c], scores[:, c]
@@ -120,14 +120,14 @@ def _curve_chart(df: pd.DataFrame, x: str, y: str, point: dict, title: str, diag
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _curve_charts(run_dir: str, split: str, c: int, _mtime: float, threshold: float, recall: float, fpr: float,
+def _curve_charts(run_dir: str, split: str, c: int, mtime: float, threshold: float, recall: float, fpr: float,
                   precision: float, auc_text: str) -> tuple[alt.LayerChart, alt.LayerChart] | None:
     """ROC and PR charts of class c with the operating point marked.
 
     Built once per operating point: moving another class's slider re-sends the same charts
     (building an altair chart validates it against the Vega-Lite schema, tens of ms each).
     """
-    curves = _curves(run_dir, split, c, _mtime)
+    curves = _curves(run_dir, split, c, mtime)
     if curves is None:
         return None
     roc, pr = curves
@@ -158,7 +158,7 @@ if val_scores.shape[1] != N_CLASSES:
     st.stop()
 
 thr_path = info.path / "thresholds.json"
-source = (info.id, _mtime(thr_path))
+source = (info.id, file_mtime(thr_path))
 if st.session_state.get("thr_source") != source:
     st.session_state["thr_source"] = source
     try:
@@ -209,7 +209,7 @@ current = np.array([st.session_state[_key(c)] for c in range(N_CLASSES)], dtype=
 
 # --- metrics at these thresholds -------------------------------------------------------------
 tm = metrics.threshold_metrics(labels, scores, current)
-aucs = _auc_per_class(str(info.path), split, _mtime(info.path / f"{split}_scores.npz"))
+aucs = _auc_per_class(str(info.path), split, file_mtime(info.path / f"{split}_scores.npz"))
 defined = np.isfinite(aucs)
 mean_auc = float(aucs[defined].mean()) if defined.any() else float("nan")
 
@@ -220,7 +220,8 @@ row1[0].metric("AUC (medmnist)", _fmt(mean_auc), help="Mean per-class ROC AUC ov
                                              if not defined.all() else ""))
 row1[1].metric("ACC (medmnist, at 0.5)", _fmt(metrics.medmnist_acc(labels, scores)),
                help="medmnist's per-label accuracy at score > 0.5, whatever the sliders say.")
-row1[2].metric("Label accuracy (these thresholds)", _fmt(tm["label_accuracy"]))
+row1[2].metric("Label accuracy (tuned)", _fmt(tm["label_accuracy"]),
+               help="Per-label accuracy at the thresholds above (medmnist's ACC uses 0.5 for every class).")
 row1[3].metric("Exact-match accuracy", _fmt(tm["exact_match"]), help="Images with all 14 findings right.")
 row1[4].metric("Macro F1", _fmt(tm["macro_f1"]))
 row2 = st.columns(5)
@@ -251,7 +252,7 @@ st.dataframe(table, key="thr_table", hide_index=True, width="stretch",
 # --- curves ----------------------------------------------------------------------------------
 c = st.selectbox("ROC and precision-recall curves for", range(N_CLASSES), key="thr_curve_class",
                  format_func=lambda i: CLASS_NAMES[i])
-charts = _curve_charts(str(info.path), split, c, _mtime(info.path / f"{split}_scores.npz"), float(current[c]),
+charts = _curve_charts(str(info.path), split, c, file_mtime(info.path / f"{split}_scores.npz"), float(current[c]),
                       float(tm["recall"][c]), float(1 - tm["specificity"][c]), float(tm["precision"][c]),
                       _fmt(aucs[c]))
 if charts is None:
@@ -271,7 +272,7 @@ if left.button("Save thresholds to run", key="thr_save", type="primary",
                help=f"Writes {thr_path}; the Saliency page and reports use it."):
     try:
         T.save_thresholds(thr_path, T.ThresholdChoice(current, method, fallback), CLASS_NAMES, split=chosen_on)
-        st.session_state["thr_source"] = (info.id, _mtime(thr_path))
+        st.session_state["thr_source"] = (info.id, file_mtime(thr_path))
         st.success(f"Saved {method} thresholds to {thr_path}.")
     except (OSError, ValueError) as e:
         st.error(f"Could not write {thr_path}: {e}. Check that the runs folder is writable.")
