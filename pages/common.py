@@ -31,7 +31,7 @@ def sidebar_settings() -> None:
         st.text_input("Runs folder", key="runs_dir", help="Where run folders are written (CHESTMNIST_RUNS).")
 
 
-def _mtime(path: Path) -> float:
+def file_mtime(path: Path) -> float:
     try:
         return os.stat(path).st_mtime
     except OSError:
@@ -39,33 +39,33 @@ def _mtime(path: Path) -> float:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading images…")
-def _load_data(root: str, size: int, _mtime: float) -> D.ChestData:
+def _load_data(root: str, size: int, mtime: float) -> D.ChestData:
     return D.load(root, size)
 
 
 def load_data(root: str | Path, size: int) -> D.ChestData:
     """ChestData for `size` under `root`, cached across reruns and sessions (raises DataError)."""
-    return _load_data(str(root), size, _mtime(D.npz_path(root, size)))
+    return _load_data(str(root), size, file_mtime(D.npz_path(root, size)))
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading model…")
-def _load_model(run_dir: str, _mtime: float):
+def _load_model(run_dir: str, mtime: float):
     return runs.load_model(run_dir, "best")
 
 
 def load_model(run_dir: str | Path):
     """The run's best model in eval mode, cached until best.pt changes (raises RunError)."""
-    return _load_model(str(run_dir), _mtime(Path(run_dir) / "best.pt"))
+    return _load_model(str(run_dir), file_mtime(Path(run_dir) / "best.pt"))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _load_scores(run_dir: str, split: str, _mtime: float):
+def _load_scores(run_dir: str, split: str, mtime: float):
     return runs.load_scores(run_dir, split)
 
 
 def load_scores(run_dir: str | Path, split: str):
     """(scores, labels) of a run's split, cached until the file changes (raises RunError)."""
-    return _load_scores(str(run_dir), split, _mtime(Path(run_dir) / f"{split}_scores.npz"))
+    return _load_scores(str(run_dir), split, file_mtime(Path(run_dir) / f"{split}_scores.npz"))
 
 
 def run_label(info: runs.RunInfo) -> str:

@@ -29,14 +29,6 @@ def _notice() -> None:
         st.success(msg)
 
 
-def _reload_data() -> None:
-    # WORKAROUND (pages.common bug): its cached loaders name the mtime argument `_mtime`, and
-    # Streamlit does not hash arguments starting with "_", so a replaced npz would be served from
-    # the cache. After writing an npz we drop the loaded arrays; they reload on demand.
-    st.cache_resource.clear()
-    _montage.clear()
-
-
 @st.cache_data(max_entries=8, show_spinner=False)
 def _montage(root: str, size: int, mtime: float) -> list[tuple[str, np.ndarray, int]]:
     """(class name, montage of up to PER_CLASS positive images, positives in all splits) per class."""
@@ -124,7 +116,6 @@ def download_size(root: Path, size: int) -> None:
         msg, how = str(e), D.offline_instructions(root, size)
         st.error(msg if how in msg else f"{msg}\n\n{how}")
         return
-    _reload_data()
     st.session_state["home_notice"] = f"Downloaded {path} (MD5 checked)."
     st.rerun()
 
@@ -218,7 +209,6 @@ def import_section(root: Path, expanded: bool) -> None:
                     bar.empty()
                     st.error(f"Import failed: {e}")
                 else:
-                    _reload_data()
                     st.session_state["import_report"] = report
                     st.rerun()
         if isinstance(report := st.session_state.get("import_report"), ImportReport):

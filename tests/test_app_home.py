@@ -253,3 +253,17 @@ def test_app_navigation_reaches_the_pages(open_page, data_root, finished_runs):
     assert [link.proto.label for link in at.get("page_link")] == ["Compare runs"]
     at.switch_page("pages/compare.py").run()
     assert not at.exception and [t.value for t in at.title] == ["Compare runs"]
+
+
+def test_cached_data_is_reloaded_when_the_file_is_replaced(tmp_path):
+    """The cache key includes the npz's mtime, so an import or download is seen at once."""
+    import os
+
+    from pages.common import load_data
+    from tests.synthetic import write_planted
+
+    path = write_planted(tmp_path, 28, n=(20, 8, 8))
+    assert len(load_data(tmp_path, 28).train) == 20
+    write_planted(tmp_path, 28, n=(30, 8, 8))
+    os.utime(path, (1, 1))  # a different mtime even on coarse-clock filesystems
+    assert len(load_data(tmp_path, 28).train) == 30
