@@ -123,8 +123,10 @@ def download(root: str | Path, size: int, progress: Callable[[int, int], None] |
                 done += len(block)
                 if progress:
                     progress(done, total)
-    except OSError as e:
-        part.unlink(missing_ok=True)
+    except BaseException as e:
+        part.unlink(missing_ok=True)  # also when the app's script is stopped mid-download
+        if not isinstance(e, OSError):
+            raise
         raise DataError(f"Could not download {npz_name(size)} from {url} ({e}). {offline_instructions(root, size)}") from None
     if file_md5(part) != md5:
         part.unlink(missing_ok=True)

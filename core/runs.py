@@ -7,6 +7,7 @@ Every write is atomic (temp file + rename), so a killed process leaves the previ
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -15,9 +16,10 @@ import shutil
 import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -184,18 +186,42 @@ def _alive(pid: int) -> bool:
         return True
 
 
+_GONE = {
+    "running": "The training process ended without finishing (killed or crashed); resume the run to continue.",
+    "queued": "The process that was to train this run has ended before starting it; resume the run to start it.",
+}
+
+
 def read_status(run_dir: str | Path) -> dict:
-    """status.json, with `running` turned into `interrupted` when its process is gone."""
+    """status.json, with `running`/`queued` turned into `interrupted` when their process is gone."""
     path = Path(run_dir) / "status.json"
     try:
         status = read_json(path)
     except RunError as e:
         return {"state": "failed", "error": str(e)}
-    if status.get("state") == "running" and status.get("host") == socket.gethostname() \
+    if status.get("state") in _GONE and status.get("host") == socket.gethostname() \
             and not _alive(int(status.get("pid", -1))):
-        status = {**status, "state": "interrupted",
-                  "error": "The training process ended without finishing (killed or crashed); resume the run to continue."}
+        status = {**status, "state": "interrupted", "error": _GONE[status["state"]]}
     return status
+
+
+@contextmanager
+def training_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run while this process trains it; the OS drops it if we die.
+
+    A second trainer on the same folder (a double-clicked Resume, a CLI --resume beside the app)
+    gets a RunError instead of interleaving checkpoints with the first.
+    """
+    f = open(Path(run_dir) / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RunError(f"{run_dir} is already being trained by another process; stop it there first.") from None
+    try:
+        yield
+    finally:
+        f.close()
 
 
 def read_config(run_dir: str | Path) -> dict:

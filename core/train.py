@@ -11,6 +11,7 @@ with progress callbacks and a cooperative stop); `main` is the command line arou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -257,29 +258,31 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
     stop = should_stop or (lambda: runs.stop_requested(run_dir))
     if main_rank:
         on_progress = _with_progress_file(on_progress)
-    try:
-        if main_rank:
-            runs.clear_stop(run_dir)
-            runs.set_status(run_dir, "running", world_size=world)
-        state = _train_loop(run_dir, cfg, device, rank, world, on_progress, on_epoch, stop)
-        if main_rank:
-            runs.set_status(run_dir, state, **({} if state == "finished" else
-                                              {"error": "Stopped by request; resume to continue."}))
-        return state
-    except KeyboardInterrupt:
-        if main_rank:
-            runs.set_status(run_dir, "stopped", error="Interrupted; resume to continue.")
-        return "stopped"
-    except BaseException as e:
-        if main_rank:
-            try:
-                runs.set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
-            except OSError:
-                pass  # disk full or folder gone: the original error is the one to report
-        raise
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    # Only rank 0 writes, so only it needs to keep other trainers off the folder.
+    with runs.training_lock(run_dir) if main_rank else contextlib.nullcontext():
+        try:
+            if main_rank:
+                runs.clear_stop(run_dir)
+                runs.set_status(run_dir, "running", world_size=world)
+            state = _train_loop(run_dir, cfg, device, rank, world, on_progress, on_epoch, stop)
+            if main_rank:
+                runs.set_status(run_dir, state, **({} if state == "finished" else
+                                                  {"error": "Stopped by request; resume to continue."}))
+            return state
+        except KeyboardInterrupt:
+            if main_rank:
+                runs.set_status(run_dir, "stopped", error="Interrupted; resume to continue.")
+            return "stopped"
+        except BaseException as e:
+            if main_rank:
+                try:
+                    runs.set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
+                except OSError:
+                    pass  # disk full or folder gone: the original error is the one to report
+            raise
+        finally:
+            if world > 1 and dist.is_initialized():
+                dist.destroy_process_group()
 
 
 def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int, world: int,
@@ -537,6 +540,10 @@ def main(argv: list[str] | None = None) -> int:
                 status = runs.read_status(run_dir)
                 if status.get("state") == "running":
                     raise runs.RunError(f"{run_dir} is already being trained by process {status.get('pid')}.")
+            if lead:
+                # Runs waiting in this queue carry this process's pid, so a dead queue shows as interrupted.
+                for run_dir in targets[1:]:
+                    runs.set_status(run_dir, "queued")
         else:
             fields = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
             fields = {k: v for k, v in fields.items() if v is not None}

@@ -280,3 +280,19 @@ def test_two_runs_started_at_once_get_separate_folders_and_stop_separately(tmp_p
     codes = {p.wait(timeout=120) for p in procs}
     assert runs.read_status(second)["state"] == "stopped"
     assert codes == {1}  # both exit 'stopped, resumable'
+
+
+def test_a_second_trainer_on_the_same_run_is_refused(small_run):
+    with runs.training_lock(small_run):
+        with pytest.raises(runs.RunError, match="already being trained"):
+            train(small_run)
+    assert runs.read_status(small_run)["state"] == "finished"  # the refused attempt changed nothing
+
+
+def test_queued_run_whose_process_died_shows_interrupted(small_run):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    status = json.loads((small_run / "status.json").read_text())
+    (small_run / "status.json").write_text(json.dumps({**status, "state": "queued", "pid": dead.pid}))
+    s = runs.read_status(small_run)
+    assert s["state"] == "interrupted" and "resume" in s["error"]
