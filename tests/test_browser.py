@@ -4,7 +4,8 @@ The AppTest-based tests (tests/test_app_*.py) run each page's script on its own;
 `streamlit run app.py` and clicks through every page the way a user does: look at the data,
 train a 28 and a 64 px run (real background processes), compare them, move a threshold slider,
 look at Grad-CAM, and see both runs listed as finished. Any exception or st.error on any page
-fails it. It also refreshes the README screenshots in docs/screenshots/.
+fails it. Screenshots of each page go to tests/artifacts/screenshots/ (git-ignored); with
+UPDATE_SCREENSHOTS=1 they refresh the README's docs/screenshots/ instead.
 
 Data: the real NIH-1000 radiographs from ../shared/data/nih1000 when present (read-only; the
 npy cache goes to a tmp folder), else generated planted-pattern data at 28 and 64 px.
@@ -28,7 +29,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NIH1000 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih1000"
-SHOTS = REPO / "docs" / "screenshots"
+SHOTS = REPO / ("docs" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "tests/artifacts") / "screenshots"
 VIEWPORT = {"width": 1400, "height": 1000}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -161,7 +162,7 @@ def goto(page, name: str, heading: str) -> None:
 
 
 def shot(page, name: str, wait: bool = True) -> None:
-    """Screenshot of the whole page into docs/screenshots/<name>.png.
+    """Screenshot of the whole page into SHOTS/<name>.png.
 
     Streamlit scrolls its main area, not the document, so a plain full-page screenshot is just the
     viewport: the viewport is made as tall as the content for the picture, then put back.
