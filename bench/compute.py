@@ -285,7 +285,7 @@ def run(ctx: Context) -> list[Row]:
                 datasets["planted"] = ctx.planted_root(size)
             if "nih1000" in mode.auc_datasets and ctx.nih is not None:
                 datasets["nih1000"] = ctx.nih
-            variants = (tuple(TRAINED_VARIANTS) if size == min(mode.auc_sizes) and mode.name != "tiny"
+            variants = (tuple(TRAINED_VARIANTS) if size == min(mode.auc_sizes) and mode.auc_all_variants
                         else ("fp32_cl", "fp32_cl_seed1", "bf16_cl"))
             ctx.log(f"compute: training for the AUC effect at {size} px ({', '.join(datasets)}; {', '.join(variants)})")
             rows += _auc_rows(size, mode, auc_effects(ctx, size, datasets, variants), datasets, variants)

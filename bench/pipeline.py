@@ -13,6 +13,9 @@ timed interleaved one training step (data + forward + backward + update) at a ti
   the fly, channels_last) and the training step exactly as core/train.py does it (pos_weight BCE,
   GradScaler, loss.item(), sigmoid scores kept for the epoch's train AUC).
 * `compute`: the `core` step on pre-made float tensors: the ceiling any pipeline can reach.
+* `core_bf16` (full mode): `core` with bf16 autocast, what core would give with bf16 on by default.
+
+The loaders alone are timed too (no model), with a candidate `core_numpy` normalisation.
 """
 from __future__ import annotations
 
@@ -188,25 +191,47 @@ def bench_pipeline(size: int, mode: Mode, model_name: str = DEFAULT_MODEL, batch
 
     fns = {
         "medmnist": lambda: medmnist_step(m_model, m_opt, m_crit, *next(m_iter)),
-        "medmnist_cl": lambda: medmnist_step(mc_model, mc_opt, m_crit, *next(mc_iter)),
         "core": lambda: c_step(*next(c_iter)),
         "compute": lambda: p_step(*next(p_iter)),
     }
+    if mode.pipeline_same_layout:
+        fns["medmnist_cl"] = lambda: medmnist_step(mc_model, mc_opt, m_crit, *next(mc_iter))
+        # core's pipeline with bf16 autocast: what the default would give if core turned it on on CPU
+        b_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels, amp=torch.bfloat16)
+        gen_b = torch.Generator().manual_seed(0)
+        b_iter = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen_b,
+                                          channels_last=True))
+        fns["core_bf16"] = lambda: b_step(*next(b_iter))
     t = interleaved(fns, mode.repeats, mode.warmup)
-    speed = {k: batch_size / median(v) for k, v in t.items()}
+    out = {f"pipeline.{size}.{k}_img_s": batch_size / median(v) for k, v in t.items()}
 
-    # the loaders alone (no model): seconds per batch of 128
+    # the loaders alone (no model): ms per batch; `core_numpy` is the candidate normalisation
+    gen_np = torch.Generator().manual_seed(0)
     l_m = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
     l_c = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen, channels_last=True))
-    lt = interleaved({"medmnist": lambda: next(l_m), "core": lambda: next(l_c)}, max(5, mode.repeats * 2), 2)
-    return {
-        f"pipeline.{size}.medmnist_img_s": speed["medmnist"],
-        f"pipeline.{size}.medmnist_cl_img_s": speed["medmnist_cl"],
-        f"pipeline.{size}.core_img_s": speed["core"],
-        f"pipeline.{size}.compute_img_s": speed["compute"],
-        f"pipeline.{size}.loader_medmnist_ms": median(lt["medmnist"]) * 1e3,
-        f"pipeline.{size}.loader_core_ms": median(lt["core"]) * 1e3,
-    }
+    l_n = _cycle(lambda: numpy_batches(images, labels, idx, batch_size, gen_np))
+    lt = interleaved({"medmnist": lambda: next(l_m), "core": lambda: next(l_c), "core_numpy": lambda: next(l_n)},
+                     max(7, mode.repeats * 3), 2)
+    out.update({f"pipeline.{size}.loader_{k}_ms": median(v) * 1e3 for k, v in lt.items()})
+    return out
+
+
+def numpy_to_tensor(images: np.ndarray, channels_last: bool = False) -> torch.Tensor:
+    """Candidate for core.data.to_tensor on CPU: the same [-1, 1] floats, bit for bit, computed by
+    numpy (single-threaded, no OpenMP parallel region to wait for when the cores are busy)."""
+    x = np.empty(images.shape, np.float32)
+    np.divide(images, np.float32(127.5), out=x, dtype=np.float32)
+    x -= np.float32(1.0)
+    t = torch.from_numpy(x).unsqueeze(1)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def numpy_batches(images, labels, indices, batch_size, generator):
+    """core.data.batches (shuffled, channels_last) with numpy_to_tensor."""
+    order = indices[torch.randperm(len(indices), generator=generator).numpy()]
+    for start in range(0, len(order), batch_size):
+        idx = np.sort(order[start:start + batch_size])
+        yield numpy_to_tensor(images[idx], True), torch.from_numpy(labels[idx].astype(np.float32))
 
 
 def run(ctx: Context) -> list[Row]:
@@ -215,17 +240,25 @@ def run(ctx: Context) -> list[Row]:
         ctx.log(f"pipeline: {size} px")
         f = bench_pipeline(size, ctx.mode, batch_size=ctx.mode.pipeline_batch)
         p = f"pipeline.{size}."
-        core, med, medcl, comp = (f[p + k] for k in ("core_img_s", "medmnist_img_s", "medmnist_cl_img_s", "compute_img_s"))
+        core, med, comp = (f[p + k] for k in ("core_img_s", "medmnist_img_s", "compute_img_s"))
         rows += [
             Row(p + "core_vs_medmnist", core, "train img/s", med, core / med, ">= 3x", at_least(core / med, 3.0),
                 f"core default (batches+channels_last) vs getting-started (PIL+ToTensor+Normalize, DataLoader {ctx.mode.pipeline_batch}, NCHW)"),
             Row(p + "core_vs_compute", core, "train img/s", comp, core / comp, ">= 0.85x", at_least(core / comp, 0.85),
                 "vs the same step on pre-made float tensors"),
-            Row(p + "core_vs_medmnist_same_layout", core, "train img/s", medcl, core / medcl, "", None,
-                "loader effect alone: medmnist loader feeding the channels_last model"),
             Row(p + "loader_only", f[p + "loader_core_ms"], "ms/batch", f[p + "loader_medmnist_ms"],
                 f[p + "loader_medmnist_ms"] / f[p + "loader_core_ms"], "", None,
-                f"one batch of {ctx.mode.pipeline_batch}, no model"),
+                f"core.data.batches vs the example's DataLoader, one batch of {ctx.mode.pipeline_batch}, no model"),
+            Row(p + "loader_numpy_candidate", f[p + "loader_core_numpy_ms"], "ms/batch", f[p + "loader_core_ms"],
+                f[p + "loader_core_ms"] / f[p + "loader_core_numpy_ms"], "", None,
+                "candidate: to_tensor normalising in numpy (bit-identical) vs core.data.to_tensor"),
         ]
+        if p + "medmnist_cl_img_s" in f:
+            medcl = f[p + "medmnist_cl_img_s"]
+            rows.insert(len(rows) - 2, Row(p + "core_vs_medmnist_same_layout", core, "train img/s", medcl, core / medcl,
+                                           "", None, "loader effect alone: medmnist loader feeding the channels_last model"))
+            bf = f[p + "core_bf16_img_s"]
+            rows.insert(len(rows) - 2, Row(p + "core_bf16_vs_medmnist", bf, "train img/s", med, bf / med, "", None,
+                                           "core's pipeline with bf16 autocast (not core's default on CPU)"))
     return rows
 

@@ -55,8 +55,17 @@ def test_medmnist_example_transform_matches_core_normalisation():
 def test_bench_pipeline_figures():
     figs = pipeline.bench_pipeline(28, FAST, batch_size=8)
     _sane(figs, [f"pipeline.28.{k}" for k in ("medmnist_img_s", "medmnist_cl_img_s", "core_img_s", "compute_img_s",
-                                                  "loader_medmnist_ms", "loader_core_ms")])
+                                                  "core_bf16_img_s", "loader_medmnist_ms", "loader_core_ms",
+                                                  "loader_core_numpy_ms")])
     assert all(v > 0 for v in figs.values())
+
+
+@pytest.mark.parametrize("size", [28, 64, 224])
+def test_numpy_normalisation_candidate_is_bit_identical(size):
+    images = np.random.default_rng(size).integers(0, 256, (5, size, size), dtype=np.uint8)
+    for cl in (False, True):
+        got, want = pipeline.numpy_to_tensor(images, cl), D.to_tensor(images, "cpu", cl)
+        assert torch.equal(got, want) and got.stride() == want.stride()
 
 
 # ---------------------------------------------------------------- compute
