@@ -1,0 +1,216 @@
+"""core.study on generated planted-pattern data: runs, re-use without retraining, resume, report numbers."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import data as D
+from core import runs
+from core.study import (FIGURES, StudyError, StudyReport, bootstrap_acc_ci, build_report, check_sizes, format_tables,
+                        list_studies, load_study, main, read_study_file, run_name, run_study)
+from core.train import TrainConfig, prepare_run, train
+from tests.synthetic import write_planted
+
+REPORT_FILES = ("report.md", "summary.json", "study.json", "runs.csv", "table1_val.csv", "test.csv", "cost.csv",
+                "per_class_test_auc.csv", *FIGURES.values())
+
+
+def _base(data_root: Path, runs_dir: Path, **kw) -> TrainConfig:
+    return TrainConfig(epochs=2, batch_size=64, device="cpu", data_root=str(data_root), runs_dir=str(runs_dir), **kw)
+
+
+def _study(*args, **kw):
+    # Few images for the inference timing and no chatter: the tests check numbers, not speed.
+    return run_study(*args, inference_images=32, log=lambda m: None, **kw)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """Planted-pattern data at 28 and 64 px, smaller than conftest's (128/64/64) to keep the trainings short."""
+    root = tmp_path_factory.mktemp("study-data")
+    for size in (28, 64):
+        write_planted(root, size, n=(128, 64, 64))
+    return root
+
+
+@pytest.fixture(scope="module")
+def study(data_root, tmp_path_factory) -> tuple[StudyReport, Path, Path]:
+    """A 2-size, 1-seed study trained the real way (one child process per run)."""
+    runs_dir, out = tmp_path_factory.mktemp("study-runs"), tmp_path_factory.mktemp("reports") / "s"
+    report = _study(_base(data_root, runs_dir), [64, 28], [0], name="t", out_dir=out)
+    return report, runs_dir, out
+
+
+def _snapshot(run_dir: Path) -> dict:
+    return {f: (run_dir / f).stat().st_mtime_ns for f in ("best.pt", "last.pt", "metrics.jsonl", "test_metrics.json")}
+
+
+def test_study_trains_one_finished_run_per_size(study):
+    report, runs_dir, out = study
+    entries = read_study_file(out)["runs"]
+    assert [(e["size"], e["seed"]) for e in entries] == [(28, 0), (64, 0)]
+    assert sorted(p.name for p in runs_dir.iterdir()) == sorted(Path(e["run_dir"]).name for e in entries)
+    for e in entries:
+        run_dir = Path(e["run_dir"])
+        assert runs.read_status(run_dir)["state"] == "finished"
+        train_cfg = runs.read_config(run_dir)["train"]
+        assert (train_cfg["size"], train_cfg["seed"], train_cfg["name"]) == (e["size"], 0, run_name("t", 0))
+        assert [r["epoch"] for r in runs.read_metrics(run_dir)] == [1, 2]
+        # The child process's peak memory was recorded for the report.
+        sessions = json.loads((run_dir / "study_cost.json").read_text())["sessions"]
+        assert len(sessions) == 1 and sessions[0]["peak_rss_mb"] > 50 and sessions[0]["epochs_after"] == 2
+
+
+def test_report_files_present_and_say_which_data(study):
+    report, _, out = study
+    for name in REPORT_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for png in FIGURES.values():
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "NOT the official ChestMNIST" in md and "128/64/64" in md  # planted data, detected by split sizes
+    assert all(f"]({png})" in md for png in FIGURES.values())
+    assert report.data_warning and not report.official_data
+    assert list_studies(out.parent) == [out]
+
+
+def test_table_numbers_equal_the_run_files(study):
+    report, _, out = study
+    loaded = load_study(out)
+    assert loaded.summary == json.loads((out / "summary.json").read_text())
+    table1 = pd.read_csv(out / "table1_val.csv").set_index("size")
+    test_csv = pd.read_csv(out / "test.csv").set_index("size")
+    cost_csv = pd.read_csv(out / "cost.csv").set_index("size")
+    md = (out / "report.md").read_text()
+    for row in loaded.summary["sizes"]:
+        size = row["size"]
+        run = next(r for r in loaded.summary["runs"] if r["size"] == size)
+        run_dir = Path(run["run_dir"])
+        metrics_rows = runs.read_metrics(run_dir)
+        best = next(r for r in metrics_rows if r["epoch"] == metrics_rows[-1]["best_epoch"])
+        test = json.loads((run_dir / "test_metrics.json").read_text())
+        config = runs.read_config(run_dir)
+        for key in ("val_auc", "val_acc", "val_macro_f1", "val_micro_f1", "val_loss"):
+            assert row[key] == best[key] and table1.loc[size, key] == pytest.approx(best[key], rel=1e-12), key
+        assert row["best_epoch"] == [best["epoch"]]
+        assert row["test_auc"] == test["auc"] and row["test_acc"] == test["acc"]
+        assert [row["test_auc_ci_low"], row["test_auc_ci_high"]] == test["auc_ci"]
+        assert test_csv.loc[size, "test_auc"] == pytest.approx(test["auc"], rel=1e-12)
+        assert row["test_acc_ci_low"] <= test["acc"] <= row["test_acc_ci_high"]
+        assert row["params"] == config["model"]["params"]
+        assert row["gflops"] == config["model"]["flops_per_image"] / 1e9
+        assert row["seconds_per_epoch"] == float(np.median([r["seconds"] for r in metrics_rows]))
+        assert cost_csv.loc[size, "train_images_per_s"] == pytest.approx(np.median([r["images_per_s"] for r in metrics_rows]))
+        assert row["inference_ms_per_image"] > 0 and row["peak_rss_mb"] > 50
+        per_class = {c: v["auc"] for c, v in test["per_class"].items()}
+        assert row["test_auc_per_class"] == per_class
+        # The same text in the report, the app's tables and the CLI.
+        assert f"| {size} px | 1 | {best['epoch']} | {best['val_auc']:.3f} | {best['val_acc']:.3f} |" in md
+        assert f"{test['auc']:.3f} [{test['auc_ci'][0]:.3f}, {test['auc_ci'][1]:.3f}]" in md
+    tables = loaded.tables()
+    assert list(tables) == ["Table 1: validation at the best epoch", "Test", "Cost"]
+    assert list(tables["Test"]["size"]) == ["28 px", "64 px"]
+    assert loaded.per_class_frame().shape == (D.N_CLASSES, 2)
+    assert len(loaded.runs_frame()) == 2
+
+
+def test_rerun_reuses_finished_runs_without_training(study, data_root, tmp_path):
+    report, runs_dir, out = study
+    entries = read_study_file(out)["runs"]
+    before = {e["run_dir"]: _snapshot(Path(e["run_dir"])) for e in entries}
+    sessions = {p: (Path(p) / "study_cost.json").read_text() for p in before}
+    again = _study(_base(data_root, runs_dir), [28, 64], [0], name="t", out_dir=out)
+    assert {e["run_dir"] for e in read_study_file(out)["runs"]} == set(before)
+    assert {p: _snapshot(Path(p)) for p in before} == before  # no checkpoint or metrics file was touched
+    assert {p: (Path(p) / "study_cost.json").read_text() for p in before} == sessions  # no training session
+    assert len(list(runs_dir.iterdir())) == 2
+    assert [r["test_auc"] for r in again.summary["runs"]] == [r["test_auc"] for r in report.summary["runs"]]
+    # Without study.json (another report folder) the runs are found by their names in the runs folder.
+    elsewhere = _study(_base(data_root, runs_dir), [28], [0], name="t", out_dir=tmp_path / "other")
+    assert [r["run_dir"] for r in elsewhere.summary["runs"]] == [entries[0]["run_dir"]]
+    assert len(list(runs_dir.iterdir())) == 2
+
+
+def test_stopped_run_is_resumed_not_restarted(data_root, tmp_path):
+    runs_dir = tmp_path / "runs"
+    base = _base(data_root, runs_dir)
+    # A study run stopped after its first epoch, as Ctrl-C or the app's Stop would leave it.
+    run_dir = prepare_run(dataclasses.replace(base, size=28, seed=3, name=run_name("r", 3)))
+    epochs = []
+    assert train(run_dir, on_epoch=lambda row: epochs.append(row), should_stop=lambda: bool(epochs)) == "stopped"
+    first = runs.read_metrics(run_dir)
+    assert len(first) == 1
+    report = _study(base, [28], [3], name="r", out_dir=tmp_path / "report", isolate=False)
+    assert [p.name for p in runs_dir.iterdir()] == [run_dir.name]
+    rows = runs.read_metrics(run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0] == first[0]
+    assert runs.read_status(run_dir)["state"] == "finished"
+    # Trained inside the study process: the report says memory was not measured rather than guessing.
+    assert report.summary["sizes"][0]["peak_rss_mb"] is None
+    assert "not measured" in report.summary["sizes"][0]["memory_note"]
+    assert "not measured" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_missing_size_is_a_clear_error_before_anything_runs(data_root, tmp_path):
+    runs_dir, out = tmp_path / "runs", tmp_path / "report"
+    with pytest.raises(D.DataError) as e:
+        _study(_base(data_root, runs_dir), [28, 128], [0], name="m", out_dir=out)
+    msg = str(e.value)
+    assert "[128]" in msg and "chestmnist_128.npz" in msg and "--skip-missing" in msg and "[28, 64]" in msg
+    assert not runs_dir.exists() and not out.exists()
+    assert check_sizes(data_root, [128, 28], skip_missing=True) == [28]
+
+
+def test_cli_reports_missing_size_and_bad_settings(data_root, tmp_path, capsys):
+    args = ["--epochs", "1", "--data-root", str(data_root), "--runs-dir", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(["--sizes", "224", *args]) == 2
+    assert "chestmnist_224.npz" in capsys.readouterr().err
+    assert main(["--sizes", "28", "--model", "nope", *args]) == 2
+    assert "--model 'nope' is unknown" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_other_settings_under_the_same_name_are_refused(study, data_root):
+    _, runs_dir, out = study
+    with pytest.raises(StudyError, match="epochs"):
+        _study(dataclasses.replace(_base(data_root, runs_dir), epochs=3), [28], [0], name="t", out_dir=out)
+
+
+def test_load_study_without_report_is_an_error(tmp_path):
+    with pytest.raises(StudyError, match="no summary.json"):
+        load_study(tmp_path)
+
+
+def test_build_report_refuses_unfinished_runs(data_root, tmp_path):
+    run_dir = prepare_run(_base(data_root, tmp_path / "runs", size=28))
+    with pytest.raises(runs.RunError, match="test_metrics.json"):
+        build_report([run_dir], tmp_path / "out")
+
+
+def test_multi_seed_tables_show_mean_and_std():
+    row = {"size": 28, "n_seeds": 3, "best_epoch": [2, 3, 2], "auc_undefined_classes": [], "device": "cpu",
+           "world_size": 1, "params": 10, "gflops": 0.1, "data_mb": 1.0}
+    for key in ("val_auc", "val_acc", "val_macro_f1", "val_micro_f1", "val_loss", "test_auc", "test_acc",
+                "test_macro_f1", "seconds_per_epoch", "train_images_per_s"):
+        row[key], row[f"{key}_std"] = 0.8, 0.01
+    tables = format_tables({"sizes": [row], "ci_level": 0.95})
+    assert tables["Table 1: validation at the best epoch"].loc[0, "val AUC"] == "0.800 ± 0.010"
+    assert tables["Test"].loc[0, "test AUC (mean ± std over seeds)"] == "0.800 ± 0.010 (n=3)"
+
+
+def test_acc_ci_brackets_the_point_estimate():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((300, 14)) < 0.2).astype(np.uint8)
+    scores = np.clip(labels * 0.4 + rng.random((300, 14)) * 0.5, 0, 1)
+    acc = float(((scores > 0.5) == labels).mean())
+    lo, hi = bootstrap_acc_ci(labels, scores)
+    assert lo < acc < hi and hi - lo < 0.05
+    assert bootstrap_acc_ci(labels, scores) == (lo, hi)  # seeded
+    assert not math.isnan(lo)
