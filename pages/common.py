@@ -14,6 +14,28 @@ from core import data as D
 from core import runs
 
 
+def through_app() -> None:
+    """Make sure app.py runs this page (its navigation, page config and sidebar); each page calls it first.
+
+    Streamlit (1.67) starts every server process in its legacy multipage mode because the pages sit
+    in a folder named pages/: it runs pages/<name>.py for the URL /<name> directly, with a sidebar
+    listing every file in pages/, until some script calls st.navigation. So when the first request
+    after a start opens a page URL (a bookmark, a reload, a second tab), app.py never ran: no
+    sidebar settings, no wide layout, "app, common, compare, …" in the sidebar. In that mode this
+    switches the process to st.navigation's mode (what calling st.navigation does) and reruns: the
+    rerun runs app.py, which opens the same page (its URL path is the file name either way).
+    Elsewhere it does nothing: once app.py has called st.navigation the flag stays off, and a page
+    run on its own (AppTest, `streamlit run pages/x.py`) has no pages/ folder beside it.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the legacy mode: nothing to do
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def data_root() -> Path:
     return Path(st.session_state.get("data_root") or D.default_root()).expanduser()
 

@@ -18,7 +18,7 @@ import streamlit as st
 from core import data as D
 from core import runs
 from core.evaluate import predict
-from pages.common import load_data, page_link, run_data_label, run_label, runs_dir
+from pages.common import load_data, page_link, run_data_label, run_label, runs_dir, through_app
 
 # (key in metrics.jsonl after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
 EPOCH_METRICS = (("loss", "loss"), ("auc", "AUC (medmnist)"), ("acc", "ACC (medmnist, 0.5)"),
@@ -200,6 +200,7 @@ def heat_chart(df: pd.DataFrame, order: list[str]) -> alt.LayerChart:
     return (defined + undefined + text).properties(height=14 * 26)
 
 
+through_app()
 st.title("Compare runs")
 rdir = runs_dir()
 try:

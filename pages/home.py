@@ -17,7 +17,7 @@ from PIL import Image
 from core import data as D
 from core import runs
 from core.importer import DataImportError, ImportReport, import_folder
-from pages.common import data_root, load_data, official_split_sizes, page_link, run_data_label, runs_dir
+from pages.common import data_root, load_data, official_split_sizes, page_link, run_data_label, runs_dir, through_app
 
 TILE = 96  # px of one montage tile
 PER_CLASS = 3  # positive images shown per finding
@@ -275,6 +275,7 @@ def runs_section(where: Path) -> None:
                 st.rerun()
 
 
+through_app()
 st.title("Data & runs")
 _notice()
 root = data_root()

@@ -18,7 +18,7 @@ from core import saliency as S
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES, DataError
 from core.runs import RunError, RunInfo
-from pages.common import evaluated_runs, load_data, load_model, load_scores, pick_run
+from pages.common import evaluated_runs, load_data, load_model, load_scores, pick_run, through_app
 
 MODES = ("Index", "Finding", "Outcome", "Confidence")
 OUTCOMES = ("TP", "FP", "FN", "TN")
@@ -86,6 +86,7 @@ def _probability_chart(prob: np.ndarray, thr: np.ndarray, truth: np.ndarray, cho
     return alt.layer(bars, ticks).properties(height=alt.Step(22), title="Probability · tick = threshold")
 
 
+through_app()
 st.title("Saliency")
 st.caption("Grad-CAM shows which parts of the image raised the model's score for a finding (its last "
            "convolution layer, upsampled; each map is scaled to its own maximum, so compare strengths "

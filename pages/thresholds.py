@@ -19,7 +19,7 @@ from core import metrics
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES
 from core.runs import RunError
-from pages.common import file_mtime, load_scores, pick_run
+from pages.common import file_mtime, load_scores, pick_run, through_app
 
 PRESETS = {
     "0.5": ("fixed", {"value": 0.5}),
@@ -138,6 +138,7 @@ def _curve_charts(run_dir: str, split: str, c: int, mtime: float, threshold: flo
                          f"Precision-recall · {CLASS_NAMES[c]}", False))
 
 
+through_app()
 st.title("Thresholds")
 st.caption("Each finding is predicted present when its probability is at least its threshold. Thresholds are "
            "chosen on the **validation** split; the test split shows what they give on unseen images.")

@@ -16,7 +16,7 @@ from core import data as D
 from core import runs
 from core import train as T
 from core.models import DEFAULT_MODEL, MODELS
-from pages.common import data_root, load_data, page_link, run_label, runs_dir
+from pages.common import data_root, load_data, page_link, run_label, runs_dir, through_app
 
 HOUR = 3600
 SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
@@ -285,6 +285,7 @@ def live(rdir) -> None:
         page_link("pages/compare.py", "Compare runs", icon="📈")
 
 
+through_app()
 st.title("Train")
 root, rdir = data_root(), runs_dir()
 present = D.available_sizes(root) if root.is_dir() else []

@@ -255,6 +255,27 @@ def test_app_navigation_reaches_the_pages(open_page, data_root, finished_runs):
     assert not at.exception and [t.value for t in at.title] == ["Compare runs"]
 
 
+@pytest.mark.parametrize("page, title", [("pages/thresholds.py", "Thresholds"), ("pages/compare.py", "Compare runs")])
+def test_first_request_to_a_page_url_still_runs_app_py(data_root, finished_runs, page, title):
+    """A fresh server's first request for /thresholds: Streamlit's legacy pages/ mode would run the page
+    without app.py (no sidebar settings, every file in pages/ listed). AppTest starts each run in that
+    mode (as a new server process does), and a page named before the first run is opened by URL path."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["data_root"] = str(data_root)
+    at.session_state["runs_dir"] = str(finished_runs[28].parent)
+    at.switch_page(page).run()
+    assert not at.exception and [t.value for t in at.title] == [title]
+    # app.py ran: its sidebar settings are there, and its navigation (not the pages/ folder) is in charge.
+    assert [t.key for t in at.sidebar.text_input] == ["data_root", "runs_dir"]
+    from streamlit.runtime.pages_manager import PagesManager
+
+    assert PagesManager.uses_pages_directory is False
+
+
 def test_cached_data_is_reloaded_when_the_file_is_replaced(tmp_path):
     """The cache key includes the npz's mtime, so an import or download is seen at once."""
     import os

@@ -229,6 +229,17 @@ def test_browser_end_to_end(browser, server):  # browser first: no server starte
     page_errors: list[str] = []
     page.on("pageerror", lambda e: page_errors.append(str(e)))
 
+    # The server's first request opens a page by URL (a bookmark, a reload): app.py still runs it, with
+    # its navigation and sidebar settings, not Streamlit's legacy pages/ folder mode (app, common, ...).
+    page.goto(f"{url}/compare")
+    page.get_by_role("heading", name="Compare runs", exact=True).wait_for()
+    settle(page)
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Data & runs" in nav and "common" not in nav, nav
+    assert page.get_by_label("Data root", exact=True).input_value() == str(data_root)
+    assert_no_errors(page, "Compare (opened by URL)")
+    step("Compare opened by URL first: app.py's navigation and sidebar")
+
     # Data & runs: both sizes present, no runs yet.
     page.goto(url)
     page.get_by_role("heading", name="Data & runs", exact=True).wait_for()
