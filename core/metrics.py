@@ -34,6 +34,7 @@ __all__ = [
     "mean_auc_ci",
     "summarize",
     "to_jsonable",
+    "check_inputs",
 ]
 
 # Bootstrap resamples are drawn in blocks so memory stays bounded
@@ -41,7 +42,7 @@ __all__ = [
 _BOOT_BLOCK = 256
 
 
-def _check_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert to (bool labels (N, C), float64 scores (N, C))."""
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
@@ -90,7 +91,7 @@ def auc_per_class(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
         (C,) float array; NaN for a class whose labels are all 0 or all 1 in
         this split (AUC is undefined there), without warnings or exceptions.
     """
-    labels, scores = _check_inputs(labels, scores)
+    labels, scores = check_inputs(labels, scores)
     defined = _defined_mask(labels)
     out = np.full(labels.shape[1], np.nan)
     for c in np.flatnonzero(defined):
@@ -124,7 +125,7 @@ def medmnist_acc(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5)
         scores: (N, C) predicted probabilities.
         threshold: global decision threshold.
     """
-    labels, scores = _check_inputs(labels, scores)
+    labels, scores = check_inputs(labels, scores)
     return float(((scores > threshold) == labels).mean())
 
 
@@ -158,7 +159,7 @@ def threshold_metrics(
         ``exact_match`` (fraction of samples with all C labels right, sklearn's
         multilabel ``accuracy_score``).
     """
-    labels, scores = _check_inputs(labels, scores)
+    labels, scores = check_inputs(labels, scores)
     n, n_classes = labels.shape
     thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (n_classes,))
     pred = scores >= thr
@@ -319,7 +320,7 @@ def bootstrap_auc_ci(
         (C, 2) array of [low, high]; a NaN row for classes whose AUC is undefined.
     """
     _check_alpha(alpha)
-    labels, scores = _check_inputs(labels, scores)
+    labels, scores = check_inputs(labels, scores)
     return _per_class_ci(_bootstrap_auc_samples(labels, scores, n_boot, seed), alpha)
 
 
@@ -348,7 +349,7 @@ def mean_auc_ci(
         (2,) array [low, high]; NaNs when no class is defined.
     """
     _check_alpha(alpha)
-    labels, scores = _check_inputs(labels, scores)
+    labels, scores = check_inputs(labels, scores)
     boot = _bootstrap_auc_samples(labels, scores, n_boot, seed)
     return _mean_ci(boot, _defined_mask(labels), alpha)
 
@@ -406,7 +407,7 @@ def summarize(
         macro_recall, micro_precision, micro_recall, label_accuracy_tuned,
         exact_match_accuracy``; plus ``n_boot`` and ``ci_level`` (0.95).
     """
-    labels, scores = _check_inputs(labels, scores)
+    labels, scores = check_inputs(labels, scores)
     n, n_classes = labels.shape
     if len(class_names) != n_classes:
         raise ValueError(f"got {len(class_names)} class names for {n_classes} score columns")

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from core.metrics import check_inputs
+
 __all__ = [
     "FALLBACK_THRESHOLD",
     "METHODS",
@@ -44,20 +46,6 @@ __all__ = [
 ]
 
 FALLBACK_THRESHOLD = 0.5
-
-
-def _check_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels)
-    scores = np.asarray(scores, dtype=np.float64)
-    if labels.ndim != 2 or labels.shape != scores.shape:
-        raise ValueError(
-            f"labels and scores must be (N, C) arrays of the same shape, got {labels.shape} and {scores.shape}"
-        )
-    if not ((labels == 0) | (labels == 1)).all():
-        raise ValueError("labels must contain only 0 and 1")
-    if not np.isfinite(scores).all():
-        raise ValueError("scores contain NaN or infinite values")
-    return labels.astype(bool), scores
 
 
 def fallback_classes(labels: np.ndarray) -> list[int]:
@@ -99,7 +87,7 @@ def _per_class(
     Returns (C,) thresholds in [0, 1], ``FALLBACK_THRESHOLD`` for classes without
     both label values.
     """
-    labels, scores = _check_inputs(labels, scores)
+    labels, scores = check_inputs(labels, scores)
     out = np.full(labels.shape[1], FALLBACK_THRESHOLD)
     skip = set(fallback_classes(labels))
     for c in range(labels.shape[1]):
@@ -174,7 +162,7 @@ def fixed(labels: np.ndarray, scores: np.ndarray, value: float = 0.5) -> np.ndar
     Returns:
         (C,) thresholds.
     """
-    labels, scores = _check_inputs(labels, scores)
+    labels, scores = check_inputs(labels, scores)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"fixed threshold must be in [0, 1], got {value}")
     return np.full(scores.shape[1], float(value))
