@@ -2,7 +2,7 @@
 
 The question is the study's: what does resolution buy in AUC, and at what cost? Every number
 here is read from the run folders (config.json, metrics.jsonl, test_metrics.json) except the
-inference time, which is measured here (cached per checkpoint).
+inference time, which is measured here (once per checkpoint, cached, after the rest of the page is drawn).
 """
 from __future__ import annotations
 
@@ -23,14 +23,18 @@ from pages.common import load_data, page_link, run_data_label, run_label, runs_d
 # (key in metrics.jsonl after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
 EPOCH_METRICS = (("loss", "loss"), ("auc", "AUC (medmnist)"), ("acc", "ACC (medmnist, 0.5)"),
                  ("macro_f1", "macro F1 (fixed threshold)"), ("micro_f1", "micro F1 (fixed threshold)"))
-INFER_N = 256
+INFER_N = 64  # test images timed per checkpoint: enough for a stable per-image time, ~1 s on a busy CPU
+INFER_COL = f"inference ms per image (CPU, {INFER_N} test images)"
 SPLIT_DASH = alt.Scale(domain=["val", "train"], range=[[1, 0], [5, 3]])
+# The split legend draws line samples (solid / dashed), not the points' dots, so it shows the dash.
+SPLIT_LEGEND = alt.Legend(symbolType="stroke", symbolStrokeColor="#555", symbolStrokeWidth=2, symbolSize=300)
+PANEL_W, PANEL_H = 235, 170  # overlay panels: three to a row fit a 1400 px window beside the sidebar
 # Categorical colours; runs are ordered by size, so with one run per size a resolution keeps its
 # colour in every chart on the page.
 SCHEME = "tableau10"
 
 
-@st.cache_data(max_entries=64, show_spinner="Timing inference…")
+@st.cache_data(max_entries=64, show_spinner=False)  # the page shows its own spinner, naming the run
 def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int = INFER_N) -> float | None:
     """Milliseconds per image for the best checkpoint on up to `n` test images, on CPU, batch `n`.
 
@@ -106,20 +110,29 @@ def curves_chart(df: pd.DataFrame, order: list[str], overlay: bool) -> alt.TopLe
     color = alt.Color("series:N", sort=order, scale=alt.Scale(domain=order, scheme=SCHEME), title="run")
     tooltip = ["run", "size", "split", "epoch", alt.Tooltip("value:Q", format=".4f")]
     labels = [label for _, label in EPOCH_METRICS]
-    base = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=20)).encode(
-        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None),
-        color=color, strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH), tooltip=tooltip)
+    enc = dict(x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+               y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None), color=color, tooltip=tooltip)
+    # Points as their own layer, without the dash: on one mark (line with point overlay) the split
+    # legend drew the points' dots for val and train alike, hiding the dash that tells them apart.
+    base = alt.layer(
+        alt.Chart(df).mark_line().encode(strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH, legend=SPLIT_LEGEND),
+                                         **enc),
+        alt.Chart(df).mark_point(filled=True, size=20).encode(detail="split:N", **enc))
     if overlay:
-        return base.properties(width=260, height=190).facet(
-            facet=alt.Facet("metric:N", sort=labels, title=None), columns=3).resolve_scale(y="independent")
+        # Rows built explicitly (three panels, then two): a 3-column facet of five metrics drew an
+        # x axis under its empty sixth cell.
+        panels = [base.transform_filter(alt.datum.metric == label).properties(width=PANEL_W, height=PANEL_H,
+                                                                              title=label) for label in labels]
+        return alt.vconcat(alt.hconcat(*panels[:3]), alt.hconcat(*panels[3:])).resolve_scale(
+            y="independent").configure_legend(orient="top")
     # Small multiples: one row per metric (shared y within the row), one column per run.
-    rows = [base.transform_filter(alt.datum.metric == label).properties(width=170, height=140, title=label)
-            .facet(column=alt.Column("series:N", sort=order, title=None)) for label in labels]
-    return alt.vconcat(*rows)
+    rows = [base.transform_filter(alt.datum.metric == label).properties(width=170, height=140)
+            .facet(column=alt.Column("series:N", sort=order, title=None)).properties(title=label) for label in labels]
+    return alt.vconcat(*rows).configure_legend(orient="top")
 
 
-def summary_frame(loaded: list[dict], names: dict[str, str], timings: dict[str, float | None]) -> pd.DataFrame:
+def summary_frame(loaded: list[dict], names: dict[str, str]) -> pd.DataFrame:
+    """One row per run: validation, test and compute numbers from its files (inference time is added later)."""
     out = []
     for run in loaded:
         r, rows, cfg, test = run["info"], run["rows"], run["config"], run["test"] or {}
@@ -143,10 +156,56 @@ def summary_frame(loaded: list[dict], names: dict[str, str], timings: dict[str, 
             if rows else None,
             "training images/s (mean)": float(np.mean([row["images_per_s"] for row in rows if "images_per_s" in row]))
             if rows else None,
-            f"inference ms per image (CPU, {INFER_N} test images)": timings.get(r.id),
-            "data": run_data_label(cfg)[1] if cfg else "?",
         })
     return pd.DataFrame(out)
+
+
+def _ci_text(lo, hi) -> str | None:
+    return None if _num(lo) is None or _num(hi) is None else f"{lo:.4f}–{hi:.4f}"
+
+
+_NUM, _TEXT = st.column_config.NumberColumn, st.column_config.TextColumn
+# The summary as two tables that each fit a 1400 px window: short labels, the long names as help.
+SCORES_TABLE = {
+    "run": _TEXT("run", pinned=True, help="Resolution (plus name and id suffix when runs share a size); the "
+                                          "colour key of the charts."),
+    "epochs done": _NUM("epochs", format="%d", help="Epochs done."),
+    "best val AUC (medmnist)": _NUM("best val AUC", format="%.4f", help="Highest val AUC (medmnist: mean over "
+                                                                        "classes with positives) over the epochs."),
+    "best val AUC epoch": _NUM("at epoch", format="%d", help="The epoch of the best val AUC."),
+    "val loss at that epoch": _NUM("val loss", format="%.4f", help="Val loss at the best-val-AUC epoch."),
+    "tested checkpoint epoch": _NUM("tested epoch", format="%d", help="Epoch of the checkpoint evaluated on test "
+                                                                      "(chosen by the run's select-by metric)."),
+    "test AUC (medmnist)": _NUM("test AUC", format="%.4f", help="test AUC (medmnist)."),
+    "test AUC 95% CI": _TEXT("95% CI", help="95% bootstrap confidence interval of the test AUC."),
+    "test ACC (medmnist, 0.5)": _NUM("test ACC", format="%.4f", help="test ACC (medmnist): mean per-label "
+                                                                     "accuracy at 0.5."),
+    "test macro F1 (val-tuned thresholds)": _NUM("macro F1", format="%.4f", help="Test macro F1 at per-class "
+                                                                                 "thresholds tuned on val."),
+    "test micro F1 (val-tuned thresholds)": _NUM("micro F1", format="%.4f", help="Test micro F1 at per-class "
+                                                                                 "thresholds tuned on val."),
+    "test exact-match accuracy (val-tuned thresholds)": _NUM("exact match", format="%.4f", help=(
+        "Test images with all 14 findings right, at per-class thresholds tuned on val.")),
+}
+COST_TABLE = {
+    "run": SCORES_TABLE["run"],
+    "size (px)": _NUM("size (px)", format="%d"),
+    "model": _TEXT("model"),
+    "parameters": _NUM("parameters", format="localized"),
+    "GFLOPs per image": _NUM("GFLOPs/image", format="%.4f", help="GFLOPs of one forward pass per image."),
+    "seconds per epoch (mean)": _NUM("s/epoch", format="%.1f", help="Mean seconds per epoch (training + "
+                                                                    "validation) on the machine that trained."),
+    "training images/s (mean)": _NUM("train img/s", format="%.0f", help="Mean training images per second on the "
+                                                                        "machine that trained."),
+    INFER_COL: _NUM("inference ms/image", format="%.3f", help=f"Best checkpoint on {INFER_N} test images, CPU, "
+                                                              "one batch; measured on this machine once per "
+                                                              "checkpoint."),
+}
+
+
+def show_table(slot, summary: pd.DataFrame, config: dict) -> None:
+    """The summary columns named in `config` (plus the hidden run id that keys them) into `slot`."""
+    slot.dataframe(summary[list(config) + ["run id"]], hide_index=True, column_config={**config, "run id": None})
 
 
 def tradeoff_chart(summary: pd.DataFrame, x: str) -> alt.LayerChart:
@@ -255,35 +314,25 @@ st.caption("Solid: validation, dashed: training (training metrics are averaged o
            "per-label accuracy at 0.5; F1 here uses each run's fixed per-epoch threshold (Advanced, default 0.3).")
 
 st.header("Summary")
-timings = {}
-for run in loaded:
-    r, cfg = run["info"], run["config"]
-    best_pt = r.path / "best.pt"
-    if cfg and best_pt.is_file():
-        timings[r.id] = inference_ms(str(r.path), cfg["train"]["data_root"], int(cfg["train"]["size"]),
-                                     os.stat(best_pt).st_mtime)
-summary = summary_frame(loaded, names, timings)
-four = st.column_config.NumberColumn(format="%.4f")
-st.dataframe(summary, hide_index=True, column_config={
-    **{c: four for c in summary.columns
-       if any(k in c for k in ("AUC", "ACC", "F1", "accuracy", "loss")) and not c.endswith("epoch")},
-    "best val AUC epoch": st.column_config.NumberColumn(format="%d"),
-    "tested checkpoint epoch": st.column_config.NumberColumn(format="%d"),
-    "parameters": st.column_config.NumberColumn(format="localized"),
-    "GFLOPs per image": st.column_config.NumberColumn(format="%.4f"),
-    "seconds per epoch (mean)": st.column_config.NumberColumn(format="%.1f"),
-    "training images/s (mean)": st.column_config.NumberColumn(format="%.0f"),
-    f"inference ms per image (CPU, {INFER_N} test images)": st.column_config.NumberColumn(format="%.3f"),
-})
+summary = summary_frame(loaded, names)
+summary["test AUC 95% CI"] = [_ci_text(lo, hi) for lo, hi in
+                              zip(summary["test AUC 95% CI low"], summary["test AUC 95% CI high"])]
+summary[INFER_COL] = np.nan  # filled in at the end of the page (timing a checkpoint takes a second or so)
+st.subheader("Validation and test")
+show_table(st, summary, SCORES_TABLE)
 st.caption("Best val: the epoch with the highest val AUC. Test metrics come from test_metrics.json, computed with the "
-           "checkpoint chosen by the run's select-by metric ('tested checkpoint epoch'); the 95% CI is a bootstrap "
+           "checkpoint chosen by the run's select-by metric ('tested epoch'); the 95% CI is a bootstrap "
            "over test images. F1 and exact-match accuracy use per-class thresholds tuned on val (Youden's J). "
-           "Seconds per epoch and training images/s are means over the logged epochs on the machine that trained; "
-           "inference time is measured on this machine now. Peak memory is not shown: it cannot be measured per model "
-           "cheaply on CPU.")
+           "Hover a column header for its full name.")
 missing_test = [names[run["info"].id] for run in loaded if not run["test"]]
 if missing_test:
     st.caption(f"Not evaluated on test yet (still training, stopped or failed): {', '.join(missing_test)}.")
+st.subheader("Compute cost")
+cost_slot, timing_slot = st.empty(), st.container()
+show_table(cost_slot, summary, COST_TABLE)
+st.caption("Seconds per epoch and training images/s are means over the logged epochs on the machine that trained; "
+           f"inference time is measured on this machine ({INFER_N} test images, once per checkpoint). Peak memory is "
+           "not shown: it cannot be measured per model cheaply on CPU.")
 
 st.header("Test AUC against compute")
 x = st.radio("x axis", ["GFLOPs per image", "seconds per epoch (mean)"], horizontal=True, key="compare_x")
@@ -298,3 +347,15 @@ if len(per_class):
     st.altair_chart(heat_chart(per_class, order), width="stretch")
     st.caption("Grey, '—': AUC undefined for that class on that run's test split (no positives or no negatives). "
                "Hover a cell for the 95% bootstrap CI.")
+
+# Last, so everything above is on screen first: CPU inference time per checkpoint (cached per best.pt).
+for run in loaded:
+    r, cfg = run["info"], run["config"]
+    best_pt = r.path / "best.pt"
+    if cfg and best_pt.is_file():
+        with timing_slot, st.spinner(f"Timing CPU inference of {names[r.id]} on {INFER_N} test images "
+                                     "(once per checkpoint)…"):
+            ms = inference_ms(str(r.path), cfg["train"]["data_root"], int(cfg["train"]["size"]),
+                              os.stat(best_pt).st_mtime)
+        summary.loc[summary["run id"] == r.id, INFER_COL] = np.nan if ms is None else ms
+show_table(cost_slot, summary, COST_TABLE)

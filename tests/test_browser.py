@@ -309,7 +309,7 @@ def test_browser_end_to_end(browser, server):  # browser first: no server starte
     summary = grid_rows(page, 0)
     header, rows = summary[0], summary[1:]
     assert [r[header.index("run")] for r in rows] == ["28 px", "64 px"], summary
-    assert all(r[header.index("epochs done")] == "2" for r in rows), summary
+    assert all(r[header.index("epochs")] == "2" for r in rows), summary
     assert_no_errors(page, "Compare")
     step("Compare: 3+ charts drawn, summary lists the 28 and 64 px runs")
     shot(page, "compare")
