@@ -14,6 +14,16 @@ from core import data as D
 from core import runs
 
 
+# The metrics of a run in the run tables (Data & runs, Train): 4 decimals, short headers, full names as help.
+RUN_METRIC_COLUMNS = {
+    "best val AUC (medmnist)": st.column_config.NumberColumn("best val AUC", format="%.4f",
+                                                             help="Best val AUC (medmnist) over the epochs."),
+    "test AUC (medmnist)": st.column_config.NumberColumn("test AUC", format="%.4f", help="test AUC (medmnist)."),
+    "test ACC (medmnist, 0.5)": st.column_config.NumberColumn("test ACC", format="%.4f",
+                                                              help="test ACC (medmnist): per-label accuracy at 0.5."),
+}
+
+
 def through_app() -> None:
     """Make sure app.py runs this page (its navigation, page config and sidebar); each page calls it first.
 

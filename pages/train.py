@@ -16,7 +16,7 @@ from core import data as D
 from core import runs
 from core import train as T
 from core.models import DEFAULT_MODEL, MODELS
-from pages.common import data_root, load_data, page_link, run_label, runs_dir, through_app
+from pages.common import RUN_METRIC_COLUMNS, data_root, load_data, page_link, run_label, runs_dir, through_app
 
 HOUR = 3600
 SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
@@ -25,13 +25,38 @@ SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "va
 LAUNCH_GRACE_S = 30.0
 
 
-@st.cache_data(max_entries=64, show_spinner="Measuring training speed on a few batches…")
-def measure(size: int, model: str, batch_size: int, device: str, amp: str, channels_last: bool,
-            n_train: int, n_val: int) -> dict:
-    """core.train.estimate for one epoch, cached per setting that changes speed (not per epochs/lr/...)."""
+@st.cache_data(max_entries=64, show_spinner=False)  # callers show a spinner naming the size
+def _speed(size: int, model: str, batch_size: int, device: str, amp: str, channels_last: bool) -> tuple[float, str]:
+    """(training images/s, device) from core.train.estimate on a few batches of random images.
+
+    Cached per setting that changes speed only: split sizes, subset, epochs, lr, ... are arithmetic
+    on top (epoch_seconds), so changing them never measures again.
+    """
     cfg = T.TrainConfig(size=size, model=model, batch_size=batch_size, device=device, amp=amp,
                         channels_last=channels_last, epochs=1)
-    return dataclasses.asdict(T.estimate(cfg, n_train=n_train, n_val=n_val))
+    e = T.estimate(cfg, n_train=batch_size, n_val=batch_size)
+    return e.images_per_s, e.device
+
+
+def speed(cfg: T.TrainConfig, size: int, n_train: int) -> tuple[float, str]:
+    """Training images/s of `cfg` at `size` (a batch never holds more than the training images)."""
+    batch = min(cfg.batch_size, n_train)
+    with st.spinner(f"Measuring training speed at {size} px on a few batches…"):
+        return _speed(size, cfg.model, batch, cfg.device, cfg.amp, cfg.channels_last)
+
+
+def epoch_seconds(images_per_s: float, n_train: int, n_val: int) -> float:
+    """Seconds per epoch, with core.train.estimate's cost model: validation costs a third of a training step."""
+    return n_train / images_per_s + n_val / (3 * images_per_s)
+
+
+def split_sizes(root, size: int, present: list[int]) -> tuple[int, int, bool]:
+    """(training, validation images, whether they come from the data file) at `size`: the official
+    ChestMNIST split sizes when there is no data for it (raises DataError for a broken file)."""
+    if size not in present:
+        return D.OFFICIAL_COUNTS["train"], D.OFFICIAL_COUNTS["val"], False
+    d = load_data(root, size)
+    return len(d.train), len(d.val), True
 
 
 def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
@@ -51,8 +76,16 @@ def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
     lr = c[0].number_input("Learning rate (Adam)", 1e-6, 1.0, d.lr, step=1e-4, format="%.6f", key="train_lr")
     clip = c[1].number_input("pos_weight clip", 0.0, 1000.0, d.pos_weight_clip, step=1.0, key="train_clip",
                              help="BCE pos_weight = negatives/positives per class, capped here; 0 = plain BCE.")
-    subset = c[2].number_input("Training subset (0 = all)", 0, 10_000_000, 0, step=1000, key="train_subset",
-                               help="A seeded random subset of the training split; val and test stay whole.")
+    try:  # the subset can be at most the training split (official ChestMNIST's when there is no data yet)
+        top = split_sizes(root, int(size), present)[0]
+    except D.DataError:  # shown with what to do under the estimate
+        top = 10_000_000
+    if int(st.session_state.get("train_subset") or 0) > top:  # e.g. switched to a size with fewer images
+        st.session_state["train_subset"] = top
+        st.toast(f"Training subset capped at {top:,}: the whole training split at {size} px.")
+    subset = c[2].number_input("Training subset (0 = all)", 0, top, step=100, key="train_subset",  # starts at 0
+                               help=f"A seeded random subset of the at most {top:,} training images; val and test "
+                                    "stay whole.")
     select_by = c[3].selectbox("Keep the checkpoint with the best", list(T.SELECT_BY), key="train_select",
                                format_func=SELECT_BY_LABELS.get)
     c = st.columns(4)
@@ -75,17 +108,15 @@ def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
                          device=device, amp=amp, data_root=str(root), runs_dir=str(rdir), name=name.strip())
 
 
-def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool) -> None:
-    n_train, n_val, note = D.OFFICIAL_COUNTS["train"], D.OFFICIAL_COUNTS["val"], ""
-    if cfg.size in present:
-        try:
-            d = load_data(cfg.data_root, cfg.size)
-        except D.DataError as e:
-            st.error(f"{e}")
-            return
-        n_train, n_val = len(d.train), len(d.val)
-    else:
-        note = " Split sizes are those of official ChestMNIST, as there is no data for this size yet."
+def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool) -> tuple[int, int] | None:
+    """The cost of `cfg` on this machine; (training images used, validation images) per epoch, None on an error."""
+    try:
+        n_train, n_val, from_file = split_sizes(cfg.data_root, cfg.size, present)
+    except D.DataError as e:
+        st.error(f"{e}")
+        return None
+    note = "" if from_file else " Split sizes are those of official ChestMNIST, as there is no data for this size yet."
+    if not from_file:
         st.warning(f"No {cfg.size} px data under {cfg.data_root}: download or import it on the Data & runs page "
                    "before training.")
     if cfg.subset is not None and cfg.subset > n_train:
@@ -93,10 +124,12 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
                    "training would be refused.")
     n_used = min(cfg.subset or n_train, n_train)
     try:
-        e = measure(cfg.size, cfg.model, cfg.batch_size, cfg.device, cfg.amp, cfg.channels_last, n_used, n_val)
+        images_per_s, device = speed(cfg, cfg.size, n_used)
     except T.ConfigError as err:
         st.error(f"{err}")
-        return
+        return None
+    per_epoch = epoch_seconds(images_per_s, n_used, n_val)
+    e = {"seconds_per_epoch": per_epoch, "images_per_s": images_per_s, "device": device}
     total = e["seconds_per_epoch"] * cfg.epochs
     st.subheader("Estimated cost on this machine")
     c = st.columns(4)
@@ -104,13 +137,14 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
     c[1].metric(f"Total for {cfg.epochs} epochs", T.format_seconds(total))
     c[2].metric("Training images/s", f"{e['images_per_s']:,.0f}")
     c[3].metric("Device", e["device"])
-    st.caption(f"Measured just now from a few training batches of random images ({n_used:,} training and {n_val:,} "
-               f"validation images per epoch; validation costed at a third of a training step per image), an upper "
+    st.caption(f"Speed measured on this machine from a few training batches of random images (once per size, model, "
+               f"batch size and device); {n_used:,} training and {n_val:,} "
+               f"validation images per epoch (validation costed at a third of a training step per image); an upper "
                f"bound when early stopping (patience) ends the run sooner.{note}"
                + (" A run is training in the background, so this measurement is slower than an idle machine."
                   if anything_running else ""))
     if total > HOUR:
-        # Same cost model as core.train.estimate: n_train/speed + n_val/(3 speed) per epoch.
+        # The inverse of epoch_seconds: n_train/speed + n_val/(3 speed) per epoch.
         subset_fit = round((HOUR / cfg.epochs - n_val / (3 * e["images_per_s"])) * e["images_per_s"])
         epochs_fit = int(HOUR / e["seconds_per_epoch"] + 1e-6)
         hints = []
@@ -121,6 +155,37 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
         st.warning(f"This would take about {T.format_seconds(total)} on {e['device']}: more than an hour. "
                    + (f"To stay within an hour use {' or '.join(hints)}" if hints else "Use a subset or fewer epochs")
                    + ", or a GPU.")
+    return n_used, n_val
+
+
+def sweep_total(cfg: T.TrainConfig, present: list[int], per_epoch: tuple[int, int], slot) -> None:
+    """Into `slot` (beside the sweep button): what the sweep costs, summed over the sizes it trains.
+
+    Each size's speed is measured once (cached); every size is assumed to have the selected size's
+    split sizes (as the ChestMNIST files and NIH-1000 do), so no other size's file is opened for it.
+    """
+    n_train, n_val = per_epoch
+    if cfg.size not in present:  # the estimate above used official split sizes; the sweep trains the files here
+        try:
+            n_all, n_val, _ = split_sizes(cfg.data_root, present[0], present)
+        except D.DataError:
+            return
+        n_train = min(cfg.subset or n_all, n_all)
+    parts, total = [], 0.0
+    with slot.container():
+        for size in present:
+            try:
+                images_per_s, _ = speed(cfg, size, n_train)
+            except T.ConfigError:
+                return
+            seconds = epoch_seconds(images_per_s, n_train, n_val) * cfg.epochs
+            total += seconds
+            parts.append(f"{size} px {T.format_seconds(seconds)}")
+    slot.caption(f"Sweep estimate: **{T.format_seconds(total)}** for {cfg.epochs} epoch(s) at each size "
+                 f"({' + '.join(parts)}), one size after another.",
+                 help="Speed measured once per size on this machine; every size assumed to have this size's "
+                      f"split ({n_train:,} training and {n_val:,} validation images per epoch). An upper bound "
+                      "when early stopping ends runs sooner.")
 
 
 def _launched(run_dirs) -> None:
@@ -136,18 +201,30 @@ def start(run_dirs) -> None:
         st.error(f"Could not start the training process: {e}. The run folder(s) stay queued; start them below.")
         return
     _launched(run_dirs)
-    names = ", ".join(p.name for p in run_dirs)
-    st.success(f"Started in background process {pid}: {names}. It keeps training if you leave this page; "
-               "its log is train.log in the first run's folder.")
+    # Shown by the live view while any of these runs is queued or training, then dropped.
+    st.session_state.setdefault("launch_notes", {})[pid] = [p.name for p in run_dirs]
 
 
-def start_buttons(cfg: T.TrainConfig, present: list[int]) -> None:
+def launch_notes(active_ids: set[str]) -> None:
+    """'Started in background process …' for each queue this session started, while one of its runs is active."""
+    notes = st.session_state.get("launch_notes", {})
+    for pid, names in list(notes.items()):
+        if active_ids.isdisjoint(names):
+            del notes[pid]
+        else:
+            st.success(f"Started in background process {pid}: {', '.join(names)}. It keeps training if you leave "
+                       "this page; its log is train.log in the first run's folder.")
+
+
+def start_buttons(cfg: T.TrainConfig, present: list[int]):
+    """The Train and sweep buttons (and what they do when clicked); the empty slot under the sweep button."""
     left, right = st.columns(2)
     sizes = ", ".join(map(str, present)) or "none present"
     train_clicked = left.button("Train", type="primary", key="train_go", width="stretch")
     sweep_clicked = right.button(f"Same recipe at every size ({sizes} px)", key="train_sweep", width="stretch",
                                  help="One run per size present under the data root, trained one after another "
                                       "in a single background process: the study's resolution sweep.")
+    slot = right.empty()
     if train_clicked:
         try:
             run_dir = T.prepare_run(cfg)
@@ -155,10 +232,9 @@ def start_buttons(cfg: T.TrainConfig, present: list[int]) -> None:
             st.error(f"Not started: {e}")
         else:
             start([run_dir])
-    if sweep_clicked:
-        if not present:
-            st.error(f"No data under {cfg.data_root}: download or import at least one size on the Data & runs page.")
-            return
+    if sweep_clicked and not present:
+        st.error(f"No data under {cfg.data_root}: download or import at least one size on the Data & runs page.")
+    elif sweep_clicked:
         prepared = []
         try:
             for size in present:
@@ -169,6 +245,7 @@ def start_buttons(cfg: T.TrainConfig, present: list[int]) -> None:
             st.error(f"Sweep not started (at {size} px): {e}")
         else:
             start(prepared)
+    return slot
 
 
 def progress_of(r: runs.RunInfo) -> tuple[float, str]:
@@ -193,18 +270,19 @@ def progress_of(r: runs.RunInfo) -> tuple[float, str]:
     return min(max(frac, 0.0), 1.0), text
 
 
-def curves(rows: list[dict]) -> alt.FacetChart:
-    """Train and val loss and AUC per epoch, one colour per split."""
+LIVE_METRICS = (("loss", "loss"), ("auc", "AUC (medmnist)"))
+
+
+def curves(rows: list[dict], key: str, name: str) -> alt.Chart:
+    """Train and val `key` per epoch, one colour per split (one chart per metric, so each fills its column)."""
     long = pd.DataFrame([{"epoch": row["epoch"], "split": split, "metric": name, "value": row.get(f"{split}_{key}")}
-                         for row in rows for split in ("train", "val")
-                         for key, name in (("loss", "loss"), ("auc", "AUC (medmnist)"))]).dropna(subset=["value"])
+                         for row in rows for split in ("train", "val")]).dropna(subset=["value"])
     return alt.Chart(long).mark_line(point=True).encode(
         x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None),
         color=alt.Color("split:N", scale=alt.Scale(domain=["train", "val"]), legend=alt.Legend(orient="bottom")),
         tooltip=["metric", "split", "epoch", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(height=160, width=230).facet(
-        column=alt.Column("metric:N", sort=["loss", "AUC (medmnist)"], title=None)).resolve_scale(y="independent")
+    ).properties(height=160, title=name)
 
 
 def _recently_launched(run_id: str) -> bool:
@@ -232,7 +310,8 @@ def show_active(r: runs.RunInfo, anything_running: bool) -> None:
         st.progress(frac, text=text)
         rows = runs.read_metrics(r.path)
         if rows:
-            st.altair_chart(curves(rows), width="stretch")
+            for col, (key, name) in zip(st.columns(len(LIVE_METRICS)), LIVE_METRICS):
+                col.altair_chart(curves(rows, key, name), width="stretch")
         if runs.stop_requested(r.path):
             st.caption("Stop requested: it stops after the current batch (the unfinished epoch is repeated on resume).")
         elif st.button("Stop", key=f"stop-{r.id}"):
@@ -264,6 +343,7 @@ def live(rdir) -> None:
         return
     anything_running = any(r.state == "running" for r in infos)
     active = [r for r in infos if r.state in ("running", "queued")]
+    launch_notes({r.id for r in active})
     st.subheader("Active runs")
     if not active:
         st.caption(f"No run is training or queued in {rdir}.")
@@ -281,7 +361,8 @@ def live(rdir) -> None:
         st.subheader("Recently finished")
         st.dataframe(pd.DataFrame([{"run": r.id, "size (px)": r.size, "model": r.model, "epochs": r.epochs_done,
                                     "best val AUC (medmnist)": r.best_val_auc, "test AUC (medmnist)": r.test_auc,
-                                    "test ACC (medmnist, 0.5)": r.test_acc} for r in finished]), hide_index=True)
+                                    "test ACC (medmnist, 0.5)": r.test_acc} for r in finished]), hide_index=True,
+                     column_config=RUN_METRIC_COLUMNS)
         page_link("pages/compare.py", "Compare runs", icon="📈")
 
 
@@ -293,6 +374,7 @@ if not present:
     st.info(f"No ChestMNIST data under {root}. Download or import a size on the Data & runs page first; "
             "the cost estimate below still works.")
 cfg = recipe(root, rdir, present)
+per_epoch = None
 try:
     cfg.validate()
 except T.ConfigError as e:
@@ -302,7 +384,9 @@ else:
         running_now = any(r.state == "running" for r in runs.list_runs(rdir))
     except OSError:
         running_now = False
-    show_estimate(cfg, present, running_now)
-start_buttons(cfg, present)
+    per_epoch = show_estimate(cfg, present, running_now)
+sweep_slot = start_buttons(cfg, present)
 st.divider()
 live(rdir)
+if per_epoch and present:  # last: measuring the other sizes' speed must not hold up the page
+    sweep_total(cfg, present, per_epoch, sweep_slot)

@@ -57,9 +57,50 @@ def test_estimate_uses_the_real_split_sizes(open_page, data_root, tmp_path):
     assert not at.warning  # seconds, not hours
 
 
-def test_subset_changes_what_is_estimated(open_page, data_root, tmp_path):
+def test_subset_changes_what_is_estimated_without_measuring_again(open_page, data_root, tmp_path, monkeypatch):
     at = page(open_page, data_root, tmp_path / "runs", train_subset=100, **FAST).run()
     assert any("100 training and 96 validation images" in c for c in texts(at.caption))
+    # The subset box steps by 100 up to the training split (256 generated images here).
+    box = at.number_input(key="train_subset")
+    assert (box.step, box.max) == (100, 256)
+    # Speed does not depend on how many images an epoch has: a new subset or epoch count is arithmetic
+    # on the cached images/s, not a new measurement.
+    seconds = float(next(m.value for m in at.metric if m.label == "Seconds per epoch").removesuffix(" s"))
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured the speed again")
+    monkeypatch.setattr(T, "estimate", no_measuring)
+    at.number_input(key="train_subset").set_value(200).run()
+    at.number_input(key="train_epochs").set_value(3).run()
+    assert not at.exception and not at.error
+    assert any("200 training and 96 validation images" in c for c in texts(at.caption))
+    more = float(next(m.value for m in at.metric if m.label == "Seconds per epoch").removesuffix(" s"))
+    assert more > seconds
+
+
+def test_subset_is_capped_at_the_training_split(open_page, data_root, tmp_path):
+    at = page(open_page, data_root, tmp_path / "runs", train_subset=100_000, **FAST).run()
+    assert not at.exception and not at.error
+    assert at.number_input(key="train_subset").value == 256
+    assert any("256 training and 96 validation images" in c for c in texts(at.caption))
+
+
+def test_sweep_shows_its_total_over_the_sizes(open_page, data_root, tmp_path, monkeypatch):
+    speeds = {28: 40.0, 64: 10.0}
+
+    def fake(config, n_batches=3, n_train=None, n_val=None):
+        return T.Estimate(speeds[config.size], 0.0, 0.0, "cpu")
+    monkeypatch.setattr(T, "estimate", fake)
+    st.cache_data.clear()
+    try:
+        at = page(open_page, data_root, tmp_path / "runs", train_subset=200, train_epochs=2, train_batch=64,
+                  train_model="seed-cnn").run()
+    finally:
+        st.cache_data.clear()
+    assert not at.exception and not at.error
+    # Per size: (200 + 96/3) images / speed per epoch, times 2 epochs: 11.6 s at 28 px, 46.4 s at 64 px.
+    (note,) = [c for c in texts(at.caption) if c.startswith("Sweep estimate")]
+    assert "**58s** for 2 epoch(s)" in note and "28 px 12s + 64 px 46s" in note
 
 
 def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_path, monkeypatch):
@@ -102,6 +143,12 @@ def test_train_prepares_a_run_and_launches_it(open_page, data_root, tmp_path, la
     # It is listed as queued in the live view, without a Start button (its process is on its way).
     assert any("Queued" in c for c in texts(at.caption))
     assert not [b for b in at.button if b.key and b.key.startswith("start-")]
+    # The "started" note lasts as long as the run is active, not after it has finished.
+    at.run()
+    assert any("4242" in s for s in texts(at.success))
+    runs.set_status(run_dir, "finished")
+    at.run()
+    assert not any("4242" in s for s in texts(at.success))
 
 
 def test_sweep_prepares_one_run_per_size_in_one_queue(open_page, data_root, tmp_path, launches):
@@ -120,11 +167,11 @@ def test_sweep_prepares_one_run_per_size_in_one_queue(open_page, data_root, tmp_
 
 def test_bad_config_is_an_error_and_leaves_no_run(open_page, data_root, tmp_path, launches):
     runs_dir = tmp_path / "runs"
-    at = page(open_page, data_root, runs_dir, train_subset=100_000, **FAST).run()
-    assert any("larger than the training split" in w for w in texts(at.warning))
+    at = page(open_page, data_root, runs_dir, train_size=128, **FAST).run()  # a size without data
+    assert any("No 128 px data" in w for w in texts(at.warning))
     at.button(key="train_go").click().run()
     assert not at.exception
-    assert any(e.startswith("Not started") and "--subset 100000" in e for e in texts(at.error))
+    assert any(e.startswith("Not started") and "128 px" in e for e in texts(at.error))
     assert run_dirs_in(runs_dir) == [] and launches == []
 
 
@@ -148,9 +195,12 @@ def test_live_view_shows_progress_and_stop_writes_the_stop_file(open_page, data_
     (bar,) = at.get("progress")
     assert bar.value == int(100 * (1 + 3 / 8) / 4)  # AppTest reports percent
     assert "epoch 2/4 · batch 3/8 · 123 img/s · ETA 1m 15s" in bar.proto.text
-    # Live curves: train and val, loss and AUC, one colour per split.
-    chart = json.loads(at.get("vega_lite_chart")[0].proto.spec)
-    assert chart["spec"]["encoding"]["color"]["field"] == "split"
+    # Live curves: loss and AUC side by side, each as wide as its column, one colour per split.
+    charts = at.get("vega_lite_chart")
+    specs = [json.loads(c.proto.spec) for c in charts]
+    assert [s["title"] for s in specs] == ["loss", "AUC (medmnist)"]
+    assert all(s["encoding"]["color"]["field"] == "split" for s in specs)
+    assert not any("width" in s for s in specs)  # no fixed width: st.altair_chart(width="stretch") fills the column
     assert not (run_dir / "STOP").exists()
     at.button(key=f"stop-{run_dir.name}").click().run()
     assert (run_dir / "STOP").exists()
@@ -195,7 +245,11 @@ def test_real_background_run_finishes(open_page, data_root, tmp_path):
         if pid and pid != os.getpid() and runs.read_status(run_dir)["state"] == "running":
             os.kill(pid, signal.SIGTERM)
     at.run()
-    finished = next(df.value for df in at.dataframe if "test AUC (medmnist)" in df.value.columns)
+    table = next(df for df in at.dataframe if "test AUC (medmnist)" in df.value.columns)
+    finished = table.value
     assert list(finished["run"]) == [run_dir.name]
     test = json.loads((run_dir / "test_metrics.json").read_text())
     assert finished["test AUC (medmnist)"][0] == pytest.approx(test["auc"])
+    config = json.loads(table.proto.columns)  # 4 decimals, as on Data & runs
+    assert all(config[c]["type_config"]["format"] == "%.4f"
+               for c in ("best val AUC (medmnist)", "test AUC (medmnist)", "test ACC (medmnist, 0.5)"))
