@@ -66,21 +66,19 @@ def _curves(run_dir: str, split: str, c: int, mtime: float) -> tuple[pd.DataFram
     return _thin(roc), _thin(pr)
 
 
-def _file_method(path: Path) -> tuple[str, list[int]]:
-    """(method, fallback class indices) recorded in a thresholds.json, best effort."""
+def _file_method(path: Path) -> str:
+    """The method recorded in a thresholds.json, best effort."""
     try:
-        raw = json.loads(path.read_text())
-        names = raw.get("fallback_classes", []) if isinstance(raw, dict) else []
-        return str(raw.get("method", "saved")), [CLASS_NAMES.index(n) for n in names if n in CLASS_NAMES]
+        return str(json.loads(path.read_text()).get("method", "saved"))
     except (OSError, ValueError, AttributeError):
-        return "saved", []
+        return "saved"
 
 
-def _set_thresholds(values: np.ndarray, method: str, fallback: list[int]) -> None:
+def _set_thresholds(values: np.ndarray, method: str) -> None:
+    """Put exact values in the sliders' state (off the slider grid if need be: the table shows core's numbers)."""
     for c in range(N_CLASSES):
         st.session_state[_key(c)] = float(values[c])
     st.session_state["thr_method"] = method
-    st.session_state["thr_fallback"] = list(fallback)
     st.session_state["thr_tuned_on_test"] = False
 
 
@@ -89,12 +87,11 @@ def _apply_preset(val_labels: np.ndarray, val_scores: np.ndarray) -> None:
     if method == "sensitivity":
         kw = {"target": float(st.session_state["thr_target"])}
     choice = T.choose(method, val_labels, val_scores, **kw)
-    _set_thresholds(choice.thresholds, choice.method, choice.fallback)
+    _set_thresholds(choice.thresholds, choice.method)
 
 
 def _moved() -> None:
     st.session_state["thr_method"] = "manual"
-    st.session_state["thr_fallback"] = []
     if st.session_state.get("thr_on_test"):
         st.session_state["thr_tuned_on_test"] = True
 
@@ -164,14 +161,13 @@ if st.session_state.get("thr_source") != source:
     st.session_state["thr_source"] = source
     try:
         saved = T.load_thresholds(thr_path, CLASS_NAMES)
-        method, fallback = _file_method(thr_path)
+        method = _file_method(thr_path)
         st.session_state["thr_file_error"] = None
     except T.ThresholdFileError as e:
         saved = T.choose("youden", val_labels, val_scores)
-        method, fallback = saved.method, saved.fallback
-        saved = saved.thresholds
+        method, saved = saved.method, saved.thresholds
         st.session_state["thr_file_error"] = str(e)
-    _set_thresholds(saved, method, fallback)
+    _set_thresholds(saved, method)
 if st.session_state.get("thr_file_error"):
     st.error(f"{st.session_state['thr_file_error']} The sliders start from Youden's J on validation instead; "
              "**Save thresholds to run** writes a valid file.")
@@ -198,15 +194,20 @@ if on_test:
 
 # --- sliders ---------------------------------------------------------------------------------
 method = st.session_state["thr_method"]
-fallback = st.session_state.get("thr_fallback", [])
+# Classes without positives or negatives in validation: no threshold can be chosen there, whatever the method.
+undefined = T.fallback_classes(val_labels)
 with st.expander(f"Per-class thresholds · method: {method}", expanded=True):
     cols = st.columns(2)
     for c, name in enumerate(CLASS_NAMES):
-        cols[c % 2].slider(name, 0.0, 1.0, step=0.01, key=_key(c), format="%.3f", on_change=_moved)
-    if fallback:
-        st.caption("No positives or no negatives in validation, so the threshold fell back to "
-                   f"{T.FALLBACK_THRESHOLD:g}: {', '.join(CLASS_NAMES[c] for c in fallback)}.")
-current = np.array([st.session_state[_key(c)] for c in range(N_CLASSES)], dtype=np.float64)
+        # A fine step: the first arrow key press moves by 0.001, not onto a coarse grid far from a preset's value.
+        cols[c % 2].slider(name, 0.0, 1.0, step=0.001, key=_key(c), format="%.3f", on_change=_moved)
+    current = np.array([st.session_state[_key(c)] for c in range(N_CLASSES)], dtype=np.float64)
+    if undefined:
+        st.caption("No positives or no negatives in validation, so no threshold can be chosen there and the "
+                   f"presets use {T.FALLBACK_THRESHOLD:g}: "
+                   + ", ".join(f"{CLASS_NAMES[c]} (now {current[c]:.3f})" for c in undefined) + ".")
+# What the file records as fallback: those classes while they still hold the fallback value.
+fallback = [c for c in undefined if current[c] == T.FALLBACK_THRESHOLD]
 
 # --- metrics at these thresholds -------------------------------------------------------------
 tm = metrics.threshold_metrics(labels, scores, current)
@@ -247,7 +248,7 @@ table = pd.DataFrame({
     "AUC": [_fmt(a) for a in aucs],
 })
 fmt = st.column_config.NumberColumn(format="%.3f")
-st.dataframe(table, key="thr_table", hide_index=True, width="stretch",
+st.dataframe(table, key="thr_table", hide_index=True, width="stretch", height=(N_CLASSES + 1) * 35 + 3,  # every row
              column_config={k: fmt for k in ("Threshold", "Precision", "Sensitivity", "Specificity", "F1")})
 
 # --- curves ----------------------------------------------------------------------------------

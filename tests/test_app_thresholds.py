@@ -104,7 +104,8 @@ def test_presets_set_sliders_to_core_choice(open_page, data_root, run28, preset,
     assert not at.exception
     scores, labels = R.load_scores(run28, "val")
     choice = T.choose(method, labels, scores, **kw)
-    np.testing.assert_array_equal(_sliders(at), choice.thresholds)
+    np.testing.assert_array_equal(_sliders(at), choice.thresholds)  # exact, even off the sliders' 0.001 grid
+    assert all(at.slider(key=f"thr_{c}").step == 0.001 for c in range(N_CLASSES))
     assert f"method: {choice.method}" in at.expander[0].label
     np.testing.assert_array_equal(_table(at)["F1"], metrics.threshold_metrics(labels, scores, choice.thresholds)["f1"])
 
@@ -174,6 +175,16 @@ def test_undefined_auc_and_broken_file(open_page, data_root, run28):
     assert any("hernia" in cap.value for cap in at.caption)  # listed as a fallback class
     at.selectbox(key="thr_curve_class").set_value(2).run()
     assert len(at.get("vega_lite_chart")) == 2  # ROC + PR of a defined class
+    # Moving another class's slider leaves hernia without a validation threshold: the note stays.
+    at.slider(key="thr_2").set_value(0.3).run()
+    assert "method: manual" in at.expander[0].label
+    assert any("hernia (now 0.500)" in cap.value for cap in at.caption)
+    at.button(key="thr_save").click().run()  # and the file still records hernia as a fallback class
+    assert json.loads((run28 / "thresholds.json").read_text())["fallback_classes"] == ["hernia"]
+    at.slider(key="thr_13").set_value(0.25).run()  # moved by hand: no longer the fallback value
+    assert any("hernia (now 0.250)" in cap.value for cap in at.caption)
+    at.button(key="thr_save").click().run()
+    assert json.loads((run28 / "thresholds.json").read_text())["fallback_classes"] == []
 
 
 def test_curves_mark_the_operating_point(open_page, data_root, run28):
