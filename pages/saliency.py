@@ -150,10 +150,11 @@ with view[1]:
     alpha = st.slider("Map opacity", 0.0, 1.0, 0.45, 0.05, key="sal_alpha")
     cmap = st.selectbox("Colour map", S.COLORMAPS, key="sal_cmap")
 view[0].image(_big(image), caption=f"Test image {idx} · {info.size} px", output_format="PNG")
+own_cam = None  # (overlay, empty) of the selected run, reused in the panels below
 try:
-    rgb, empty = _cam_image(info, image, c, alpha, cmap)
-    view[1].image(rgb, output_format="PNG", caption=f"Grad-CAM · {CLASS_NAMES[c]} · p = {prob[c]:.3f} "
-                                                    f"(threshold {thr[c]:.3f}){_empty_note(empty, c)}")
+    own_cam = _cam_image(info, image, c, alpha, cmap)
+    view[1].image(own_cam[0], output_format="PNG", caption=f"Grad-CAM · {CLASS_NAMES[c]} · p = {prob[c]:.3f} "
+                                                           f"(threshold {thr[c]:.3f}){_empty_note(own_cam[1], c)}")
 except RunError as e:
     view[1].error(f"No Grad-CAM for this run: {e}")
 view[2].altair_chart(_probability_chart(prob, thr, truth, c), width="stretch")
@@ -178,20 +179,30 @@ if not others:
     st.info("No other evaluated run on this data root with the same test split. Train this data at another "
             "size on the **Train** page to compare what each resolution looks at.")
 else:
-    st.caption(f"Grad-CAM for **{CLASS_NAMES[c]}** of test image {idx} in each other run on {info.data_root}.")
+    st.caption(f"Grad-CAM for **{CLASS_NAMES[c]}** of test image {idx} through each run on {info.data_root}: "
+               "★ the selected run, then the others by size; the ? under a panel gives its run id.")
     per_row = 4
-    for start in range(0, len(others), per_row):
+    panels = [info] + others
+    for start in range(0, len(panels), per_row):
         cols = st.columns(per_row)
-        for col, other in zip(cols, others[start:start + per_row]):
+        for col, run in zip(cols, panels[start:start + per_row]):
             with col:
-                label = f"{other.size} px · {other.model} · run {other.id}"
+                label = f"{'★ ' if run is info else ''}{run.size} px · {run.model}"
                 try:
-                    o_images, o_scores, _ = _run_test_set(other)
-                    o_thr, _ = _thresholds(other)
-                    rgb, empty = _cam_image(other, o_images[idx], c, alpha, cmap)
-                    st.image(rgb, output_format="PNG", caption=f"{label} · p = {o_scores[idx, c]:.3f} "
-                                                               f"(threshold {o_thr[c]:.3f}){_empty_note(empty, c)}")
+                    if run is info:
+                        if own_cam is None:  # its error is shown above
+                            st.caption(f"{label}: no Grad-CAM (see above).")
+                            continue
+                        (rgb, empty), p_run, t_run = own_cam, prob[c], thr[c]
+                    else:
+                        o_images, o_scores, _ = _run_test_set(run)
+                        rgb, empty = _cam_image(run, o_images[idx], c, alpha, cmap)
+                        p_run, t_run = o_scores[idx, c], _thresholds(run)[0][c]
+                    st.image(rgb, output_format="PNG", caption=f"{label} · p = {p_run:.3f}")
+                    st.caption(f"threshold {t_run:.3f}" + (" · empty map" if empty else ""),
+                               help=f"Run {run.id}" + (f". Empty map: nothing in the image raises {CLASS_NAMES[c]}."
+                                                       if empty else "."))
                 except (RunError, DataError) as e:
-                    st.error(f"{label}: {e}")
+                    st.error(f"{label} ({run.id}): {e}")
 if skipped:
     st.caption(f"Not shown (different test split or unreadable scores): {', '.join(skipped)}.")

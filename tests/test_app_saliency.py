@@ -144,12 +144,19 @@ def test_side_by_side_one_panel_per_run_with_the_same_test_split(open_page, data
     R.save_scores(odd, "test", scores[:-1], labels[:-1])
     at = _open(open_page, data_root, run28)
     at.number_input(key="sal_index").set_value(11).run()
-    panels = [(cap, img) for cap, img in _images(at, media) if " · run " in cap]
-    assert [cap.split(" · run ")[1].split(" ")[0] for cap, _ in panels] == [run64.name]
-    cap, img = panels[0]
-    assert cap.startswith("64 px") and img.shape == (256, 256, 3)
+    # The panels: the selected run first (starred), then the other run on this test split; short captions
+    # (size · model · p), each run's id in the help of the caption under its panel.
+    shown = _images(at, media)
+    panels = shown[2:]  # after the test image and its Grad-CAM
+    s28, _ = R.load_scores(run28, "test")
     s64, _ = R.load_scores(run64, "test")
-    assert f"p = {s64[11, 0]:.3f}" in cap
+    assert [cap for cap, _ in panels] == [f"★ 28 px · res-cnn · p = {s28[11, 0]:.3f}",
+                                          f"64 px · res-cnn · p = {s64[11, 0]:.3f}"]
+    np.testing.assert_array_equal(panels[0][1], shown[1][1])  # the selected run's panel is its Grad-CAM above
+    helps = [cap.proto.help for cap in at.caption if cap.value.startswith("threshold ")]
+    assert [h.split(".")[0] for h in helps] == [f"Run {run28.name}", f"Run {run64.name}"]
+    cap, img = panels[1]
+    assert img.shape == (256, 256, 3)
     # The 64 px panel shows the 64 px file's image 11 through the 64 px model.
     image64 = D.load(data_root, 64).test.images[11]
     expected = _big(S.overlay(image64, S.grad_cam(R.load_model(run64), image64[None], 0)[0], 0.45, "jet"))

@@ -346,13 +346,14 @@ def test_browser_end_to_end(browser, server):  # browser first: no server starte
     wait_text(page, "Same image at every resolution", 60)
     settle(page)
     images = page.locator('[data-testid="stMain"] [data-testid="stImage"] img')
-    assert images.count() >= 3, images.count()  # image + Grad-CAM + the other resolution's Grad-CAM
+    assert images.count() >= 4, images.count()  # image + Grad-CAM, then a panel per resolution (selected first)
     for i in range(images.count()):
         images.nth(i).scroll_into_view_if_needed()
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=images.nth(i).element_handle(),
                                timeout=30_000)
     captions = page.locator('[data-testid="stMain"] [data-testid="stImageCaption"]').all_inner_texts()
-    assert sum("Grad-CAM" in c for c in captions) == 1 and any(" px · res-cnn · run " in c for c in captions), captions
+    panels = [c for c in captions if re.fullmatch(r"(★ )?\d+ px · res-cnn · p = \d\.\d{3}", c)]
+    assert sum("Grad-CAM" in c for c in captions) == 1 and len(panels) == 2 and panels[0].startswith("★"), captions
     assert_no_errors(page, "Saliency")
     step("Saliency: image, Grad-CAM and the other resolution's Grad-CAM rendered")
     shot(page, "saliency")
