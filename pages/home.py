@@ -17,7 +17,8 @@ from PIL import Image
 from core import data as D
 from core import runs
 from core.importer import DataImportError, ImportReport, import_folder
-from pages.common import data_root, load_data, official_split_sizes, page_link, run_data_label, runs_dir, through_app
+from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, official_split_sizes, page_link, run_data_label,
+                          runs_dir, through_app)
 
 TILE = 96  # px of one montage tile
 PER_CLASS = 3  # positive images shown per finding
@@ -73,7 +74,7 @@ def show_size(root: Path, size: int) -> None:
         labels = d.split(s).labels
         table[f"{s} positives"] = labels.sum(axis=0).astype(int)
         table[f"{s} prevalence"] = D.prevalence(labels)
-    left, right = st.columns([1, 1])
+    left, right = st.columns([2, 3])
     with left:
         long = pd.DataFrame([{"class": c, "split": s, "prevalence": float(p), "positives": int(k)}
                              for s in D.SPLITS
@@ -86,9 +87,14 @@ def show_size(root: Path, size: int) -> None:
             tooltip=["class", "split", alt.Tooltip("prevalence:Q", format=".2%"), "positives"],
         ).properties(height=14 * 3 * 9)
         st.altair_chart(chart, width="stretch")
-    with right:
-        st.dataframe(table, hide_index=True, height=14 * 35 + 40, column_config={
-            f"{s} prevalence": st.column_config.NumberColumn(format="percent") for s in D.SPLITS})
+    with right:  # compact headers so all seven columns fit beside the chart
+        st.dataframe(table, hide_index=True, height=(D.N_CLASSES + 1) * 35 + 3, column_config={
+            "class": st.column_config.TextColumn("class", pinned=True),
+            **{f"{s} positives": st.column_config.NumberColumn(f"{s} n", help=f"Images with the finding in {s}.")
+               for s in D.SPLITS},
+            **{f"{s} prevalence": st.column_config.NumberColumn(f"{s} %", format="percent",
+                                                                help=f"Fraction of {s} images with the finding.")
+               for s in D.SPLITS}})
 
     st.markdown(f"**Positive examples per finding** (up to {PER_CLASS} per class, first ones in train, then val/test)")
     montage = _montage(str(root), size, d.path.stat().st_mtime)
@@ -136,10 +142,15 @@ def data_section(root: Path) -> None:
                     f"{', '.join(D.npz_name(s) for s in D.SIZES)}). Download a size below, import your own "
                     "X-rays with the folder importer, or point the data root in the sidebar at a folder that has them.")
     if present:
-        tabs = st.tabs([f"{s} px" for s in present])
+        # Only the open tab runs (on_change="rerun"): a first visit loads and draws one size, not all of them.
+        names = [f"{s} px" for s in present]
+        if st.session_state.get("home_size_tab") not in names:  # e.g. another data root: open its first size
+            st.session_state.pop("home_size_tab", None)
+        tabs = st.tabs(names, key="home_size_tab", on_change="rerun")
         for tab, size in zip(tabs, present):
-            with tab:
-                show_size(root, size)
+            if tab.open:
+                with tab:
+                    show_size(root, size)
 
     missing = [s for s in D.SIZES if s not in present]
     if missing:
@@ -239,11 +250,24 @@ def runs_section(where: Path) -> None:
             data = r.data_root or "?"
         table.append({"run": r.id, "status": r.state, "size (px)": r.size, "model": r.model, "epochs": _fmt_epochs(r),
                       "best val AUC (medmnist)": r.best_val_auc, "test AUC (medmnist)": r.test_auc,
-                      "test ACC (medmnist, 0.5)": r.test_acc, "data": data, "error": r.error or ""})
-    fmt = {c: st.column_config.NumberColumn(format="%.4f") for c in
-           ("best val AUC (medmnist)", "test AUC (medmnist)", "test ACC (medmnist, 0.5)")}
-    st.dataframe(pd.DataFrame(table), hide_index=True, column_config=fmt)
+                      "test ACC (medmnist, 0.5)": r.test_acc, "data": data})
+    # The key columns fit the page: the long run id pinned at a medium width (drag to widen, hover for
+    # all of it), which data last; errors below, per run.
+    st.dataframe(pd.DataFrame(table), hide_index=True, column_config={
+        "run": st.column_config.TextColumn("run", pinned=True, width="medium"),
+        "epochs": st.column_config.TextColumn("epochs", help="Epochs done / planned."),
+        **RUN_METRIC_COLUMNS,
+        "data": st.column_config.TextColumn("data", width="large", help="The data file the run trained on; "
+                                                                         "'NOT ChestMNIST' for any other data."),
+    })
     st.caption("Test metrics appear once a run has finished (it is then evaluated on test with its best checkpoint).")
+    troubled = [r for r in infos if r.error]
+    if troubled:
+        failed = sum(r.state == "failed" for r in troubled)
+        title = f"Messages of {len(troubled)} run(s) that stopped early" + (f" ({failed} failed)" if failed else "")
+        with st.expander(title):
+            for r in troubled:
+                (st.error if r.state == "failed" else st.caption)(f"**{r.id}** ({r.state}): {r.error}")
 
     deletable = {r.id: r for r in infos if r.state != "running"}
     with st.expander("Delete a run"):

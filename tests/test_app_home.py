@@ -59,23 +59,26 @@ def test_sizes_counts_and_prevalence_match_core(open_page, data_root, tmp_path):
     labels = [b.label for b in at.button]
     assert not any(label.startswith("Download 28 px") or label.startswith("Download 64 px") for label in labels)
     assert any(label.startswith("Download 128 px") for label in labels)
-    tables = [df.value for df in at.dataframe if "train prevalence" in df.value.columns]
-    assert len(tables) == 2
-    for size, table in zip((28, 64), tables):
+    metrics = {(m.label, m.value) for m in at.metric}
+    assert ("train images", "256") in metrics and ("val images", "96") in metrics and ("total", "448") in metrics
+    # Generated data is not the official release, and the page says so.
+    assert any("differ from the official ChestMNIST" in i for i in texts(at.info))
+    # Only the open tab is drawn (a first visit loads one size); opening the other draws that one.
+    for size in (28, 64):
+        at.session_state["home_size_tab"] = f"{size} px"
+        at.run()
+        assert not at.exception and not at.error
+        (table,) = [df.value for df in at.dataframe if "train prevalence" in df.value.columns]
         d = D.load(data_root, size)
         assert list(table["class"]) == list(D.CLASS_NAMES)
         for s in D.SPLITS:
             np.testing.assert_allclose(table[f"{s} prevalence"].to_numpy(), D.prevalence(d.split(s).labels))
             np.testing.assert_array_equal(table[f"{s} positives"].to_numpy(), d.split(s).labels.sum(axis=0))
-    metrics = {(m.label, m.value) for m in at.metric}
-    assert ("train images", "256") in metrics and ("val images", "96") in metrics and ("total", "448") in metrics
-    # Generated data is not the official release, and the page says so.
-    assert any("differ from the official ChestMNIST" in i for i in texts(at.info))
-    # One montage per class per size, captioned with the class name.
-    captions = [img.proto.imgs[0].caption for img in at.image]
-    assert len(captions) == 2 * D.N_CLASSES
-    assert all(c.split(" ")[0] in D.CLASS_NAMES for c in captions)
-    assert len(at.get("vega_lite_chart")) == 2  # the prevalence chart per size
+        # One montage per class, captioned with the class name; one prevalence chart.
+        captions = [img.proto.imgs[0].caption for img in at.image]
+        assert len(captions) == D.N_CLASSES
+        assert all(c.split(" ")[0] in D.CLASS_NAMES for c in captions)
+        assert len(at.get("vega_lite_chart")) == 1
 
 
 def closed_port() -> int:
@@ -207,6 +210,26 @@ def test_runs_table_matches_run_files(open_page, data_root, finished_runs):
         assert row["test ACC (medmnist, 0.5)"] == pytest.approx(test["acc"])
         assert row["best val AUC (medmnist)"] == pytest.approx(max(r["val_auc"] for r in rows))
         assert row["data"].startswith("NOT ChestMNIST")
+    # Key columns first with short headers; no error column (messages go below the table).
+    df = next(df for df in at.dataframe if "status" in df.value.columns)
+    config = json.loads(df.proto.columns)
+    assert list(df.value.columns) == ["run", "status", "size (px)", "model", "epochs", "best val AUC (medmnist)",
+                                      "test AUC (medmnist)", "test ACC (medmnist, 0.5)", "data"]
+    assert [config[c]["label"] for c in ("best val AUC (medmnist)", "test AUC (medmnist)",
+                                         "test ACC (medmnist, 0.5)")] == ["best val AUC", "test AUC", "test ACC"]
+    assert config["run"]["pinned"]
+
+
+def test_run_errors_are_listed_below_the_table(open_page, data_root, runs_copy):
+    failed, stopped = runs_copy[28], runs_copy[64]
+    runs.set_status(failed, "failed", error="RuntimeError: out of memory")
+    runs.set_status(stopped, "stopped", error="Stopped by request; resume to continue.")
+    at = open_page("home.py", data_root, failed.parent).run()
+    assert not at.exception
+    (messages,) = [e for e in at.expander if e.label.startswith("Messages of 2 run(s)")]
+    assert "(1 failed)" in messages.label
+    assert [e.value for e in messages.error] == [f"**{failed.name}** (failed): RuntimeError: out of memory"]
+    assert any(stopped.name in c.value and "Stopped by request" in c.value for c in messages.caption)
 
 
 def test_delete_run_with_confirmation(open_page, data_root, runs_copy):

@@ -364,7 +364,7 @@ def test_browser_end_to_end(browser, server):  # browser first: no server starte
     table = grid_rows(page, -1)
     header, rows = table[0], table[1:]
     assert [r[header.index("status")] for r in rows] == ["finished", "finished"], table
-    assert all(r[header.index("test AUC (medmnist)")] for r in rows), table
+    assert all(r[header.index("test AUC")] for r in rows), table
     assert_no_errors(page, "Data & runs (end)")
     step("Data & runs: 2 finished runs listed")
     shot(page, "home")
