@@ -4,8 +4,6 @@ One idea per page; every page is widgets, calls into `core`, then charts.
 """
 import streamlit as st
 
-from pages.common import sidebar_settings
-
 st.set_page_config(page_title="ChestMNIST Resolution Explorer", page_icon="🫁", layout="wide")
 
 nav = st.navigation([
@@ -15,5 +13,9 @@ nav = st.navigation([
     st.Page("pages/thresholds.py", title="Thresholds", icon="🎚️"),
     st.Page("pages/saliency.py", title="Saliency", icon="🔥"),
 ])
+# Imported after the navigation is on screen: pages.common imports core (torch, medmnist), seconds on
+# the first request after a start.
+from pages.common import sidebar_settings  # noqa: E402
+
 sidebar_settings()
 nav.run()
