@@ -1,7 +1,8 @@
 """`python -m bench [--quick | --tiny] [--only GROUP,...]`: every benchmark, a table, one JSON line.
 
 Groups: pipeline, compute, memory, interaction, efficiency (in that order). Progress goes to
-stderr; stdout gets the table (name, value, unit, baseline, ratio, target, pass/fail, note) and
+stderr; stdout gets the table (name, value, unit, baseline, ratio, ratio of best repeats, target,
+pass/fail, note) and
 ends with ONE JSON line: {"mode", "machine", "seconds", "summary", "figures": {name: {...}}}.
 Every ratio compares against a baseline measured in the same run.
 """
@@ -35,12 +36,13 @@ def _fmt(v) -> str:
 
 
 def table(rows) -> str:
-    head = ("name", "value", "unit", "baseline", "ratio", "target", "result", "note")
+    head = ("name", "value", "unit", "baseline", "ratio", "ratio(best)", "target", "result", "note")
     body = []
     for r in rows:
         result = "PASS" if r.passed is True else "FAIL" if r.passed is False else "info"
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
-        body.append((r.name, _fmt(r.value), r.unit, _fmt(r.baseline), ratio, r.target or "-", result, r.note))
+        best = "-" if r.ratio_best is None else f"{r.ratio_best:.2f}x"
+        body.append((r.name, _fmt(r.value), r.unit, _fmt(r.baseline), ratio, best, r.target or "-", result, r.note))
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head[:-1])]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head[:-1], widths)) + "  " + head[-1]]
     lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 4)

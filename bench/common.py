@@ -86,7 +86,11 @@ MODES: dict[str, Mode] = {
 @dataclass
 class Row:
     """One line of the table. `value` is in `unit`; `ratio` is value-vs-baseline as a speed-up
-    (bigger is better) unless the unit says otherwise; `target` is text like '>= 3x'."""
+    (bigger is better) unless the note says otherwise; `target` is text like '>= 3x'.
+
+    Values and `ratio` come from medians; `ratio_best` from the fastest repeat of each side. On
+    a machine shared with other work the two disagree when a neighbour stole time unevenly; when
+    they agree, the ratio is the hardware's."""
 
     name: str
     value: float | None
@@ -96,6 +100,7 @@ class Row:
     target: str = ""
     passed: bool | None = None  # None: informational, no target
     note: str = ""
+    ratio_best: float | None = None  # the same ratio from each variant's best (fastest) repeat
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _clean(v) for k, v in dataclasses.asdict(self).items()}

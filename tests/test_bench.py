@@ -72,9 +72,10 @@ def test_numpy_normalisation_candidate_is_bit_identical(size):
 
 
 def test_bench_train_and_infer_figures():
-    _sane(compute.bench_train(28, FAST), [f"compute.28.train.{v}_img_s" for v in compute.TRAIN_VARIANTS])
+    _sane(compute.bench_train(28, FAST), [f"compute.28.train.{v}_{k}" for v in compute.TRAIN_VARIANTS
+                                          for k in ("img_s", "best_img_s")])
     figs = compute.bench_infer(28, FAST, compile_=False)
-    _sane(figs, [f"compute.28.infer.{v}_img_s" for v in compute.INFER_VARIANTS])
+    _sane(figs, [f"compute.28.infer.{v}_{k}" for v in compute.INFER_VARIANTS for k in ("img_s", "best_img_s")])
 
 
 def test_score_with_matches_core_predict_and_pads_the_last_batch():
@@ -151,8 +152,23 @@ def test_memory_prepare_and_one_child_subprocess(tmp_path):
 def test_grad_cam_figures_and_the_hook_candidate_matches_core():
     figs = interaction.bench_grad_cam(28, FAST)
     _sane(figs, [f"interaction.28.{k}" for k in ("cam_one_ms", "cam_all14_ms", "cam_one_1thread_ms", "cam_hook_ms",
-                                                   "cam_hook_max_abs_diff")])
+                                                   "cam_all14_candidate_ms", "cam_one_best_ms", "cam_hook_max_abs_diff",
+                                                   "cam_all14_candidate_max_abs_diff")])
     assert figs["interaction.28.cam_hook_max_abs_diff"] < 1e-5
+    assert figs["interaction.28.cam_all14_candidate_max_abs_diff"] < 1e-5
+
+
+def test_all_classes_candidate_matches_core_at_64_and_restores_threads():
+    from core import saliency as S
+    from core.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("res-cnn", 64).train()
+    image = np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)
+    before = torch.get_num_threads()
+    got = interaction.all_classes_grad_cam(model, image)
+    assert torch.get_num_threads() == before and model.training
+    np.testing.assert_allclose(got, S.grad_cam_all_classes(model, image), atol=1e-5)
 
 
 def test_threshold_metrics_figure():
