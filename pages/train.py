@@ -282,7 +282,8 @@ def curves(rows: list[dict], key: str, name: str) -> alt.Chart:
         y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None),
         color=alt.Color("split:N", scale=alt.Scale(domain=["train", "val"]), legend=alt.Legend(orient="bottom")),
         tooltip=["metric", "split", "epoch", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(height=160, title=name)
+    ).properties(height=160, title=name,  # fit the width only: a fitted height would squash the plot under its legend
+                 autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 def _recently_launched(run_id: str) -> bool:

@@ -201,6 +201,7 @@ def test_live_view_shows_progress_and_stop_writes_the_stop_file(open_page, data_
     assert [s["title"] for s in specs] == ["loss", "AUC (medmnist)"]
     assert all(s["encoding"]["color"]["field"] == "split" for s in specs)
     assert not any("width" in s for s in specs)  # no fixed width: st.altair_chart(width="stretch") fills the column
+    assert all(s["autosize"]["type"] == "fit-x" for s in specs)  # ... and only the width: the plot keeps its height
     assert not (run_dir / "STOP").exists()
     at.button(key=f"stop-{run_dir.name}").click().run()
     assert (run_dir / "STOP").exists()
