@@ -7,6 +7,7 @@ the comparison alike and the ratio stays meaningful on a shared machine.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -149,6 +150,21 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
             fns[k]()
             times[k].append(time.perf_counter() - t)
     return times
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch.set_num_threads(n) inside the block (None: leave torch's setting), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)
 
 
 def median(xs: list[float]) -> float:

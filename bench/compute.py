@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.common import Context, Mode, Row, at_least, at_most, interleaved, median
+from bench.common import Context, Mode, Row, at_least, at_most, interleaved, median, torch_threads
 from core import data as D
 from core import metrics
 from core.models import DEFAULT_MODEL, build_model
@@ -57,8 +57,19 @@ def _inputs(size: int, batch: int, channels_last: bool) -> tuple[torch.Tensor, t
     return x, y
 
 
-def bench_train(size: int, mode: Mode, model_name: str = DEFAULT_MODEL, variants=TRAIN_VARIANTS) -> dict:
-    """Training img/s of each variant at `size` (batch mode.compute_batch). Figures dict."""
+HW_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_nchw", "bf16_cl")  # timed again on one thread
+
+
+def bench_train(size: int, mode: Mode, model_name: str = DEFAULT_MODEL, variants=TRAIN_VARIANTS,
+                threads: int | None = None) -> dict:
+    """Training img/s of each variant at `size` (batch mode.compute_batch), under
+    torch.set_num_threads(threads) (None: torch's default). Keys carry `train_1t` on one thread. Figures dict."""
+    with torch_threads(threads):
+        out = _bench_train(size, mode, model_name, variants)
+    return {k.replace(".train.", ".train_1t.") if threads == 1 else k: v for k, v in out.items()}
+
+
+def _bench_train(size: int, mode: Mode, model_name: str, variants) -> dict:
     torch.manual_seed(0)
     base = build_model(model_name, size).train()
     batch = mode.compute_batch
@@ -133,13 +144,19 @@ def infer_variants(size: int, mode: Mode, model: nn.Module | None = None, compil
 
 
 def bench_infer(size: int, mode: Mode, model: nn.Module | None = None, compile_: bool | None = None,
-                made: tuple[dict[str, Infer], dict] | None = None) -> dict:
-    """Inference img/s of each variant at `size` (plus compile seconds of compiled ones). Figures dict."""
+                made: tuple[dict[str, Infer], dict] | None = None, threads: int | None = None) -> dict:
+    """Inference img/s of each variant at `size` (plus compile seconds of compiled ones). With
+    threads=1, every variant but the `_1t` ones on one thread, keys under `infer_1t`. Figures dict."""
     variants, extra = made or infer_variants(size, mode, model, compile_)
-    t = interleaved({v: inf.timed() for v, inf in variants.items()}, mode.repeats, mode.warmup)
+    if threads == 1:
+        variants = {v: inf for v, inf in variants.items() if not inf.one_thread}
+        extra = {}
+    with torch_threads(threads):
+        t = interleaved({v: inf.timed() for v, inf in variants.items()}, mode.repeats, mode.warmup)
     batch = 2 * mode.compute_batch
-    return {**extra, **{f"compute.{size}.infer.{v}_img_s": batch / median(t[v]) for v in variants},
-            **{f"compute.{size}.infer.{v}_best_img_s": batch / min(t[v]) for v in variants}}
+    key = "infer_1t" if threads == 1 else "infer"
+    return {**extra, **{f"compute.{size}.{key}.{v}_img_s": batch / median(t[v]) for v in variants},
+            **{f"compute.{size}.{key}.{v}_best_img_s": batch / min(t[v]) for v in variants}}
 
 
 def score_with(call: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch: int,
@@ -285,6 +302,12 @@ def run(ctx: Context) -> list[Row]:
         rows.append(vs(tr, p, "bf16_cl", "fp32_cl", "bf16_cl_vs_fp32_cl", "bf16 autocast on top of channels_last"))
         rows.append(vs(tr, p, "fp32_cl", "fp32_cl_1t", "threads_default_vs_1",
                        f"{torch.get_num_threads()} threads (torch default) vs torch.set_num_threads(1), in this process"))
+        ctx.log(f"compute: train variants at {size} px on 1 thread")
+        tr1 = bench_train(size, mode, variants=HW_VARIANTS, threads=1)
+        p1 = f"compute.{size}.train_1t."
+        for v in HW_VARIANTS[1:]:
+            rows.append(vs(tr1, p1, v, "fp32_nchw", v, "vs fp32 NCHW, all on 1 thread (no OpenMP waits: the hardware ratio)"))
+        rows.append(vs(tr1, p1, "bf16_cl", "fp32_cl", "bf16_cl_vs_fp32_cl", "bf16 autocast on top of channels_last, 1 thread"))
 
         datasets = {}
         if size in mode.auc_sizes:
@@ -313,6 +336,13 @@ def run(ctx: Context) -> list[Row]:
         if "compiled_cl" in made[0]:
             rows.append(vs(inf, p, "compiled_cl", "fp32_cl", "compiled_vs_eager_cl",
                            "torch.compile vs eager, both channels_last fp32"))
+        ctx.log(f"compute: inference variants at {size} px on 1 thread")
+        inf1 = bench_infer(size, mode, made=made, threads=1)
+        p1 = f"compute.{size}.infer_1t."
+        for v in made[0]:
+            if v in ("fp32_nchw", "fp32_cl_1t"):
+                continue
+            rows.append(vs(inf1, p1, v, "fp32_nchw", v, "vs fp32 NCHW eager, all on 1 thread"))
         if datasets:
             f = infer_auc_effects(ctx, size, datasets, made[0])
             for ds in datasets:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bench.common import Context, Mode, Row, at_least, interleaved, median, random_split
+from bench.common import Context, Mode, Row, at_least, interleaved, median, random_split, torch_threads
 from core import data as D
 from core.models import DEFAULT_MODEL, build_model
 
@@ -157,8 +157,15 @@ def _cycle(make_iter):
         yield from make_iter()
 
 
-def bench_pipeline(size: int, mode: Mode, model_name: str = DEFAULT_MODEL, batch_size: int = 128) -> dict:
-    """Training img/s of the four variants at `size`, plus the loaders alone. Figures dict."""
+def bench_pipeline(size: int, mode: Mode, model_name: str = DEFAULT_MODEL, batch_size: int = 128,
+                   threads: int | None = None) -> dict:
+    """Training img/s of the variants at `size`, plus the loaders alone, with torch.set_num_threads(threads)
+    (None: torch's default). Figures dict."""
+    with torch_threads(threads):
+        return _bench_pipeline(size, mode, model_name, batch_size)
+
+
+def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int) -> dict:
     n = max(mode.pipeline_images, batch_size)
     images, labels = random_split(n, size, seed=size)
     torch.manual_seed(0)
@@ -237,34 +244,46 @@ def numpy_batches(images, labels, indices, batch_size, generator):
 
 
 def run(ctx: Context) -> list[Row]:
+    """Each size twice: with torch's default thread count (core as it runs; the targets) and on one
+    thread, where a busy neighbour cannot stall OpenMP barriers, so ratios there are the hardware's."""
     rows: list[Row] = []
     for size in ctx.mode.pipeline_sizes:
-        ctx.log(f"pipeline: {size} px")
-        f = bench_pipeline(size, ctx.mode, batch_size=ctx.mode.pipeline_batch)
-        p = f"pipeline.{size}."
+        for threads in (None, 1):
+            tag = "" if threads is None else "1t."
+            ctx.log(f"pipeline: {size} px, {'default threads' if threads is None else '1 thread'}")
+            f = bench_pipeline(size, ctx.mode, batch_size=ctx.mode.pipeline_batch, threads=threads)
+            rows += _rows(ctx, size, f, tag)
+    return rows
 
-        def speed(v: str, base: str, target: str = "", limit: float | None = None, note: str = "") -> Row:
-            val, b = f[p + v + "_img_s"], f[p + base + "_img_s"]
-            best = f[p + v + "_best_img_s"] / f[p + base + "_best_img_s"]
-            return Row(p + v + "_vs_" + base, val, "train img/s", b, val / b, target,
-                       None if limit is None else at_least(val / b, limit), note, best)
 
-        def loader(v: str, base: str, note: str) -> Row:
-            val, b = f[p + f"loader_{v}_ms"], f[p + f"loader_{base}_ms"]
-            best = f[p + f"loader_{base}_best_ms"] / f[p + f"loader_{v}_best_ms"]
-            return Row(p + f"loader_{v}_vs_{base}", val, "ms/batch", b, b / val, "", None, note, best)
+def _rows(ctx: Context, size: int, f: dict, tag: str) -> list[Row]:
+    p = f"pipeline.{size}."
+    name = f"pipeline.{size}.{tag}"
+    gate = not tag  # targets apply to core as it runs (default threads); 1-thread rows are information
+    where = "" if not tag else " [1 thread]"
 
-        rows += [
-            speed("core", "medmnist", ">= 3x", 3.0, f"core default (batches + channels_last) vs getting-started "
-                  f"(PIL + ToTensor + Normalize, DataLoader {ctx.mode.pipeline_batch} shuffled, NCHW); same res-cnn"),
-            speed("core", "compute", ">= 0.85x", 0.85, "vs the same step on pre-made float tensors"),
-        ]
-        if p + "medmnist_cl_img_s" in f:
-            rows += [speed("core", "medmnist_cl", note="loader effect alone: medmnist loader feeding the channels_last model"),
-                     speed("core_bf16", "medmnist", note="core's pipeline with bf16 autocast (not core's CPU default)")]
-        rows += [
-            loader("core", "medmnist", f"core.data.batches vs the example's DataLoader, batch of {ctx.mode.pipeline_batch}, "
-                   "no model; ratio = speed-up"),
-            loader("core_numpy", "core", "candidate: to_tensor normalising in numpy (bit-identical) vs core.data.to_tensor"),
-        ]
+    def speed(v: str, base: str, target: str = "", limit: float | None = None, note: str = "") -> Row:
+        val, b = f[p + v + "_img_s"], f[p + base + "_img_s"]
+        best = f[p + v + "_best_img_s"] / f[p + base + "_best_img_s"]
+        return Row(name + v + "_vs_" + base, val, "train img/s", b, val / b, target if gate else "",
+                   None if (limit is None or not gate) else at_least(val / b, limit), note + where, best)
+
+    def loader(v: str, base: str, note: str) -> Row:
+        val, b = f[p + f"loader_{v}_ms"], f[p + f"loader_{base}_ms"]
+        best = f[p + f"loader_{base}_best_ms"] / f[p + f"loader_{v}_best_ms"]
+        return Row(name + f"loader_{v}_vs_{base}", val, "ms/batch", b, b / val, "", None, note + where, best)
+
+    rows = [
+        speed("core", "medmnist", ">= 3x", 3.0, f"core default (batches + channels_last) vs getting-started "
+              f"(PIL + ToTensor + Normalize, DataLoader {ctx.mode.pipeline_batch} shuffled, NCHW); same res-cnn"),
+        speed("core", "compute", ">= 0.85x", 0.85, "vs the same step on pre-made float tensors"),
+    ]
+    if p + "medmnist_cl_img_s" in f:
+        rows += [speed("core", "medmnist_cl", note="loader effect alone: medmnist loader feeding the channels_last model"),
+                 speed("core_bf16", "medmnist", note="core's pipeline with bf16 autocast (not core's CPU default)")]
+    rows += [
+        loader("core", "medmnist", f"core.data.batches vs the example's DataLoader, batch of {ctx.mode.pipeline_batch}, "
+               "no model; ratio = speed-up"),
+        loader("core_numpy", "core", "candidate: to_tensor normalising in numpy (bit-identical) vs core.data.to_tensor"),
+    ]
     return rows

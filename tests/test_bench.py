@@ -53,7 +53,7 @@ def test_medmnist_example_transform_matches_core_normalisation():
 
 
 def test_bench_pipeline_figures():
-    figs = pipeline.bench_pipeline(28, FAST, batch_size=8)
+    figs = pipeline.bench_pipeline(28, FAST, batch_size=8, threads=1)
     _sane(figs, [f"pipeline.28.{k}" for k in ("medmnist_img_s", "medmnist_cl_img_s", "core_img_s", "compute_img_s",
                                                   "core_bf16_img_s", "loader_medmnist_ms", "loader_core_ms",
                                                   "loader_core_numpy_ms")])
@@ -76,6 +76,13 @@ def test_bench_train_and_infer_figures():
                                           for k in ("img_s", "best_img_s")])
     figs = compute.bench_infer(28, FAST, compile_=False)
     _sane(figs, [f"compute.28.infer.{v}_{k}" for v in compute.INFER_VARIANTS for k in ("img_s", "best_img_s")])
+    before = torch.get_num_threads()
+    one = compute.bench_train(28, FAST, variants=compute.HW_VARIANTS, threads=1)
+    assert torch.get_num_threads() == before
+    _sane(one, [f"compute.28.train_1t.{v}_img_s" for v in compute.HW_VARIANTS])
+    one = compute.bench_infer(28, FAST, compile_=False, threads=1)
+    _sane(one, [f"compute.28.infer_1t.{v}_img_s" for v in ("fp32_nchw", "fp32_cl", "bf16_cl")])
+    assert "compute.28.infer_1t.fp32_cl_1t_img_s" not in one
 
 
 def test_score_with_matches_core_predict_and_pads_the_last_batch():
