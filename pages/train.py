@@ -30,7 +30,7 @@ def _speed(size: int, model: str, batch_size: int, device: str, amp: str, channe
     """(training images/s, device) from core.train.estimate on a few batches of random images.
 
     Cached per setting that changes speed only: split sizes, subset, epochs, lr, ... are arithmetic
-    on top (epoch_seconds), so changing them never measures again.
+    on top (core.train.epoch_seconds), so changing them never measures again.
     """
     cfg = T.TrainConfig(size=size, model=model, batch_size=batch_size, device=device, amp=amp,
                         channels_last=channels_last, epochs=1)
@@ -43,11 +43,6 @@ def speed(cfg: T.TrainConfig, size: int, n_train: int) -> tuple[float, str]:
     batch = min(cfg.batch_size, n_train)
     with st.spinner(f"Measuring training speed at {size} px on a few batches…"):
         return _speed(size, cfg.model, batch, cfg.device, cfg.amp, cfg.channels_last)
-
-
-def epoch_seconds(images_per_s: float, n_train: int, n_val: int) -> float:
-    """Seconds per epoch, with core.train.estimate's cost model: validation costs a third of a training step."""
-    return n_train / images_per_s + n_val / (3 * images_per_s)
 
 
 def split_sizes(root, size: int, present: list[int]) -> tuple[int, int, bool]:
@@ -128,7 +123,7 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
     except T.ConfigError as err:
         st.error(f"{err}")
         return None
-    per_epoch = epoch_seconds(images_per_s, n_used, n_val)
+    per_epoch = T.epoch_seconds(images_per_s, n_used, n_val)
     e = {"seconds_per_epoch": per_epoch, "images_per_s": images_per_s, "device": device}
     total = e["seconds_per_epoch"] * cfg.epochs
     st.subheader("Estimated cost on this machine")
@@ -144,7 +139,7 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
                + (" A run is training in the background, so this measurement is slower than an idle machine."
                   if anything_running else ""))
     if total > HOUR:
-        # The inverse of epoch_seconds: n_train/speed + n_val/(3 speed) per epoch.
+        # The inverse of core.train.epoch_seconds: n_train/speed + n_val/(3 speed) per epoch.
         subset_fit = round((HOUR / cfg.epochs - n_val / (3 * e["images_per_s"])) * e["images_per_s"])
         epochs_fit = int(HOUR / e["seconds_per_epoch"] + 1e-6)
         hints = []
@@ -178,7 +173,7 @@ def sweep_total(cfg: T.TrainConfig, present: list[int], per_epoch: tuple[int, in
                 images_per_s, _ = speed(cfg, size, n_train)
             except T.ConfigError:
                 return
-            seconds = epoch_seconds(images_per_s, n_train, n_val) * cfg.epochs
+            seconds = T.epoch_seconds(images_per_s, n_train, n_val) * cfg.epochs
             total += seconds
             parts.append(f"{size} px {T.format_seconds(seconds)}")
     slot.caption(f"Sweep estimate: **{T.format_seconds(total)}** for {cfg.epochs} epoch(s) at each size "
