@@ -265,6 +265,10 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
                 runs.clear_stop(run_dir)
                 runs.set_status(run_dir, "running", world_size=world)
             state = _train_loop(run_dir, cfg, device, rank, world, on_progress, on_epoch, stop)
+            if world > 1:
+                # Ranks leave together: one tearing down gloo while rank 0 still evaluates on test
+                # aborted with "terminate called without an active exception" (SIGABRT) under load.
+                dist.barrier()
             if main_rank:
                 runs.set_status(run_dir, state, **({} if state == "finished" else
                                                   {"error": "Stopped by request; resume to continue."}))
