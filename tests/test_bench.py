@@ -151,6 +151,8 @@ def test_memory_prepare_and_one_child_subprocess(tmp_path):
     out = memory._run_child(root, cache, "infer", "mmap", 0, 8, 128)
     _sane(out, ["peak_rss_gb", "peak_anon_gb", "peak_file_gb", "ru_maxrss_gb", "parent_children_maxrss_gb"])
     assert out["images_read"] == 10 and out["what"] == "infer"
+    _sane(memory.read_speed(root, cache, 128, 8, 3), ["memory.128.read_mmap_ms", "memory.128.read_pread_ms",
+                                                     "memory.128.read_mmap_best_ms", "memory.128.read_pread_best_ms"])
 
 
 # ---------------------------------------------------------------- interaction
