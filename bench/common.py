@@ -239,16 +239,10 @@ def planted_split(n: int, size: int, seed: int, contrast: float = 80.0, prevalen
 
 def write_planted(root: str | Path, size: int, counts: tuple[int, int, int], seed: int = 0) -> Path:
     """Write a planted-pattern npz in ChestMNIST layout into `root`; its path."""
-    from core.data import SPLITS, npz_name
+    from core.data import SPLITS, write_npz
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for i, (split, n) in enumerate(zip(SPLITS, counts)):
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = planted_split(n, size, seed * 10 + i)
-    path = root / npz_name(size)
-    np.savez(path, **arrays)
-    return path
+    return write_npz(root, size, {split: planted_split(n, size, seed * 10 + i)
+                                  for i, (split, n) in enumerate(zip(SPLITS, counts))})
 
 
 def random_split(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

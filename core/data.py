@@ -256,6 +256,15 @@ def load(root: str | Path | None = None, size: int = 28, mmap: bool | None = Non
     return ChestData(root=root, size=size, path=path, **splits)
 
 
+def write_npz(root: str | Path, size: int, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """Write {split: (images uint8 (N,size,size), labels uint8 (N,14))} as medmnist's npz for `size`."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = npz_path(root, size)
+    np.savez_compressed(path, **{f"{s}_{k}": a for s, pair in splits.items() for k, a in zip(("images", "labels"), pair)})
+    return path
+
+
 def subset_indices(n: int, k: int | None, seed: int) -> np.ndarray:
     """Sorted seeded random sample of k of n indices (all of them when k is None or >= n)."""
     if k is None or k >= n:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import N_CLASSES, SPLITS, npz_name
+from core.data import N_CLASSES, SPLITS, write_npz
 
 
 def planted_split(n: int, size: int, seed: int, prevalence: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
@@ -25,11 +25,5 @@ def planted_split(n: int, size: int, seed: int, prevalence: float = 0.3) -> tupl
 
 def write_planted(root: str | Path, size: int, n: tuple[int, int, int] = (256, 96, 96), seed: int = 0) -> Path:
     """Write a planted-pattern npz for `size` into `root` (medmnist naming and keys); its path."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for i, (split, count) in enumerate(zip(SPLITS, n)):
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = planted_split(count, size, seed * 10 + i)
-    path = root / npz_name(size)
-    np.savez_compressed(path, **arrays)
-    return path
+    return write_npz(root, size, {split: planted_split(count, size, seed * 10 + i)
+                                  for i, (split, count) in enumerate(zip(SPLITS, n))})
