@@ -1,7 +1,7 @@
 """Memory: peak RSS of training and of test-split inference at 224 px on a full-size split.
 
 A synthetic uint8 npz in ChestMNIST layout (full mode: 78,468 / 11,219 / 22,433 images at 224 px,
-~5.6 GB, train images ~3.9 GB) is streamed to a temporary folder; core.data memory-maps it from
+~5.6 GB, train images ~3.9 GB) is streamed to a temporary folder; core.data reads it by row from
 its .npy cache (CHESTMNIST_CACHE points into the same temporary folder). Each measurement runs in
 a fresh subprocess (`python -m bench.memory child ...`), which reports its own peak RSS (VmHWM
 from /proc/self/status, the figure getrusage's ru_maxrss gives) and the anonymous / file-backed
@@ -13,9 +13,10 @@ split of its RSS, sampled after every batch.
   over the pass: the page footprint of a whole epoch with the activations of training.
 * infer: core.evaluate.predict over the test split.
 
-`reader=mmap` is core as it is (fancy indexing of the np.memmap). `reader=pread` is the candidate
-fix: the same rows read with os.preadv from the same .npy file, so no file page is ever mapped
-into the process (the kernel's page cache still caches them, but outside the process's RSS).
+`reader=rows` is core as it is (core.data.NpyRows: positioned reads, so no file page is ever
+mapped into the process; the kernel's page cache still caches them, outside the process's RSS).
+`reader=mmap` is the baseline core used before: np.memmap over the same .npy file, whose pages
+count toward RSS once a shuffled epoch has touched them.
 """
 from __future__ import annotations
 
@@ -50,39 +51,6 @@ def proc_status() -> dict[str, float]:
     return out
 
 
-class PreadRows:
-    """Rows of a memory-mapped .npy read with os.preadv instead of through the mapping.
-
-    `rows[idx]` (idx sorted ints) returns a fresh (len(idx), H, W) array; file pages stay in the
-    page cache, never in the process's RSS. This is the reader proposed for core.data.
-    """
-
-    def __init__(self, mm: np.memmap):
-        self.fd = os.open(mm.filename, os.O_RDONLY)
-        self.offset, self.shape, self.dtype = mm.offset, mm.shape, mm.dtype
-        self.row = int(np.prod(mm.shape[1:])) * mm.dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, idx) -> np.ndarray:
-        if isinstance(idx, slice):
-            idx = np.arange(*idx.indices(self.shape[0]))
-        idx = np.asarray(idx)
-        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
-        i = 0
-        while i < len(idx):  # coalesce runs of consecutive rows into one read
-            j = i + 1
-            while j < len(idx) and idx[j] == idx[j - 1] + 1:
-                j += 1
-            os.preadv(self.fd, [out[i:j]], self.offset + int(idx[i]) * self.row)
-            i = j
-        return out
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 def child(args: argparse.Namespace) -> dict:
     import torch
     from torch import nn
@@ -92,9 +60,9 @@ def child(args: argparse.Namespace) -> dict:
     from core.models import build_model
 
     t_start = time.perf_counter()
-    data = D.load(args.root, args.size)  # memory-maps from the .npy cache at >= 128 px
+    data = D.load(args.root, args.size)  # NpyRows over the .npy cache at >= 128 px
     split = data.train if args.what == "train" else data.test
-    images = split.images if args.reader == "mmap" else PreadRows(split.images)
+    images = split.images if args.reader == "rows" else np.load(split.images.path, mmap_mode="r")
     samples = [proc_status()]
     peak_anon = peak_file = 0.0
 
@@ -133,11 +101,6 @@ def child(args: argparse.Namespace) -> dict:
             del x
             sample()
     else:
-        limit = min(args.images or len(split), len(split))
-        if args.reader == "mmap":
-            images = images[:limit]  # still a memory-mapped view
-        else:
-            images.shape = (limit, *images.shape[1:])  # predict reads contiguous slices: one preadv each
         out = predict(model, images, batch_size=256, channels_last=True)
         reads = len(out)
         sample()
@@ -153,12 +116,9 @@ def child(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- in the parent
 
 
-def _run_child(root: Path, cache: Path, what: str, reader: str, steps: int, batch: int, size: int,
-               images: int | None = None) -> dict:
+def _run_child(root: Path, cache: Path, what: str, reader: str, steps: int, batch: int, size: int) -> dict:
     cmd = [sys.executable, "-m", "bench.memory", "child", "--root", str(root), "--what", what, "--reader", reader,
            "--steps", str(steps), "--batch", str(batch), "--size", str(size)]
-    if images:
-        cmd += ["--images", str(images)]
     env = {**os.environ, "CHESTMNIST_CACHE": str(cache)}
     repo = Path(__file__).resolve().parents[1]
     p = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
@@ -206,14 +166,14 @@ def bench_memory(mode: Mode, base: Path, readers: tuple[str, ...] | None = None,
     root, cache, info = prepare(base, mode.memory_split, size)
     out = {f"memory.{size}.npz_gb": info["npz_gb"], f"memory.{size}.cache_build_s": info["cache_s"],
            f"memory.{size}.n_train": mode.memory_split[0], f"memory.{size}.n_test": mode.memory_split[2]}
-    for i, reader in enumerate(readers):
-        # the candidate reader only needs enough steps to reach the training peak; inference (whose
-        # split, 1.1 GB at full size, fits under the limit even fully mapped) uses the first reader
-        steps = mode.memory_train_steps if reader == "mmap" else max(2, mode.memory_train_steps // 10)
+    for reader in readers:
+        # the memmap baseline's peak is the pages a full pass touches, so a few training steps
+        # suffice; inference (whose split, 1.1 GB at full size, fits under the limit even fully
+        # mapped) is measured with core's reader only
+        steps = mode.memory_train_steps if reader == "rows" else max(2, mode.memory_train_steps // 10)
         results = {"train": _run_child(root, cache, "train", reader, steps, mode.memory_batch, size)}
-        if i == 0:
-            results["infer"] = _run_child(root, cache, "infer", reader, 0, mode.memory_batch, size,
-                                          mode.memory_infer_images)
+        if reader == "rows":
+            results["infer"] = _run_child(root, cache, "infer", reader, 0, mode.memory_batch, size)
         for what, r in results.items():
             p = f"memory.{size}.{what}.{reader}."
             out.update({p + "peak_rss_gb": r["peak_rss_gb"], p + "peak_anon_gb": r["peak_anon_gb"],
@@ -225,7 +185,7 @@ def bench_memory(mode: Mode, base: Path, readers: tuple[str, ...] | None = None,
 
 
 def read_speed(root: Path, cache: Path, size: int, batch: int, repeats: int) -> dict:
-    """ms per shuffled batch read from the train split: np.memmap fancy indexing (core) vs PreadRows,
+    """ms per shuffled batch read from the train split: core's NpyRows vs np.memmap fancy indexing,
     interleaved, same sorted random indices for both (page cache warm after the children)."""
     from bench.common import interleaved, median
 
@@ -233,16 +193,16 @@ def read_speed(root: Path, cache: Path, size: int, batch: int, repeats: int) -> 
     os.environ["CHESTMNIST_CACHE"] = str(cache)
     try:
         from core import data as D
-        images = D.load(root, size).train.images
+        rows = D.load(root, size).train.images
     finally:
         if before is None:
             os.environ.pop("CHESTMNIST_CACHE", None)
         else:
             os.environ["CHESTMNIST_CACHE"] = before
-    rows = PreadRows(images)
+    images = np.load(rows.path, mmap_mode="r")
     rng = np.random.default_rng(0)
     batches = [np.sort(rng.choice(len(images), min(batch, len(images)), replace=False)) for _ in range(repeats + 2)]
-    k = {"mmap": 0, "pread": 0}
+    k = {"mmap": 0, "rows": 0}
 
     def read(name, source):
         def call():
@@ -250,7 +210,7 @@ def read_speed(root: Path, cache: Path, size: int, batch: int, repeats: int) -> 
             k[name] += 1
         return call
     try:
-        t = interleaved({"mmap": read("mmap", images), "pread": read("pread", rows)}, repeats, 2)
+        t = interleaved({"mmap": read("mmap", images), "rows": read("rows", rows)}, repeats, 2)
     finally:
         rows.close()
     return {f"memory.{size}.read_{k}_ms": median(v) * 1e3 for k, v in t.items()} | \
@@ -270,7 +230,7 @@ def run(ctx: Context) -> list[Row]:
             shutil.rmtree(base, ignore_errors=True)
     rows = []
     n_train, n_test = mode.memory_split[0], mode.memory_split[2]
-    for reader, label in (("mmap", "core as is (np.memmap indexing)"), ("pread", "proposed os.preadv reader")):
+    for reader, label in (("rows", "core (NpyRows row reader)"), ("mmap", "np.memmap over the same .npy (core before)")):
         for what, n in (("train", n_train), ("infer", n_test)):
             p = f"memory.224.{what}.{reader}."
             if p + "peak_rss_gb" not in f:
@@ -280,11 +240,11 @@ def run(ctx: Context) -> list[Row]:
             rows.append(Row(p + "peak_rss_gb", f[p + "peak_rss_gb"], "GB", None, None, f"< {LIMIT_GB:g} GB",
                             at_most(f[p + "peak_rss_gb"], LIMIT_GB - 1e-9),
                             f"{label}: {detail}; anon {f[p + 'peak_anon_gb']:.2f} + file-backed {f[p + 'peak_file_gb']:.2f} GB"))
-    rows.append(Row("memory.224.read_pread_vs_mmap", f["memory.224.read_pread_ms"], "ms/batch", f["memory.224.read_mmap_ms"],
-                    f["memory.224.read_mmap_ms"] / f["memory.224.read_pread_ms"], "", None,
-                    f"reading one shuffled batch of {mode.memory_batch} train images: PreadRows vs np.memmap indexing "
-                    "(page cache warm); ratio = speed-up",
-                    f["memory.224.read_mmap_best_ms"] / f["memory.224.read_pread_best_ms"]))
+    rows.append(Row("memory.224.read_rows_vs_mmap", f["memory.224.read_rows_ms"], "ms/batch", f["memory.224.read_mmap_ms"],
+                    f["memory.224.read_mmap_ms"] / f["memory.224.read_rows_ms"], "", None,
+                    f"reading one shuffled batch of {mode.memory_batch} train images: core's NpyRows vs np.memmap "
+                    "indexing (page cache warm); ratio = speed-up",
+                    f["memory.224.read_mmap_best_ms"] / f["memory.224.read_rows_best_ms"]))
     rows.append(Row("memory.224.cache_build_s", f["memory.224.cache_build_s"], "s", None, None, "", None,
                     f"core.data .npy cache extraction of a {f['memory.224.npz_gb']:.2f} GB npz"))
     return rows
@@ -296,11 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("child", help="(internal) one measurement in a fresh process; prints one JSON line")
     c.add_argument("--root", required=True)
     c.add_argument("--what", choices=("train", "infer"), required=True)
-    c.add_argument("--reader", choices=("mmap", "pread"), default="mmap")
+    c.add_argument("--reader", choices=("rows", "mmap"), default="rows")
     c.add_argument("--steps", type=int, default=200)
     c.add_argument("--batch", type=int, default=128)
     c.add_argument("--size", type=int, default=224)
-    c.add_argument("--images", type=int, default=None)
     args = p.parse_args(argv)
     print(json.dumps(child(args)))
     return 0

@@ -952,7 +952,7 @@ def _markdown(summary: dict) -> str:
            "- inference ms/image: not measured."),
           "- peak RSS: maximum resident set size of the training process (kernel rusage of the child process the "
           "study trains each run in; under torchrun, the largest rank). It includes the Python/torch runtime and the "
-          "dataset arrays held in memory (dataset MB; from 128 px they are memory-mapped and count as they are read), "
+          "dataset arrays held in memory (dataset MB; from 128 px images are read from disk by batch and only the batch counts), "
           "so it is not the model's memory alone. "
           + ("Peak GPU MB: torch.cuda.max_memory_allocated of rank 0. " if any(r.get("cuda_peak_mb") for r in summary["sizes"]) else "")
           + "Sizes whose runs were trained outside the study's child process show n/a.",

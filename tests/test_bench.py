@@ -118,27 +118,21 @@ def test_auc_effects_train_each_variant(ctx):
 # ---------------------------------------------------------------- memory
 
 
-def test_large_npz_is_valid_chestmnist_layout_and_pread_matches_mmap(tmp_path):
+def test_large_npz_is_valid_chestmnist_layout_read_by_row(tmp_path):
     path = D.npz_path(tmp_path, 128)
     gb = common.write_large_npz(path, 128, (40, 8, 9), chunk=16)
     assert gb > 0
-    data = D.load(tmp_path, 128)  # validated; memory-mapped from the .npy cache
-    assert isinstance(data.train.images, np.memmap) and len(data.train) == 40 and len(data.test) == 9
-    rows = memory.PreadRows(data.train.images)
-    try:
-        for idx in (np.array([0, 1, 2, 7, 9, 10, 39]), np.array([5]), np.sort(np.random.default_rng(0).choice(40, 13, False))):
-            np.testing.assert_array_equal(rows[idx], data.train.images[idx])
-        np.testing.assert_array_equal(rows[3:17], data.train.images[3:17])
-        assert len(rows) == 40
-    finally:
-        rows.close()
+    data = D.load(tmp_path, 128)  # validated; read by row from the .npy cache
+    assert isinstance(data.train.images, D.NpyRows) and len(data.train) == 40 and len(data.test) == 9
+    with np.load(path) as z:
+        np.testing.assert_array_equal(data.train.images[np.array([0, 1, 2, 7, 9, 10, 39])],
+                                      z["train_images"][[0, 1, 2, 7, 9, 10, 39]])
 
 
 def test_memory_child_in_process(tmp_path):
     common.write_large_npz(D.npz_path(tmp_path, 128), 128, (40, 8, 12), chunk=16)
-    for what in ("train", "infer"):
-        out = memory.child(Namespace(root=str(tmp_path), what=what, reader="pread", steps=1, batch=16, size=128,
-                                     images=None))
+    for what, reader in (("train", "rows"), ("infer", "rows"), ("train", "mmap")):
+        out = memory.child(Namespace(root=str(tmp_path), what=what, reader=reader, steps=1, batch=16, size=128))
         _sane(out, ["peak_rss_gb", "peak_anon_gb", "peak_file_gb", "seconds", "images_read"])
         assert out["images_read"] == (40 if what == "train" else 12)
         assert out["steps"] == (1 if what == "train" else 0)
@@ -148,11 +142,11 @@ def test_memory_prepare_and_one_child_subprocess(tmp_path):
     root, cache, info = memory.prepare(tmp_path, (24, 8, 10), size=128)
     _sane(info, ["npz_gb", "write_s", "cache_s"])
     assert list(cache.rglob("*.npy"))  # core's cache was built where CHESTMNIST_CACHE pointed
-    out = memory._run_child(root, cache, "infer", "mmap", 0, 8, 128)
+    out = memory._run_child(root, cache, "train", "mmap", 1, 8, 128)
     _sane(out, ["peak_rss_gb", "peak_anon_gb", "peak_file_gb", "ru_maxrss_gb", "parent_children_maxrss_gb"])
-    assert out["images_read"] == 10 and out["what"] == "infer"
-    _sane(memory.read_speed(root, cache, 128, 8, 3), ["memory.128.read_mmap_ms", "memory.128.read_pread_ms",
-                                                     "memory.128.read_mmap_best_ms", "memory.128.read_pread_best_ms"])
+    assert out["images_read"] == 24 and out["what"] == "train" and out["reader"] == "mmap"
+    _sane(memory.read_speed(root, cache, 128, 8, 3), ["memory.128.read_mmap_ms", "memory.128.read_rows_ms",
+                                                     "memory.128.read_mmap_best_ms", "memory.128.read_rows_best_ms"])
 
 
 # ---------------------------------------------------------------- interaction

@@ -1,4 +1,4 @@
-"""core.data: loading, validation messages, memory-mapping, batches, pos_weight."""
+"""core.data: loading, validation messages, on-disk row reading, batches, pos_weight."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,15 +17,55 @@ def test_load_reads_medmnist_layout(data_root):
     assert D.available_sizes(data_root) == [28, 64]
 
 
-def test_large_sizes_are_memory_mapped_from_an_npy_cache(tmp_path, monkeypatch):
+def test_large_sizes_are_read_by_row_from_an_npy_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path / "cache"))
     write_planted(tmp_path / "root", 128, n=(8, 4, 4))
     d = D.load(tmp_path / "root", 128)
-    assert isinstance(d.train.images, np.memmap)
+    assert isinstance(d.train.images, D.NpyRows) and d.train.images.shape == (8, 128, 128)
     with np.load(D.npz_path(tmp_path / "root", 128)) as z:
         assert np.array_equal(np.asarray(d.train.images), z["train_images"])
+        assert np.array_equal(d.test.images[[0, 2, 3]], z["test_images"][[0, 2, 3]])
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3
     assert not list((tmp_path / "root").glob("*npy*")), "the cache must stay out of the data root"
+    # the same folder loaded into RAM gives the same batches
+    x_disk, _ = next(D.batches(d.train.images, d.train.labels, np.arange(8), 8))
+    ram = D.load(tmp_path / "root", 128, on_disk=False)
+    assert isinstance(ram.train.images, np.ndarray)
+    assert torch.equal(x_disk, next(D.batches(ram.train.images, ram.train.labels, np.arange(8), 8))[0])
+
+
+@pytest.mark.parametrize("key", [0, -1, 7, slice(None), slice(3, 40), slice(30, 2, -4), [5, 1, 1, 30],
+                                 np.array([], dtype=int), np.array([0, 1, 2, 9, 10, 38, 39]), np.arange(40) % 3 == 0])
+def test_npy_rows_index_like_the_array(tmp_path, key):
+    a = np.random.default_rng(1).integers(0, 256, (40, 6, 5), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", a)
+    rows = D.NpyRows(tmp_path / "a.npy")
+    got = rows[key]
+    assert got.dtype == a.dtype and np.array_equal(got, a[key])
+    assert (len(rows), rows.shape, rows.ndim) == (40, (40, 6, 5), 3)
+
+
+def test_npy_rows_drop_a_channel_axis_of_one_and_reject_bad_keys(tmp_path):
+    a = np.random.default_rng(2).integers(0, 256, (9, 4, 4, 1), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", a)
+    rows = D.NpyRows(tmp_path / "a.npy")
+    assert rows.shape == (9, 4, 4) and np.array_equal(rows[2:5], a[2:5, ..., 0])
+    for bad in (9, -10, np.array([3, 9]), 1.5, np.ones((2, 2), int), np.ones(4, bool)):
+        with pytest.raises(IndexError):
+            rows[bad]
+
+
+def test_truncated_npy_cache_is_rebuilt_and_a_bad_npy_is_a_data_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path / "cache"))
+    write_planted(tmp_path / "root", 128, n=(8, 4, 4))
+    first = np.asarray(D.load(tmp_path / "root", 128).train.images)
+    cached = next((tmp_path / "cache").rglob("train_images*.npy"))
+    with open(cached, "r+b") as f:
+        f.truncate(cached.stat().st_size - 100)
+    with pytest.raises(D.DataError, match="truncated or corrupt") as e:
+        D.NpyRows(cached)
+    assert str(cached) in str(e.value) and "Delete it" in str(e.value)
+    assert np.array_equal(np.asarray(D.load(tmp_path / "root", 128).train.images), first)  # rebuilt from the npz
 
 
 def test_missing_size_names_file_folder_and_record(data_root):
