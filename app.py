@@ -2,7 +2,13 @@
 
 One idea per page; every page is widgets, calls into `core`, then charts.
 """
-import streamlit as st
+import os
+
+# Before anything imports torch: its OpenMP threads then sleep rather than spin between parallel
+# regions, so the app's inference does not fight a background training run for the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="ChestMNIST Resolution Explorer", page_icon="🫁", layout="wide")
 

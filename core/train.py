@@ -465,6 +465,9 @@ def launch(run_dirs: list[Path], log_name: str = "train.log") -> int:
     The process has its own session, so it outlives the caller (a Streamlit rerun, a closed tab,
     the app's server); its output goes to the first run's train.log. Follow it with
     runs.read_status / progress.json / metrics.jsonl and stop it with runs.request_stop.
+    Its OpenMP threads sleep instead of spin-waiting between parallel regions (unless the caller
+    set OMP_WAIT_POLICY): a background run shares the cores with the app that launched it, and
+    spinning threads on a shared 2-core machine made both several times slower (bench/compute.py).
     """
     import subprocess
 
@@ -475,7 +478,7 @@ def launch(run_dirs: list[Path], log_name: str = "train.log") -> int:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "core.train", "--run-dirs", *map(str, run_dirs)], cwd=root,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"})
     log.close()
     return proc.pid
 

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from core import runs
-from core.train import ConfigError, TrainConfig, estimate, prepare_run, train
+from core.train import ConfigError, TrainConfig, estimate, launch, prepare_run, train
 from tests.synthetic import write_planted
 
 
@@ -130,3 +133,18 @@ def test_nih1000_smoke_one_epoch(tmp_path, nih1000):
     # Hernia has no positives in NIH-1000's test split: reported undefined, not averaged in as NaN.
     assert {"name": "hernia", "reason": "no positives"} in test["auc_undefined_classes"]
     assert np.isfinite(test["auc"]) and test["n_samples"] == 212
+
+
+def test_launch_trains_in_the_background_with_sleeping_openmp_threads(tmp_path, data_root, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    run_dir = prepare_run(_config(data_root, tmp_path / "runs", epochs=1))
+    pid = launch([run_dir])
+    environ = Path(f"/proc/{pid}/environ")
+    if environ.exists():  # Linux: read the child's environment while it imports torch
+        assert b"OMP_WAIT_POLICY=PASSIVE" in environ.read_bytes().split(b"\0")
+    deadline = time.time() + 120
+    while runs.read_status(run_dir)["state"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.2)
+    assert runs.read_status(run_dir)["state"] == "finished", (run_dir / "train.log").read_text()[-2000:]
+    assert (run_dir / "test_metrics.json").is_file()
+    os.waitpid(pid, 0)  # reap the child
