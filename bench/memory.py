@@ -237,8 +237,9 @@ def run(ctx: Context) -> list[Row]:
                 continue
             detail = (f"{f[p + 'steps']:.0f} train steps of {mode.memory_batch} + {f[p + 'images_read']:,.0f} "
                       f"shuffled reads of {n:,}" if what == "train" else f"predict over {f[p + 'images_read']:,.0f} of {n:,}")
-            rows.append(Row(p + "peak_rss_gb", f[p + "peak_rss_gb"], "GB", None, None, f"< {LIMIT_GB:g} GB",
-                            at_most(f[p + "peak_rss_gb"], LIMIT_GB - 1e-9),
+            core = reader == "rows"  # the target is core's; the memmap row is the before-figure
+            rows.append(Row(p + "peak_rss_gb", f[p + "peak_rss_gb"], "GB", None, None, f"< {LIMIT_GB:g} GB" if core else "",
+                            at_most(f[p + "peak_rss_gb"], LIMIT_GB - 1e-9) if core else None,
                             f"{label}: {detail}; anon {f[p + 'peak_anon_gb']:.2f} + file-backed {f[p + 'peak_file_gb']:.2f} GB"))
     rows.append(Row("memory.224.read_rows_vs_mmap", f["memory.224.read_rows_ms"], "ms/batch", f["memory.224.read_mmap_ms"],
                     f["memory.224.read_mmap_ms"] / f["memory.224.read_rows_ms"], "", None,
