@@ -1104,7 +1104,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=d.patience, help="0 = no early stopping")
     p.add_argument("--augment", action="store_true")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps")
-    p.add_argument("--amp", default=d.amp, help="auto (bf16/fp16 on CUDA only), off, bf16, fp16")
+    p.add_argument("--amp", default=d.amp, help="auto (bf16 where the GPU or CPU has it natively, fp16 on older "
+                   "CUDA, else off), off, bf16, fp16")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--data-root", default=None, help="default: $CHESTMNIST_ROOT, else ~/.medmnist")
     p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")

@@ -54,7 +54,7 @@ class TrainConfig:
     augment: bool = False
     seed: int = 0
     device: str = "auto"
-    amp: str = "auto"  # auto = bf16/fp16 on CUDA, off elsewhere; or off / bf16 / fp16
+    amp: str = "auto"  # auto = bf16 where the hardware has it natively, fp16 on older CUDA; or off / bf16 / fp16
     channels_last: bool = True
     data_root: str = field(default_factory=lambda: str(D.default_root()))
     runs_dir: str = field(default_factory=lambda: str(runs.default_runs_dir()))
@@ -112,17 +112,37 @@ def describe_devices() -> str:
     else:
         lines.append("CUDA: not available")
     lines.append(f"MPS: {'available' if torch.backends.mps.is_available() else 'not available'}")
-    lines.append(f"--device auto would use: {resolve_device('auto')}")
+    auto = resolve_device("auto")
+    lines.append(f"CPU bf16 instructions: {'yes' if cpu_has_bf16() else 'no'}")
+    precision = str(amp_dtype(TrainConfig(), auto) or "fp32").replace("torch.", "")
+    lines.append(f"--device auto would use: {auto}, with --amp auto: {precision}")
     return "\n".join(lines)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX) for oneDNN to use.
+
+    Without them bf16 autocast on CPU is emulated and slower than fp32.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype or None. Off on CPU unless asked: its effect on AUC is measured in bench/."""
+    """Autocast dtype or None.
+
+    `auto` is bf16 on CUDA that has it and on CPUs with native bf16 (1.3-1.5x faster training,
+    2.7-3.2x faster inference measured here; val AUC within seed-to-seed noise of fp32 on a
+    planted-pattern task and on NIH-1000, bench/compute.py), fp16 on older CUDA, off elsewhere.
+    """
     choice = config.amp
     if choice == "auto":
-        if device.type != "cuda":
+        if device.type == "cuda":
+            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "cpu" and cpu_has_bf16():
+            choice = "bf16"
+        else:
             return None
-        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
 
 
@@ -163,7 +183,8 @@ def prepare_run(config: TrainConfig) -> Path:
         "model": {"params": count_params(model), "flops_per_image": flops_per_image(model, config.size)},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                      "medmnist": medmnist.__version__, "sklearn": sklearn.__version__},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device)},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
+                    "amp": str(amp_dtype(config, device) or "fp32").replace("torch.", "")},
         "created": time.time(),
     })
     runs.set_status(run_dir, "queued")
@@ -505,7 +526,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="small random shifts/rotations (no flips)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps; 'check' prints what is found")
-    p.add_argument("--amp", default=d.amp, help="auto (bf16/fp16 on CUDA only), off, bf16, fp16")
+    p.add_argument("--amp", default=d.amp, help="auto (bf16 where the GPU or CPU has it natively, fp16 on older "
+                   "CUDA, else off), off, bf16, fp16")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--data-root", default=None, help="default: $CHESTMNIST_ROOT, else ~/.medmnist")
     p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")

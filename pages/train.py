@@ -96,7 +96,9 @@ def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
                                       key="train_threshold",
                                       help="Only for the F1 logged each epoch; test F1 uses thresholds tuned on val.")
         amp = a[1].selectbox("Mixed precision", ["auto", "off", "bf16", "fp16"], key="train_amp",
-                             help="auto: bf16/fp16 on CUDA, off elsewhere.")
+                             help="auto: bf16 where the GPU or CPU has it natively (faster, AUC within "
+                                  "seed noise in our checks), fp16 on older CUDA GPUs, off elsewhere. "
+                                  "Test metrics are always computed in full precision.")
     return T.TrainConfig(size=int(size), epochs=int(epochs), batch_size=int(batch), lr=float(lr),
                          pos_weight_clip=float(clip), threshold=float(threshold), model=model, select_by=select_by,
                          patience=int(patience), subset=int(subset) or None, augment=bool(augment), seed=int(seed),

@@ -176,12 +176,25 @@ def test_device_check_prints_what_was_found(capsys):
     assert f"--device auto would use: {expected}" in out
 
 
-def test_amp_is_off_on_cpu_unless_asked():
+@pytest.mark.parametrize("native", [False, True])
+def test_amp_auto_on_cpu_follows_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     cpu = torch.device("cpu")
-    assert amp_dtype(TrainConfig(amp="auto"), cpu) is None
+    assert amp_dtype(TrainConfig(amp="auto"), cpu) is (torch.bfloat16 if native else None)
     assert amp_dtype(TrainConfig(amp="off"), cpu) is None
     assert amp_dtype(TrainConfig(amp="bf16"), cpu) is torch.bfloat16
     assert amp_dtype(TrainConfig(amp="fp16"), cpu) is torch.float16
+    assert amp_dtype(TrainConfig(amp="auto"), torch.device("mps")) is None
+
+
+def test_run_config_records_the_precision_used(tmp_path, ddp_data):
+    run_dir = prepare_run(TrainConfig(size=28, epochs=1, data_root=str(ddp_data), runs_dir=str(tmp_path), device="cpu"))
+    expected = "bfloat16" if amp_dtype(TrainConfig(), torch.device("cpu")) else "fp32"
+    assert runs.read_config(run_dir)["machine"]["amp"] == expected
+    off = prepare_run(TrainConfig(size=28, epochs=1, amp="off", data_root=str(ddp_data), runs_dir=str(tmp_path),
+                                  device="cpu"))
+    assert runs.read_config(off)["machine"]["amp"] == "fp32"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
