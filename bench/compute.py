@@ -4,14 +4,14 @@ its effect on AUC.
 Speed: one training step (forward + backward + Adam, batch 128) and one inference batch of core's
 default model on pre-made tensors, variants timed interleaved against the fp32 NCHW baseline:
 
-* `fp32_nchw` PyTorch's default layout (baseline), `fp32_cl` channels_last (core's default),
-  `bf16_nchw`, `bf16_cl` CPU autocast to bfloat16, `fp32_cl_1t` channels_last on 1 thread,
+* `fp32_nchw` PyTorch's default layout (baseline), `fp32_cl` channels_last, `bf16_nchw`,
+  `bf16_cl` CPU autocast to bfloat16 (core's default where the CPU has native bf16, else `fp32_cl`), `fp32_cl_1t` channels_last on 1 thread,
   inference only: `compiled_cl` / `compiled_bf16_cl` torch.compile(dynamic=False) of the eval model.
 
-AUC: the same seed trained through core.train with each setting (fp32 channels_last = default,
+AUC: the same seed trained through core.train with each setting (fp32 channels_last = reference,
 fp32 NCHW, bf16, 1 thread) on a planted-pattern task and on NIH-1000; the tolerance is the
-seed-to-seed difference of the default (seed 0 vs seed 1), floored at 0.01. Inference-only
-variants score the default run's validation split and report the AUC and the largest score
+seed-to-seed difference of the reference (seed 0 vs seed 1), floored at 0.01. Inference-only
+variants score the reference run's validation split and report the AUC and the largest score
 difference against fp32 eager.
 """
 from __future__ import annotations
@@ -237,7 +237,7 @@ def bench_thread_env(size: int, mode: Mode) -> dict:
 
 
 TRAINED_VARIANTS = {  # name -> core.train settings
-    "fp32_cl": {},  # core's default on CPU
+    "fp32_cl": {},  # the fp32 reference (core's default on CPUs without native bf16)
     "fp32_cl_seed1": {"seed": 1},
     "fp32_nchw": {"channels_last": False},
     "bf16_cl": {"amp": "bf16"},
@@ -370,7 +370,7 @@ def run(ctx: Context) -> list[Row]:
 
 
 def _auc_rows(size: int, mode: Mode, f: dict, datasets: dict, variants) -> list[Row]:
-    """Trained variants against the default (fp32 channels_last, seed 0). Tolerance: the seed-to-seed
+    """Trained variants against the reference (fp32 channels_last, seed 0). Tolerance: the seed-to-seed
     spread (seed 0 vs 1) of fp32, and of bf16 when it has a second seed too, floored at 0.01. With two
     seeds of bf16 the comparison is of the two-seed means."""
     rows = []
@@ -384,7 +384,7 @@ def _auc_rows(size: int, mode: Mode, f: dict, datasets: dict, variants) -> list[
         tol = max(*spreads, 0.01)
         speed = lambda v: f"{f[p + v + '_train_img_s']:.0f} img/s in core.train"  # noqa: E731
         rows.append(Row(p + "fp32_cl_val_auc", ref, "val AUC", None, None, "", None,
-                        f"core default, seed 0, {mode.auc_epochs} epochs; {speed('fp32_cl')}"))
+                        f"fp32 channels_last reference, seed 0, {mode.auc_epochs} epochs; {speed('fp32_cl')}"))
         rows.append(Row(p + "fp32_cl_seed1_val_auc", auc["fp32_cl_seed1"], "val AUC", ref, None, "", None,
                         f"seed 1: seed-to-seed spread {spreads[0]:.4f}"))
         if "bf16_cl_seed1" in auc:
@@ -402,7 +402,7 @@ def _auc_rows(size: int, mode: Mode, f: dict, datasets: dict, variants) -> list[
             if v in ("fp32_cl", "fp32_cl_seed1", "bf16_cl_seed1") or (v == "bf16_cl" and "bf16_cl_seed1" in auc):
                 continue
             rows.append(Row(p + v + "_val_auc", auc[v], "val AUC", ref, None, f"|diff| <= {tol:.3f}",
-                            at_most(abs(auc[v] - ref), tol), f"diff {auc[v] - ref:+.4f} vs default; {speed(v)}"))
+                            at_most(abs(auc[v] - ref), tol), f"diff {auc[v] - ref:+.4f} vs fp32 reference; {speed(v)}"))
     return rows
 
 

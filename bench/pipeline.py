@@ -7,13 +7,14 @@ timed interleaved one training step (data + forward + backward + update) at a ti
   (PIL `Image.fromarray` + transform) over our arrays, transform = ToTensor() + Normalize(.5, .5)
   re-implemented line for line from torchvision (which cannot be imported beside this torch),
   `DataLoader(batch_size=128, shuffle=True)`, model in PyTorch's default (NCHW) layout, fp32.
-* `medmnist_cl`: the same loader feeding the channels_last model: separates the loader's cost
-  from the layout's gain.
 * `core`: core's default path: `core.data.batches` (tensor-indexed uint8 batches, normalised on
   the fly, channels_last) and the training step exactly as core/train.py does it (pos_weight BCE,
-  GradScaler, loss.item(), sigmoid scores kept for the epoch's train AUC).
+  GradScaler, loss.item(), sigmoid scores kept for the epoch's train AUC), in the precision
+  `--amp auto` picks on this machine (bf16 on CPUs with native bf16, else fp32).
 * `compute`: the `core` step on pre-made float tensors: the ceiling any pipeline can reach.
-* `core_bf16` (full mode): `core` with bf16 autocast, what core would give with bf16 on by default.
+* `medmnist_loader` (full mode): the example's loader feeding core's step: the loader's share.
+* `core_fp32` / `core_bf16` (full mode): `core` in the other precision (`--amp off` where auto
+  is bf16), separating the precision's gain from the layout's and the loader's.
 
 The loaders alone are timed too (no model), with a candidate `core_numpy` normalisation.
 """
@@ -30,6 +31,11 @@ from torch import nn
 from bench.common import Context, Mode, Row, at_least, interleaved, median, random_split, torch_threads
 from core import data as D
 from core.models import DEFAULT_MODEL, build_model
+from core.train import TrainConfig, amp_dtype
+
+# What `--amp auto` trains in on this CPU, and the other precision for comparison.
+CORE_AMP = amp_dtype(TrainConfig(), torch.device("cpu"))
+OTHER_AMP, OTHER = (None, "core_fp32") if CORE_AMP else (torch.bfloat16, "core_bf16")
 
 
 # ------------------------------------------------------------ medmnist's example, torchvision-free
@@ -125,9 +131,9 @@ def medmnist_step(model: nn.Module, optimizer, criterion, inputs: torch.Tensor, 
 
 
 class CoreStep:
-    """core/train.py's per-batch work (fp32 on CPU, as the trainer's default `amp=auto` is off there)."""
+    """core/train.py's per-batch work, in core's default precision unless `amp` says otherwise."""
 
-    def __init__(self, model: nn.Module, labels: np.ndarray, amp: torch.dtype | None = None):
+    def __init__(self, model: nn.Module, labels: np.ndarray, amp: torch.dtype | None = CORE_AMP):
         self.model = model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         pw = D.pos_weight(labels, 10.0)
@@ -177,11 +183,6 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int) -> 
     m_crit = nn.BCEWithLogitsLoss()
     m_iter = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
 
-    # same loader, channels_last model
-    mc_model = copy.deepcopy(base).to(memory_format=torch.channels_last)
-    mc_opt = torch.optim.Adam(mc_model.parameters(), lr=1e-3)
-    mc_iter = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
-
     # core default
     c_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
     gen = torch.Generator().manual_seed(0)
@@ -202,13 +203,15 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int) -> 
         "compute": lambda: p_step(*next(p_iter)),
     }
     if mode.pipeline_same_layout:
-        fns["medmnist_cl"] = lambda: medmnist_step(mc_model, mc_opt, m_crit, *next(mc_iter))
-        # core's pipeline with bf16 autocast: what the default would give if core turned it on on CPU
-        b_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels, amp=torch.bfloat16)
-        gen_b = torch.Generator().manual_seed(0)
-        b_iter = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen_b,
+        ml_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
+        ml_iter = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
+        fns["medmnist_loader"] = lambda: ml_step(*(t.contiguous(memory_format=torch.channels_last) if t.ndim == 4
+                                                   else t.float() for t in next(ml_iter)))
+        o_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels, amp=OTHER_AMP)
+        gen_o = torch.Generator().manual_seed(0)
+        o_iter = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen_o,
                                           channels_last=True))
-        fns["core_bf16"] = lambda: b_step(*next(b_iter))
+        fns[OTHER] = lambda: o_step(*next(o_iter))
     t = interleaved(fns, mode.repeats, mode.warmup)
     out = {f"pipeline.{size}.{k}_img_s": batch_size / median(v) for k, v in t.items()}
     out.update({f"pipeline.{size}.{k}_best_img_s": batch_size / min(v) for k, v in t.items()})
@@ -273,14 +276,17 @@ def _rows(ctx: Context, size: int, f: dict, tag: str) -> list[Row]:
         best = f[p + f"loader_{base}_best_ms"] / f[p + f"loader_{v}_best_ms"]
         return Row(name + f"loader_{v}_vs_{base}", val, "ms/batch", b, b / val, "", None, note + where, best)
 
+    precision = "bf16" if CORE_AMP else "fp32"
     rows = [
-        speed("core", "medmnist", ">= 3x", 3.0, f"core default (batches + channels_last) vs getting-started "
-              f"(PIL + ToTensor + Normalize, DataLoader {ctx.mode.pipeline_batch} shuffled, NCHW); same res-cnn"),
+        speed("core", "medmnist", ">= 3x", 3.0, f"core default (batches + channels_last + {precision}) vs getting-started "
+              f"(PIL + ToTensor + Normalize, DataLoader {ctx.mode.pipeline_batch} shuffled, NCHW, fp32); same res-cnn"),
         speed("core", "compute", ">= 0.85x", 0.85, "vs the same step on pre-made float tensors"),
     ]
-    if p + "medmnist_cl_img_s" in f:
-        rows += [speed("core", "medmnist_cl", note="loader effect alone: medmnist loader feeding the channels_last model"),
-                 speed("core_bf16", "medmnist", note="core's pipeline with bf16 autocast (not core's CPU default)")]
+    if p + "medmnist_loader_img_s" in f:
+        other = "fp32 (--amp off)" if CORE_AMP else "bf16 (--amp bf16)"
+        rows += [speed("core", "medmnist_loader", note="loader's share: the example's loader feeding core's step"),
+                 speed(OTHER, "medmnist", note=f"core's pipeline in {other}"),
+                 speed("core", OTHER, note=f"precision's share: core's default vs core in {other}")]
     rows += [
         loader("core", "medmnist", f"core.data.batches vs the example's DataLoader, batch of {ctx.mode.pipeline_batch}, "
                "no model; ratio = speed-up"),
