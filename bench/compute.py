@@ -5,7 +5,9 @@ Speed: one training step (forward + backward + Adam, batch 128) and one inferenc
 default model on pre-made tensors, variants timed interleaved against the fp32 NCHW baseline:
 
 * `fp32_nchw` PyTorch's default layout (baseline), `fp32_cl` channels_last, `bf16_nchw`,
-  `bf16_cl` CPU autocast to bfloat16 (core's default where the CPU has native bf16, else `fp32_cl`), `fp32_cl_1t` channels_last on 1 thread,
+  `bf16_cl` CPU autocast to bfloat16 (core's default where the CPU has native bf16, else `fp32_cl`),
+  inference only: `folded_cl` / `folded_bf16_cl` batch norm folded into the convolutions
+  (core.models.fold_batchnorm; `folded_cl` is what core.evaluate.predict runs), `fp32_cl_1t` channels_last on 1 thread,
   inference only: `compiled_cl` / `compiled_bf16_cl` torch.compile(dynamic=False) of the eval model.
 
 AUC: the same seed trained through core.train with each setting (fp32 channels_last = reference,
@@ -27,10 +29,14 @@ from torch import nn
 from bench.common import Context, Mode, Row, at_least, at_most, interleaved, median, torch_threads
 from core import data as D
 from core import metrics
-from core.models import DEFAULT_MODEL, build_model
+from core.models import DEFAULT_MODEL, build_model, fold_batchnorm
+from core.train import TrainConfig, amp_dtype
+
+# core's training step on this CPU: channels_last, in the precision `--amp auto` picks here.
+CORE_TRAIN = "bf16_cl" if amp_dtype(TrainConfig(), torch.device("cpu")) else "fp32_cl"
 
 TRAIN_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_nchw", "bf16_cl", "fp32_cl_1t")
-INFER_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_cl", "fp32_cl_1t")
+INFER_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_cl", "folded_cl", "folded_bf16_cl", "fp32_cl_1t")
 COMPILED_VARIANTS = ("compiled_cl", "compiled_bf16_cl")
 
 
@@ -47,7 +53,7 @@ def _one_thread(fn: Callable[[], None]) -> Callable[[], None]:
 
 def _variant(name: str) -> tuple[bool, torch.dtype | None, bool]:
     """(channels_last, autocast dtype, one thread) of a variant name."""
-    return ("_cl" in name, torch.bfloat16 if name.startswith(("bf16", "compiled_bf16")) else None, name.endswith("_1t"))
+    return ("_cl" in name, torch.bfloat16 if "bf16" in name else None, name.endswith("_1t"))
 
 
 def _inputs(size: int, batch: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,11 +109,13 @@ class Infer:
     def __init__(self, name: str, model: nn.Module, size: int, batch: int):
         self.name = name
         self.channels_last, self.dtype, self.one_thread = _variant(name)
-        self.module = copy.deepcopy(model).eval()
-        if self.channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)
+        self.module = self._prepare(model)
         self.fn = torch.compile(self.module, dynamic=False) if name.startswith("compiled") else self.module
         self.x = _inputs(size, batch, self.channels_last)[0]
+
+    def _prepare(self, model: nn.Module) -> nn.Module:
+        module = fold_batchnorm(model) if self.name.startswith("folded") else copy.deepcopy(model).eval()
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +127,11 @@ class Infer:
         return _one_thread(call) if self.one_thread else call
 
     def load(self, trained: nn.Module) -> None:
-        """Copy trained weights in place (a compiled module keeps its compiled code)."""
+        """Copy trained weights in place (a compiled module keeps its compiled code); a folded
+        variant folds the trained model again."""
+        if self.name.startswith("folded"):
+            self.module = self.fn = self._prepare(trained)
+            return
         with torch.no_grad():
             for a, b in zip(self.module.state_dict().values(), trained.state_dict().values()):
                 a.copy_(b)
@@ -297,8 +309,9 @@ def run(ctx: Context) -> list[Row]:
                        note, best)
 
         for v in TRAIN_VARIANTS[1:]:
-            target, limit = (">= 1.5x", 1.5) if (size == 64 and v == "fp32_cl") else ("", None)
-            rows.append(vs(tr, p, v, "fp32_nchw", v, f"vs fp32 NCHW, batch {mode.compute_batch}", target, limit))
+            target, limit = (">= 1.5x", 1.5) if (size == 64 and v == CORE_TRAIN) else ("", None)
+            note = f"vs fp32 NCHW, batch {mode.compute_batch}" + ("; core's training step" if v == CORE_TRAIN else "")
+            rows.append(vs(tr, p, v, "fp32_nchw", v, note, target, limit))
         rows.append(vs(tr, p, "bf16_cl", "fp32_cl", "bf16_cl_vs_fp32_cl", "bf16 autocast on top of channels_last"))
         rows.append(vs(tr, p, "fp32_cl", "fp32_cl_1t", "threads_default_vs_1",
                        f"{torch.get_num_threads()} threads (torch default) vs torch.set_num_threads(1), in this process"))
@@ -328,11 +341,15 @@ def run(ctx: Context) -> list[Row]:
         for v in made[0]:
             if v == "fp32_nchw":
                 continue
-            target, limit = (">= 2x", 2.0) if (size == 64 and v == "fp32_cl") else ("", None)
+            target, limit = (">= 2x", 2.0) if (size == 64 and v == "folded_cl") else ("", None)
             note = f"vs fp32 NCHW eager, batch {2 * mode.compute_batch}"
+            if v == "folded_cl":
+                note += "; core's inference path (core.evaluate.predict)"
             if v.startswith("compiled"):
                 note += f"; compiling took {inf[p + v + '_compile_s']:.0f} s"
             rows.append(vs(inf, p, v, "fp32_nchw", v, note, target, limit))
+        rows.append(vs(inf, p, "folded_cl", "fp32_cl", "folded_vs_cl",
+                       "batch norm folded into the convolutions vs not, both channels_last fp32"))
         if "compiled_cl" in made[0]:
             rows.append(vs(inf, p, "compiled_cl", "fp32_cl", "compiled_vs_eager_cl",
                            "torch.compile vs eager, both channels_last fp32"))

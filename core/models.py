@@ -5,11 +5,13 @@ last convolutional layer, for Grad-CAM.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from core.data import N_CLASSES, check_size
 
@@ -116,6 +118,29 @@ def build_model(name: str, size: int) -> nn.Module:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` in which every BatchNorm2d that directly follows a Conv2d in an
+    nn.Sequential is folded into that convolution's weights and bias.
+
+    The outputs are the model's in eval mode up to float rounding (~1e-7), and CPU inference
+    skips one pass over every activation: 1.15x / 1.25x / 1.5x faster at 28 / 64 / 224 px for
+    res-cnn (bench/compute.py). For inference only: the batch statistics are baked in. `model`
+    itself is not changed.
+    """
+    net = copy.deepcopy(model).eval()
+    swap: dict[int, nn.Module] = {}
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        for conv, bn in zip(seq[:-1], seq[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and id(conv) not in swap:
+                swap[id(conv)], swap[id(bn)] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    # Replace by identity in every parent, so aliases such as `cam_layer` follow the fused conv.
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            if id(child) in swap:
+                setattr(parent, name, swap[id(child)])
+    return net
 
 
 def flops_per_image(model: nn.Module, size: int) -> int:

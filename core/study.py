@@ -40,6 +40,7 @@ import torch
 
 from core import data as D
 from core import metrics, runs
+from core.models import fold_batchnorm
 from core.train import ConfigError, TrainConfig, amp_dtype, format_seconds, prepare_run, resolve_device
 
 STUDY_VERSION = 1
@@ -420,11 +421,12 @@ def measure_inference(run_dir: str | Path, data: D.ChestData, device: str | torc
 
     cfg = _config_of(Path(run_dir))
     dev = resolve_device(device)
-    model = runs.load_model(run_dir, "best", dev)
+    model = fold_batchnorm(runs.load_model(run_dir, "best", dev))  # as predict does, once
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     images = np.ascontiguousarray(data.test.images[:n_images])
-    kw = dict(batch_size=batch_size, device=dev, channels_last=cfg.channels_last, amp_dtype=amp_dtype(cfg, dev))
+    dtype = amp_dtype(cfg, dev)
+    kw = dict(batch_size=batch_size, device=dev, channels_last=cfg.channels_last, amp_dtype=dtype, fold_bn=False)
     predict(model, images[:batch_size], **kw)
     times = []
     for _ in range(repeats):
@@ -432,7 +434,8 @@ def measure_inference(run_dir: str | Path, data: D.ChestData, device: str | torc
         predict(model, images, **kw)  # copies scores back to the CPU, so CUDA work is finished
         times.append(time.perf_counter() - t)
     return {"inference_ms_per_image": float(np.median(times)) / len(images) * 1000, "inference_images": len(images),
-            "inference_batch": batch_size, "inference_device": str(dev), "inference_threads": torch.get_num_threads()}
+            "inference_batch": batch_size, "inference_device": str(dev), "inference_threads": torch.get_num_threads(),
+            "inference_precision": str(dtype or "fp32").replace("torch.", "")}
 
 
 def data_provenance(size: int, n: dict, md5: str) -> dict:
@@ -807,6 +810,7 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
                 continue
             inference.setdefault("device", m["inference_device"])
             inference.setdefault("threads", m["inference_threads"])
+            inference.setdefault("precision", m["inference_precision"])
             inference.setdefault("images", m["inference_images"])
             inference.setdefault("batch", m["inference_batch"])
             for r in records:
@@ -947,7 +951,7 @@ def _markdown(summary: dict) -> str:
           "(metrics.jsonl). Both were measured while training, on the device named, and depend on whatever else "
           "the machine was doing.",
           (f"- inference ms/image: core.evaluate.predict on the first {inf.get('images')} test images in batches of "
-           f"{inf.get('batch')}, on `{inf.get('device')}` ({inf.get('threads')} CPU threads), median of 3 timed passes "
+           f"{inf.get('batch')}, on `{inf.get('device')}` ({inf.get('threads')} CPU threads, {inf.get('precision', 'fp32')}), median of 3 timed passes "
            "after a warm-up; best model of the first seed of each size." if inf else
            "- inference ms/image: not measured."),
           "- peak RSS: maximum resident set size of the training process (kernel rusage of the child process the "

@@ -18,6 +18,7 @@ import streamlit as st
 from core import data as D
 from core import runs
 from core.evaluate import predict
+from core.models import fold_batchnorm
 from pages.common import load_data, page_link, run_data_label, run_label, runs_dir, through_app
 
 # (key in metrics.jsonl after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
@@ -41,15 +42,15 @@ def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int =
     `mtime` (of best.pt) is part of the cache key, so a new checkpoint is timed again.
     """
     try:
-        model = runs.load_model(run_dir, "best", "cpu")
+        model = fold_batchnorm(runs.load_model(run_dir, "best", "cpu"))  # as predict does, once
         images = np.ascontiguousarray(load_data(data_root, size).test.images[:n])
     except (runs.RunError, D.DataError):
         return None
-    predict(model, images[:8], device="cpu")  # warm-up: first-call allocations are not inference
+    predict(model, images[:8], device="cpu", fold_bn=False)  # warm-up: first-call allocations are not inference
     best = float("inf")
     for _ in range(3):  # best of three: the least disturbed by other work on the machine
         t = time.perf_counter()
-        predict(model, images, batch_size=n, device="cpu")
+        predict(model, images, batch_size=n, device="cpu", fold_bn=False)
         best = min(best, time.perf_counter() - t)
     return best * 1000 / len(images)
 

@@ -95,9 +95,10 @@ def test_score_with_matches_core_predict_and_pads_the_last_batch():
     model = build_model("res-cnn", 28).eval()
     images = np.random.default_rng(0).integers(0, 256, (37, 28, 28), dtype=np.uint8)
     variants, _ = compute.infer_variants(28, TINY, model, compile_=False)
-    inf = variants["fp32_cl"]
-    got = compute.score_with(inf, images, len(inf.x), inf.channels_last)
-    np.testing.assert_allclose(got, predict(model, images, channels_last=False), atol=1e-5)
+    for v in ("fp32_cl", "folded_cl"):
+        inf = variants[v]
+        got = compute.score_with(inf, images, len(inf.x), inf.channels_last)
+        np.testing.assert_allclose(got, predict(model, images, channels_last=False), atol=1e-5)
 
 
 def test_thread_child_reports_speed():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.models import MODELS, build_model, count_params, describe, flops_per_image
+from core.models import MODELS, build_model, count_params, describe, flops_per_image, fold_batchnorm
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -46,3 +46,27 @@ def test_hook_flop_count_agrees_with_torch_flop_counter(name):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 1, 64, 64))
     assert flops_per_image(model, 64) == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("size", [28, 64])
+def test_folding_batchnorm_keeps_the_outputs_and_leaves_the_model_alone(name, size):
+    torch.manual_seed(size)
+    model = build_model(name, size)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # trained-looking statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not folded.training and model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # aliases follow the fold: Grad-CAM's layer is the (fused) conv that runs in forward
+    fired = []
+    folded.cam_layer.register_forward_hook(lambda *_: fired.append(1))
+    x = torch.randn(4, 1, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model.eval()(x), atol=1e-4, rtol=1e-4)
+    assert fired == [1]
