@@ -63,6 +63,7 @@ def _inputs(size: int, batch: int, channels_last: bool) -> tuple[torch.Tensor, t
     return x, y
 
 
+MIN_EPOCHS_FOR_INFER_CHECK = 5
 HW_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_nchw", "bf16_cl")  # timed again on one thread
 
 
@@ -369,9 +370,13 @@ def run(ctx: Context) -> list[Row]:
                     if p + f"infer_{v}_val_auc" not in f or v == "fp32_nchw":
                         continue
                     val = f[p + f"infer_{v}_val_auc"]
-                    rows.append(Row(p + f"infer_{v}_val_auc", val, "val AUC", ref, None, "|diff| <= 0.005",
-                                    at_most(abs(val - ref), 0.005),
-                                    f"same trained model as fp32 NCHW; max |score diff| {f[p + f'infer_{v}_max_abs_diff']:.2g}"))
+                    # After a couple of epochs the scores are nearly tied, and bf16 rounding alone
+                    # reorders them: the check needs a model that has learned something.
+                    gate = mode.auc_epochs >= MIN_EPOCHS_FOR_INFER_CHECK
+                    rows.append(Row(p + f"infer_{v}_val_auc", val, "val AUC", ref, None, "|diff| <= 0.005" if gate else "",
+                                    at_most(abs(val - ref), 0.005) if gate else None,
+                                    f"same trained model as fp32 NCHW; max |score diff| {f[p + f'infer_{v}_max_abs_diff']:.2g}"
+                                    + ("" if gate else f"; {mode.auc_epochs}-epoch model, not held to the target")))
     for size in mode.thread_env_sizes:
         ctx.log(f"compute: thread settings in fresh processes at {size} px")
         f = bench_thread_env(size, mode)

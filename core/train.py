@@ -389,7 +389,9 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
             for buf in model.buffers():
                 dist.broadcast(buf, 0)
         from core.evaluate import predict
-        val_scores = predict(model, data.val.images, device=device, channels_last=cfg.channels_last, amp_dtype=dtype)
+        # Validation in full precision, as the test report: bf16 rounding reorders the nearly tied
+        # scores of a weak model and moves its AUC by up to 0.005 (bench/compute.py, --quick).
+        val_scores = predict(model, data.val.images, device=device, channels_last=cfg.channels_last)
         with torch.no_grad():
             val_logits = torch.logit(torch.from_numpy(val_scores).double().clamp(1e-7, 1 - 1e-7))
             val_loss = nn.functional.binary_cross_entropy_with_logits(
@@ -439,16 +441,21 @@ class Estimate:
     device: str
 
 
+# Validation (fp32, batch norm folded) scores an image in this fraction of a training step's time:
+# 0.45-0.57 measured with bf16 training, about 0.3 with fp32 training (bench/compute.py).
+VAL_COST = 0.5
+
+
 def epoch_seconds(images_per_s: float, n_train: int, n_val: int) -> float:
-    """Seconds per epoch at a measured training speed; validation costs a third of a training step."""
-    return n_train / images_per_s + n_val / (3 * images_per_s)
+    """Seconds per epoch at a measured training speed, validation costed at VAL_COST of a training step."""
+    return (n_train + VAL_COST * n_val) / images_per_s
 
 
 def estimate(config: TrainConfig, n_batches: int = 3, n_train: int | None = None, n_val: int | None = None) -> Estimate:
     """Measure training speed for `config` on this machine from a few batches of random images.
 
     Counts one warm-up batch out, then times `n_batches` forward+backward+step; validation is
-    costed at a third of a training step per image. `n_train`/`n_val` default to the official
+    costed at VAL_COST of a training step per image. `n_train`/`n_val` default to the official
     split sizes (with `subset` applied).
     """
     config.validate()

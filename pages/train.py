@@ -136,13 +136,13 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
     c[3].metric("Device", e["device"])
     st.caption(f"Speed measured on this machine from a few training batches of random images (once per size, model, "
                f"batch size and device); {n_used:,} training and {n_val:,} "
-               f"validation images per epoch (validation costed at a third of a training step per image); an upper "
+               f"validation images per epoch (validation costed at {T.VAL_COST:g} of a training step per image); an upper "
                f"bound when early stopping (patience) ends the run sooner.{note}"
                + (" A run is training in the background, so this measurement is slower than an idle machine."
                   if anything_running else ""))
     if total > HOUR:
-        # The inverse of core.train.epoch_seconds: n_train/speed + n_val/(3 speed) per epoch.
-        subset_fit = round((HOUR / cfg.epochs - n_val / (3 * e["images_per_s"])) * e["images_per_s"])
+        # The inverse of core.train.epoch_seconds: (n_train + VAL_COST n_val) / speed per epoch.
+        subset_fit = round(HOUR / cfg.epochs * e["images_per_s"] - T.VAL_COST * n_val)
         epochs_fit = int(HOUR / e["seconds_per_epoch"] + 1e-6)
         hints = []
         if 0 < subset_fit < n_used:

@@ -98,14 +98,15 @@ def test_sweep_shows_its_total_over_the_sizes(open_page, data_root, tmp_path, mo
     finally:
         st.cache_data.clear()
     assert not at.exception and not at.error
-    # Per size: (200 + 96/3) images / speed per epoch, times 2 epochs: 11.6 s at 28 px, 46.4 s at 64 px.
+    # Per size: (200 + 0.5 x 96) images / speed per epoch, times 2 epochs: 12.4 s at 28 px, 49.6 s at 64 px.
+    assert T.VAL_COST == 0.5
     (note,) = [c for c in texts(at.caption) if c.startswith("Sweep estimate")]
-    assert "**58s** for 2 epoch(s)" in note and "28 px 12s + 64 px 46s" in note
+    assert "**1m 02s** for 2 epoch(s)" in note and "28 px 12s + 64 px 50s" in note
 
 
 def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_path, monkeypatch):
     def slow(config, n_batches=3, n_train=None, n_val=None):
-        per_epoch = n_train / 10 + n_val / 30  # 10 training images/s, validation at a third of the cost
+        per_epoch = T.epoch_seconds(10.0, n_train, n_val)  # 10 training images/s
         return T.Estimate(10.0, per_epoch, per_epoch * config.epochs, "cpu")
     monkeypatch.setattr(T, "estimate", slow)
     st.cache_data.clear()  # no real measurement may answer for the fake one, nor the reverse
@@ -113,7 +114,8 @@ def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_p
         at = page(open_page, data_root, tmp_path / "runs", train_epochs=100, train_batch=96).run()
     finally:
         st.cache_data.clear()
-    # 256/10 + 96/30 = 28.8 s per epoch: 100 epochs take 48 min, 200 take 96 min.
+    # (256 + 0.5 x 96) / 10 = 30.4 s per epoch: 100 epochs take 51 min, 200 take 101 min.
+    assert T.VAL_COST == 0.5
     assert not at.warning
     at.number_input(key="train_epochs").set_value(200)
     try:
@@ -121,9 +123,9 @@ def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_p
     finally:
         st.cache_data.clear()
     (warning,) = texts(at.warning)
-    # Within an hour: 3,600/200 = 18 s per epoch, minus 96/30 s of validation = 14.8 s -> 148 images;
-    # or 3,600 // 28.8 = 125 epochs of the full split.
-    assert "more than an hour" in warning and "148 images" in warning and "at most 125 epoch(s)" in warning
+    # Within an hour: 3,600/200 = 18 s per epoch = 180 image-steps, minus 0.5 x 96 for validation -> 132
+    # training images; or 3,600 // 30.4 = 118 epochs of the full split.
+    assert "more than an hour" in warning and "132 images" in warning and "at most 118 epoch(s)" in warning
 
 
 def test_train_prepares_a_run_and_launches_it(open_page, data_root, tmp_path, launches):
