@@ -346,8 +346,9 @@ def _validate(path: Path, size: int, arrays: dict[str, np.ndarray]) -> None:
 def load(root: str | Path | None = None, size: int = 28, on_disk: bool | None = None) -> ChestData:
     """Load and validate all three splits of the ChestMNIST npz for `size` under `root`.
 
-    `on_disk=None` keeps images on disk (NpyRows over a .npy cache) from size 128 up. Raises DataError (with what to do) when the
-    folder or file is missing, unreadable, or not in medmnist's layout.
+    `on_disk=None` keeps images on disk (NpyRows over a .npy cache) from size 128 up. Raises
+    DataError (with what to do) when the folder or file is missing, unreadable, or not in
+    medmnist's layout.
     """
     check_size(size)
     root = Path(root).expanduser() if root is not None else default_root()

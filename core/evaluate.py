@@ -25,7 +25,8 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, d
 
     Runs a copy with batch norm folded into the convolutions (core.models.fold_batchnorm: the
     same scores up to float rounding, faster); `model` itself is left as it was. Callers that
-    predict many times with one model (timing loops) fold once and pass `fold_bn=False`.
+    predict many times with one model (timing loops) fold once and pass `fold_bn=False`; `model`
+    is then used as given (and put in eval mode and, with `channels_last`, that layout in place).
     """
     net = fold_batchnorm(model) if fold_bn else model.eval()
     if channels_last:

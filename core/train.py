@@ -131,9 +131,9 @@ def cpu_has_bf16() -> bool:
 def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     """Autocast dtype or None.
 
-    `auto` is bf16 on CUDA that has it and on CPUs with native bf16 (1.3-1.5x faster training,
-    2.7-3.2x faster inference measured here; val AUC within seed-to-seed noise of fp32 on a
-    planted-pattern task and on NIH-1000, bench/compute.py), fp16 on older CUDA, off elsewhere.
+    `auto` is bf16 on CUDA that has it and on CPUs with native bf16 (training 1.3-2.1x faster
+    at 28-224 px measured here, val AUC within seed-to-seed noise of fp32 on a planted-pattern
+    task and on NIH-1000: bench/compute.py, README "Precision"), fp16 on older CUDA, off elsewhere.
     """
     choice = config.amp
     if choice == "auto":
