@@ -41,7 +41,8 @@ import torch
 from core import data as D
 from core import metrics, runs
 from core.models import fold_batchnorm
-from core.train import ConfigError, TrainConfig, amp_dtype, format_seconds, prepare_run, resolve_device
+from core.train import (AMP_HELP, ConfigError, TrainConfig, amp_dtype, format_seconds, precision_name, prepare_run,
+                        resolve_device)
 
 STUDY_VERSION = 1
 ROOT = Path(__file__).resolve().parents[1]
@@ -435,7 +436,7 @@ def measure_inference(run_dir: str | Path, data: D.ChestData, device: str | torc
         times.append(time.perf_counter() - t)
     return {"inference_ms_per_image": float(np.median(times)) / len(images) * 1000, "inference_images": len(images),
             "inference_batch": batch_size, "inference_device": str(dev), "inference_threads": torch.get_num_threads(),
-            "inference_precision": str(dtype or "fp32").replace("torch.", "")}
+            "inference_precision": precision_name(dtype)}
 
 
 def data_provenance(size: int, n: dict, md5: str) -> dict:
@@ -1108,8 +1109,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=d.patience, help="0 = no early stopping")
     p.add_argument("--augment", action="store_true")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps")
-    p.add_argument("--amp", default=d.amp, help="auto (bf16 where the GPU or CPU has it natively, fp16 on older "
-                   "CUDA, else off), off, bf16, fp16")
+    p.add_argument("--amp", default=d.amp, help=AMP_HELP)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--data-root", default=None, help="default: $CHESTMNIST_ROOT, else ~/.medmnist")
     p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")

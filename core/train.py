@@ -33,6 +33,7 @@ from core import metrics, runs
 from core.models import DEFAULT_MODEL, MODELS, build_model, count_params, flops_per_image
 
 SELECT_BY = {"val_auc": 1, "val_loss": -1, "val_acc": 1}  # +1: higher is better
+AMP_HELP = "auto (bf16 where the GPU or CPU has it natively, fp16 on older CUDA, else off), off, bf16, fp16"
 
 
 class ConfigError(ValueError):
@@ -114,8 +115,7 @@ def describe_devices() -> str:
     lines.append(f"MPS: {'available' if torch.backends.mps.is_available() else 'not available'}")
     auto = resolve_device("auto")
     lines.append(f"CPU bf16 instructions: {'yes' if cpu_has_bf16() else 'no'}")
-    precision = str(amp_dtype(TrainConfig(), auto) or "fp32").replace("torch.", "")
-    lines.append(f"--device auto would use: {auto}, with --amp auto: {precision}")
+    lines.append(f"--device auto would use: {auto}, with --amp auto: {precision_name(amp_dtype(TrainConfig(), auto))}")
     return "\n".join(lines)
 
 
@@ -144,6 +144,11 @@ def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
         else:
             return None
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """'bfloat16' / 'float16' for an autocast dtype, 'fp32' for None (no autocast)."""
+    return str(dtype).removeprefix("torch.") if dtype is not None else "fp32"
 
 
 @dataclass
@@ -184,7 +189,7 @@ def prepare_run(config: TrainConfig) -> Path:
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                      "medmnist": medmnist.__version__, "sklearn": sklearn.__version__},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
-                    "amp": str(amp_dtype(config, device) or "fp32").replace("torch.", "")},
+                    "amp": precision_name(amp_dtype(config, device))},
         "created": time.time(),
     })
     runs.set_status(run_dir, "queued")
@@ -442,7 +447,7 @@ class Estimate:
 
 
 # Validation (fp32, batch norm folded) scores an image in this fraction of a training step's time:
-# 0.45-0.57 measured with bf16 training, about 0.3 with fp32 training (bench/compute.py).
+# 0.40-0.60 measured with bf16 training at 28-224 px, about 0.3 with fp32 training (bench/compute.py).
 VAL_COST = 0.5
 
 
@@ -533,8 +538,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="small random shifts/rotations (no flips)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps; 'check' prints what is found")
-    p.add_argument("--amp", default=d.amp, help="auto (bf16 where the GPU or CPU has it natively, fp16 on older "
-                   "CUDA, else off), off, bf16, fp16")
+    p.add_argument("--amp", default=d.amp, help=AMP_HELP)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--data-root", default=None, help="default: $CHESTMNIST_ROOT, else ~/.medmnist")
     p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")
