@@ -76,51 +76,9 @@ def hook_grad_cam(model, image: np.ndarray, target: int, one_thread_max_pixels: 
             torch.set_num_threads(threads)
 
 
-def all_classes_grad_cam(model, image: np.ndarray, one_thread_max_pixels: int = 224 * 224) -> np.ndarray:
-    """Candidate for core.saliency.grad_cam_all_classes: the same computation (one forward, one
-    batched backward through the head), with everything, the upsampling and normalisation of the
-    14 maps included, on one intra-op thread up to `one_thread_max_pixels` (core upsamples after
-    restoring the caller's thread count: 14 x 64 x 64 values is a parallel region)."""
-    import torch
-    import torch.nn.functional as F
-
-    from core.data import to_tensor
-
-    p = next(model.parameters())
-    channels_last = p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-    threads = torch.get_num_threads()
-    few = image.size <= one_thread_max_pixels and threads > 1
-    was_training = model.training
-    captured = []
-    if few:
-        torch.set_num_threads(1)
-    try:
-        model.eval()
-        with torch.enable_grad():
-            handle = model.cam_layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
-            try:
-                logits = model(to_tensor(image[None], p.device, channels_last))
-            finally:
-                handle.remove()
-            acts = captured[0]
-            eye = torch.eye(logits.shape[1], dtype=logits.dtype)
-            (grads,) = torch.autograd.grad(logits, acts, grad_outputs=eye[:, None, :], is_grads_batched=True)
-        cam = F.relu((grads[:, 0].mean(dim=(2, 3), keepdim=True) * acts.detach()).sum(dim=1, keepdim=True))
-        up = F.interpolate(cam, size=image.shape, mode="bilinear", align_corners=False)[:, 0]
-        flat = up.reshape(len(up), -1)
-        lo = flat.min(dim=1, keepdim=True).values
-        span = flat.max(dim=1, keepdim=True).values - lo
-        out = torch.where(span > 0, (flat - lo) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
-        return out.reshape(up.shape).clamp_(0.0, 1.0).numpy().astype(np.float32, copy=False)
-    finally:
-        model.train(was_training)
-        if few:
-            torch.set_num_threads(threads)
-
-
 def bench_grad_cam(size: int, mode: Mode) -> dict:
     """Median (and best) ms of one-class Grad-CAM (core; core forced to 1 thread; the hook candidate)
-    and all-14-classes Grad-CAM (core; the candidate) of one image at `size`, on the model as the app
+    and all-14-classes Grad-CAM (core) of one image at `size`, on the model as the app
     loads it (runs.load_model: NCHW, eval), in a process with torch's default thread count."""
     import torch
 
@@ -152,17 +110,15 @@ def bench_grad_cam(size: int, mode: Mode) -> dict:
     fns = {"one": one,
            "all14": lambda: S.grad_cam_all_classes(model, nxt()[0]),
            "one_1thread": one_1t,
-           "hook": lambda: hook_grad_cam(model, *nxt()),
-           "all14_candidate": lambda: all_classes_grad_cam(model, nxt()[0])}
+           "hook": lambda: hook_grad_cam(model, *nxt())}
     repeats = max(9, mode.repeats * 5)
     t = interleaved(fns, repeats, max(2, mode.warmup))
     same_one = max(float(np.abs(hook_grad_cam(model, images[i], c) - S.grad_cam(model, images[i][None], c)[0]).max())
                    for i, c in ((0, 0), (1, 5), (2, 13)))
-    same_all = float(np.abs(all_classes_grad_cam(model, images[3]) - S.grad_cam_all_classes(model, images[3])).max())
     p = f"interaction.{size}."
     out = {p + f"cam_{k}_ms": median(v) * 1e3 for k, v in t.items()}
     out.update({p + f"cam_{k}_best_ms": min(v) * 1e3 for k, v in t.items()})
-    out.update({p + "cam_hook_max_abs_diff": same_one, p + "cam_all14_candidate_max_abs_diff": same_all})
+    out[p + "cam_hook_max_abs_diff"] = same_one
     return out
 
 
@@ -288,10 +244,6 @@ def run(ctx: Context) -> list[Row]:
                     f"core.saliency.grad_cam, 1 image, 1 class, res-cnn (best {f[p + 'cam_one_best_ms']:.1f} ms)"),
                 Row(p + "cam_all14_ms", all14, "ms", one, all14 / one, "<= 3x one class", at_most(all14 / one, 3.0),
                     "core.saliency.grad_cam_all_classes; ratio = time(all 14) / time(1 class)", best("all14", "one")),
-                Row(p + "cam_all14_candidate_ms", ms("all14_candidate"), "ms", one, ms("all14_candidate") / one,
-                    "<= 3x one class", at_most(ms("all14_candidate") / one, 3.0),
-                    f"candidate: upsampling of the 14 maps on the same single thread; ratio = time / time(core, 1 class); "
-                    f"max |map diff| vs core {f[p + 'cam_all14_candidate_max_abs_diff']:.1e}", best("all14_candidate", "one")),
                 Row(p + "cam_one_1thread_ms", ms("one_1thread"), "ms", one, one / ms("one_1thread"), "", None,
                     "core.saliency.grad_cam under torch.set_num_threads(1); ratio = speed-up", best("one", "one_1thread")),
                 Row(p + "cam_hook_ms", ms("hook"), "ms", one, one / ms("hook"), "", None,
