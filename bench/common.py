@@ -36,7 +36,7 @@ class Mode:
     pipeline_sizes: tuple[int, ...]
     pipeline_images: int  # generated images per size for the pipeline comparison
     pipeline_batch: int
-    pipeline_same_layout: bool  # also time the medmnist loader feeding the channels_last model
+    pipeline_shares: bool  # also time the example loader feeding core's step and core in the other precision
     compute_sizes: tuple[int, ...]
     compute_batch: int
     compile: bool  # time torch.compile (costs ~10-60 s of compilation per model)
@@ -61,21 +61,21 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "full": Mode("full", repeats=9, warmup=2, pipeline_sizes=(28, 64), pipeline_images=4096, pipeline_batch=128,
-                 pipeline_same_layout=True, compute_sizes=(28, 64, 224), compute_batch=128, compile=True,
+                 pipeline_shares=True, compute_sizes=(28, 64, 224), compute_batch=128, compile=True,
                  thread_env_sizes=(28, 64), thread_env_seconds=8.0, thread_env_rounds=2, auc_sizes=(28, 64),
                  auc_epochs=5, auc_datasets=("planted", "nih1000"), auc_all_variants=True, planted=(1000, 500, 500),
                  memory_split=(78_468, 11_219, 22_433), memory_train_steps=100, memory_batch=128,
                  memory_readers=("rows", "mmap"), cam_sizes=(28, 64, 224),
                  metric_rows=22_433, app_runs=True, efficiency_sizes=(28, 64), efficiency_epochs=5),
     "quick": Mode("quick", repeats=2, warmup=1, pipeline_sizes=(28, 64), pipeline_images=512, pipeline_batch=128,
-                  pipeline_same_layout=False, compute_sizes=(28, 64), compute_batch=128, compile=False,
+                  pipeline_shares=False, compute_sizes=(28, 64), compute_batch=128, compile=False,
                   thread_env_sizes=(64,), thread_env_seconds=1.5, thread_env_rounds=1, auc_sizes=(28,), auc_epochs=2,
                   auc_datasets=("planted", "nih1000"), auc_all_variants=False, planted=(400, 200, 200),
                   memory_split=(2_000, 300, 600), memory_train_steps=3, memory_batch=64,
                   memory_readers=("rows", "mmap"), cam_sizes=(28, 64, 224), metric_rows=22_433, app_runs=True,
                   efficiency_sizes=(28, 64), efficiency_epochs=2),
     "tiny": Mode("tiny", repeats=2, warmup=1, pipeline_sizes=(28,), pipeline_images=64, pipeline_batch=32,
-                 pipeline_same_layout=True, compute_sizes=(28,), compute_batch=16, compile=False, thread_env_sizes=(),
+                 pipeline_shares=True, compute_sizes=(28,), compute_batch=16, compile=False, thread_env_sizes=(),
                  thread_env_seconds=0.5, thread_env_rounds=1, auc_sizes=(28,), auc_epochs=1, auc_datasets=("planted",),
                  auc_all_variants=False, planted=(64, 48, 48), memory_split=(48, 16, 16), memory_train_steps=1,
                  memory_batch=16, memory_readers=("rows",), cam_sizes=(28,),

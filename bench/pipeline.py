@@ -202,7 +202,7 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int) -> 
         "core": lambda: c_step(*next(c_iter)),
         "compute": lambda: p_step(*next(p_iter)),
     }
-    if mode.pipeline_same_layout:
+    if mode.pipeline_shares:
         ml_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
         ml_iter = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
         fns["medmnist_loader"] = lambda: ml_step(*(t.contiguous(memory_format=torch.channels_last) if t.ndim == 4
