@@ -14,7 +14,7 @@ number), CSV tables and PNG figures.
 Each run trains in a child process so its peak memory can be measured on its own (the child's
 maximum resident set size from the kernel, and on CUDA torch's peak allocated GPU memory).
 
-From Python (e.g. the app's Compare page): `load_study(report_dir)` opens a finished report,
+From Python (a notebook): `load_study(report_dir)` opens a finished report,
 `build_report(run_dirs, out_dir)` builds one from any finished runs, `list_studies()` finds them.
 """
 from __future__ import annotations
@@ -74,11 +74,14 @@ def _slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:limit]
 
 
+def _recipe(train: dict) -> dict:
+    """A run's train settings without size, seed and execution details: what a study's runs share."""
+    return {k: v for k, v in train.items() if k not in EXECUTION_FIELDS}
+
+
 def recipe_of(config: TrainConfig) -> dict:
     """The settings every run of a study shares (TrainConfig minus size, seed and execution details)."""
-    recipe = {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_FIELDS}
-    recipe["data_root"] = str(Path(config.data_root).expanduser().resolve())
-    return recipe
+    return _recipe(dataclasses.asdict(config)) | {"data_root": str(Path(config.data_root).expanduser().resolve())}
 
 
 def default_name(config: TrainConfig) -> str:
@@ -423,8 +426,6 @@ def measure_inference(run_dir: str | Path, data: D.ChestData, device: str | torc
     cfg = _config_of(Path(run_dir))
     dev = resolve_device(device)
     model = fold_batchnorm(runs.load_model(run_dir, "best", dev))  # as predict does, once
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     images = np.ascontiguousarray(data.test.images[:n_images])
     dtype = amp_dtype(cfg, dev)
     kw = dict(batch_size=batch_size, device=dev, channels_last=cfg.channels_last, amp_dtype=dtype, fold_bn=False)
@@ -475,7 +476,7 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def _best_row(rows: list[dict], select_by: str) -> dict:
+def _best_row(rows: list[dict]) -> dict:
     """The metrics row of the checkpoint the run kept (best.pt): the last row's best_epoch."""
     best_epoch = rows[-1].get("best_epoch") or 0
     for r in rows:
@@ -492,7 +493,7 @@ def _run_record(run_dir: Path) -> dict:
     if not rows:
         raise runs.RunError(f"{run_dir} has no metrics.jsonl rows; it never finished an epoch.")
     test = runs.read_json(run_dir / "test_metrics.json")
-    best = _best_row(rows, tc.get("select_by", "val_auc"))
+    best = _best_row(rows)
     scores, labels = runs.load_scores(run_dir, "test")
     acc_lo, acc_hi = bootstrap_acc_ci(labels, scores, n_boot=int(test.get("n_boot") or 1000))
     auc_ci = test.get("auc_ci") or [None, None]
@@ -537,11 +538,11 @@ def _run_record(run_dir: Path) -> dict:
     }
 
 
-def _mean_std(values: list) -> tuple[float | None, float | None, int]:
+def _mean_std(values: list) -> tuple[float | None, float | None]:
     v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if not len(v):
-        return None, None, 0
-    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None), len(v)
+        return None, None
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
 
 
 def _size_rows(records: list[dict]) -> list[dict]:
@@ -551,7 +552,7 @@ def _size_rows(records: list[dict]) -> list[dict]:
         row: dict[str, Any] = {"size": size, "seeds": [r["seed"] for r in rs], "n_seeds": len(rs),
                                "best_epoch": [r["best_epoch"] for r in rs], "epochs_done": [r["epochs_done"] for r in rs]}
         for key in (*VAL_KEYS, *TEST_KEYS, *COST_KEYS):
-            mean, std, _ = _mean_std([r.get(key) for r in rs])
+            mean, std = _mean_std([r.get(key) for r in rs])
             row[key], row[f"{key}_std"] = mean, std
         if len(rs) == 1:  # one seed: its bootstrap intervals are the uncertainty shown
             for key in ("test_auc_ci_low", "test_auc_ci_high", "test_acc_ci_low", "test_acc_ci_high"):
@@ -594,10 +595,15 @@ def _num(v, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
+def _multi_seed(summary: dict) -> bool:
+    """Whether some size has several seeds: its tables then show mean ± std, not bootstrap CIs."""
+    return any(r["n_seeds"] > 1 for r in summary["sizes"])
+
+
 def format_tables(summary: dict) -> dict[str, pd.DataFrame]:
     """The report's three tables as display-ready DataFrames (the same text report.md shows)."""
     sizes = summary["sizes"]
-    multi = any(r["n_seeds"] > 1 for r in sizes)
+    multi = _multi_seed(summary)
     val = pd.DataFrame([{
         "size": f"{r['size']} px", "seeds": r["n_seeds"], "best epoch": ", ".join(map(str, r["best_epoch"])),
         "val AUC": _ms(r, "val_auc"), "val ACC": _ms(r, "val_acc"), "val macro-F1": _ms(r, "val_macro_f1"),
@@ -666,7 +672,7 @@ def _figures(summary: dict, records: list[dict], out_dir: Path) -> dict[str, str
 
     # 2. Test AUC against cost.
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    multi = any(r["n_seeds"] > 1 for r in summary["sizes"])
+    multi = _multi_seed(summary)
     for ax, key, xlabel in ((axes[0], "gflops", "GFLOPs per image (forward)"),
                             (axes[1], "seconds_per_epoch", "measured seconds per epoch (train + val)")):
         for r in summary["sizes"]:
@@ -825,15 +831,14 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
     summary = {
         "format_version": STUDY_VERSION, "name": study_name or out_dir.name, "report_dir": str(out_dir.resolve()),
         "created": time.time(), "command": command,
-        "recipe": {k: v for k, v in first_cfg.items() if k not in EXECUTION_FIELDS},
+        "recipe": _recipe(first_cfg),
         "seeds": seeds, "sizes": sizes, "runs": [{k: v for k, v in r.items() if k != "train_config"} for r in records],
         "data": data, "machine": machine, "inference": inference,
         "ci_level": records[0]["ci_level"], "n_boot": records[0]["n_boot"],
         "failed_runs": failed or [], "notes": notes,
     }
     summary["observations"] = observations(summary)
-    mixed = sorted({json.dumps({k: v for k, v in r["train_config"].items() if k not in EXECUTION_FIELDS}, sort_keys=True)
-                    for r in records})
+    mixed = sorted({json.dumps(_recipe(r["train_config"]), sort_keys=True) for r in records})
     if len(mixed) > 1:
         notes.append("The runs do not share one recipe (settings other than size/seed differ); compare with care.")
     summary["figures"] = _figures(summary, records, out_dir)
@@ -900,7 +905,7 @@ def _markdown(summary: dict) -> str:
     data, machine, recipe = summary["data"], summary["machine"], summary["recipe"]
     tables = format_tables(summary)
     sizes = [r["size"] for r in summary["sizes"]]
-    multi = len(summary["seeds"]) > 1
+    multi = _multi_seed(summary)
     L: list[str] = [f"# Resolution study `{summary['name']}`", ""]
     if not data["official"]:
         L += [f"> **Data: {data['label']}.** These numbers describe this data only; do not quote them as "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import pytest
 
 from core import data as D
 from core import runs
+from core.metrics import to_jsonable
 from core.study import (FIGURES, StudyError, StudyReport, bootstrap_acc_ci, build_report, check_sizes, format_tables,
                         list_studies, load_study, main, read_study_file, run_name, run_study)
 from core.train import TrainConfig, prepare_run, train
@@ -83,7 +84,7 @@ def test_report_files_present_and_say_which_data(study):
 def test_table_numbers_equal_the_run_files(study):
     report, _, out = study
     loaded = load_study(out)
-    assert loaded.summary == json.loads((out / "summary.json").read_text())
+    assert loaded.summary == json.loads(json.dumps(to_jsonable(report.summary)))  # what build_report computed
     table1 = pd.read_csv(out / "table1_val.csv").set_index("size")
     test_csv = pd.read_csv(out / "test.csv").set_index("size")
     cost_csv = pd.read_csv(out / "cost.csv").set_index("size")
@@ -213,4 +214,17 @@ def test_acc_ci_brackets_the_point_estimate():
     lo, hi = bootstrap_acc_ci(labels, scores)
     assert lo < acc < hi and hi - lo < 0.05
     assert bootstrap_acc_ci(labels, scores) == (lo, hi)  # seeded
-    assert not math.isnan(lo)
+
+
+def test_one_seed_per_size_shows_bootstrap_cis_even_when_sizes_used_different_seeds(study, tmp_path):
+    report, _, _ = study
+    run28, run64 = (Path(r["run_dir"]) for r in sorted(report.summary["runs"], key=lambda r: r["size"]))
+    other = tmp_path / "runs" / run64.name
+    shutil.copytree(run64, other)
+    config = runs.read_config(other)
+    config["train"]["seed"] = 1  # 28 px has seed 0 only, 64 px seed 1 only
+    runs.write_json(other / "config.json", config)
+    built = build_report([run28, other], tmp_path / "report")
+    assert built.summary["seeds"] == [0, 1] and all(r["n_seeds"] == 1 for r in built.summary["sizes"])
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "over seeds" not in md and "bootstrap CI" in md
