@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from scipy import sparse
@@ -32,6 +32,7 @@ __all__ = [
     "threshold_metrics",
     "bootstrap_auc_ci",
     "mean_auc_ci",
+    "medmnist_acc_ci",
     "summarize",
     "to_jsonable",
     "check_inputs",
@@ -250,18 +251,27 @@ def _resampled_auc(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray) -
     return out
 
 
+def _resample_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Seeded bootstrap resamples of n rows, as (b, n) index arrays of at most _BOOT_BLOCK rows.
+
+    Every bootstrap function draws through here, so AUC and ACC intervals with the same seed
+    come from the same resamples.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, _BOOT_BLOCK):
+        yield rng.integers(0, n, size=(min(_BOOT_BLOCK, n_boot - start), n))
+
+
 def _bootstrap_auc_samples(
     labels: np.ndarray, scores: np.ndarray, n_boot: int, seed: int
 ) -> np.ndarray:
     """(n_boot, C) per-class AUCs on seeded resamples with replacement (NaN where undefined)."""
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
     n = labels.shape[0]
     blocks = []
-    for start in range(0, n_boot, _BOOT_BLOCK):
-        b = min(_BOOT_BLOCK, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
+    for idx in _resample_blocks(n, n_boot, seed):
+        b = len(idx)
         # Encoding (sample, resample) as sample*b + resample lets one bincount
         # produce the (N, b) multiplicity matrix.
         flat = (idx * b + np.arange(b)[:, None]).ravel()
@@ -294,6 +304,34 @@ def _mean_ci(boot: np.ndarray, defined: np.ndarray, alpha: float) -> np.ndarray:
     if not defined.any():
         return np.array([np.nan, np.nan])
     return _percentile_ci(boot[:, defined].mean(axis=1), alpha)
+
+
+def medmnist_acc_ci(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> np.ndarray:
+    """Percentile bootstrap CI of ``medmnist_acc`` (per-label accuracy at 0.5).
+
+    Drawn on the same resamples as ``mean_auc_ci`` with the same ``n_boot`` and ``seed``.
+
+    Args:
+        labels: (N, C) binary ground truth.
+        scores: (N, C) predicted probabilities.
+        n_boot: number of resamples.
+        alpha: 1 - confidence level.
+        seed: seed of the resampling.
+
+    Returns:
+        (2,) array [low, high].
+    """
+    _check_alpha(alpha)
+    labels, scores = check_inputs(labels, scores)
+    correct = ((scores > 0.5) == labels).mean(axis=1)  # per-sample share of labels right
+    boot = np.concatenate([correct[idx].mean(axis=1) for idx in _resample_blocks(len(correct), n_boot, seed)])
+    return _percentile_ci(boot, alpha)
 
 
 def bootstrap_auc_ci(

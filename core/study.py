@@ -398,20 +398,6 @@ def _train_one_main(argv: list[str]) -> int:
 
 # --------------------------------------------------------------------------- measuring
 
-def bootstrap_acc_ci(labels: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                     alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap CI of medmnist ACC (scores > 0.5), on the same resamples as metrics' AUC CI."""
-    correct = ((np.asarray(scores) > 0.5) == np.asarray(labels).astype(bool)).mean(axis=1)
-    rng = np.random.default_rng(seed)
-    n, out = len(correct), []
-    block = getattr(metrics, "_BOOT_BLOCK", 256)  # same draws, in the same blocks, as metrics.mean_auc_ci
-    for start in range(0, n_boot, block):
-        idx = rng.integers(0, n, size=(min(block, n_boot - start), n))
-        out.append(correct[idx].mean(axis=1))
-    lo, hi = np.percentile(np.concatenate(out), [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
-
-
 def measure_inference(run_dir: str | Path, data: D.ChestData, device: str | torch.device = "auto",
                       n_images: int = 512, batch_size: int = 256, repeats: int = 3) -> dict:
     """Inference time of the run's best model on up to `n_images` test images, ms per image.
@@ -495,7 +481,7 @@ def _run_record(run_dir: Path) -> dict:
     test = runs.read_json(run_dir / "test_metrics.json")
     best = _best_row(rows)
     scores, labels = runs.load_scores(run_dir, "test")
-    acc_lo, acc_hi = bootstrap_acc_ci(labels, scores, n_boot=int(test.get("n_boot") or 1000))
+    acc_lo, acc_hi = metrics.medmnist_acc_ci(labels, scores, n_boot=int(test.get("n_boot") or 1000))
     auc_ci = test.get("auc_ci") or [None, None]
     cost_file = run_dir / COST_FILE
     sessions = runs.read_json(cost_file)["sessions"] if cost_file.is_file() else []

@@ -269,3 +269,15 @@ def test_metrics_module_does_not_import_torch():
 
     code = "import sys, core.metrics; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_acc_ci_brackets_medmnist_acc_and_is_seeded():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((300, 14)) < 0.2).astype(np.uint8)
+    scores = np.clip(labels * 0.4 + rng.random((300, 14)) * 0.5, 0, 1)
+    lo, hi = metrics.medmnist_acc_ci(labels, scores)
+    assert lo < metrics.medmnist_acc(labels, scores) < hi and hi - lo < 0.05
+    assert np.array_equal(metrics.medmnist_acc_ci(labels, scores), [lo, hi])
+    assert not np.array_equal(metrics.medmnist_acc_ci(labels, scores, seed=1), [lo, hi])
+    with pytest.raises(ValueError, match="n_boot"):
+        metrics.medmnist_acc_ci(labels, scores, n_boot=0)
