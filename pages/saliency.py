@@ -18,7 +18,8 @@ from core import saliency as S
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES, DataError
 from core.runs import RunError, RunInfo
-from pages.common import evaluated_runs, load_data, load_model, load_scores, pick_run, through_app
+from pages.common import (evaluated_runs, file_mtime, load_data, load_model, load_scores, pick_run,
+                          through_app)
 
 MODES = ("Index", "Finding", "Outcome", "Confidence")
 OUTCOMES = ("TP", "FP", "FN", "TN")
@@ -59,9 +60,16 @@ def _thresholds(info: RunInfo) -> tuple[np.ndarray, str | None]:
         return np.full(N_CLASSES, T.FALLBACK_THRESHOLD), str(e)
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def _cam(run_dir: str, mtime: float, image: np.ndarray, c: int) -> np.ndarray:
+    """Grad-CAM map of one image for class c, cached until best.pt changes (`mtime`): moving the
+    opacity slider or changing the colour map redraws the overlay without a backward pass."""
+    return S.grad_cam(load_model(run_dir), image[None], c)[0]
+
+
 def _cam_image(info: RunInfo, image: np.ndarray, c: int, alpha: float, cmap: str) -> tuple[np.ndarray, bool]:
     """(upscaled overlay, whether the map is empty: no positive evidence for class c anywhere)."""
-    cam = S.grad_cam(load_model(info.path), image[None], c)[0]
+    cam = _cam(str(info.path), file_mtime(info.path / "best.pt"), image, c)
     return _big(S.overlay(image, cam, alpha, cmap)), not cam.any()
 
 

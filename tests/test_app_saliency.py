@@ -92,6 +92,24 @@ def test_index_shows_that_image_and_its_grad_cam(open_page, data_root, finished_
     assert len(at.get("vega_lite_chart")) == 1
 
 
+def test_opacity_and_colour_map_redraw_without_recomputing_grad_cam(open_page, data_root, finished_runs, media,
+                                                                   monkeypatch):
+    import streamlit as st
+
+    st.cache_data.clear()
+    calls = []
+    real = S.grad_cam
+    monkeypatch.setattr(S, "grad_cam", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    at = _open(open_page, data_root, finished_runs[28])
+    first = len(calls)
+    assert first >= 1
+    at.slider(key="sal_alpha").set_value(0.8).run()
+    at.selectbox(key="sal_cmap").set_value("viridis").run()
+    assert not at.exception and len(calls) == first  # the overlay changed, the maps came from the cache
+    at.selectbox(key="sal_class").set_value(5).run()
+    assert len(calls) > first and calls[-1] == 5  # a new class is a new map
+
+
 def test_finding_filter_offers_only_positives(open_page, data_root, finished_runs):
     run = finished_runs[28]
     _, labels = R.load_scores(run, "test")
