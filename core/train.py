@@ -445,6 +445,18 @@ class Estimate:
     total_seconds: float
     device: str
 
+    @classmethod
+    def from_speed(cls, images_per_s: float, n_train: int, n_val: int, epochs: int, device: str) -> "Estimate":
+        """The cost of `epochs` epochs of n_train training and n_val validation images at a measured speed."""
+        per_epoch = epoch_seconds(images_per_s, n_train, n_val)
+        return cls(images_per_s, per_epoch, per_epoch * epochs, device)
+
+    def within(self, budget_s: float, n_val: int, epochs: int) -> tuple[int, int]:
+        """(training images per epoch for `epochs` epochs, epochs of the full split) that fit `budget_s`:
+        the inverse of epoch_seconds (the first can be <= 0 when validation alone exceeds the budget)."""
+        subset = round(budget_s / epochs * self.images_per_s - VAL_COST * n_val)
+        return subset, int(budget_s / self.seconds_per_epoch + 1e-6)
+
 
 # Validation (fp32, batch norm folded) scores an image in this fraction of a training step's time:
 # 0.40-0.60 measured with bf16 training at 28-224 px, about 0.3 with fp32 training (bench/compute.py).
@@ -487,9 +499,7 @@ def estimate(config: TrainConfig, n_batches: int = 3, n_train: int | None = None
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    speed = bs / float(np.median(times[1:]))
-    per_epoch = epoch_seconds(speed, n_train, n_val)
-    return Estimate(speed, per_epoch, per_epoch * config.epochs, str(device))
+    return Estimate.from_speed(bs / float(np.median(times[1:])), n_train, n_val, config.epochs, str(device))
 
 
 def launch(run_dirs: list[Path], log_name: str = "train.log") -> int:

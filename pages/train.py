@@ -26,11 +26,14 @@ LAUNCH_GRACE_S = 30.0
 
 
 @st.cache_data(max_entries=64, show_spinner=False)  # callers show a spinner naming the size
-def _speed(size: int, model: str, batch_size: int, device: str, amp: str, channels_last: bool) -> tuple[float, str]:
+def _speed(size: int, model: str, batch_size: int, device: str, amp: str, channels_last: bool,
+           busy: bool) -> tuple[float, str]:
     """(training images/s, device) from core.train.estimate on a few batches of random images.
 
     Cached per setting that changes speed only: split sizes, subset, epochs, lr, ... are arithmetic
-    on top (core.train.epoch_seconds), so changing them never measures again.
+    on top (core.train.Estimate.from_speed), so changing them never measures again. `busy` (a run
+    training in the background) is part of the key: a speed measured beside a run is not shown
+    once the machine is idle again, nor the reverse.
     """
     cfg = T.TrainConfig(size=size, model=model, batch_size=batch_size, device=device, amp=amp,
                         channels_last=channels_last, epochs=1)
@@ -38,11 +41,11 @@ def _speed(size: int, model: str, batch_size: int, device: str, amp: str, channe
     return e.images_per_s, e.device
 
 
-def speed(cfg: T.TrainConfig, size: int, n_train: int) -> tuple[float, str]:
+def speed(cfg: T.TrainConfig, size: int, n_train: int, busy: bool) -> tuple[float, str]:
     """Training images/s of `cfg` at `size` (a batch never holds more than the training images)."""
     batch = min(cfg.batch_size, n_train)
     with st.spinner(f"Measuring training speed at {size} px on a few batches…"):
-        return _speed(size, cfg.model, batch, cfg.device, cfg.amp, cfg.channels_last)
+        return _speed(size, cfg.model, batch, cfg.device, cfg.amp, cfg.channels_last, busy)
 
 
 def split_sizes(root, size: int, present: list[int]) -> tuple[int, int, bool]:
@@ -116,24 +119,20 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
     if not from_file:
         st.warning(f"No {cfg.size} px data under {cfg.data_root}: download or import it on the Data & runs page "
                    "before training.")
-    if cfg.subset is not None and cfg.subset > n_train:
-        st.warning(f"The subset ({cfg.subset:,}) is larger than the training split ({n_train:,} images); "
-                   "training would be refused.")
     n_used = min(cfg.subset or n_train, n_train)
     try:
-        images_per_s, device = speed(cfg, cfg.size, n_used)
+        images_per_s, device = speed(cfg, cfg.size, n_used, anything_running)
     except T.ConfigError as err:
         st.error(f"{err}")
         return None
-    per_epoch = T.epoch_seconds(images_per_s, n_used, n_val)
-    e = {"seconds_per_epoch": per_epoch, "images_per_s": images_per_s, "device": device}
-    total = e["seconds_per_epoch"] * cfg.epochs
+    e = T.Estimate.from_speed(images_per_s, n_used, n_val, cfg.epochs, device)
+    total = e.total_seconds
     st.subheader("Estimated cost on this machine")
     c = st.columns(4)
-    c[0].metric("Seconds per epoch", f"{e['seconds_per_epoch']:,.1f} s", help=T.format_seconds(e["seconds_per_epoch"]))
+    c[0].metric("Seconds per epoch", f"{e.seconds_per_epoch:,.1f} s", help=T.format_seconds(e.seconds_per_epoch))
     c[1].metric(f"Total for {cfg.epochs} epochs", T.format_seconds(total))
-    c[2].metric("Training images/s", f"{e['images_per_s']:,.0f}")
-    c[3].metric("Device", e["device"])
+    c[2].metric("Training images/s", f"{e.images_per_s:,.0f}")
+    c[3].metric("Device", e.device)
     st.caption(f"Speed measured on this machine from a few training batches of random images (once per size, model, "
                f"batch size and device); {n_used:,} training and {n_val:,} "
                f"validation images per epoch (validation costed at {T.VAL_COST:g} of a training step per image); an upper "
@@ -141,21 +140,19 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
                + (" A run is training in the background, so this measurement is slower than an idle machine."
                   if anything_running else ""))
     if total > HOUR:
-        # The inverse of core.train.epoch_seconds: (n_train + VAL_COST n_val) / speed per epoch.
-        subset_fit = round(HOUR / cfg.epochs * e["images_per_s"] - T.VAL_COST * n_val)
-        epochs_fit = int(HOUR / e["seconds_per_epoch"] + 1e-6)
+        subset_fit, epochs_fit = e.within(HOUR, n_val, cfg.epochs)
         hints = []
         if 0 < subset_fit < n_used:
             hints.append(f"a training subset of about {subset_fit:,} images")
         if epochs_fit >= 1:
             hints.append(f"at most {epochs_fit} epoch(s)")
-        st.warning(f"This would take about {T.format_seconds(total)} on {e['device']}: more than an hour. "
+        st.warning(f"This would take about {T.format_seconds(total)} on {e.device}: more than an hour. "
                    + (f"To stay within an hour use {' or '.join(hints)}" if hints else "Use a subset or fewer epochs")
                    + ", or a GPU.")
     return n_used, n_val
 
 
-def sweep_total(cfg: T.TrainConfig, present: list[int], per_epoch: tuple[int, int], slot) -> None:
+def sweep_total(cfg: T.TrainConfig, present: list[int], per_epoch: tuple[int, int], slot, busy: bool) -> None:
     """Into `slot` (beside the sweep button): what the sweep costs, summed over the sizes it trains.
 
     Each size's speed is measured once (cached); every size is assumed to have the selected size's
@@ -172,10 +169,10 @@ def sweep_total(cfg: T.TrainConfig, present: list[int], per_epoch: tuple[int, in
     with slot.container():
         for size in present:
             try:
-                images_per_s, _ = speed(cfg, size, n_train)
+                images_per_s, device = speed(cfg, size, n_train, busy)
             except T.ConfigError:
                 return
-            seconds = T.epoch_seconds(images_per_s, n_train, n_val) * cfg.epochs
+            seconds = T.Estimate.from_speed(images_per_s, n_train, n_val, cfg.epochs, device).total_seconds
             total += seconds
             parts.append(f"{size} px {T.format_seconds(seconds)}")
     slot.caption(f"Sweep estimate: **{T.format_seconds(total)}** for {cfg.epochs} epoch(s) at each size "
@@ -387,4 +384,4 @@ sweep_slot = start_buttons(cfg, present)
 st.divider()
 live(rdir)
 if per_epoch and present:  # last: measuring the other sizes' speed must not hold up the page
-    sweep_total(cfg, present, per_epoch, sweep_slot)
+    sweep_total(cfg, present, per_epoch, sweep_slot, running_now)

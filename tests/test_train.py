@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core import runs
-from core.train import ConfigError, TrainConfig, estimate, launch, prepare_run, train
+from core.train import ConfigError, Estimate, TrainConfig, estimate, launch, prepare_run, train
 from tests.synthetic import write_planted
 
 
@@ -148,3 +148,12 @@ def test_launch_trains_in_the_background_with_sleeping_openmp_threads(tmp_path, 
     assert runs.read_status(run_dir)["state"] == "finished", (run_dir / "train.log").read_text()[-2000:]
     assert (run_dir / "test_metrics.json").is_file()
     os.waitpid(pid, 0)  # reap the child
+
+
+def test_estimate_within_a_budget_inverts_the_cost_model():
+    e = Estimate.from_speed(10.0, 256, 96, 200, "cpu")
+    assert e.total_seconds == pytest.approx(200 * e.seconds_per_epoch)
+    subset, epochs = e.within(3600, 96, 200)
+    assert Estimate.from_speed(10.0, subset, 96, 200, "cpu").total_seconds == pytest.approx(3600, abs=200 / 10)
+    assert Estimate.from_speed(10.0, 256, 96, epochs, "cpu").total_seconds <= 3600
+    assert Estimate.from_speed(10.0, 256, 96, epochs + 1, "cpu").total_seconds > 3600
