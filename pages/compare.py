@@ -6,7 +6,6 @@ inference time, which is measured here (once per checkpoint, cached, after the r
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from core import data as D
 from core import runs
 from core.evaluate import predict
 from core.models import fold_batchnorm
-from pages.common import load_data, page_link, run_data_label, run_label, runs_dir, through_app
+from pages.common import (file_mtime, load_data, load_model, page_link, run_data_label, run_label, runs_dir,
+                          through_app)
 
 # (key in metrics.jsonl after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
 EPOCH_METRICS = (("loss", "loss"), ("auc", "AUC (medmnist)"), ("acc", "ACC (medmnist, 0.5)"),
@@ -42,7 +42,7 @@ def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int =
     `mtime` (of best.pt) is part of the cache key, so a new checkpoint is timed again.
     """
     try:
-        model = fold_batchnorm(runs.load_model(run_dir, "best", "cpu"))  # as predict does, once
+        model = fold_batchnorm(load_model(run_dir))  # a folded copy of the cached model, as predict does, once
         images = np.ascontiguousarray(load_data(data_root, size).test.images[:n])
     except (runs.RunError, D.DataError):
         return None
@@ -351,12 +351,11 @@ if len(per_class):
 
 # Last, so everything above is on screen first: CPU inference time per checkpoint (cached per best.pt).
 for run in loaded:
-    r, cfg = run["info"], run["config"]
+    r = run["info"]
     best_pt = r.path / "best.pt"
-    if cfg and best_pt.is_file():
+    if r.data_root and r.size and best_pt.is_file():
         with timing_slot, st.spinner(f"Timing CPU inference of {names[r.id]} on {INFER_N} test images "
                                      "(once per checkpoint)…"):
-            ms = inference_ms(str(r.path), cfg["train"]["data_root"], int(cfg["train"]["size"]),
-                              os.stat(best_pt).st_mtime)
+            ms = inference_ms(str(r.path), r.data_root, r.size, file_mtime(best_pt))
         summary.loc[summary["run id"] == r.id, INFER_COL] = np.nan if ms is None else ms
 show_table(cost_slot, summary, COST_TABLE)
