@@ -15,6 +15,8 @@ timed interleaved one training step (data + forward + backward + update) at a ti
 * `medmnist_loader` (full mode): the example's loader feeding core's step: the loader's share.
 * `core_fp32` / `core_bf16` (full mode): `core` in the other precision (`--amp off` where auto
   is bf16), separating the precision's gain from the layout's and the loader's.
+* `compute_compiled` (full mode, default threads): `compute` with the model under torch.compile,
+  the one compute lever core does not use for training; its row says what it would add.
 
 The loaders alone are timed too (no model), with a candidate `core_numpy` normalisation.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 
 import numpy as np
 import torch
@@ -168,10 +171,10 @@ def bench_pipeline(size: int, mode: Mode, model_name: str = DEFAULT_MODEL, batch
     """Training img/s of the variants at `size`, plus the loaders alone, with torch.set_num_threads(threads)
     (None: torch's default). Figures dict."""
     with torch_threads(threads):
-        return _bench_pipeline(size, mode, model_name, batch_size)
+        return _bench_pipeline(size, mode, model_name, batch_size, compile_=mode.compile and threads is None)
 
 
-def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int) -> dict:
+def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, compile_: bool) -> dict:
     n = max(mode.pipeline_images, batch_size)
     images, labels = random_split(n, size, seed=size)
     torch.manual_seed(0)
@@ -212,8 +215,18 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int) -> 
         o_iter = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen_o,
                                           channels_last=True))
         fns[OTHER] = lambda: o_step(*next(o_iter))
+    compile_s = {}
+    if compile_:
+        k_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
+        k_step.model = torch.compile(k_step.model, dynamic=False)
+        k_iter = itertools.cycle(pre)  # the loader's cost is the same as core's; compile changes only compute
+        t0 = time.perf_counter()
+        k_step(*next(k_iter))  # compiles forward and backward
+        compile_s[f"pipeline.{size}.compute_compiled_compile_s"] = time.perf_counter() - t0
+        fns["compute_compiled"] = lambda: k_step(*next(k_iter))
     t = interleaved(fns, mode.repeats, mode.warmup)
     out = {f"pipeline.{size}.{k}_img_s": batch_size / median(v) for k, v in t.items()}
+    out.update(compile_s)
     out.update({f"pipeline.{size}.{k}_best_img_s": batch_size / min(v) for k, v in t.items()})
 
     # the loaders alone (no model): ms per batch; `core_numpy` is the candidate normalisation
@@ -287,6 +300,10 @@ def _rows(ctx: Context, size: int, f: dict, tag: str) -> list[Row]:
         rows += [speed("core", "medmnist_loader", note="loader's share: the example's loader feeding core's step"),
                  speed(OTHER, "medmnist", note=f"core's pipeline in {other}"),
                  speed("core", OTHER, note=f"precision's share: core's default vs core in {other}")]
+    if p + "compute_compiled_img_s" in f:
+        rows.append(speed("compute_compiled", "compute", note="torch.compile of core's training step vs eager, both on "
+                          "pre-made tensors: what compiling would add to core's ratio (core does not compile for "
+                          f"training); compiling took {f[p + 'compute_compiled_compile_s']:.0f} s"))
     rows += [
         loader("core", "medmnist", f"core.data.batches vs the example's DataLoader, batch of {ctx.mode.pipeline_batch}, "
                "no model; ratio = speed-up"),

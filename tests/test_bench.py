@@ -62,6 +62,21 @@ def test_bench_pipeline_figures():
     assert all(v > 0 for v in figs.values())
 
 
+def test_bench_pipeline_compiled_row(monkeypatch, ctx):
+    """The compiled-training variant runs only where compile is on and at default threads, and its row
+    compares it with the eager step on the same tensors (torch.compile stubbed: the wiring, not inductor)."""
+    compiled = []
+    monkeypatch.setattr(pipeline.torch, "compile", lambda m, **kw: compiled.append(kw) or m)
+    assert "pipeline.28.compute_compiled_img_s" not in pipeline.bench_pipeline(28, dataclasses.replace(FAST, compile=True),
+                                                                               batch_size=8, threads=1)
+    figs = pipeline.bench_pipeline(28, dataclasses.replace(FAST, compile=True), batch_size=8)
+    assert compiled == [{"dynamic": False}]
+    _sane(figs, ["pipeline.28.compute_compiled_img_s", "pipeline.28.compute_compiled_compile_s"])
+    row = next(r for r in pipeline._rows(ctx, 28, figs, "") if r.name == "pipeline.28.compute_compiled_vs_compute")
+    assert row.ratio == pytest.approx(figs["pipeline.28.compute_compiled_img_s"] / figs["pipeline.28.compute_img_s"])
+    assert row.passed is None and "compiling took" in row.note
+
+
 @pytest.mark.parametrize("size", [28, 64, 224])
 def test_numpy_normalisation_candidate_is_bit_identical(size):
     images = np.random.default_rng(size).integers(0, 256, (5, size, size), dtype=np.uint8)
