@@ -105,14 +105,32 @@ def run_label(info: runs.RunInfo) -> str:
     return f"{info.size} px · {info.model} · {info.state}{auc} · {info.id}"
 
 
-def evaluated_runs() -> list[runs.RunInfo]:
-    """Runs that have test scores (finished, or evaluated after a stop)."""
-    return [r for r in runs.list_runs(runs_dir()) if (r.path / "test_scores.npz").is_file()]
+def read_runs(where: Path) -> list[runs.RunInfo] | None:
+    """The runs in `where`, newest first; None after showing why the folder cannot be read."""
+    try:
+        return runs.list_runs(where)
+    except OSError as e:
+        st.error(f"Cannot read the runs folder {where}: {e.strerror or e}. Choose another folder in the sidebar.")
+        return None
 
 
-def pick_run(label: str = "Run", key: str = "run") -> runs.RunInfo | None:
-    """A selectbox over evaluated runs; None (with guidance shown) when there are none."""
-    available = evaluated_runs()
+def run_metrics(r: runs.RunInfo) -> dict[str, float | None]:
+    """A run's cells under RUN_METRIC_COLUMNS in the run tables."""
+    return {"best val AUC (medmnist)": r.best_val_auc, "test AUC (medmnist)": r.test_auc,
+            "test ACC (medmnist, 0.5)": r.test_acc}
+
+
+def evaluated_runs() -> list[runs.RunInfo] | None:
+    """Runs that have test scores (finished, or evaluated after a stop); None when the runs folder
+    cannot be read (said on the page)."""
+    infos = read_runs(runs_dir())
+    return None if infos is None else [r for r in infos if (r.path / "test_scores.npz").is_file()]
+
+
+def pick_run(available: list[runs.RunInfo] | None, label: str = "Run", key: str = "run") -> runs.RunInfo | None:
+    """A selectbox over `available` (evaluated_runs()); None (with guidance shown) when there are none."""
+    if available is None:
+        return None
     if not available:
         st.info("No evaluated runs yet in the runs folder. Train one on the **Train** page; "
                 "it is evaluated on test when it finishes.")

@@ -18,7 +18,7 @@ from core import data as D
 from core import runs
 from core.evaluate import predict
 from core.models import fold_batchnorm
-from pages.common import (file_mtime, load_data, load_model, page_link, run_data_label, run_label, runs_dir,
+from pages.common import (file_mtime, load_data, load_model, page_link, read_runs, run_data_label, run_label, runs_dir,
                           through_app)
 
 # (key in metrics.jsonl after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
@@ -263,11 +263,10 @@ def heat_chart(df: pd.DataFrame, order: list[str]) -> alt.LayerChart:
 through_app()
 st.title("Compare runs")
 rdir = runs_dir()
-try:
-    infos = [r for r in runs.list_runs(rdir) if r.epochs_done > 0]
-except OSError as e:
-    st.error(f"Cannot read the runs folder {rdir}: {e.strerror or e}. Choose another folder in the sidebar.")
+infos = read_runs(rdir)
+if infos is None:
     st.stop()
+infos = [r for r in infos if r.epochs_done > 0]
 if not infos:
     st.info(f"No run in {rdir} has finished an epoch yet. Train one on the Train page; it shows up here after its "
             "first epoch.")

@@ -17,8 +17,8 @@ from PIL import Image
 from core import data as D
 from core import runs
 from core.importer import DataImportError, ImportReport, import_folder
-from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, official_split_sizes, page_link, run_data_label,
-                          runs_dir, through_app)
+from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, official_split_sizes, page_link, read_runs,
+                          run_data_label, run_metrics, runs_dir, through_app)
 
 TILE = 96  # px of one montage tile
 PER_CLASS = 3  # positive images shown per finding
@@ -233,10 +233,8 @@ def _fmt_epochs(r: runs.RunInfo) -> str:
 def runs_section(where: Path) -> None:
     st.header("Runs")
     st.caption(f"Runs folder: `{where}` (change it in the sidebar).")
-    try:
-        infos = runs.list_runs(where)
-    except OSError as e:
-        st.error(f"Cannot read the runs folder {where}: {e.strerror or e}. Choose another folder in the sidebar.")
+    infos = read_runs(where)
+    if infos is None:
         return
     if not infos:
         st.info(f"No runs yet in {where}. Start one on the Train page; each run gets its own folder here.")
@@ -249,8 +247,7 @@ def runs_section(where: Path) -> None:
         except runs.RunError:
             data = r.data_root or "?"
         table.append({"run": r.id, "status": r.state, "size (px)": r.size, "model": r.model, "epochs": _fmt_epochs(r),
-                      "best val AUC (medmnist)": r.best_val_auc, "test AUC (medmnist)": r.test_auc,
-                      "test ACC (medmnist, 0.5)": r.test_acc, "data": data})
+                      **run_metrics(r), "data": data})
     # The key columns fit the page: the long run id pinned at a medium width (drag to widen, hover for
     # all of it), which data last; errors below, per run.
     st.dataframe(pd.DataFrame(table), hide_index=True, column_config={

@@ -100,7 +100,8 @@ st.caption("Grad-CAM shows which parts of the image raised the model's score for
            "convolution layer, upsampled; each map is scaled to its own maximum, so compare strengths "
            "by the probability, not the colour).")
 
-info = pick_run()
+available = evaluated_runs()
+info = pick_run(available)
 if info is None:
     st.stop()
 try:
@@ -170,7 +171,7 @@ view[2].altair_chart(_probability_chart(prob, thr, truth, c), width="stretch")
 # --- the same image through the other runs ---------------------------------------------------
 st.subheader("Same image at every resolution")
 others, skipped = [], []
-for other in evaluated_runs():
+for other in available:
     if other.id == info.id or not _same_root(other.data_root, info.data_root):
         continue
     try:

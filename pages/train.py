@@ -16,7 +16,8 @@ from core import data as D
 from core import runs
 from core import train as T
 from core.models import DEFAULT_MODEL, MODELS
-from pages.common import RUN_METRIC_COLUMNS, data_root, load_data, page_link, run_label, runs_dir, through_app
+from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_label, run_metrics,
+                          runs_dir, through_app)
 
 HOUR = 3600
 SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
@@ -331,10 +332,8 @@ def show_attention(r: runs.RunInfo) -> None:
 @st.fragment(run_every=2)
 def live(rdir) -> None:
     """Active runs, refreshed every 2 s from their folders; what needs attention; what just finished."""
-    try:
-        infos = runs.list_runs(rdir)
-    except OSError as e:
-        st.error(f"Cannot read the runs folder {rdir}: {e.strerror or e}. Choose another folder in the sidebar.")
+    infos = read_runs(rdir)
+    if infos is None:
         return
     anything_running = any(r.state == "running" for r in infos)
     active = [r for r in infos if r.state in ("running", "queued")]
@@ -355,8 +354,7 @@ def live(rdir) -> None:
     if finished:
         st.subheader("Recently finished")
         st.dataframe(pd.DataFrame([{"run": r.id, "size (px)": r.size, "model": r.model, "epochs": r.epochs_done,
-                                    "best val AUC (medmnist)": r.best_val_auc, "test AUC (medmnist)": r.test_auc,
-                                    "test ACC (medmnist, 0.5)": r.test_acc} for r in finished]), hide_index=True,
+                                    **run_metrics(r)} for r in finished]), hide_index=True,
                      column_config=RUN_METRIC_COLUMNS)
         page_link("pages/compare.py", "Compare runs", icon="📈")
 

@@ -311,3 +311,18 @@ def test_cached_data_is_reloaded_when_the_file_is_replaced(tmp_path):
     write_planted(tmp_path, 28, n=(30, 8, 8))
     os.utime(path, (1, 1))  # a different mtime even on coarse-clock filesystems
     assert len(load_data(tmp_path, 28).train) == 30
+
+
+@pytest.mark.parametrize("page", ["home.py", "train.py", "compare.py", "thresholds.py", "saliency.py"])
+def test_unreadable_runs_folder_is_said_not_raised(open_page, data_root, finished_runs, monkeypatch, page):
+    """A runs folder that cannot be listed (permissions, a dead network mount) is an error naming the
+    folder and what to do, on every page that lists runs; none of them crashes."""
+    where = finished_runs[28].parent
+
+    def denied(runs_dir=None):
+        raise PermissionError(13, "Permission denied", str(runs_dir))
+    monkeypatch.setattr(runs, "list_runs", denied)
+    at = open_page(page, data_root, where).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert errors == [f"Cannot read the runs folder {where}: Permission denied. Choose another folder in the sidebar."]
