@@ -19,7 +19,7 @@ from core import metrics
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES
 from core.runs import RunError
-from pages.common import file_mtime, load_scores, pick_run, through_app
+from pages.common import evaluated_runs, file_mtime, load_scores, pick_run, through_app
 
 PRESETS = {
     "0.5": ("fixed", {"value": 0.5}),
@@ -140,7 +140,7 @@ st.title("Thresholds")
 st.caption("Each finding is predicted present when its probability is at least its threshold. Thresholds are "
            "chosen on the **validation** split; the test split shows what they give on unseen images.")
 
-info = pick_run()
+info = pick_run(evaluated_runs())
 if info is None:
     st.stop()
 
@@ -204,10 +204,11 @@ with st.expander(f"Per-class thresholds · method: {method}", expanded=True):
     current = np.array([st.session_state[_key(c)] for c in range(N_CLASSES)], dtype=np.float64)
     if undefined:
         st.caption("No positives or no negatives in validation, so no threshold can be chosen there and the "
-                   f"presets use {T.FALLBACK_THRESHOLD:g}: "
+                   f"Youden, F1 and sensitivity presets use {T.FALLBACK_THRESHOLD:g}: "
                    + ", ".join(f"{CLASS_NAMES[c]} (now {current[c]:.3f})" for c in undefined) + ".")
-# What the file records as fallback: those classes while they still hold the fallback value.
-fallback = [c for c in undefined if current[c] == T.FALLBACK_THRESHOLD]
+# What the file records as fallback: those classes while they still hold the fallback value. A fixed
+# preset gives every class its value by design, so nothing falls back there (as in core.thresholds.choose).
+fallback = [] if method.startswith("fixed") else [c for c in undefined if current[c] == T.FALLBACK_THRESHOLD]
 
 # --- metrics at these thresholds -------------------------------------------------------------
 tm = metrics.threshold_metrics(labels, scores, current)

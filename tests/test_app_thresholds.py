@@ -185,6 +185,13 @@ def test_undefined_auc_and_broken_file(open_page, data_root, run28):
     assert any("hernia (now 0.250)" in cap.value for cap in at.caption)
     at.button(key="thr_save").click().run()
     assert json.loads((run28 / "thresholds.json").read_text())["fallback_classes"] == []
+    # The 0.5 preset sets 0.5 everywhere by design: saved as core.thresholds.choose records it, nothing fell back.
+    at.radio(key="thr_preset").set_value("0.5").run()
+    at.button(key="thr_apply").click().run()
+    at.button(key="thr_save").click().run()
+    saved = json.loads((run28 / "thresholds.json").read_text())
+    want = T.choose("fixed", labels, scores, value=0.5)
+    assert (saved["method"], saved["fallback_classes"]) == (want.method, want.fallback) == ("fixed-0.5", [])
 
 
 def test_curves_mark_the_operating_point(open_page, data_root, run28):
