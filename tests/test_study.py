@@ -122,6 +122,13 @@ def test_table_numbers_equal_the_run_files(study):
     assert list(tables["Test"]["size"]) == ["28 px", "64 px"]
     assert loaded.per_class_frame().shape == (D.N_CLASSES, 2)
     assert len(loaded.runs_frame()) == 2
+    # The notebook view: one numeric row per size, the figure files the report links, the report text.
+    sizes = loaded.sizes_frame().set_index("size")
+    for row in loaded.summary["sizes"]:
+        assert sizes.loc[row["size"], "test_auc"] == row["test_auc"] and sizes.loc[row["size"], "gflops"] == row["gflops"]
+    assert "test_auc_per_class" not in sizes.columns  # dicts stay in summary / per_class_frame
+    assert loaded.figures and all(f.is_file() and f"]({f.name})" in md for f in loaded.figures.values())
+    assert loaded.markdown == md
 
 
 def test_rerun_reuses_finished_runs_without_training(study, data_root, tmp_path):
