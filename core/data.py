@@ -301,7 +301,9 @@ def _cached_rows(path: Path, key: str) -> NpyRows:
         return NpyRows(_npy_cache(path, key))
 
 
-def _read_npz(path: Path, on_disk: bool) -> dict[str, np.ndarray | NpyRows]:
+def _read_npz(path: Path, images: str) -> dict[str, np.ndarray | NpyRows]:
+    """The npz's arrays, checked for medmnist's keys; images "memory" (arrays), "disk" (NpyRows
+    over the .npy cache) or "skip" (labels only)."""
     keys = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
     try:
         with np.load(path) as z:
@@ -310,8 +312,8 @@ def _read_npz(path: Path, on_disk: bool) -> dict[str, np.ndarray | NpyRows]:
                 raise DataError(
                     f"{path} is not in ChestMNIST layout: it lacks {', '.join(missing)} (it has {', '.join(z.files) or 'nothing'}). "
                     "Use an official file or make one with `python -m core.data import-folder`.")
-            out = {k: z[k] for k in keys if not (on_disk and k.endswith("images"))}
-        if on_disk:
+            out = {k: z[k] for k in keys if images == "memory" or k.endswith("labels")}
+        if images == "disk":
             for s in SPLITS:
                 out[f"{s}_images"] = _cached_rows(path, f"{s}_images")
         return out
@@ -343,6 +345,16 @@ def _validate(path: Path, size: int, arrays: dict[str, np.ndarray]) -> None:
         arrays[f"{s}_labels"] = labels.astype(np.uint8, copy=False)
 
 
+def split_counts(root: str | Path, size: int) -> dict[str, int]:
+    """Images per split in the `size` px file under `root`, from its small label arrays (no image is
+    read): what an estimate needs before anything is unpacked. Raises DataError like load()."""
+    path = npz_path(Path(root).expanduser(), size)
+    if not path.is_file():
+        raise DataError(f"No {size} px data: {path} is missing. {offline_instructions(root, size)}")
+    arrays = _read_npz(path, "skip")
+    return {s: len(arrays[f"{s}_labels"]) for s in SPLITS}
+
+
 def load(root: str | Path | None = None, size: int = 28, on_disk: bool | None = None) -> ChestData:
     """Load and validate all three splits of the ChestMNIST npz for `size` under `root`.
 
@@ -364,7 +376,7 @@ def load(root: str | Path | None = None, size: int = 28, on_disk: bool | None = 
         raise DataError(f"No {size} px data: {path} is missing.{have} {offline_instructions(root, size)}")
     if on_disk is None:
         on_disk = size >= ON_DISK_MIN_SIZE
-    arrays = _read_npz(path, on_disk)
+    arrays = _read_npz(path, "disk" if on_disk else "memory")
     _validate(path, size, arrays)
     splits = {s: Split(arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in SPLITS}
     return ChestData(root=root, size=size, path=path, **splits)

@@ -442,20 +442,27 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
 class Estimate:
     images_per_s: float
     seconds_per_epoch: float
-    total_seconds: float
+    total_seconds: float  # every epoch, then the final scoring
     device: str
+    final_seconds: float = 0.0  # scoring val and test once with the best checkpoint, after the last epoch
 
     @classmethod
-    def from_speed(cls, images_per_s: float, n_train: int, n_val: int, epochs: int, device: str) -> "Estimate":
-        """The cost of `epochs` epochs of n_train training and n_val validation images at a measured speed."""
+    def from_speed(cls, images_per_s: float, n_train: int, n_val: int, n_test: int, epochs: int,
+                   device: str) -> "Estimate":
+        """The cost of `epochs` epochs of n_train training and n_val validation images, then of scoring
+        the n_val + n_test images once with the best checkpoint (core.evaluate.evaluate_run), at a
+        measured training speed."""
         per_epoch = epoch_seconds(images_per_s, n_train, n_val)
-        return cls(images_per_s, per_epoch, per_epoch * epochs, device)
+        final = VAL_COST * (n_val + n_test) / images_per_s
+        return cls(images_per_s, per_epoch, per_epoch * epochs + final, device, final)
 
     def within(self, budget_s: float, n_val: int, epochs: int) -> tuple[int, int]:
-        """(training images per epoch for `epochs` epochs, epochs of the full split) that fit `budget_s`:
-        the inverse of epoch_seconds (the first can be <= 0 when validation alone exceeds the budget)."""
-        subset = round(budget_s / epochs * self.images_per_s - VAL_COST * n_val)
-        return subset, int(budget_s / self.seconds_per_epoch + 1e-6)
+        """(training images per epoch for `epochs` epochs, epochs of the full split) that fit `budget_s`
+        with the final scoring: the inverse of from_speed (the first can be <= 0 when validation
+        alone exceeds the budget)."""
+        left = budget_s - self.final_seconds
+        subset = round(left / epochs * self.images_per_s - VAL_COST * n_val)
+        return subset, int(left / self.seconds_per_epoch + 1e-6)
 
 
 # Validation (fp32, batch norm folded) scores an image in this fraction of a training step's time:
@@ -468,17 +475,19 @@ def epoch_seconds(images_per_s: float, n_train: int, n_val: int) -> float:
     return (n_train + VAL_COST * n_val) / images_per_s
 
 
-def estimate(config: TrainConfig, n_batches: int = 3, n_train: int | None = None, n_val: int | None = None) -> Estimate:
+def estimate(config: TrainConfig, n_batches: int = 3, n_train: int | None = None, n_val: int | None = None,
+             n_test: int | None = None) -> Estimate:
     """Measure training speed for `config` on this machine from a few batches of random images.
 
-    Counts one warm-up batch out, then times `n_batches` forward+backward+step; validation is
-    costed at VAL_COST of a training step per image. `n_train`/`n_val` default to the official
-    split sizes (with `subset` applied).
+    Counts one warm-up batch out, then times `n_batches` forward+backward+step; validation and
+    the final scoring are costed at VAL_COST of a training step per image. `n_train`/`n_val`/
+    `n_test` default to the official split sizes (with `subset` applied).
     """
     config.validate()
     device = resolve_device(config.device)
     n_train = n_train or config.subset or D.OFFICIAL_COUNTS["train"]
     n_val = n_val or D.OFFICIAL_COUNTS["val"]
+    n_test = n_test or D.OFFICIAL_COUNTS["test"]
     model = build_model(config.model, config.size).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -499,7 +508,7 @@ def estimate(config: TrainConfig, n_batches: int = 3, n_train: int | None = None
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return Estimate.from_speed(bs / float(np.median(times[1:])), n_train, n_val, config.epochs, str(device))
+    return Estimate.from_speed(bs / float(np.median(times[1:])), n_train, n_val, n_test, config.epochs, str(device))
 
 
 def launch(run_dirs: list[Path], log_name: str = "train.log") -> int:
@@ -605,9 +614,17 @@ def main(argv: list[str] | None = None) -> int:
             config = TrainConfig(**fields)
             if args.estimate:
                 config.validate()
-                e = estimate(config)
+                try:  # the data file's split sizes where there is one, else official ChestMNIST's
+                    n = D.split_counts(config.data_root, config.size)
+                    where = f"{config.data_root}'s {D.npz_name(config.size)}"
+                except D.DataError:
+                    n, where = dict(D.OFFICIAL_COUNTS), f"official ChestMNIST (no {config.size} px file in {config.data_root})"
+                n_train = min(config.subset or n["train"], n["train"])
+                e = estimate(config, n_train=n_train, n_val=n["val"], n_test=n["test"])
                 print(f"{e.images_per_s:,.0f} train img/s on {e.device}: about {format_seconds(e.seconds_per_epoch)} "
-                      f"per epoch, {format_seconds(e.total_seconds)} for {config.epochs} epochs")
+                      f"per epoch, {format_seconds(e.total_seconds)} for {config.epochs} epochs and the final scoring "
+                      f"of val and test ({format_seconds(e.final_seconds)}); {n_train:,} train, {n['val']:,} val and "
+                      f"{n['test']:,} test images: {where}")
                 return 0
             rank, world = _distributed()
             # Under torchrun, rank 0 creates the folder and tells the others where it is.

@@ -49,13 +49,13 @@ def speed(cfg: T.TrainConfig, size: int, n_train: int, busy: bool) -> tuple[floa
         return _speed(size, cfg.model, batch, cfg.device, cfg.amp, cfg.channels_last, busy)
 
 
-def split_sizes(root, size: int, present: list[int]) -> tuple[int, int, bool]:
-    """(training, validation images, whether they come from the data file) at `size`: the official
-    ChestMNIST split sizes when there is no data for it (raises DataError for a broken file)."""
+def split_sizes(root, size: int, present: list[int]) -> tuple[dict[str, int], bool]:
+    """({split: images}, whether they come from the data file) at `size`: the official ChestMNIST
+    split sizes when there is no data for it (raises DataError for a broken file)."""
     if size not in present:
-        return D.OFFICIAL_COUNTS["train"], D.OFFICIAL_COUNTS["val"], False
+        return dict(D.OFFICIAL_COUNTS), False
     d = load_data(root, size)
-    return len(d.train), len(d.val), True
+    return {s: len(d.split(s)) for s in D.SPLITS}, True
 
 
 def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
@@ -76,7 +76,7 @@ def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
     clip = c[1].number_input("pos_weight clip", 0.0, 1000.0, d.pos_weight_clip, step=1.0, key="train_clip",
                              help="BCE pos_weight = negatives/positives per class, capped here; 0 = plain BCE.")
     try:  # the subset can be at most the training split (official ChestMNIST's when there is no data yet)
-        top = split_sizes(root, int(size), present)[0]
+        top = split_sizes(root, int(size), present)[0]["train"]
     except D.DataError:  # shown with what to do under the estimate
         top = 10_000_000
     if int(st.session_state.get("train_subset") or 0) > top:  # e.g. switched to a size with fewer images
@@ -109,13 +109,14 @@ def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
                          device=device, amp=amp, data_root=str(root), runs_dir=str(rdir), name=name.strip())
 
 
-def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool) -> tuple[int, int] | None:
-    """The cost of `cfg` on this machine; (training images used, validation images) per epoch, None on an error."""
+def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool) -> dict[str, int] | None:
+    """The cost of `cfg` on this machine; the images it uses per split (train: per epoch), None on an error."""
     try:
-        n_train, n_val, from_file = split_sizes(cfg.data_root, cfg.size, present)
+        n, from_file = split_sizes(cfg.data_root, cfg.size, present)
     except D.DataError as e:
         st.error(f"{e}")
         return None
+    n_train, n_val, n_test = n["train"], n["val"], n["test"]
     note = "" if from_file else " Split sizes are those of official ChestMNIST, as there is no data for this size yet."
     if not from_file:
         st.warning(f"No {cfg.size} px data under {cfg.data_root}: download or import it on the Data & runs page "
@@ -126,7 +127,7 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
     except T.ConfigError as err:
         st.error(f"{err}")
         return None
-    e = T.Estimate.from_speed(images_per_s, n_used, n_val, cfg.epochs, device)
+    e = T.Estimate.from_speed(images_per_s, n_used, n_val, n_test, cfg.epochs, device)
     total = e.total_seconds
     st.subheader("Estimated cost on this machine")
     c = st.columns(4)
@@ -136,8 +137,10 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
     c[3].metric("Device", e.device)
     st.caption(f"Speed measured on this machine from a few training batches of random images (once per size, model, "
                f"batch size and device); {n_used:,} training and {n_val:,} "
-               f"validation images per epoch (validation costed at {T.VAL_COST:g} of a training step per image); an upper "
-               f"bound when early stopping (patience) ends the run sooner.{note}"
+               f"validation images per epoch (validation costed at {T.VAL_COST:g} of a training step per image), then "
+               f"{n_val:,} validation and {n_test:,} test images scored once with the best checkpoint "
+               f"({T.format_seconds(e.final_seconds)}); an upper bound when early stopping (patience) ends the run "
+               f"sooner.{note}"
                + (" A run is training in the background, so this measurement is slower than an idle machine."
                   if anything_running else ""))
     if total > HOUR:
@@ -150,22 +153,22 @@ def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool
         st.warning(f"This would take about {T.format_seconds(total)} on {e.device}: more than an hour. "
                    + (f"To stay within an hour use {' or '.join(hints)}" if hints else "Use a subset or fewer epochs")
                    + ", or a GPU.")
-    return n_used, n_val
+    return {"train": n_used, "val": n_val, "test": n_test}
 
 
-def sweep_total(cfg: T.TrainConfig, present: list[int], per_epoch: tuple[int, int], slot, busy: bool) -> None:
+def sweep_total(cfg: T.TrainConfig, present: list[int], used: dict[str, int], slot, busy: bool) -> None:
     """Into `slot` (beside the sweep button): what the sweep costs, summed over the sizes it trains.
 
     Each size's speed is measured once (cached); every size is assumed to have the selected size's
     split sizes (as the ChestMNIST files and NIH-1000 do), so no other size's file is opened for it.
     """
-    n_train, n_val = per_epoch
+    n_train, n_val, n_test = used["train"], used["val"], used["test"]
     if cfg.size not in present:  # the estimate above used official split sizes; the sweep trains the files here
         try:
-            n_all, n_val, _ = split_sizes(cfg.data_root, present[0], present)
+            n = split_sizes(cfg.data_root, present[0], present)[0]
         except D.DataError:
             return
-        n_train = min(cfg.subset or n_all, n_all)
+        n_train, n_val, n_test = min(cfg.subset or n["train"], n["train"]), n["val"], n["test"]
     parts, total = [], 0.0
     with slot.container():
         for size in present:
@@ -173,14 +176,15 @@ def sweep_total(cfg: T.TrainConfig, present: list[int], per_epoch: tuple[int, in
                 images_per_s, device = speed(cfg, size, n_train, busy)
             except T.ConfigError:
                 return
-            seconds = T.Estimate.from_speed(images_per_s, n_train, n_val, cfg.epochs, device).total_seconds
+            seconds = T.Estimate.from_speed(images_per_s, n_train, n_val, n_test, cfg.epochs, device).total_seconds
             total += seconds
             parts.append(f"{size} px {T.format_seconds(seconds)}")
     slot.caption(f"Sweep estimate: **{T.format_seconds(total)}** for {cfg.epochs} epoch(s) at each size "
                  f"({' + '.join(parts)}), one size after another.",
                  help="Speed measured once per size on this machine; every size assumed to have this size's "
-                      f"split ({n_train:,} training and {n_val:,} validation images per epoch). An upper bound "
-                      "when early stopping ends runs sooner.")
+                      f"split ({n_train:,} training and {n_val:,} validation images per epoch, then {n_val:,} "
+                      f"validation and {n_test:,} test images scored once). An upper bound when early stopping ends "
+                      "runs sooner.")
 
 
 def _launched(run_dirs) -> None:
@@ -367,7 +371,7 @@ if not present:
     st.info(f"No ChestMNIST data under {root}. Download or import a size on the Data & runs page first; "
             "the cost estimate below still works.")
 cfg = recipe(root, rdir, present)
-per_epoch = None
+used = None
 try:
     cfg.validate()
 except T.ConfigError as e:
@@ -377,9 +381,9 @@ else:
         running_now = any(r.state == "running" for r in runs.list_runs(rdir))
     except OSError:
         running_now = False
-    per_epoch = show_estimate(cfg, present, running_now)
+    used = show_estimate(cfg, present, running_now)
 sweep_slot = start_buttons(cfg, present)
 st.divider()
 live(rdir)
-if per_epoch and present:  # last: measuring the other sizes' speed must not hold up the page
-    sweep_total(cfg, present, per_epoch, sweep_slot, running_now)
+if used and present:  # last: measuring the other sizes' speed must not hold up the page
+    sweep_total(cfg, present, used, sweep_slot, running_now)

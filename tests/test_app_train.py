@@ -54,6 +54,8 @@ def test_estimate_uses_the_real_split_sizes(open_page, data_root, tmp_path):
     assert per_epoch > 0
     assert "Total for 1 epochs" in metrics
     assert any("256 training and 96 validation images" in c for c in texts(at.caption))
+    # The run ends by scoring val and test with the best checkpoint: that is in the total too.
+    assert any("then 96 validation and 96 test images scored once" in c for c in texts(at.caption))
     assert not at.warning  # seconds, not hours
 
 
@@ -98,10 +100,11 @@ def test_sweep_shows_its_total_over_the_sizes(open_page, data_root, tmp_path, mo
     finally:
         st.cache_data.clear()
     assert not at.exception and not at.error
-    # Per size: (200 + 0.5 x 96) images / speed per epoch, times 2 epochs: 12.4 s at 28 px, 49.6 s at 64 px.
+    # Per size: (200 + 0.5 x 96) images / speed per epoch, times 2 epochs, then 0.5 x (96 + 96) images scored
+    # once: 12.4 + 2.4 = 14.8 s at 28 px, 49.6 + 9.6 = 59.2 s at 64 px.
     assert T.VAL_COST == 0.5
     (note,) = [c for c in texts(at.caption) if c.startswith("Sweep estimate")]
-    assert "**1m 02s** for 2 epoch(s)" in note and "28 px 12s + 64 px 50s" in note
+    assert "**1m 14s** for 2 epoch(s)" in note and "28 px 15s + 64 px 59s" in note
 
 
 def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_path, monkeypatch):
@@ -123,8 +126,8 @@ def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_p
     finally:
         st.cache_data.clear()
     (warning,) = texts(at.warning)
-    # Within an hour: 3,600/200 = 18 s per epoch = 180 image-steps, minus 0.5 x 96 for validation -> 132
-    # training images; or 3,600 // 30.4 = 118 epochs of the full split.
+    # Within an hour less the final scoring (0.5 x (96 + 96) / 10 = 9.6 s): 3,590.4/200 = 17.95 s per epoch =
+    # 179.5 image-steps, minus 0.5 x 96 for validation -> 132 training images; or 3,590.4 // 30.4 = 118 epochs.
     assert "more than an hour" in warning and "132 images" in warning and "at most 118 epoch(s)" in warning
 
 

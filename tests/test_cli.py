@@ -79,6 +79,9 @@ def test_data_info_and_device_check(data_root):
     assert d.returncode == 0 and "--device auto would use:" in d.stdout
 
 
-def test_estimate_flag_prints_time_per_epoch(data_root):
+def test_estimate_flag_prints_time_per_epoch(data_root, tmp_path):
     p = cli("core.train", "--size", "28", "--epochs", "3", "--estimate", "--data-root", str(data_root))
     assert p.returncode == 0 and "per epoch" in p.stdout
+    assert "256 train, 96 val and 96 test images" in p.stdout and "chestmnist.npz" in p.stdout  # the file's splits
+    p = cli("core.train", "--size", "28", "--epochs", "1", "--subset", "500", "--estimate", "--data-root", str(tmp_path))
+    assert p.returncode == 0 and "500 train, 11,219 val and 22,433 test images: official ChestMNIST" in p.stdout

@@ -127,6 +127,25 @@ def test_subset_indices_seeded_sorted_and_bounded():
     assert len(D.subset_indices(50, None, 0)) == 50
 
 
+def test_split_counts_read_labels_only(data_root, tmp_path, monkeypatch):
+    assert D.split_counts(data_root, 28) == {s: len(D.load(data_root, 28).split(s)) for s in D.SPLITS}
+    # At 128 px load() unpacks images to the cache; counting them reads labels only.
+    monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    D.write_npz(tmp_path, 128, {s: (rng.integers(0, 256, (n, 128, 128), dtype=np.uint8),
+                                    rng.integers(0, 2, (n, D.N_CLASSES), dtype=np.uint8))
+                                for s, n in zip(D.SPLITS, (5, 3, 4))})
+    assert D.split_counts(tmp_path, 128) == {"train": 5, "val": 3, "test": 4}
+    assert not (tmp_path / "cache").exists()
+    D.load(tmp_path, 128)
+    assert (tmp_path / "cache").is_dir()
+    with pytest.raises(D.DataError, match="No 224 px data"):
+        D.split_counts(data_root, 224)
+    (tmp_path / "chestmnist.npz").write_bytes(b"not a zip")
+    with pytest.raises(D.DataError, match="could not be read"):
+        D.split_counts(tmp_path, 28)
+
+
 def test_download_offline_gives_placement_instructions(tmp_path, monkeypatch):
     import urllib.request
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from core import data as D
 from core import runs
 from core.train import ConfigError, Estimate, TrainConfig, estimate, launch, prepare_run, train
 from tests.synthetic import write_planted
@@ -123,7 +124,10 @@ def test_subset_larger_than_split_is_rejected(tmp_path, data_root):
 
 def test_estimate_measures_a_positive_speed():
     e = estimate(TrainConfig(size=28, epochs=4, device="cpu"), n_batches=1, n_train=1000, n_val=100)
-    assert e.images_per_s > 0 and e.total_seconds == pytest.approx(4 * e.seconds_per_epoch)
+    assert e.images_per_s > 0 and e.seconds_per_epoch == pytest.approx((1000 + 0.5 * 100) / e.images_per_s)
+    # then val and the official test split (the default) scored once with the best checkpoint
+    assert e.final_seconds == pytest.approx(0.5 * (100 + D.OFFICIAL_COUNTS["test"]) / e.images_per_s)
+    assert e.total_seconds == pytest.approx(4 * e.seconds_per_epoch + e.final_seconds)
 
 
 def test_nih1000_smoke_one_epoch(tmp_path, nih1000):
@@ -151,9 +155,9 @@ def test_launch_trains_in_the_background_with_sleeping_openmp_threads(tmp_path, 
 
 
 def test_estimate_within_a_budget_inverts_the_cost_model():
-    e = Estimate.from_speed(10.0, 256, 96, 200, "cpu")
-    assert e.total_seconds == pytest.approx(200 * e.seconds_per_epoch)
+    e = Estimate.from_speed(10.0, 256, 96, 500, 200, "cpu")
+    assert e.total_seconds == pytest.approx(200 * e.seconds_per_epoch + 0.5 * (96 + 500) / 10.0)
     subset, epochs = e.within(3600, 96, 200)
-    assert Estimate.from_speed(10.0, subset, 96, 200, "cpu").total_seconds == pytest.approx(3600, abs=200 / 10)
-    assert Estimate.from_speed(10.0, 256, 96, epochs, "cpu").total_seconds <= 3600
-    assert Estimate.from_speed(10.0, 256, 96, epochs + 1, "cpu").total_seconds > 3600
+    assert Estimate.from_speed(10.0, subset, 96, 500, 200, "cpu").total_seconds == pytest.approx(3600, abs=200 / 10)
+    assert Estimate.from_speed(10.0, 256, 96, 500, epochs, "cpu").total_seconds <= 3600
+    assert Estimate.from_speed(10.0, 256, 96, 500, epochs + 1, "cpu").total_seconds > 3600
