@@ -301,7 +301,7 @@ def _rows(ctx: Context, size: int, f: dict, tag: str) -> list[Row]:
                  speed(OTHER, "medmnist", note=f"core's pipeline in {other}"),
                  speed("core", OTHER, note=f"precision's share: core's default vs core in {other}")]
     if p + "compute_compiled_img_s" in f:
-        rows.append(speed("compute_compiled", "compute", note="torch.compile of core's training step vs eager, both on "
+        rows.append(speed("compute_compiled", "compute", note="core's training step with the model under torch.compile vs eager, both on "
                           "pre-made tensors: what compiling would add to core's ratio (core does not compile for "
                           f"training); compiling took {f[p + 'compute_compiled_compile_s']:.0f} s"))
     rows += [

@@ -19,7 +19,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -301,9 +301,11 @@ def _cached_rows(path: Path, key: str) -> NpyRows:
         return NpyRows(_npy_cache(path, key))
 
 
-def _read_npz(path: Path, images: str) -> dict[str, np.ndarray | NpyRows]:
+def _read_npz(path: Path, images: Literal["memory", "disk", "skip"]) -> dict[str, np.ndarray | NpyRows]:
     """The npz's arrays, checked for medmnist's keys; images "memory" (arrays), "disk" (NpyRows
     over the .npy cache) or "skip" (labels only)."""
+    if images not in ("memory", "disk", "skip"):
+        raise ValueError(f"images must be 'memory', 'disk' or 'skip', not {images!r}")
     keys = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
     try:
         with np.load(path) as z:
@@ -346,8 +348,9 @@ def _validate(path: Path, size: int, arrays: dict[str, np.ndarray]) -> None:
 
 
 def split_counts(root: str | Path, size: int) -> dict[str, int]:
-    """Images per split in the `size` px file under `root`, from its small label arrays (no image is
-    read): what an estimate needs before anything is unpacked. Raises DataError like load()."""
+    """Images per split in the `size` px file under `root`, counted from its small label arrays (no
+    image is read, nothing else is checked): what an estimate needs before anything is unpacked.
+    Raises DataError when the file is missing, unreadable or lacks medmnist's keys."""
     path = npz_path(Path(root).expanduser(), size)
     if not path.is_file():
         raise DataError(f"No {size} px data: {path} is missing. {offline_instructions(root, size)}")

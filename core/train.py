@@ -165,6 +165,13 @@ class Progress:
     eta_s: float  # whole run, from the measured speed
 
 
+def check_subset(config: TrainConfig, n_train: int, path: Path) -> None:
+    """ConfigError when --subset asks for more than the n_train training images in the file at `path`."""
+    if config.subset is not None and config.subset > n_train:
+        raise ConfigError(f"--subset {config.subset} is larger than the training split ({n_train:,} images "
+                          f"in {path}); use at most {n_train} or leave it out.")
+
+
 def prepare_run(config: TrainConfig) -> Path:
     """Validate `config`, create its run folder with config.json and status 'queued'.
 
@@ -173,9 +180,7 @@ def prepare_run(config: TrainConfig) -> Path:
     config.validate()
     device = resolve_device(config.device)
     data = D.load(config.data_root, config.size)
-    if config.subset is not None and config.subset > len(data.train):
-        raise ConfigError(f"--subset {config.subset} is larger than the training split ({len(data.train):,} images "
-                          f"in {data.path}); use at most {len(data.train)} or leave it out.")
+    check_subset(config, len(data.train), data.path)
     run_dir = runs.new_run_dir(config.runs_dir, config.size, config.model, config.name)
     model = build_model(config.model, config.size)
     import medmnist
@@ -485,9 +490,9 @@ def estimate(config: TrainConfig, n_batches: int = 3, n_train: int | None = None
     """
     config.validate()
     device = resolve_device(config.device)
-    n_train = n_train or config.subset or D.OFFICIAL_COUNTS["train"]
-    n_val = n_val or D.OFFICIAL_COUNTS["val"]
-    n_test = n_test or D.OFFICIAL_COUNTS["test"]
+    n_train = n_train if n_train is not None else config.subset or D.OFFICIAL_COUNTS["train"]
+    n_val = n_val if n_val is not None else D.OFFICIAL_COUNTS["val"]
+    n_test = n_test if n_test is not None else D.OFFICIAL_COUNTS["test"]
     model = build_model(config.model, config.size).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -565,7 +570,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or stopped run")
     p.add_argument("--run-dirs", nargs="+", metavar="RUN_DIR",
                    help="train prepared (queued) run folders one after another (used by the app's queue)")
-    p.add_argument("--estimate", action="store_true", help="only print the measured time per epoch and exit")
+    p.add_argument("--estimate", action="store_true", help="only print the measured time per epoch and in all (with the final scoring of val and test), "
+                        "for the data file's split sizes (official ChestMNIST's without one), and exit")
     return p
 
 
@@ -614,11 +620,13 @@ def main(argv: list[str] | None = None) -> int:
             config = TrainConfig(**fields)
             if args.estimate:
                 config.validate()
-                try:  # the data file's split sizes where there is one, else official ChestMNIST's
-                    n = D.split_counts(config.data_root, config.size)
-                    where = f"{config.data_root}'s {D.npz_name(config.size)}"
-                except D.DataError:
-                    n, where = dict(D.OFFICIAL_COUNTS), f"official ChestMNIST (no {config.size} px file in {config.data_root})"
+                # The data file's split sizes where there is one (a broken one is an error), else official ChestMNIST's.
+                path = D.npz_path(Path(config.data_root).expanduser(), config.size)
+                if path.is_file():
+                    n, where = D.split_counts(config.data_root, config.size), str(path)
+                    check_subset(config, n["train"], path)
+                else:
+                    n, where = dict(D.OFFICIAL_COUNTS), f"official ChestMNIST (no {path.name} in {config.data_root})"
                 n_train = min(config.subset or n["train"], n["train"])
                 e = estimate(config, n_train=n_train, n_val=n["val"], n_test=n["test"])
                 print(f"{e.images_per_s:,.0f} train img/s on {e.device}: about {format_seconds(e.seconds_per_epoch)} "

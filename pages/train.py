@@ -16,7 +16,7 @@ from core import data as D
 from core import runs
 from core import train as T
 from core.models import DEFAULT_MODEL, MODELS
-from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_label, run_metrics,
+from pages.common import (RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs, run_label, run_metrics,
                           runs_dir, through_app)
 
 HOUR = 3600
@@ -49,13 +49,20 @@ def speed(cfg: T.TrainConfig, size: int, n_train: int, busy: bool) -> tuple[floa
         return _speed(size, cfg.model, batch, cfg.device, cfg.amp, cfg.channels_last, busy)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _split_counts(root: str, size: int, mtime: float) -> dict[str, int]:
+    return D.split_counts(root, size)
+
+
 def split_sizes(root, size: int, present: list[int]) -> tuple[dict[str, int], bool]:
     """({split: images}, whether they come from the data file) at `size`: the official ChestMNIST
-    split sizes when there is no data for it (raises DataError for a broken file)."""
+    split sizes when there is no data for it (raises DataError for an unreadable file).
+
+    Counted from the labels only: at 128/224 px loading the images would first unpack gigabytes,
+    minutes before the estimate could show; starting a run checks the whole file."""
     if size not in present:
         return dict(D.OFFICIAL_COUNTS), False
-    d = load_data(root, size)
-    return {s: len(d.split(s)) for s in D.SPLITS}, True
+    return _split_counts(str(root), size, file_mtime(D.npz_path(root, size))), True
 
 
 def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
@@ -379,7 +386,7 @@ except T.ConfigError as e:
 else:
     try:
         running_now = any(r.state == "running" for r in runs.list_runs(rdir))
-    except OSError:
+    except OSError:  # live() below says the folder cannot be read
         running_now = False
     used = show_estimate(cfg, present, running_now)
 sweep_slot = start_buttons(cfg, present)

@@ -59,6 +59,37 @@ def test_estimate_uses_the_real_split_sizes(open_page, data_root, tmp_path):
     assert not at.warning  # seconds, not hours
 
 
+def test_estimate_at_128_px_does_not_unpack_the_images(open_page, tmp_path, monkeypatch):
+    """The split sizes come from the labels: at 128/224 px loading the file would first unpack its
+    images to the cache (gigabytes, minutes for the official files) before any estimate shows."""
+    import numpy as np
+
+    monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    D.write_npz(tmp_path / "data", 128, {s: (rng.integers(0, 256, (n, 128, 128), dtype=np.uint8),
+                                             rng.integers(0, 2, (n, D.N_CLASSES), dtype=np.uint8))
+                                         for s, n in zip(D.SPLITS, (40, 12, 16))})
+    monkeypatch.setattr(T, "estimate", lambda config, **kw: T.Estimate(50.0, 0.0, 0.0, "cpu"))
+    st.cache_data.clear()
+    try:
+        at = page(open_page, tmp_path / "data", tmp_path / "runs", train_size=128, **FAST).run()
+    finally:
+        st.cache_data.clear()
+    assert not at.exception and not at.error
+    assert any("40 training and 12 validation images" in c and "12 validation and 16 test images scored once" in c
+               for c in texts(at.caption))
+    assert at.number_input(key="train_subset").max == 40
+    assert not (tmp_path / "cache").exists()
+
+
+def test_unreadable_data_file_is_an_error_under_the_recipe(open_page, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "chestmnist.npz").write_bytes(b"not a zip")
+    at = page(open_page, tmp_path / "data", tmp_path / "runs", **FAST).run()
+    assert not at.exception
+    assert any("could not be read" in e.value and "chestmnist.npz" in e.value for e in at.error)
+
+
 def test_subset_changes_what_is_estimated_without_measuring_again(open_page, data_root, tmp_path, monkeypatch):
     at = page(open_page, data_root, tmp_path / "runs", train_subset=100, **FAST).run()
     assert any("100 training and 96 validation images" in c for c in texts(at.caption))
@@ -117,18 +148,19 @@ def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_p
         at = page(open_page, data_root, tmp_path / "runs", train_epochs=100, train_batch=96).run()
     finally:
         st.cache_data.clear()
-    # (256 + 0.5 x 96) / 10 = 30.4 s per epoch: 100 epochs take 51 min, 200 take 101 min.
+    # (256 + 0.5 x 96) / 10 = 30.4 s per epoch: 100 epochs take 51 min, 150 take 76 min.
     assert T.VAL_COST == 0.5
     assert not at.warning
-    at.number_input(key="train_epochs").set_value(200)
+    at.number_input(key="train_epochs").set_value(150)
     try:
         at.run()
     finally:
         st.cache_data.clear()
     (warning,) = texts(at.warning)
-    # Within an hour less the final scoring (0.5 x (96 + 96) / 10 = 9.6 s): 3,590.4/200 = 17.95 s per epoch =
-    # 179.5 image-steps, minus 0.5 x 96 for validation -> 132 training images; or 3,590.4 // 30.4 = 118 epochs.
-    assert "more than an hour" in warning and "132 images" in warning and "at most 118 epoch(s)" in warning
+    # Within an hour less the final scoring (0.5 x (96 + 96) / 10 = 9.6 s): 3,590.4/150 = 23.94 s per epoch =
+    # 239.4 image-steps, minus 0.5 x 96 for validation -> 191 training images (192 without the final scoring);
+    # or 3,590.4 // 30.4 = 118 epochs.
+    assert "more than an hour" in warning and "191 images" in warning and "at most 118 epoch(s)" in warning
 
 
 def test_train_prepares_a_run_and_launches_it(open_page, data_root, tmp_path, launches):

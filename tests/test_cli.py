@@ -85,3 +85,9 @@ def test_estimate_flag_prints_time_per_epoch(data_root, tmp_path):
     assert "256 train, 96 val and 96 test images" in p.stdout and "chestmnist.npz" in p.stdout  # the file's splits
     p = cli("core.train", "--size", "28", "--epochs", "1", "--subset", "500", "--estimate", "--data-root", str(tmp_path))
     assert p.returncode == 0 and "500 train, 11,219 val and 22,433 test images: official ChestMNIST" in p.stdout
+    # A subset the file cannot give, or a file that cannot be read, is an error, not an estimate for other data.
+    p = cli("core.train", "--size", "28", "--subset", "1000", "--estimate", "--data-root", str(data_root))
+    assert p.returncode == 2 and "--subset 1000 is larger than the training split (256 images" in p.stderr
+    (tmp_path / "chestmnist.npz").write_bytes(b"not a zip")
+    p = cli("core.train", "--size", "28", "--estimate", "--data-root", str(tmp_path))
+    assert p.returncode == 2 and "could not be read" in p.stderr and "per epoch" not in p.stdout

@@ -122,13 +122,16 @@ def test_table_numbers_equal_the_run_files(study):
     assert list(tables["Test"]["size"]) == ["28 px", "64 px"]
     assert loaded.per_class_frame().shape == (D.N_CLASSES, 2)
     assert len(loaded.runs_frame()) == 2
-    # The notebook view: one numeric row per size, the figure files the report links, the report text.
+    # The notebook view: one numeric row per size with the run's own numbers, the figures the report links.
     sizes = loaded.sizes_frame().set_index("size")
-    for row in loaded.summary["sizes"]:
-        assert sizes.loc[row["size"], "test_auc"] == row["test_auc"] and sizes.loc[row["size"], "gflops"] == row["gflops"]
-    assert "test_auc_per_class" not in sizes.columns  # dicts stay in summary / per_class_frame
+    assert "test_auc_per_class" not in sizes.columns  # per-class dicts stay in summary / per_class_frame
+    for run in loaded.summary["runs"]:
+        test = json.loads((Path(run["run_dir"]) / "test_metrics.json").read_text())
+        config = runs.read_config(Path(run["run_dir"]))
+        assert sizes.loc[run["size"], "test_auc"] == test["auc"] and sizes.loc[run["size"], "test_acc"] == test["acc"]
+        assert sizes.loc[run["size"], "params"] == config["model"]["params"]
     assert loaded.figures and all(f.is_file() and f"]({f.name})" in md for f in loaded.figures.values())
-    assert loaded.markdown == md
+    assert loaded.markdown.startswith(f"# Resolution study `{loaded.name}`") and "Table 1" in loaded.markdown
 
 
 def test_rerun_reuses_finished_runs_without_training(study, data_root, tmp_path):
