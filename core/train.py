@@ -541,6 +541,9 @@ def launch(run_dirs: list[Path], log_name: str = "train.log") -> int:
 
 
 def format_seconds(s: float) -> str:
+    """'<1s', '42s', '3m 05s' or '2h 07m': to the second below an hour."""
+    if s < 0.5:  # e.g. the final scoring of a small split: "0s" would read as free
+        return "<1s"
     s = int(round(s))
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
 

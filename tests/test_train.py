@@ -12,7 +12,7 @@ import torch
 
 from core import data as D
 from core import runs
-from core.train import ConfigError, Estimate, TrainConfig, estimate, launch, prepare_run, train
+from core.train import ConfigError, Estimate, TrainConfig, estimate, format_seconds, launch, prepare_run, train
 from tests.synthetic import write_planted
 
 
@@ -152,6 +152,12 @@ def test_launch_trains_in_the_background_with_sleeping_openmp_threads(tmp_path, 
     assert runs.read_status(run_dir)["state"] == "finished", (run_dir / "train.log").read_text()[-2000:]
     assert (run_dir / "test_metrics.json").is_file()
     os.waitpid(pid, 0)  # reap the child
+
+
+@pytest.mark.parametrize("seconds, text", [(0.2, "<1s"), (0.6, "1s"), (59.4, "59s"), (185, "3m 05s"),
+                                           (3599.6, "1h 00m"), (7620, "2h 07m")])
+def test_format_seconds(seconds, text):
+    assert format_seconds(seconds) == text
 
 
 def test_estimate_within_a_budget_inverts_the_cost_model():
