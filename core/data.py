@@ -351,11 +351,20 @@ def split_counts(root: str | Path, size: int) -> dict[str, int]:
     """Images per split in the `size` px file under `root`, counted from its small label arrays (no
     image is read, nothing else is checked): what an estimate needs before anything is unpacked.
     Raises DataError when the file is missing, unreadable or lacks medmnist's keys."""
-    path = npz_path(Path(root).expanduser(), size)
+    path = npz_path(root, size)
     if not path.is_file():
         raise DataError(f"No {size} px data: {path} is missing. {offline_instructions(root, size)}")
     arrays = _read_npz(path, "skip")
     return {s: len(arrays[f"{s}_labels"]) for s in SPLITS}
+
+
+def split_counts_or_official(root: str | Path, size: int) -> tuple[dict[str, int], bool]:
+    """(split_counts of the `size` px file under `root`, True), or (official ChestMNIST's split
+    sizes, False) where there is no such file: what a run there would train on, or would once the
+    file is downloaded. An unreadable file is a DataError, not a reason to assume other data."""
+    if not npz_path(root, size).is_file():
+        return dict(OFFICIAL_COUNTS), False
+    return split_counts(root, size), True
 
 
 def load(root: str | Path | None = None, size: int = 28, on_disk: bool | None = None) -> ChestData:

@@ -292,14 +292,23 @@ def run_info(run_dir: str | Path) -> RunInfo:
                    error=error)
 
 
-def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
-    """Every run folder (one holding config.json or status.json) in `runs_dir`, newest first."""
+def _run_dirs(runs_dir: str | Path | None) -> list[Path]:
+    """Every run folder (one holding config.json or status.json) in `runs_dir`."""
     runs_dir = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
     if not runs_dir.is_dir():
         return []
-    dirs = [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink()
+    return [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink()
             and ((d / "config.json").exists() or (d / "status.json").exists())]
-    return sorted((run_info(d) for d in dirs), key=lambda r: r.id, reverse=True)
+
+
+def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
+    """Every run folder (one holding config.json or status.json) in `runs_dir`, newest first."""
+    return sorted((run_info(d) for d in _run_dirs(runs_dir)), key=lambda r: r.id, reverse=True)
+
+
+def any_running(runs_dir: str | Path | None = None) -> bool:
+    """Whether a run in `runs_dir` is training now: its status files only, not what list_runs reads."""
+    return any(read_status(d).get("state") == "running" for d in _run_dirs(runs_dir))
 
 
 def delete_run(runs_dir: str | Path, run_id: str) -> None:

@@ -61,6 +61,10 @@ class TrainConfig:
     runs_dir: str = field(default_factory=lambda: str(runs.default_runs_dir()))
     name: str = ""
 
+    def train_images(self, n_train: int) -> int:
+        """Training images per epoch from a split of n_train: the subset, capped at the split."""
+        return min(self.subset or n_train, n_train)
+
     def validate(self) -> None:
         """Raise ConfigError naming every bad setting (checks that need no data)."""
         problems = []
@@ -443,61 +447,58 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
     return "finished"
 
 
-@dataclass
-class Estimate:
-    images_per_s: float
-    seconds_per_epoch: float
-    total_seconds: float  # every epoch, then the final scoring
-    device: str
-    final_seconds: float = 0.0  # scoring val and test once with the best checkpoint, after the last epoch
-
-    @classmethod
-    def from_speed(cls, images_per_s: float, n_train: int, n_val: int, n_test: int, epochs: int,
-                   device: str) -> "Estimate":
-        """The cost of `epochs` epochs of n_train training and n_val validation images, then of scoring
-        the n_val + n_test images once with the best checkpoint (core.evaluate.evaluate_run), at a
-        measured training speed."""
-        per_epoch = epoch_seconds(images_per_s, n_train, n_val)
-        final = VAL_COST * (n_val + n_test) / images_per_s
-        return cls(images_per_s, per_epoch, per_epoch * epochs + final, device, final)
-
-    def within(self, budget_s: float, n_val: int, epochs: int) -> tuple[int, int]:
-        """(training images per epoch for `epochs` epochs, epochs of the full split) that fit `budget_s`
-        with the final scoring: the inverse of from_speed (the first can be <= 0 when validation
-        alone exceeds the budget)."""
-        left = budget_s - self.final_seconds
-        subset = round(left / epochs * self.images_per_s - VAL_COST * n_val)
-        return subset, int(left / self.seconds_per_epoch + 1e-6)
-
-
 # Validation (fp32, batch norm folded) scores an image in this fraction of a training step's time:
 # 0.40-0.60 measured with bf16 training at 28-224 px, about 0.3 with fp32 training (bench/compute.py).
 VAL_COST = 0.5
 
 
-def epoch_seconds(images_per_s: float, n_train: int, n_val: int) -> float:
-    """Seconds per epoch at a measured training speed, validation costed at VAL_COST of a training step."""
-    return (n_train + VAL_COST * n_val) / images_per_s
+@dataclass(frozen=True)
+class Estimate:
+    """The cost of a run at a measured training speed: `epochs` epochs of n_train training and n_val
+    validation images, then the final scoring of n_val + n_test images with the best checkpoint
+    (core.evaluate.evaluate_run); validation and scoring cost VAL_COST of a training step per image."""
+
+    images_per_s: float
+    device: str
+    n_train: int  # training images per epoch (the subset, if any)
+    n_val: int
+    n_test: int
+    epochs: int
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return (self.n_train + VAL_COST * self.n_val) / self.images_per_s
+
+    @property
+    def final_seconds(self) -> float:
+        return VAL_COST * (self.n_val + self.n_test) / self.images_per_s
+
+    @property
+    def total_seconds(self) -> float:
+        return self.seconds_per_epoch * self.epochs + self.final_seconds
+
+    def within(self, budget_s: float) -> tuple[int, int]:
+        """(training images per epoch for these epochs, epochs of these training images) that fit
+        `budget_s` with the final scoring: the inverse of total_seconds (the first can be <= 0 when
+        validation alone exceeds the budget)."""
+        left = budget_s - self.final_seconds
+        subset = round(left / self.epochs * self.images_per_s - VAL_COST * self.n_val)
+        return subset, int(left / self.seconds_per_epoch + 1e-6)
 
 
-def estimate(config: TrainConfig, n_batches: int = 3, n_train: int | None = None, n_val: int | None = None,
-             n_test: int | None = None) -> Estimate:
-    """Measure training speed for `config` on this machine from a few batches of random images.
+def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None = None) -> tuple[float, str]:
+    """(training images/s, device) of `config` on this machine, from a few batches of random images.
 
-    Counts one warm-up batch out, then times `n_batches` forward+backward+step; validation and
-    the final scoring are costed at VAL_COST of a training step per image. `n_train`/`n_val`/
-    `n_test` default to the official split sizes (with `subset` applied).
+    Counts one warm-up batch out, then times `n_batches` forward+backward+step at config.batch_size
+    (at most `max_batch`, e.g. the number of training images).
     """
     config.validate()
     device = resolve_device(config.device)
-    n_train = n_train if n_train is not None else config.subset or D.OFFICIAL_COUNTS["train"]
-    n_val = n_val if n_val is not None else D.OFFICIAL_COUNTS["val"]
-    n_test = n_test if n_test is not None else D.OFFICIAL_COUNTS["test"]
     model = build_model(config.model, config.size).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    bs = min(config.batch_size, n_train)
+    bs = min(config.batch_size, max_batch or config.batch_size)
     images = np.random.default_rng(0).integers(0, 256, (bs, config.size, config.size), dtype=np.uint8)
     y = torch.zeros(bs, D.N_CLASSES, device=device)
     dtype = amp_dtype(config, device)
@@ -513,7 +514,23 @@ def estimate(config: TrainConfig, n_batches: int = 3, n_train: int | None = None
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return Estimate.from_speed(bs / float(np.median(times[1:])), n_train, n_val, n_test, config.epochs, str(device))
+    return bs / float(np.median(times[1:])), str(device)
+
+
+def estimate(config: TrainConfig, counts: dict[str, int] | None = None, n_batches: int = 3) -> Estimate:
+    """The cost of training `config` on this machine, its speed measured now (measure_speed).
+
+    `counts` ({split: images}) default to the split sizes of config's data file, or official
+    ChestMNIST's where it has none (core.data.split_counts_or_official); `subset` applies to train.
+    """
+    config.validate()
+    if counts is None:
+        counts, from_file = D.split_counts_or_official(config.data_root, config.size)
+        if from_file:
+            check_subset(config, counts["train"], D.npz_path(config.data_root, config.size))
+    n_train = config.train_images(counts["train"])
+    images_per_s, device = measure_speed(config, n_batches, max_batch=n_train)
+    return Estimate(images_per_s, device, n_train, counts["val"], counts["test"], config.epochs)
 
 
 def launch(run_dirs: list[Path], log_name: str = "train.log") -> int:
@@ -622,20 +639,13 @@ def main(argv: list[str] | None = None) -> int:
             fields = {k: v for k, v in fields.items() if v is not None}
             config = TrainConfig(**fields)
             if args.estimate:
-                config.validate()
-                # The data file's split sizes where there is one (a broken one is an error), else official ChestMNIST's.
-                path = D.npz_path(Path(config.data_root).expanduser(), config.size)
-                if path.is_file():
-                    n, where = D.split_counts(config.data_root, config.size), str(path)
-                    check_subset(config, n["train"], path)
-                else:
-                    n, where = dict(D.OFFICIAL_COUNTS), f"official ChestMNIST (no {path.name} in {config.data_root})"
-                n_train = min(config.subset or n["train"], n["train"])
-                e = estimate(config, n_train=n_train, n_val=n["val"], n_test=n["test"])
+                e = estimate(config)
+                path = D.npz_path(config.data_root, config.size)
+                where = path if path.is_file() else f"official ChestMNIST (no {path.name} in {config.data_root})"
                 print(f"{e.images_per_s:,.0f} train img/s on {e.device}: about {format_seconds(e.seconds_per_epoch)} "
                       f"per epoch, {format_seconds(e.total_seconds)} for {config.epochs} epochs and the final scoring "
-                      f"of val and test ({format_seconds(e.final_seconds)}); {n_train:,} train, {n['val']:,} val and "
-                      f"{n['test']:,} test images: {where}")
+                      f"of val and test ({format_seconds(e.final_seconds)}); {e.n_train:,} train, {e.n_val:,} val and "
+                      f"{e.n_test:,} test images: {where}")
                 return 0
             rank, world = _distributed()
             # Under torchrun, rank 0 creates the folder and tells the others where it is.

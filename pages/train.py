@@ -29,17 +29,15 @@ LAUNCH_GRACE_S = 30.0
 @st.cache_data(max_entries=64, show_spinner=False)  # callers show a spinner naming the size
 def _speed(size: int, model: str, batch_size: int, device: str, amp: str, channels_last: bool,
            busy: bool) -> tuple[float, str]:
-    """(training images/s, device) from core.train.estimate on a few batches of random images.
+    """(training images/s, device) from core.train.measure_speed.
 
     Cached per setting that changes speed only: split sizes, subset, epochs, lr, ... are arithmetic
-    on top (core.train.Estimate.from_speed), so changing them never measures again. `busy` (a run
-    training in the background) is part of the key: a speed measured beside a run is not shown
-    once the machine is idle again, nor the reverse.
+    on top (core.train.Estimate), so changing them never measures again. `busy` (a run training in
+    the background) is part of the key: a speed measured beside a run is not shown once the
+    machine is idle again, nor the reverse.
     """
-    cfg = T.TrainConfig(size=size, model=model, batch_size=batch_size, device=device, amp=amp,
-                        channels_last=channels_last, epochs=1)
-    e = T.estimate(cfg, n_train=batch_size, n_val=batch_size)
-    return e.images_per_s, e.device
+    return T.measure_speed(T.TrainConfig(size=size, model=model, batch_size=batch_size, device=device, amp=amp,
+                                         channels_last=channels_last))
 
 
 def speed(cfg: T.TrainConfig, size: int, n_train: int, busy: bool) -> tuple[float, str]:
@@ -50,19 +48,15 @@ def speed(cfg: T.TrainConfig, size: int, n_train: int, busy: bool) -> tuple[floa
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _split_counts(root: str, size: int, mtime: float) -> dict[str, int]:
-    return D.split_counts(root, size)
+def _split_sizes(root: str, size: int, mtime: float) -> tuple[dict[str, int], bool]:
+    return D.split_counts_or_official(root, size)
 
 
-def split_sizes(root, size: int, present: list[int]) -> tuple[dict[str, int], bool]:
-    """({split: images}, whether they come from the data file) at `size`: the official ChestMNIST
-    split sizes when there is no data for it (raises DataError for an unreadable file).
-
-    Counted from the labels only: at 128/224 px loading the images would first unpack gigabytes,
-    minutes before the estimate could show; starting a run checks the whole file."""
-    if size not in present:
-        return dict(D.OFFICIAL_COUNTS), False
-    return _split_counts(str(root), size, file_mtime(D.npz_path(root, size))), True
+def split_sizes(root, size: int) -> tuple[dict[str, int], bool]:
+    """core.data.split_counts_or_official, cached until the file changes (raises DataError for an
+    unreadable file). Counted from the labels: at 128/224 px loading the images would first unpack
+    gigabytes, minutes before the estimate could show; starting a run checks the whole file."""
+    return _split_sizes(str(root), size, file_mtime(D.npz_path(root, size)))
 
 
 def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
@@ -83,7 +77,7 @@ def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
     clip = c[1].number_input("pos_weight clip", 0.0, 1000.0, d.pos_weight_clip, step=1.0, key="train_clip",
                              help="BCE pos_weight = negatives/positives per class, capped here; 0 = plain BCE.")
     try:  # the subset can be at most the training split (official ChestMNIST's when there is no data yet)
-        top = split_sizes(root, int(size), present)[0]["train"]
+        top = split_sizes(root, int(size))[0]["train"]
     except D.DataError:  # shown with what to do under the estimate
         top = 10_000_000
     if int(st.session_state.get("train_subset") or 0) > top:  # e.g. switched to a size with fewer images
@@ -116,82 +110,80 @@ def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
                          device=device, amp=amp, data_root=str(root), runs_dir=str(rdir), name=name.strip())
 
 
-def show_estimate(cfg: T.TrainConfig, present: list[int], anything_running: bool) -> dict[str, int] | None:
-    """The cost of `cfg` on this machine; the images it uses per split (train: per epoch), None on an error."""
+def show_estimate(cfg: T.TrainConfig, anything_running: bool) -> T.Estimate | None:
+    """The cost of `cfg` on this machine, shown and returned; None on an error."""
     try:
-        n, from_file = split_sizes(cfg.data_root, cfg.size, present)
+        n, from_file = split_sizes(cfg.data_root, cfg.size)
     except D.DataError as e:
         st.error(f"{e}")
         return None
-    n_train, n_val, n_test = n["train"], n["val"], n["test"]
     note = "" if from_file else " Split sizes are those of official ChestMNIST, as there is no data for this size yet."
     if not from_file:
         st.warning(f"No {cfg.size} px data under {cfg.data_root}: download or import it on the Data & runs page "
                    "before training.")
-    n_used = min(cfg.subset or n_train, n_train)
+    n_train = cfg.train_images(n["train"])
     try:
-        images_per_s, device = speed(cfg, cfg.size, n_used, anything_running)
+        images_per_s, device = speed(cfg, cfg.size, n_train, anything_running)
     except T.ConfigError as err:
         st.error(f"{err}")
         return None
-    e = T.Estimate.from_speed(images_per_s, n_used, n_val, n_test, cfg.epochs, device)
-    total = e.total_seconds
+    e = T.Estimate(images_per_s, device, n_train, n["val"], n["test"], cfg.epochs)
     st.subheader("Estimated cost on this machine")
     c = st.columns(4)
     c[0].metric("Seconds per epoch", f"{e.seconds_per_epoch:,.1f} s", help=T.format_seconds(e.seconds_per_epoch))
-    c[1].metric(f"Total for {cfg.epochs} epochs", T.format_seconds(total))
+    c[1].metric(f"Total for {cfg.epochs} epochs", T.format_seconds(e.total_seconds))
     c[2].metric("Training images/s", f"{e.images_per_s:,.0f}")
     c[3].metric("Device", e.device)
     st.caption(f"Speed measured on this machine from a few training batches of random images (once per size, model, "
-               f"batch size and device); {n_used:,} training and {n_val:,} "
-               f"validation images per epoch (validation costed at {T.VAL_COST:g} of a training step per image), then "
-               f"{n_val:,} validation and {n_test:,} test images scored once with the best checkpoint "
-               f"({T.format_seconds(e.final_seconds)}); an upper bound when early stopping (patience) ends the run "
-               f"sooner.{note}"
+               f"batch size and device); {_images(e)} (validation and scoring costed at {T.VAL_COST:g} of a training "
+               f"step per image, the scoring took {T.format_seconds(e.final_seconds)}); an upper bound when early "
+               f"stopping (patience) ends the run sooner.{note}"
                + (" A run is training in the background, so this measurement is slower than an idle machine."
                   if anything_running else ""))
-    if total > HOUR:
-        subset_fit, epochs_fit = e.within(HOUR, n_val, cfg.epochs)
+    if e.total_seconds > HOUR:
+        subset_fit, epochs_fit = e.within(HOUR)
         hints = []
-        if 0 < subset_fit < n_used:
+        if 0 < subset_fit < n_train:
             hints.append(f"a training subset of about {subset_fit:,} images")
         if epochs_fit >= 1:
             hints.append(f"at most {epochs_fit} epoch(s)")
-        st.warning(f"This would take about {T.format_seconds(total)} on {e.device}: more than an hour. "
+        st.warning(f"This would take about {T.format_seconds(e.total_seconds)} on {e.device}: more than an hour. "
                    + (f"To stay within an hour use {' or '.join(hints)}" if hints else "Use a subset or fewer epochs")
                    + ", or a GPU.")
-    return {"train": n_used, "val": n_val, "test": n_test}
+    return e
 
 
-def sweep_total(cfg: T.TrainConfig, present: list[int], used: dict[str, int], slot, busy: bool) -> None:
+def _images(e: T.Estimate) -> str:
+    return (f"{e.n_train:,} training and {e.n_val:,} validation images per epoch, then {e.n_val:,} validation and "
+            f"{e.n_test:,} test images scored once with the best checkpoint")
+
+
+def sweep_total(cfg: T.TrainConfig, present: list[int], e: T.Estimate, slot, busy: bool) -> None:
     """Into `slot` (beside the sweep button): what the sweep costs, summed over the sizes it trains.
 
-    Each size's speed is measured once (cached); every size is assumed to have the selected size's
-    split sizes (as the ChestMNIST files and NIH-1000 do), so no other size's file is opened for it.
+    Each size's speed is measured once (cached); every size is assumed to have the split sizes of
+    estimate `e` (as the ChestMNIST files and NIH-1000 do), so no other size's file is opened for it.
     """
-    n_train, n_val, n_test = used["train"], used["val"], used["test"]
-    if cfg.size not in present:  # the estimate above used official split sizes; the sweep trains the files here
+    if cfg.size not in present:  # `e` used official split sizes; the sweep trains the files here
         try:
-            n = split_sizes(cfg.data_root, present[0], present)[0]
+            n = split_sizes(cfg.data_root, present[0])[0]
         except D.DataError:
             return
-        n_train, n_val, n_test = min(cfg.subset or n["train"], n["train"]), n["val"], n["test"]
+        e = dataclasses.replace(e, n_train=cfg.train_images(n["train"]), n_val=n["val"], n_test=n["test"])
     parts, total = [], 0.0
     with slot.container():
         for size in present:
             try:
-                images_per_s, device = speed(cfg, size, n_train, busy)
+                images_per_s, device = speed(cfg, size, e.n_train, busy)
             except T.ConfigError:
                 return
-            seconds = T.Estimate.from_speed(images_per_s, n_train, n_val, n_test, cfg.epochs, device).total_seconds
+            seconds = dataclasses.replace(e, images_per_s=images_per_s, device=device).total_seconds
             total += seconds
             parts.append(f"{size} px {T.format_seconds(seconds)}")
     slot.caption(f"Sweep estimate: **{T.format_seconds(total)}** for {cfg.epochs} epoch(s) at each size "
                  f"({' + '.join(parts)}), one size after another.",
-                 help="Speed measured once per size on this machine; every size assumed to have this size's "
-                      f"split ({n_train:,} training and {n_val:,} validation images per epoch, then {n_val:,} "
-                      f"validation and {n_test:,} test images scored once). An upper bound when early stopping ends "
-                      "runs sooner.")
+                 help=f"Speed measured once per size on this machine; every size assumed to have this size's split "
+                      f"({_images(e)}). An upper bound when early stopping ends runs sooner.")
 
 
 def _launched(run_dirs) -> None:
@@ -378,19 +370,19 @@ if not present:
     st.info(f"No ChestMNIST data under {root}. Download or import a size on the Data & runs page first; "
             "the cost estimate below still works.")
 cfg = recipe(root, rdir, present)
-used = None
+try:
+    running_now = runs.any_running(rdir)
+except OSError:  # live() below says the folder cannot be read
+    running_now = False
+estimate = None
 try:
     cfg.validate()
 except T.ConfigError as e:
     st.error(f"{e}")
 else:
-    try:
-        running_now = any(r.state == "running" for r in runs.list_runs(rdir))
-    except OSError:  # live() below says the folder cannot be read
-        running_now = False
-    used = show_estimate(cfg, present, running_now)
+    estimate = show_estimate(cfg, running_now)
 sweep_slot = start_buttons(cfg, present)
 st.divider()
 live(rdir)
-if used and present:  # last: measuring the other sizes' speed must not hold up the page
-    sweep_total(cfg, present, used, sweep_slot, running_now)
+if estimate and present:  # last: measuring the other sizes' speed must not hold up the page
+    sweep_total(cfg, present, estimate, sweep_slot, running_now)

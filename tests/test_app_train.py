@@ -69,7 +69,7 @@ def test_estimate_at_128_px_does_not_unpack_the_images(open_page, tmp_path, monk
     D.write_npz(tmp_path / "data", 128, {s: (rng.integers(0, 256, (n, 128, 128), dtype=np.uint8),
                                              rng.integers(0, 2, (n, D.N_CLASSES), dtype=np.uint8))
                                          for s, n in zip(D.SPLITS, (40, 12, 16))})
-    monkeypatch.setattr(T, "estimate", lambda config, **kw: T.Estimate(50.0, 0.0, 0.0, "cpu"))
+    monkeypatch.setattr(T, "measure_speed", lambda config, **kw: (50.0, "cpu"))
     st.cache_data.clear()
     try:
         at = page(open_page, tmp_path / "data", tmp_path / "runs", train_size=128, **FAST).run()
@@ -102,7 +102,7 @@ def test_subset_changes_what_is_estimated_without_measuring_again(open_page, dat
 
     def no_measuring(*args, **kwargs):
         raise AssertionError("measured the speed again")
-    monkeypatch.setattr(T, "estimate", no_measuring)
+    monkeypatch.setattr(T, "measure_speed", no_measuring)
     at.number_input(key="train_subset").set_value(200).run()
     at.number_input(key="train_epochs").set_value(3).run()
     assert not at.exception and not at.error
@@ -121,9 +121,7 @@ def test_subset_is_capped_at_the_training_split(open_page, data_root, tmp_path):
 def test_sweep_shows_its_total_over_the_sizes(open_page, data_root, tmp_path, monkeypatch):
     speeds = {28: 40.0, 64: 10.0}
 
-    def fake(config, n_batches=3, n_train=None, n_val=None):
-        return T.Estimate(speeds[config.size], 0.0, 0.0, "cpu")
-    monkeypatch.setattr(T, "estimate", fake)
+    monkeypatch.setattr(T, "measure_speed", lambda config, **kw: (speeds[config.size], "cpu"))
     st.cache_data.clear()
     try:
         at = page(open_page, data_root, tmp_path / "runs", train_subset=200, train_epochs=2, train_batch=64,
@@ -139,10 +137,7 @@ def test_sweep_shows_its_total_over_the_sizes(open_page, data_root, tmp_path, mo
 
 
 def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_path, monkeypatch):
-    def slow(config, n_batches=3, n_train=None, n_val=None):
-        per_epoch = T.epoch_seconds(10.0, n_train, n_val)  # 10 training images/s
-        return T.Estimate(10.0, per_epoch, per_epoch * config.epochs, "cpu")
-    monkeypatch.setattr(T, "estimate", slow)
+    monkeypatch.setattr(T, "measure_speed", lambda config, **kw: (10.0, "cpu"))  # 10 training images/s
     st.cache_data.clear()  # no real measurement may answer for the fake one, nor the reverse
     try:
         at = page(open_page, data_root, tmp_path / "runs", train_epochs=100, train_batch=96).run()

@@ -296,3 +296,18 @@ def test_queued_run_whose_process_died_shows_interrupted(small_run):
     (small_run / "status.json").write_text(json.dumps({**status, "state": "queued", "pid": dead.pid}))
     s = runs.read_status(small_run)
     assert s["state"] == "interrupted" and "resume" in s["error"]
+
+
+def test_any_running_reads_live_states_like_list_runs(small_run):
+    """any_running is list_runs' notion of 'running' from the status files alone: a dead trainer is not running."""
+    runs_dir = small_run.parent
+    assert not runs.any_running(runs_dir)  # finished
+    runs.set_status(small_run, "running")  # this very process: alive
+    assert runs.any_running(runs_dir) and [r.state for r in runs.list_runs(runs_dir)] == ["running"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    runs.set_status(small_run, "running")
+    status = json.loads((small_run / "status.json").read_text())
+    (small_run / "status.json").write_text(json.dumps({**status, "pid": dead.pid}))
+    assert not runs.any_running(runs_dir) and [r.state for r in runs.list_runs(runs_dir)] == ["interrupted"]
+    assert not runs.any_running(runs_dir.parent / "nowhere")

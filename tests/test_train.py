@@ -1,6 +1,7 @@
 """core.train: learning, resume == uninterrupted, run folder contents, stop, early stopping."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -123,11 +124,20 @@ def test_subset_larger_than_split_is_rejected(tmp_path, data_root):
 
 
 def test_estimate_measures_a_positive_speed():
-    e = estimate(TrainConfig(size=28, epochs=4, device="cpu"), n_batches=1, n_train=1000, n_val=100)
+    e = estimate(TrainConfig(size=28, epochs=4, device="cpu"), {"train": 1000, "val": 100, "test": 300}, n_batches=1)
     assert e.images_per_s > 0 and e.seconds_per_epoch == pytest.approx((1000 + 0.5 * 100) / e.images_per_s)
-    # then val and the official test split (the default) scored once with the best checkpoint
-    assert e.final_seconds == pytest.approx(0.5 * (100 + D.OFFICIAL_COUNTS["test"]) / e.images_per_s)
+    # then val and test scored once with the best checkpoint
+    assert e.final_seconds == pytest.approx(0.5 * (100 + 300) / e.images_per_s)
     assert e.total_seconds == pytest.approx(4 * e.seconds_per_epoch + e.final_seconds)
+
+
+def test_estimate_reads_the_split_sizes_of_the_data_file(data_root, tmp_path):
+    e = estimate(TrainConfig(size=28, epochs=1, subset=100, device="cpu", data_root=str(data_root)), n_batches=1)
+    assert (e.n_train, e.n_val, e.n_test) == (100, 96, 96)
+    e = estimate(TrainConfig(size=28, epochs=1, device="cpu", data_root=str(tmp_path)), n_batches=1)  # no file there
+    assert (e.n_train, e.n_val, e.n_test) == tuple(D.OFFICIAL_COUNTS[s] for s in D.SPLITS)
+    with pytest.raises(ConfigError, match="larger than the training split"):
+        estimate(TrainConfig(size=28, subset=1000, device="cpu", data_root=str(data_root)), n_batches=1)
 
 
 def test_nih1000_smoke_one_epoch(tmp_path, nih1000):
@@ -161,9 +171,9 @@ def test_format_seconds(seconds, text):
 
 
 def test_estimate_within_a_budget_inverts_the_cost_model():
-    e = Estimate.from_speed(10.0, 256, 96, 500, 200, "cpu")
-    assert e.total_seconds == pytest.approx(200 * e.seconds_per_epoch + 0.5 * (96 + 500) / 10.0)
-    subset, epochs = e.within(3600, 96, 200)
-    assert Estimate.from_speed(10.0, subset, 96, 500, 200, "cpu").total_seconds == pytest.approx(3600, abs=200 / 10)
-    assert Estimate.from_speed(10.0, 256, 96, 500, epochs, "cpu").total_seconds <= 3600
-    assert Estimate.from_speed(10.0, 256, 96, 500, epochs + 1, "cpu").total_seconds > 3600
+    e = Estimate(10.0, "cpu", n_train=256, n_val=96, n_test=500, epochs=200)
+    assert e.total_seconds == pytest.approx(200 * (256 + 0.5 * 96) / 10.0 + 0.5 * (96 + 500) / 10.0)
+    subset, epochs = e.within(3600)
+    assert dataclasses.replace(e, n_train=subset).total_seconds == pytest.approx(3600, abs=200 / 10)
+    assert dataclasses.replace(e, epochs=epochs).total_seconds <= 3600
+    assert dataclasses.replace(e, epochs=epochs + 1).total_seconds > 3600
