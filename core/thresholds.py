@@ -39,6 +39,7 @@ __all__ = [
     "f1_optimal",
     "fallback_classes",
     "fixed",
+    "load_choice",
     "load_thresholds",
     "save_thresholds",
     "sensitivity_at_least",
@@ -294,6 +295,11 @@ def _fail(path: Path, problem: str) -> ThresholdFileError:
 
 
 def load_thresholds(path: str | os.PathLike[str], class_names: Sequence[str]) -> np.ndarray:
+    """(C,) thresholds in ``class_names`` order from a file ``load_choice`` reads (same errors)."""
+    return load_choice(path, class_names).thresholds
+
+
+def load_choice(path: str | os.PathLike[str], class_names: Sequence[str]) -> ThresholdChoice:
     """Read thresholds written by ``save_thresholds`` or a hand-edited ``{name: float}`` file.
 
     Args:
@@ -301,7 +307,8 @@ def load_thresholds(path: str | os.PathLike[str], class_names: Sequence[str]) ->
         class_names: the C class names the model predicts, in column order.
 
     Returns:
-        (C,) thresholds in ``class_names`` order.
+        ThresholdChoice: (C,) thresholds in ``class_names`` order, the method the file records
+        ("file" for a hand-edited one) and its fallback classes as indices.
 
     Raises:
         ThresholdFileError: the file is missing or not JSON, its class names
@@ -345,4 +352,7 @@ def load_thresholds(path: str | os.PathLike[str], class_names: Sequence[str]) ->
         values.append(value)
     if problems:
         raise _fail(path, "; ".join(problems))
-    return np.asarray(values, dtype=np.float64)
+    saved = entries is not data  # save_thresholds' layout, with method and fallback classes
+    fallback = [expected.index(n) for n in data.get("fallback_classes", []) if n in expected] if saved else []
+    return ThresholdChoice(np.asarray(values, dtype=np.float64), str(data.get("method", "file")) if saved else "file",
+                           fallback)

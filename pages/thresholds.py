@@ -5,7 +5,6 @@ the test split only shows what those thresholds give, never chooses them.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -66,19 +65,13 @@ def _curves(run_dir: str, split: str, c: int, mtime: float) -> tuple[pd.DataFram
     return _thin(roc), _thin(pr)
 
 
-def _file_method(path: Path) -> str:
-    """The method recorded in a thresholds.json, best effort."""
-    try:
-        return str(json.loads(path.read_text()).get("method", "saved"))
-    except (OSError, ValueError, AttributeError):
-        return "saved"
-
-
-def _set_thresholds(values: np.ndarray, method: str) -> None:
-    """Put exact values in the sliders' state (off the slider grid if need be: the table shows core's numbers)."""
+def _set_thresholds(choice: T.ThresholdChoice) -> None:
+    """Put exact values in the sliders' state (off the slider grid if need be: the table shows core's
+    numbers), with the choice's method and fallback classes."""
     for c in range(N_CLASSES):
-        st.session_state[_key(c)] = float(values[c])
-    st.session_state["thr_method"] = method
+        st.session_state[_key(c)] = float(choice.thresholds[c])
+    st.session_state["thr_method"] = choice.method
+    st.session_state["thr_fallback"] = list(choice.fallback)
     st.session_state["thr_tuned_on_test"] = False
 
 
@@ -86,8 +79,7 @@ def _apply_preset(val_labels: np.ndarray, val_scores: np.ndarray) -> None:
     method, kw = PRESETS[st.session_state["thr_preset"]]
     if method == "sensitivity":
         kw = {"target": float(st.session_state["thr_target"])}
-    choice = T.choose(method, val_labels, val_scores, **kw)
-    _set_thresholds(choice.thresholds, choice.method)
+    _set_thresholds(T.choose(method, val_labels, val_scores, **kw))
 
 
 def _moved() -> None:
@@ -160,14 +152,11 @@ source = (info.id, file_mtime(thr_path))
 if st.session_state.get("thr_source") != source:
     st.session_state["thr_source"] = source
     try:
-        saved = T.load_thresholds(thr_path, CLASS_NAMES)
-        method = _file_method(thr_path)
+        _set_thresholds(T.load_choice(thr_path, CLASS_NAMES))
         st.session_state["thr_file_error"] = None
     except T.ThresholdFileError as e:
-        saved = T.choose("youden", val_labels, val_scores)
-        method, saved = saved.method, saved.thresholds
+        _set_thresholds(T.choose("youden", val_labels, val_scores))
         st.session_state["thr_file_error"] = str(e)
-    _set_thresholds(saved, method)
 if st.session_state.get("thr_file_error"):
     st.error(f"{st.session_state['thr_file_error']} The sliders start from Youden's J on validation instead; "
              "**Save thresholds to run** writes a valid file.")
@@ -206,9 +195,9 @@ with st.expander(f"Per-class thresholds · method: {method}", expanded=True):
         st.caption("No positives or no negatives in validation, so no threshold can be chosen there and the "
                    f"Youden, F1 and sensitivity presets use {T.FALLBACK_THRESHOLD:g}: "
                    + ", ".join(f"{CLASS_NAMES[c]} (now {current[c]:.3f})" for c in undefined) + ".")
-# What the file records as fallback: those classes while they still hold the fallback value. A fixed
-# preset gives every class its value by design, so nothing falls back there (as in core.thresholds.choose).
-fallback = [] if method.startswith("fixed") else [c for c in undefined if current[c] == T.FALLBACK_THRESHOLD]
+# What the file records as fallback: the chosen thresholds' fallback classes (core.thresholds.choose, or the
+# loaded file's) while they still hold the fallback value.
+fallback = [c for c in st.session_state["thr_fallback"] if current[c] == T.FALLBACK_THRESHOLD]
 
 # --- metrics at these thresholds -------------------------------------------------------------
 tm = metrics.threshold_metrics(labels, scores, current)

@@ -192,6 +192,19 @@ def test_undefined_auc_and_broken_file(open_page, data_root, run28):
     saved = json.loads((run28 / "thresholds.json").read_text())
     want = T.choose("fixed", labels, scores, value=0.5)
     assert (saved["method"], saved["fallback_classes"]) == (want.method, want.fallback) == ("fixed-0.5", [])
+    # ... and moving another slider afterwards does not turn hernia's 0.5 into a fallback either.
+    at.slider(key="thr_2").set_value(0.3).run()
+    at.button(key="thr_save").click().run()
+    saved = json.loads((run28 / "thresholds.json").read_text())
+    assert (saved["method"], saved["fallback_classes"]) == ("manual", [])
+    # A file's own fallback classes come back with it: Youden saved, page reopened from the file.
+    at.radio(key="thr_preset").set_value("Youden's J").run()
+    at.button(key="thr_apply").click().run()
+    at.button(key="thr_save").click().run()
+    reopened = _open(open_page, data_root, run28.parent, run28)
+    reopened.slider(key="thr_2").set_value(0.3).run()
+    reopened.button(key="thr_save").click().run()
+    assert json.loads((run28 / "thresholds.json").read_text())["fallback_classes"] == ["hernia"]
 
 
 def test_curves_mark_the_operating_point(open_page, data_root, run28):

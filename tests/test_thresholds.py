@@ -162,6 +162,9 @@ def test_save_load_round_trip(tmp_path):
     th.save_thresholds(path, choice, NAMES)
 
     np.testing.assert_array_equal(th.load_thresholds(path, NAMES), choice.thresholds)
+    loaded = th.load_choice(path, NAMES)  # the whole choice comes back: method and fallback classes too
+    assert (loaded.method, loaded.fallback) == ("youden", [2]) == (choice.method, choice.fallback)
+    np.testing.assert_array_equal(loaded.thresholds, choice.thresholds)
     data = json.loads(path.read_text())
     assert data["split"] == "val" and data["method"] == "youden"
     assert data["classes"]["atelectasis"]["method"] == "youden"
@@ -190,6 +193,7 @@ def test_load_accepts_plain_mapping(tmp_path):
     path = tmp_path / "edited.json"
     path.write_text(json.dumps({"effusion": 0.25, "atelectasis": 0, "cardiomegaly": 1}))
     np.testing.assert_array_equal(th.load_thresholds(path, NAMES), [0.0, 1.0, 0.25])
+    assert (th.load_choice(path, NAMES).method, th.load_choice(path, NAMES).fallback) == ("file", [])
 
 
 def test_load_rejects_wrong_class_names(tmp_path):
