@@ -20,7 +20,7 @@ from core.runs import RunError, load_model, read_config, save_scores, write_json
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, device: str | torch.device = "cpu",
-            channels_last: bool = True, amp_dtype: torch.dtype | None = None, fold_bn: bool = True) -> np.ndarray:
+            channels_last: bool = True, fold_bn: bool = True) -> np.ndarray:
     """Sigmoid probabilities (N, 14) float32 for uint8 images (N, H, W), from `model` in eval mode.
 
     Runs a copy with batch norm folded into the convolutions (core.models.fold_batchnorm: the
@@ -35,9 +35,8 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, d
     device = torch.device(device)
     for start in range(0, len(images), batch_size):
         x = D.to_tensor(images[start:start + batch_size], device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = net(x)
-        out[start:start + len(x)] = torch.sigmoid(logits.float()).cpu().numpy()
+        # fp32 always: bf16 rounding reorders nearly tied scores, and these are the scores metrics are computed on.
+        out[start:start + len(x)] = torch.sigmoid(net(x).float()).cpu().numpy()
     return out
 
 
@@ -55,8 +54,8 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", data: D.ChestData | 
     train = read_config(run_dir)["train"]
     dev = resolve_device(device)
     data = data or D.load(train["data_root"], train["size"])
-    model = model or load_model(run_dir, "best", dev)
-    scores = {s: predict(model, data.split(s).images, device=dev) for s in ("val", "test")}
+    net = fold_batchnorm(model or load_model(run_dir, "best", dev))  # once for both splits
+    scores = {s: predict(net, data.split(s).images, device=dev, fold_bn=False) for s in ("val", "test")}
     for s in scores:
         save_scores(run_dir, s, scores[s], data.split(s).labels)
     choice = thresholds.choose("youden", data.val.labels, scores["val"])

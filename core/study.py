@@ -41,8 +41,7 @@ import torch
 from core import data as D
 from core import metrics, runs
 from core.models import fold_batchnorm
-from core.train import (AMP_HELP, ConfigError, TrainConfig, amp_dtype, format_seconds, precision_name, prepare_run,
-                        resolve_device)
+from core.train import AMP_HELP, ConfigError, TrainConfig, format_seconds, prepare_run, resolve_device
 
 STUDY_VERSION = 1
 ROOT = Path(__file__).resolve().parents[1]
@@ -402,9 +401,9 @@ def measure_inference(run_dir: str | Path, data: D.ChestData, device: str | torc
                       n_images: int = 512, batch_size: int = 256, repeats: int = 3) -> dict:
     """Inference time of the run's best model on up to `n_images` test images, ms per image.
 
-    Batches of `batch_size` through core.evaluate.predict (the app's and evaluation's path),
-    one warm-up pass, then the median of `repeats` timed passes. Uses the run's AMP and
-    channels_last settings on `device`.
+    Batches of `batch_size` through core.evaluate.predict (the app's and evaluation's path: fp32,
+    batch norm folded), one warm-up pass, then the median of `repeats` timed passes, with the
+    run's channels_last setting on `device`.
     """
     from core.evaluate import predict
     from core.train import _config_of
@@ -413,8 +412,7 @@ def measure_inference(run_dir: str | Path, data: D.ChestData, device: str | torc
     dev = resolve_device(device)
     model = fold_batchnorm(runs.load_model(run_dir, "best", dev))  # as predict does, once
     images = np.ascontiguousarray(data.test.images[:n_images])
-    dtype = amp_dtype(cfg, dev)
-    kw = dict(batch_size=batch_size, device=dev, channels_last=cfg.channels_last, amp_dtype=dtype, fold_bn=False)
+    kw = dict(batch_size=batch_size, device=dev, channels_last=cfg.channels_last, fold_bn=False)
     predict(model, images[:batch_size], **kw)
     times = []
     for _ in range(repeats):
@@ -422,8 +420,7 @@ def measure_inference(run_dir: str | Path, data: D.ChestData, device: str | torc
         predict(model, images, **kw)  # copies scores back to the CPU, so CUDA work is finished
         times.append(time.perf_counter() - t)
     return {"inference_ms_per_image": float(np.median(times)) / len(images) * 1000, "inference_images": len(images),
-            "inference_batch": batch_size, "inference_device": str(dev), "inference_threads": torch.get_num_threads(),
-            "inference_precision": precision_name(dtype)}
+            "inference_batch": batch_size, "inference_device": str(dev), "inference_threads": torch.get_num_threads()}
 
 
 def data_provenance(size: int, n: dict, md5: str) -> dict:
@@ -803,7 +800,6 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
                 continue
             inference.setdefault("device", m["inference_device"])
             inference.setdefault("threads", m["inference_threads"])
-            inference.setdefault("precision", m["inference_precision"])
             inference.setdefault("images", m["inference_images"])
             inference.setdefault("batch", m["inference_batch"])
             for r in records:
@@ -938,12 +934,13 @@ def _markdown(summary: dict) -> str:
           _markdown_table(tables["Test"]), ""]
     inf = summary.get("inference") or {}
     L += ["## Cost", "", _markdown_table(tables["Cost"]), "",
-          "- params and GFLOPs/image: from config.json (torch's FlopCounter, forward pass, a multiply-add = 2 FLOPs).",
+          "- params and GFLOPs/image: from config.json (core.models.flops_per_image: convolutions and linear layers, "
+          "forward pass, a multiply-add = 2 FLOPs).",
           "- s/epoch: median wall time of an epoch including validation; train img/s: median training throughput "
           "(metrics.jsonl). Both were measured while training, on the device named, and depend on whatever else "
           "the machine was doing.",
           (f"- inference ms/image: core.evaluate.predict on the first {inf.get('images')} test images in batches of "
-           f"{inf.get('batch')}, on `{inf.get('device')}` ({inf.get('threads')} CPU threads, {inf.get('precision', 'fp32')}), median of 3 timed passes "
+           f"{inf.get('batch')}, on `{inf.get('device')}` ({inf.get('threads')} CPU threads, fp32 as evaluation scores), median of 3 timed passes "
            "after a warm-up; best model of the first seed of each size." if inf else
            "- inference ms/image: not measured."),
           "- peak RSS: maximum resident set size of the training process (kernel rusage of the child process the "
