@@ -285,11 +285,21 @@ def write_large_npz(path: Path, size: int, counts: tuple[int, int, int], chunk: 
 # ---------------------------------------------------------------- training runs (shared by groups)
 
 
+def core_amp():
+    """The autocast dtype core's `--amp auto` trains in on this CPU (None: fp32)."""
+    import torch
+
+    from core.train import TrainConfig, amp_dtype
+
+    return amp_dtype(TrainConfig(), torch.device("cpu"))
+
+
 class RunCache:
     """Train core runs once per bench invocation: compute (AUC checks) and efficiency share them.
 
-    Runs go through core.train.prepare_run/train exactly as the CLI would, into a temporary
-    runs folder. Key: every TrainConfig field that changes the result plus the thread count.
+    Runs go through core.train.prepare_run/train exactly as the CLI would (in core's default
+    precision unless `amp` says otherwise), into a temporary runs folder. Key: every TrainConfig
+    field that changes the result, with `amp` as the precision it resolves to, plus the thread count.
     """
 
     def __init__(self, workdir: Path):
@@ -297,21 +307,22 @@ class RunCache:
         self._runs: dict[tuple, dict] = {}
 
     def train(self, data_root: Path, size: int, epochs: int, *, model: str = "res-cnn", seed: int = 0,
-              amp: str = "off", channels_last: bool = True, threads: int | None = None,
+              amp: str = "auto", channels_last: bool = True, threads: int | None = None,
               batch_size: int = 128) -> dict:
         """Train and evaluate; returns {'val_auc' (last epoch), 'test_auc' (best ckpt), 'run_dir', 'seconds',
         'images_per_s' (mean train img/s over epochs)}."""
         import torch
 
         from core import runs
-        from core.train import TrainConfig, prepare_run, train
+        from core.train import TrainConfig, amp_dtype, prepare_run, train
 
-        key = (str(data_root), size, epochs, model, seed, amp, channels_last, threads, batch_size)
-        if key in self._runs:
-            return self._runs[key]
         cfg = TrainConfig(size=size, epochs=epochs, batch_size=batch_size, model=model, seed=seed, amp=amp,
                           channels_last=channels_last, patience=0, device="cpu", data_root=str(data_root),
                           runs_dir=str(self.workdir / "runs"), name="bench")
+        key = (str(data_root), size, epochs, model, seed, amp_dtype(cfg, torch.device("cpu")), channels_last, threads,
+               batch_size)
+        if key in self._runs:
+            return self._runs[key]
         before = torch.get_num_threads()
         t = time.perf_counter()
         try:

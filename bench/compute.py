@@ -26,14 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.common import Context, Mode, Row, at_least, at_most, interleaved, median, torch_threads
+from bench.common import Context, Mode, Row, at_least, at_most, core_amp, interleaved, median, torch_threads
 from core import data as D
 from core import metrics
 from core.models import DEFAULT_MODEL, build_model, fold_batchnorm
-from core.train import TrainConfig, amp_dtype
 
 # core's training step on this CPU: channels_last, in the precision `--amp auto` picks here.
-CORE_TRAIN = "bf16_cl" if amp_dtype(TrainConfig(), torch.device("cpu")) else "fp32_cl"
+CORE_TRAIN = "bf16_cl" if core_amp() else "fp32_cl"
 
 TRAIN_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_nchw", "bf16_cl", "fp32_cl_1t")
 INFER_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_cl", "folded_cl", "folded_bf16_cl", "fp32_cl_1t")
@@ -250,12 +249,12 @@ def bench_thread_env(size: int, mode: Mode) -> dict:
 
 
 TRAINED_VARIANTS = {  # name -> core.train settings
-    "fp32_cl": {},  # the fp32 reference (core's default on CPUs without native bf16)
-    "fp32_cl_seed1": {"seed": 1},
-    "fp32_nchw": {"channels_last": False},
+    "fp32_cl": {"amp": "off"},  # the fp32 reference (core's default on CPUs without native bf16)
+    "fp32_cl_seed1": {"amp": "off", "seed": 1},
+    "fp32_nchw": {"amp": "off", "channels_last": False},
     "bf16_cl": {"amp": "bf16"},
     "bf16_cl_seed1": {"amp": "bf16", "seed": 1},
-    "fp32_cl_1t": {"threads": 1},
+    "fp32_cl_1t": {"amp": "off", "threads": 1},
 }
 
 
@@ -298,6 +297,7 @@ def infer_auc_effects(ctx: Context, size: int, datasets: dict, variants: dict[st
 
 def run(ctx: Context) -> list[Row]:
     mode, rows = ctx.mode, []
+    gate = mode.auc_epochs >= MIN_EPOCHS_FOR_INFER_CHECK  # inference-precision AUC checks hold only for trained models
     for size in mode.compute_sizes:
         ctx.log(f"compute: train variants at {size} px")
         tr = bench_train(size, mode)
@@ -372,7 +372,6 @@ def run(ctx: Context) -> list[Row]:
                     val = f[p + f"infer_{v}_val_auc"]
                     # After a couple of epochs the scores are nearly tied, and bf16 rounding alone
                     # reorders them: the check needs a model that has learned something.
-                    gate = mode.auc_epochs >= MIN_EPOCHS_FOR_INFER_CHECK
                     rows.append(Row(p + f"infer_{v}_val_auc", val, "val AUC", ref, None, "|diff| <= 0.005" if gate else "",
                                     at_most(abs(val - ref), 0.005) if gate else None,
                                     f"same trained model as fp32 NCHW; max |score diff| {f[p + f'infer_{v}_max_abs_diff']:.2g}"

@@ -150,13 +150,16 @@ def prepare(base: Path, counts: tuple[int, int, int], size: int = 224) -> tuple[
     os.environ["CHESTMNIST_CACHE"] = str(cache)
     try:
         from core import data as D
-        D.load(root, size)
+        data = D.load(root, size)
     finally:
         if before is None:
             os.environ.pop("CHESTMNIST_CACHE", None)
         else:
             os.environ["CHESTMNIST_CACHE"] = before
     info["cache_s"] = time.perf_counter() - t
+    info["train_npy"] = data.train.images.path
+    for s in D.SPLITS:
+        data.split(s).images.close()
     return root, cache, info
 
 
@@ -180,25 +183,18 @@ def bench_memory(mode: Mode, base: Path, readers: tuple[str, ...] | None = None,
                         p + "peak_file_gb": r["peak_file_gb"], p + "images_read": r["images_read"],
                         p + "steps": r["steps"], p + "seconds": r["seconds"],
                         p + "img_s": r["images_read"] / r["seconds"]})
-    out.update(read_speed(root, cache, size, mode.memory_batch, max(9, mode.repeats * 3)))
+    out.update(read_speed(info["train_npy"], size, mode.memory_batch, max(9, mode.repeats * 3)))
     return out
 
 
-def read_speed(root: Path, cache: Path, size: int, batch: int, repeats: int) -> dict:
-    """ms per shuffled batch read from the train split: core's NpyRows vs np.memmap fancy indexing,
-    interleaved, same sorted random indices for both (page cache warm after the children)."""
+def read_speed(train_npy: Path, size: int, batch: int, repeats: int) -> dict:
+    """ms per shuffled batch read from the train split's .npy cache (prepare's `train_npy`): core's
+    NpyRows vs np.memmap fancy indexing, interleaved, same sorted random indices for both (page
+    cache warm after the children)."""
     from bench.common import interleaved, median
+    from core import data as D
 
-    before = os.environ.get("CHESTMNIST_CACHE")
-    os.environ["CHESTMNIST_CACHE"] = str(cache)
-    try:
-        from core import data as D
-        rows = D.load(root, size).train.images
-    finally:
-        if before is None:
-            os.environ.pop("CHESTMNIST_CACHE", None)
-        else:
-            os.environ["CHESTMNIST_CACHE"] = before
+    rows = D.NpyRows(train_npy)
     images = np.load(rows.path, mmap_mode="r")
     rng = np.random.default_rng(0)
     batches = [np.sort(rng.choice(len(images), min(batch, len(images)), replace=False)) for _ in range(repeats + 2)]

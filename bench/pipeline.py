@@ -25,19 +25,19 @@ from __future__ import annotations
 import copy
 import itertools
 import time
+from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from bench.common import Context, Mode, Row, at_least, interleaved, median, random_split, torch_threads
+from bench.common import Context, Mode, Row, at_least, core_amp, interleaved, median, random_split, torch_threads
 from core import data as D
 from core.models import DEFAULT_MODEL, build_model
-from core.train import TrainConfig, amp_dtype
 
 # What `--amp auto` trains in on this CPU, and the other precision for comparison.
-CORE_AMP = amp_dtype(TrainConfig(), torch.device("cpu"))
+CORE_AMP = core_amp()
 OTHER_AMP, OTHER = (None, "core_fp32") if CORE_AMP else (torch.bfloat16, "core_bf16")
 
 
@@ -180,21 +180,29 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, com
     torch.manual_seed(0)
     base = build_model(model_name, size).train()
 
+    def step(amp: torch.dtype | None = CORE_AMP) -> CoreStep:
+        """core's step on a fresh channels_last copy of the same initial weights."""
+        return CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels, amp)
+
+    idx = np.arange(n)
+
+    def core_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """core.data.batches over every epoch, shuffled by its own generator."""
+        gen = torch.Generator().manual_seed(0)
+        return _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen,
+                                        channels_last=True))
+
+    def example_loader() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
+
     # medmnist example: NCHW model
     m_model = copy.deepcopy(base)
     m_opt = torch.optim.Adam(m_model.parameters(), lr=1e-3)
     m_crit = nn.BCEWithLogitsLoss()
-    m_iter = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
-
-    # core default
-    c_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
-    gen = torch.Generator().manual_seed(0)
-    idx = np.arange(n)
-    c_iter = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen,
-                                      channels_last=True))
-
+    m_iter = example_loader()
+    c_step, c_iter = step(), core_batches()
     # pure compute: pre-made float tensors in the model's layout
-    p_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
+    p_step = step()
     pre = [(D.to_tensor(images[i:i + batch_size], "cpu", True),
             torch.from_numpy(labels[i:i + batch_size].astype(np.float32)))
            for i in range(0, n - batch_size + 1, batch_size)][:8]
@@ -206,18 +214,14 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, com
         "compute": lambda: p_step(*next(p_iter)),
     }
     if mode.pipeline_shares:
-        ml_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
-        ml_iter = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
+        ml_step, ml_iter = step(), example_loader()
         fns["medmnist_loader"] = lambda: ml_step(*(t.contiguous(memory_format=torch.channels_last) if t.ndim == 4
                                                    else t.float() for t in next(ml_iter)))
-        o_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels, amp=OTHER_AMP)
-        gen_o = torch.Generator().manual_seed(0)
-        o_iter = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen_o,
-                                          channels_last=True))
+        o_step, o_iter = step(OTHER_AMP), core_batches()
         fns[OTHER] = lambda: o_step(*next(o_iter))
     compile_s = {}
     if compile_:
-        k_step = CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels)
+        k_step = step()
         k_step.model = torch.compile(k_step.model, dynamic=False)
         k_iter = itertools.cycle(pre)  # the loader's cost is the same as core's; compile changes only compute
         t0 = time.perf_counter()
@@ -231,8 +235,7 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, com
 
     # the loaders alone (no model): ms per batch; `core_numpy` is the candidate normalisation
     gen_np = torch.Generator().manual_seed(0)
-    l_m = _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
-    l_c = _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen, channels_last=True))
+    l_m, l_c = example_loader(), core_batches()
     l_n = _cycle(lambda: numpy_batches(images, labels, idx, batch_size, gen_np))
     lt = interleaved({"medmnist": lambda: next(l_m), "core": lambda: next(l_c), "core_numpy": lambda: next(l_n)},
                      max(7, mode.repeats * 3), 2)
