@@ -35,18 +35,18 @@ import argparse
 import os
 import re
 import sys
-import uuid
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from core.data import CLASS_NAMES, SIZES, SPLITS, DataError, check_size, npz_name
+from core.data import CLASS_NAMES, SIZES, SPLITS, DataError, check_size, npz_name, write_npz
+from core.files import atomic_write
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.1, 0.2)
 # Normalised names of the image column, in order of preference when several are present.
@@ -398,19 +398,6 @@ def _patient_split(names: list[str], patients: list[str], fractions: tuple[float
     return split_of_group[inverse]
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    # Not mkstemp: its 0600 mode would make a shared data root unreadable to others.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out_dir: str | Path, *,
                   seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                   on_progress: Callable[[int, int], None] | None = None) -> ImportReport:
@@ -515,8 +502,8 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     index = pd.DataFrame(index_rows, columns=["split", "index", "image", "file", "patient_id"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(index_path, lambda f: index.to_csv(f, index=False))
-        _write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
+        atomic_write(index_path, lambda f: index.to_csv(f, index=False))
+        write_npz(out_dir, size, {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in SPLITS})
     except OSError as e:
         raise DataImportError(f"Could not write to {out_dir} ({e.strerror or e}). Choose a writable output folder "
                               "with enough free space.") from None

@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import socket
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from core.files import atomic_write
 from core.metrics import to_jsonable
 
 FORMAT_VERSION = 1
@@ -39,23 +39,10 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("CHESTMNIST_RUNS") or "checkpoints").expanduser()
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | Path, obj: Any) -> None:
     """Write strict JSON atomically."""
     data = json.dumps(to_jsonable(obj), indent=2, allow_nan=False).encode()
-    _atomic(Path(path), lambda f: f.write(data))
+    atomic_write(Path(path), lambda f: f.write(data))
 
 
 def read_json(path: str | Path) -> Any:
@@ -70,7 +57,7 @@ def read_json(path: str | Path) -> Any:
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """torch.save atomically: a kill mid-write leaves the previous checkpoint intact."""
-    _atomic(Path(path), lambda f: torch.save(state, f))
+    atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -123,7 +110,7 @@ def truncate_metrics(run_dir: str | Path, epochs: int) -> None:
     """Keep only rows of epochs <= `epochs` (on resume, drop rows past the checkpoint)."""
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs]
     data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
-    _atomic(Path(run_dir) / "metrics.jsonl", lambda f: f.write(data))
+    atomic_write(Path(run_dir) / "metrics.jsonl", lambda f: f.write(data))
 
 
 def _slug(text: str) -> str:
@@ -336,7 +323,7 @@ def load_scores(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 
 def save_scores(run_dir: str | Path, split: str, scores: np.ndarray, labels: np.ndarray) -> None:
     path = Path(run_dir) / f"{split}_scores.npz"
-    _atomic(path, lambda f: np.savez(f, scores=scores.astype(np.float32), labels=labels.astype(np.uint8)))
+    atomic_write(path, lambda f: np.savez(f, scores=scores.astype(np.float32), labels=labels.astype(np.uint8)))
 
 
 def load_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> torch.nn.Module:

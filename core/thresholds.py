@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from core.files import atomic_write
 from core.metrics import check_inputs
 
 __all__ = [
@@ -236,8 +236,7 @@ def save_thresholds(
          "classes": {name: {"threshold": t, "method": m_or_"fallback-0.5"}},
          "fallback_classes": [names]}
 
-    The file is written to a temporary file in the same folder and moved into
-    place with ``os.replace``, so a reader never sees a half-written file.
+    Written with core.files.atomic_write, so a reader never sees a half-written file.
 
     Args:
         path: destination file.
@@ -274,16 +273,8 @@ def save_thresholds(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    data = json.dumps(payload, indent=2, allow_nan=False).encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _fail(path: Path, problem: str) -> ThresholdFileError:

@@ -7,7 +7,6 @@ inference time, which is measured here (once per checkpoint, cached, after the r
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import altair as alt
 import numpy as np

@@ -103,9 +103,14 @@ def test_opacity_and_colour_map_redraw_without_recomputing_grad_cam(open_page, d
     at = _open(open_page, data_root, finished_runs[28])
     first = len(calls)
     assert first >= 1
+
+    def overlay():
+        return next(img for caption, img in _images(at, media) if caption.startswith("Grad-CAM"))
+    before = overlay()
     at.slider(key="sal_alpha").set_value(0.8).run()
     at.selectbox(key="sal_cmap").set_value("viridis").run()
-    assert not at.exception and len(calls) == first  # the overlay changed, the maps came from the cache
+    assert not at.exception and len(calls) == first  # the maps came from the cache...
+    assert not np.array_equal(overlay(), before)  # ...and the overlay was drawn again with the new settings
     at.selectbox(key="sal_class").set_value(5).run()
     assert len(calls) > first and calls[-1] == 5  # a new class is a new map
 

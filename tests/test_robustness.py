@@ -311,3 +311,22 @@ def test_any_running_reads_live_states_like_list_runs(small_run):
     (small_run / "status.json").write_text(json.dumps({**status, "pid": dead.pid}))
     assert not runs.any_running(runs_dir) and [r.state for r in runs.list_runs(runs_dir)] == ["interrupted"]
     assert not runs.any_running(runs_dir.parent / "nowhere")
+
+
+def test_atomic_write_keeps_the_old_file_on_failure_and_shares_like_any_file(tmp_path):
+    """core.files.atomic_write, behind every run file, threshold file, imported npz and cache: a failed
+    write leaves the previous file and no temp file; a new file gets the umask's mode, not 0600."""
+    from core.files import atomic_write
+
+    path = tmp_path / "status.json"
+    atomic_write(path, lambda f: f.write(b"old"))
+
+    def fail(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError):
+        atomic_write(path, fail)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["status.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
