@@ -13,7 +13,7 @@ split of its RSS, sampled after every batch.
   over the pass: the page footprint of a whole epoch with the activations of training.
 * infer: core.evaluate.predict over the test split.
 
-`reader=rows` is core as it is (core.data.NpyRows: positioned reads, so no file page is ever
+`reader=rows` is core as it is (core.data.NpyRows: plain file reads, so no file page is ever
 mapped into the process; the kernel's page cache still caches them, outside the process's RSS).
 `reader=mmap` is the baseline core used before: np.memmap over the same .npy file, whose pages
 count toward RSS once a shuffled epoch has touched them.
