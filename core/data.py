@@ -265,11 +265,14 @@ class ChestData:
         return getattr(self, name)
 
 
-def _cache_dir(path: Path) -> Path:
+def cache_root() -> Path:
     """`CHESTMNIST_CACHE` or ~/.cache/chestmnist-explorer: never inside a (possibly shared) data root."""
-    base = Path(os.environ.get("CHESTMNIST_CACHE") or Path.home() / ".cache" / "chestmnist-explorer")
+    return Path(os.environ.get("CHESTMNIST_CACHE") or Path.home() / ".cache" / "chestmnist-explorer").expanduser()
+
+
+def _cache_dir(path: Path) -> Path:
     key = hashlib.md5(str(path.resolve()).encode()).hexdigest()[:12]
-    return base.expanduser() / f"{path.stem}-{key}"
+    return cache_root() / f"{path.stem}-{key}"
 
 
 def _npy_cache(path: Path, key: str) -> Path:

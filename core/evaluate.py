@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core import autotune
 from core import data as D
 from core import metrics, thresholds
 from core.models import fold_batchnorm
@@ -20,14 +22,22 @@ from core.runs import RunError, load_model, read_config, save_scores, write_json
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, device: str | torch.device = "cpu",
-            channels_last: bool = True, fold_bn: bool = True) -> np.ndarray:
+            channels_last: bool | None = None, fold_bn: bool | None = None) -> np.ndarray:
     """Sigmoid probabilities (N, 14) float32 for uint8 images (N, H, W), from `model` in eval mode.
 
-    Runs a copy with batch norm folded into the convolutions (core.models.fold_batchnorm: the
-    same scores up to float rounding, faster); `model` itself is left as it was. Callers that
-    predict many times with one model (timing loops) fold once and pass `fold_bn=False`; `model`
-    is then used as given (and put in eval mode and, with `channels_last`, that layout in place).
+    `channels_last` / `fold_bn` left as None are what was measured fastest for this model, size and
+    batch on this machine (core.autotune.choose_infer; folding batch norm into the convolutions gives
+    the same scores up to float rounding). Unless `fold_bn=False` is passed, a copy runs and `model`
+    is left as it was. Callers that predict many times with one model (timing loops) fold once and pass
+    `fold_bn=False`; `model` is then used as given (and put in eval mode and, with `channels_last`,
+    that layout in place).
     """
+    if channels_last is None or fold_bn is None:
+        choice = autotune.choose_infer(model, images.shape[-1], batch_size, device)
+        channels_last = choice.channels_last if channels_last is None else channels_last
+        if fold_bn is None:
+            model = copy.deepcopy(model) if not choice.fold_bn else model
+            fold_bn = choice.fold_bn
     net = fold_batchnorm(model) if fold_bn else model.eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -54,8 +64,11 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", data: D.ChestData | 
     train = read_config(run_dir)["train"]
     dev = resolve_device(device)
     data = data or D.load(train["data_root"], train["size"])
-    net = fold_batchnorm(model or load_model(run_dir, "best", dev))  # once for both splits
-    scores = {s: predict(net, data.split(s).images, device=dev, fold_bn=False) for s in ("val", "test")}
+    model = model or load_model(run_dir, "best", dev)
+    choice = autotune.choose_infer(model, train["size"], 256, dev)
+    net = fold_batchnorm(model) if choice.fold_bn else copy.deepcopy(model).eval()  # once for both splits
+    scores = {s: predict(net, data.split(s).images, device=dev, channels_last=choice.channels_last, fold_bn=False)
+              for s in ("val", "test")}
     for s in scores:
         save_scores(run_dir, s, scores[s], data.split(s).labels)
     choice = thresholds.choose("youden", data.val.labels, scores["val"])

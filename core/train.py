@@ -28,12 +28,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from core import autotune
 from core import data as D
 from core import metrics, runs
 from core.models import DEFAULT_MODEL, MODELS, build_model, count_params, flops_per_image
 
 SELECT_BY = {"val_auc": 1, "val_loss": -1, "val_acc": 1}  # +1: higher is better
-AMP_HELP = "auto (bf16 where the GPU or CPU has it natively, fp16 on older CUDA, else off), off, bf16, fp16"
+AMP_HELP = ("auto (the fastest of fp32 and the precisions the GPU or CPU has natively, measured once per machine "
+            "with the layout; see core/autotune.py), off, bf16, fp16")
 
 
 class ConfigError(ValueError):
@@ -55,8 +57,8 @@ class TrainConfig:
     augment: bool = False
     seed: int = 0
     device: str = "auto"
-    amp: str = "auto"  # auto = bf16 where the hardware has it natively, fp16 on older CUDA; or off / bf16 / fp16
-    channels_last: bool = True
+    amp: str = "auto"  # auto = measured on this machine (core.autotune); or off / bf16 / fp16
+    channels_last: bool = True  # False forces NCHW; True = channels_last, or the measured layout with amp auto
     data_root: str = field(default_factory=lambda: str(D.default_root()))
     runs_dir: str = field(default_factory=lambda: str(runs.default_runs_dir()))
     name: str = ""
@@ -107,8 +109,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def describe_devices() -> str:
-    """What accelerators torch sees, for `--device check`."""
+def describe_devices(config: TrainConfig | None = None) -> str:
+    """What accelerators torch sees and what `--amp auto` chooses for `config`'s model, size and batch, for `--device check`."""
+    config = config or TrainConfig()
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
@@ -119,7 +122,12 @@ def describe_devices() -> str:
     lines.append(f"MPS: {'available' if torch.backends.mps.is_available() else 'not available'}")
     auto = resolve_device("auto")
     lines.append(f"CPU bf16 instructions: {'yes' if cpu_has_bf16() else 'no'}")
-    lines.append(f"--device auto would use: {auto}, with --amp auto: {precision_name(amp_dtype(TrainConfig(), auto))}")
+    lines.append(f"--device auto would use: {auto}; --amp auto for {config.model} at {config.size} px, batch "
+                 f"{config.batch_size}: {precision_name(amp_dtype(config, auto))}, "
+                 f"{'channels_last' if train_layout(config, auto) else 'NCHW'}")
+    lines.append("  " + training_choice(config, auto).describe())
+    lines.append("  " + autotune.choose_infer(build_model(config.model, config.size), config.size, 256, auto).describe())
+    lines.append(f"  cache: {autotune.cache_path()}")
     return "\n".join(lines)
 
 
@@ -132,22 +140,20 @@ def cpu_has_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype or None.
+def training_choice(config: TrainConfig, device: torch.device) -> autotune.Decision:
+    """What `--amp auto` trains `config` in on `device`: measured once per machine and cached (core.autotune)."""
+    return autotune.choose_train(config.model, config.size, config.batch_size, device, cpu_has_bf16())
 
-    `auto` is bf16 on CUDA that has it and on CPUs with native bf16 (training 1.3-2.1x faster
-    at 28-224 px measured here, val AUC within seed-to-seed noise of fp32 on a planted-pattern
-    task and on NIH-1000: bench/compute.py, README "Precision"), fp16 on older CUDA, off elsewhere.
-    """
-    choice = config.amp
-    if choice == "auto":
-        if device.type == "cuda":
-            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        elif device.type == "cpu" and cpu_has_bf16():
-            choice = "bf16"
-        else:
-            return None
+
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype or None: config.amp, or with `auto` the measured choice (training_choice)."""
+    choice = training_choice(config, device).amp if config.amp == "auto" else config.amp
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+
+def train_layout(config: TrainConfig, device: torch.device) -> bool:
+    """channels_last or not: `--no-channels-last` forces NCHW; with `--amp auto` the layout is measured with the precision."""
+    return config.channels_last and (config.amp != "auto" or training_choice(config, device).channels_last)
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
@@ -198,7 +204,8 @@ def prepare_run(config: TrainConfig) -> Path:
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                      "medmnist": medmnist.__version__, "sklearn": sklearn.__version__},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
-                    "amp": precision_name(amp_dtype(config, device))},
+                    "amp": precision_name(amp_dtype(config, device)), "channels_last": train_layout(config, device),
+                    **({"autotune": training_choice(config, device).describe()} if config.amp == "auto" else {})},
         "created": time.time(),
     })
     runs.set_status(run_dir, "queued")
@@ -331,7 +338,8 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
     train_idx = D.subset_indices(len(data.train), cfg.subset, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.size).to(device)
-    if cfg.channels_last:
+    channels_last = train_layout(cfg, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     pw = D.pos_weight(data.train.labels[train_idx], cfg.pos_weight_clip)
@@ -372,7 +380,7 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
             if _any(stop(), world):
                 return "stopped"
             idx = np.sort(shard[start:start + per_rank])
-            x = D.to_tensor(data.train.images[idx], device, cfg.channels_last)
+            x = D.to_tensor(data.train.images[idx], device, channels_last)
             if cfg.augment:
                 x = D.augment(x, aug_gen)
             y = torch.from_numpy(data.train.labels[idx].astype(np.float32)).to(device)
@@ -405,7 +413,7 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
         from core.evaluate import predict
         # Validation in full precision, as the test report: bf16 rounding reorders the nearly tied
         # scores of a weak model and moves its AUC by up to 0.005 (bench/compute.py, --quick).
-        val_scores = predict(model, data.val.images, device=device, channels_last=cfg.channels_last)
+        val_scores = predict(model, data.val.images, device=device)
         with torch.no_grad():
             val_logits = torch.logit(torch.from_numpy(val_scores).double().clamp(1e-7, 1 - 1e-7))
             val_loss = nn.functional.binary_cross_entropy_with_logits(
@@ -495,7 +503,8 @@ def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None
     config.validate()
     device = resolve_device(config.device)
     model = build_model(config.model, config.size).to(device)
-    if config.channels_last:
+    channels_last = train_layout(config, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     bs = min(config.batch_size, max_batch or config.batch_size)
@@ -505,7 +514,7 @@ def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None
     times = []
     for _ in range(n_batches + 1):
         t = time.perf_counter()
-        x = D.to_tensor(images, device, config.channels_last)
+        x = D.to_tensor(images, device, channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = nn.functional.binary_cross_entropy_with_logits(model(x).float(), y)
         opt.zero_grad()
@@ -612,7 +621,7 @@ def _print_epoch(row: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.device == "check":
-        print(describe_devices())
+        print(describe_devices(TrainConfig(size=args.size, model=args.model, batch_size=args.batch_size)))
         return 0
     # SIGTERM (kill, the app's Stop fallback) stops like Ctrl-C: status 'stopped', resumable.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

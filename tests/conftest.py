@@ -19,6 +19,8 @@ NIH1000 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih1000"
 def _isolated_env(tmp_path_factory, monkeypatch):
     """No test reads the user's ~/.medmnist or writes into checkpoints/ or ~/.cache by accident."""
     monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # The fixed precision/layout rule instead of timing candidates: tests/test_autotune.py measures.
+    monkeypatch.setenv("CHESTMNIST_AUTOTUNE", "off")
     monkeypatch.delenv("CHESTMNIST_ROOT", raising=False)
     monkeypatch.delenv("CHESTMNIST_RUNS", raising=False)
 
