@@ -1,10 +1,12 @@
 """`python -m bench [--quick | --tiny] [--only GROUP,...]`: every benchmark, a table, one JSON line.
 
-Groups: pipeline, compute, memory, interaction, efficiency (in that order). Progress goes to
+Groups: pipeline, compute, autotune, memory, interaction, efficiency (in that order). Progress goes to
 stderr; stdout gets the table (name, value, unit, baseline, ratio, ratio of best repeats, target,
 pass/fail, note) and
 ends with ONE JSON line: {"mode", "machine", "seconds", "summary", "figures": {name: {...}}}.
-Every ratio compares against a baseline measured in the same run.
+Every ratio compares against a baseline measured in the same run. The header and the JSON line's
+"machine" name what the figures ran on (CPU model and its fp32/bf16-relevant flags, threads, GPU,
+load): a ratio holds for the machine it was measured on.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-GROUPS = ("pipeline", "compute", "memory", "interaction", "efficiency")
+GROUPS = ("pipeline", "compute", "autotune", "memory", "interaction", "efficiency")
 
 
 def _fmt(v) -> str:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(mode=mode, workdir=work, runs=RunCache(work), log=log,
                   nih=NIH1000 if nih_available() else None)
     info = machine()
-    log(f"mode {mode.name}; torch {info['torch']}, {info['cpus']} CPUs, {info['torch_threads']} threads, "
+    log(f"mode {mode.name}; {info['cpu']} ({' '.join(info['cpu_flags'])}); torch {info['torch']}, {info['cpus']} CPUs, {info['torch_threads']} threads, "
         f"load {info['loadavg']}; NIH-1000 {'found' if ctx.nih else 'not found (planted data instead)'}")
     rows: list[Row] = []
     seconds = {}
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds["total"] = round(time.perf_counter() - t_start, 1)
 
     print(f"ChestMNIST Resolution Explorer benchmarks ({mode.name}) - torch {info['torch']}, {info['cpus']} CPUs "
-          f"({info['cpu']}), {info['torch_threads']} torch threads, GPU: {'yes' if info['cuda'] else 'no'}; "
+          f"({info['cpu']}; flags: {' '.join(info['cpu_flags']) or 'none of interest'}; torch CPU capability "
+          f"{info['cpu_capability']}), {info['torch_threads']} torch threads, GPU: {info['gpu'] or 'no'}; "
           f"load average {info['loadavg'][0]} at start, {info['loadavg_end'][0]} at end; {seconds['total']:.0f} s")
     print(table(rows))
     summary = {"pass": sum(r.passed is True for r in rows), "fail": sum(r.passed is False for r in rows),

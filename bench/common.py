@@ -57,6 +57,7 @@ class Mode:
     app_runs: bool  # drive the Streamlit pages with AppTest
     efficiency_sizes: tuple[int, ...]
     efficiency_epochs: int
+    autotune_sizes: tuple[int, ...] = (28, 64, 224)  # where `--amp auto`'s measured choice is checked
 
 
 MODES: dict[str, Mode] = {
@@ -79,7 +80,7 @@ MODES: dict[str, Mode] = {
                  thread_env_seconds=0.5, thread_env_rounds=1, auc_sizes=(28,), auc_epochs=1, auc_datasets=("planted",),
                  auc_all_variants=False, planted=(64, 48, 48), memory_split=(48, 16, 16), memory_train_steps=1,
                  memory_batch=16, memory_readers=("rows",), cam_sizes=(28,),
-                 metric_rows=2_000, app_runs=False, efficiency_sizes=(28,), efficiency_epochs=1),
+                 metric_rows=2_000, app_runs=False, efficiency_sizes=(28,), efficiency_epochs=1, autotune_sizes=(28,)),
 }
 
 
@@ -179,23 +180,21 @@ def time_call(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 
 def machine() -> dict[str, Any]:
+    """What the figures ran on: CPU model and the ISA flags that decide fp32/bf16 speed, threads, torch, GPU, load."""
     import torch
+
+    from core.autotune import cpu_info
 
     try:
         load = os.getloadavg()
     except OSError:
         load = (float("nan"),) * 3
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_info()
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": cpu,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cuda": torch.cuda.is_available(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": cpu["model"],
+            "cpu_flags": cpu["flags"], "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cuda": torch.cuda.is_available(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "loadavg": [round(x, 2) for x in load]}
 
 
@@ -285,13 +284,14 @@ def write_large_npz(path: Path, size: int, counts: tuple[int, int, int], chunk: 
 # ---------------------------------------------------------------- training runs (shared by groups)
 
 
-def core_amp():
-    """The autocast dtype core's `--amp auto` trains in on this CPU (None: fp32)."""
+def core_choice(size: int, batch_size: int = 128):
+    """What core's `--amp auto` trains res-cnn in at `size` px on this CPU (core.autotune.Decision: .dtype,
+    .channels_last), measured or read from core's cache exactly as core.train does."""
     import torch
 
-    from core.train import TrainConfig, amp_dtype
+    from core.train import TrainConfig, training_choice
 
-    return amp_dtype(TrainConfig(), torch.device("cpu"))
+    return training_choice(TrainConfig(size=size, batch_size=batch_size), torch.device("cpu"))
 
 
 class RunCache:
@@ -299,7 +299,7 @@ class RunCache:
 
     Runs go through core.train.prepare_run/train exactly as the CLI would (in core's default
     precision unless `amp` says otherwise), into a temporary runs folder. Key: every TrainConfig
-    field that changes the result, with `amp` as the precision it resolves to, plus the thread count.
+    field that changes the result, with `amp` as the precision and layout it resolves to, plus the thread count.
     """
 
     def __init__(self, workdir: Path):
@@ -314,13 +314,13 @@ class RunCache:
         import torch
 
         from core import runs
-        from core.train import TrainConfig, amp_dtype, prepare_run, train
+        from core.train import TrainConfig, amp_dtype, prepare_run, train, train_layout
 
         cfg = TrainConfig(size=size, epochs=epochs, batch_size=batch_size, model=model, seed=seed, amp=amp,
                           channels_last=channels_last, patience=0, device="cpu", data_root=str(data_root),
                           runs_dir=str(self.workdir / "runs"), name="bench")
-        key = (str(data_root), size, epochs, model, seed, amp_dtype(cfg, torch.device("cpu")), channels_last, threads,
-               batch_size)
+        cpu = torch.device("cpu")
+        key = (str(data_root), size, epochs, model, seed, amp_dtype(cfg, cpu), train_layout(cfg, cpu), threads, batch_size)
         if key in self._runs:
             return self._runs[key]
         before = torch.get_num_threads()

@@ -5,7 +5,8 @@ Speed: one training step (forward + backward + Adam, batch 128) and one inferenc
 default model on pre-made tensors, variants timed interleaved against the fp32 NCHW baseline:
 
 * `fp32_nchw` PyTorch's default layout (baseline), `fp32_cl` channels_last, `bf16_nchw`,
-  `bf16_cl` CPU autocast to bfloat16 (core's default where the CPU has native bf16, else `fp32_cl`),
+  `bf16_cl` CPU autocast to bfloat16 (core trains in whichever of these four `--amp auto` measured
+  fastest here: core_train_variant; bench/autotune.py checks that choice),
   inference only: `folded_cl` / `folded_bf16_cl` batch norm folded into the convolutions
   (core.models.fold_batchnorm; `folded_cl` is what core.evaluate.predict runs), `fp32_cl_1t` channels_last on 1 thread,
   inference only: `compiled_cl` / `compiled_bf16_cl` torch.compile(dynamic=False) of the eval model.
@@ -26,13 +27,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.common import Context, Mode, Row, at_least, at_most, core_amp, interleaved, median, torch_threads
+from bench.common import Context, Mode, Row, at_least, at_most, core_choice, interleaved, median, torch_threads
 from core import data as D
 from core import metrics
 from core.models import DEFAULT_MODEL, build_model, fold_batchnorm
 
-# core's training step on this CPU: channels_last, in the precision `--amp auto` picks here.
-CORE_TRAIN = "bf16_cl" if core_amp() else "fp32_cl"
+
+
+def core_train_variant(size: int, batch_size: int = 128) -> str:
+    """The TRAIN_VARIANTS name of core's training step at `size` on this CPU (`--amp auto`'s measured choice)."""
+    c = core_choice(size, batch_size)
+    return f"{'bf16' if c.amp == 'bf16' else 'fp32'}_{'cl' if c.channels_last else 'nchw'}"
 
 TRAIN_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_nchw", "bf16_cl", "fp32_cl_1t")
 INFER_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_cl", "folded_cl", "folded_bf16_cl", "fp32_cl_1t")
@@ -309,9 +314,10 @@ def run(ctx: Context) -> list[Row]:
             return Row(p + name, val, unit, b, val / b, target, None if limit is None else at_least(val / b, limit),
                        note, best)
 
+        core_v = core_train_variant(size, mode.compute_batch)
         for v in TRAIN_VARIANTS[1:]:
-            target, limit = (">= 1.5x", 1.5) if (size == 64 and v == CORE_TRAIN) else ("", None)
-            note = f"vs fp32 NCHW, batch {mode.compute_batch}" + ("; core's training step" if v == CORE_TRAIN else "")
+            target, limit = (">= 1.5x", 1.5) if (size == 64 and v == core_v) else ("", None)
+            note = f"vs fp32 NCHW, batch {mode.compute_batch}" + ("; core's training step" if v == core_v else "")
             rows.append(vs(tr, p, v, "fp32_nchw", v, note, target, limit))
         rows.append(vs(tr, p, "bf16_cl", "fp32_cl", "bf16_cl_vs_fp32_cl", "bf16 autocast on top of channels_last"))
         rows.append(vs(tr, p, "fp32_cl", "fp32_cl_1t", "threads_default_vs_1",

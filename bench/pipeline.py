@@ -8,13 +8,13 @@ timed interleaved one training step (data + forward + backward + update) at a ti
   re-implemented line for line from torchvision (which cannot be imported beside this torch),
   `DataLoader(batch_size=128, shuffle=True)`, model in PyTorch's default (NCHW) layout, fp32.
 * `core`: core's default path: `core.data.batches` (tensor-indexed uint8 batches, normalised on
-  the fly, channels_last) and the training step exactly as core/train.py does it (pos_weight BCE,
-  GradScaler, loss.item(), sigmoid scores kept for the epoch's train AUC), in the precision
-  `--amp auto` picks on this machine (bf16 on CPUs with native bf16, else fp32).
+  the fly) and the training step exactly as core/train.py does it (pos_weight BCE, GradScaler,
+  loss.item(), sigmoid scores kept for the epoch's train AUC), in the precision and layout
+  `--amp auto` chooses on this machine at this size (measured by core.autotune, or its cache).
 * `compute`: the `core` step on pre-made float tensors: the ceiling any pipeline can reach.
 * `medmnist_loader` (full mode): the example's loader feeding core's step: the loader's share.
 * `core_fp32` / `core_bf16` (full mode): `core` in the other precision (`--amp off` where auto
-  is bf16), separating the precision's gain from the layout's and the loader's.
+  chose bf16), separating the precision's gain from the layout's and the loader's.
 * `compute_compiled` (full mode, default threads): `compute` with the model under torch.compile,
   the one compute lever core does not use for training; its row says what it would add.
 
@@ -32,13 +32,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bench.common import Context, Mode, Row, at_least, core_amp, interleaved, median, random_split, torch_threads
+from bench.common import Context, Mode, Row, at_least, core_choice, interleaved, median, random_split, torch_threads
 from core import data as D
 from core.models import DEFAULT_MODEL, build_model
 
-# What `--amp auto` trains in on this CPU, and the other precision for comparison.
-CORE_AMP = core_amp()
-OTHER_AMP, OTHER = (None, "core_fp32") if CORE_AMP else (torch.bfloat16, "core_bf16")
+
+def other_precision(core_amp: torch.dtype | None) -> tuple[torch.dtype | None, str]:
+    """(dtype, variant name) of the precision core did not choose, for comparison."""
+    return (None, "core_fp32") if core_amp else (torch.bfloat16, "core_bf16")
 
 
 # ------------------------------------------------------------ medmnist's example, torchvision-free
@@ -136,7 +137,7 @@ def medmnist_step(model: nn.Module, optimizer, criterion, inputs: torch.Tensor, 
 class CoreStep:
     """core/train.py's per-batch work, in core's default precision unless `amp` says otherwise."""
 
-    def __init__(self, model: nn.Module, labels: np.ndarray, amp: torch.dtype | None = CORE_AMP):
+    def __init__(self, model: nn.Module, labels: np.ndarray, amp: torch.dtype | None):
         self.model = model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         pw = D.pos_weight(labels, 10.0)
@@ -177,12 +178,15 @@ def bench_pipeline(size: int, mode: Mode, model_name: str = DEFAULT_MODEL, batch
 def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, compile_: bool) -> dict:
     n = max(mode.pipeline_images, batch_size)
     images, labels = random_split(n, size, seed=size)
+    choice = core_choice(size, batch_size)
+    core_amp, cl = choice.dtype, choice.channels_last
     torch.manual_seed(0)
     base = build_model(model_name, size).train()
 
-    def step(amp: torch.dtype | None = CORE_AMP) -> CoreStep:
-        """core's step on a fresh channels_last copy of the same initial weights."""
-        return CoreStep(copy.deepcopy(base).to(memory_format=torch.channels_last), labels, amp)
+    def step(amp: torch.dtype | None = core_amp) -> CoreStep:
+        """core's step on a fresh copy of the same initial weights, in core's layout."""
+        model = copy.deepcopy(base)
+        return CoreStep(model.to(memory_format=torch.channels_last) if cl else model, labels, amp)
 
     idx = np.arange(n)
 
@@ -190,7 +194,7 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, com
         """core.data.batches over every epoch, shuffled by its own generator."""
         gen = torch.Generator().manual_seed(0)
         return _cycle(lambda: D.batches(images, labels, idx, batch_size, shuffle=True, generator=gen,
-                                        channels_last=True))
+                                        channels_last=cl))
 
     def example_loader() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return _cycle(lambda: iter(medmnist_loader(images, labels, batch_size)))
@@ -203,7 +207,7 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, com
     c_step, c_iter = step(), core_batches()
     # pure compute: pre-made float tensors in the model's layout
     p_step = step()
-    pre = [(D.to_tensor(images[i:i + batch_size], "cpu", True),
+    pre = [(D.to_tensor(images[i:i + batch_size], "cpu", cl),
             torch.from_numpy(labels[i:i + batch_size].astype(np.float32)))
            for i in range(0, n - batch_size + 1, batch_size)][:8]
     p_iter = itertools.cycle(pre)
@@ -215,10 +219,12 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, com
     }
     if mode.pipeline_shares:
         ml_step, ml_iter = step(), example_loader()
-        fns["medmnist_loader"] = lambda: ml_step(*(t.contiguous(memory_format=torch.channels_last) if t.ndim == 4
+        layout = torch.channels_last if cl else torch.contiguous_format
+        fns["medmnist_loader"] = lambda: ml_step(*(t.contiguous(memory_format=layout) if t.ndim == 4
                                                    else t.float() for t in next(ml_iter)))
-        o_step, o_iter = step(OTHER_AMP), core_batches()
-        fns[OTHER] = lambda: o_step(*next(o_iter))
+        other_amp, other = other_precision(core_amp)
+        o_step, o_iter = step(other_amp), core_batches()
+        fns[other] = lambda: o_step(*next(o_iter))
     compile_s = {}
     if compile_:
         k_step = step()
@@ -292,17 +298,20 @@ def _rows(ctx: Context, size: int, f: dict, tag: str) -> list[Row]:
         best = f[p + f"loader_{base}_best_ms"] / f[p + f"loader_{v}_best_ms"]
         return Row(name + f"loader_{v}_vs_{base}", val, "ms/batch", b, b / val, "", None, note + where, best)
 
-    precision = "bf16" if CORE_AMP else "fp32"
+    chosen = core_choice(size, ctx.mode.pipeline_batch).name  # what bench_pipeline ran (cached by now)
     rows = [
-        speed("core", "medmnist", ">= 3x", 3.0, f"core default (batches + channels_last + {precision}) vs getting-started "
-              f"(PIL + ToTensor + Normalize, DataLoader {ctx.mode.pipeline_batch} shuffled, NCHW, fp32); same res-cnn"),
-        speed("core", "compute", ">= 0.85x", 0.85, "vs the same step on pre-made float tensors"),
+        speed("core", "medmnist", ">= 3x", 3.0, f"core default (batches + --amp auto's choice here: {chosen}) vs "
+              f"getting-started (PIL + ToTensor + Normalize, DataLoader {ctx.mode.pipeline_batch} shuffled, NCHW, fp32); "
+              "same res-cnn"),
+        speed("core", "compute", ">= 0.95x", 0.95, f"vs the same step ({chosen}) on pre-made float tensors"),
     ]
-    if p + "medmnist_loader_img_s" in f:
-        other = "fp32 (--amp off)" if CORE_AMP else "bf16 (--amp bf16)"
+    other = next((k.removeprefix(p).removesuffix("_img_s") for k in f if k in (p + "core_fp32_img_s", p + "core_bf16_img_s")),
+                 None)
+    if p + "medmnist_loader_img_s" in f and other:
+        what = "fp32 (--amp off)" if other == "core_fp32" else "bf16 (--amp bf16)"
         rows += [speed("core", "medmnist_loader", note="loader's share: the example's loader feeding core's step"),
-                 speed(OTHER, "medmnist", note=f"core's pipeline in {other}"),
-                 speed("core", OTHER, note=f"precision's share: core's default vs core in {other}")]
+                 speed(other, "medmnist", note=f"core's pipeline in {what}"),
+                 speed("core", other, note=f"precision's share: core's default vs core in {what}")]
     if p + "compute_compiled_img_s" in f:
         rows.append(speed("compute_compiled", "compute", note="core's training step with the model under torch.compile vs eager, both on "
                           "pre-made tensors: what compiling would add to core's ratio (core does not compile for "

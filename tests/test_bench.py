@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from argparse import Namespace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import common, compute, efficiency, interaction, memory, pipeline
+from bench import autotune, common, compute, efficiency, interaction, memory, pipeline
 from bench.common import MODES, Context, RunCache
 from core import data as D
 
@@ -54,8 +55,9 @@ def test_medmnist_example_transform_matches_core_normalisation():
 
 def test_bench_pipeline_figures():
     figs = pipeline.bench_pipeline(28, FAST, batch_size=8, threads=1)
+    other = pipeline.other_precision(common.core_choice(28, 8).dtype)[1]
     _sane(figs, [f"pipeline.28.{k}" for k in ("medmnist_img_s", "medmnist_loader_img_s", "core_img_s", "compute_img_s",
-                                                  f"{pipeline.OTHER}_img_s", "loader_medmnist_ms", "loader_core_ms",
+                                                  f"{other}_img_s", "loader_medmnist_ms", "loader_core_ms",
                                                   "loader_core_numpy_ms")])
     assert all(v > 0 for v in figs.values())
 
@@ -137,8 +139,51 @@ def test_auc_effects_train_each_variant(ctx):
     # the run cache hands back the same run instead of training again: a default run is the variant in the
     # precision --amp auto resolves to here, whichever way the precision was asked for
     again = ctx.runs.train(root, 28, TINY.auc_epochs)
-    assert again["val_auc"] == figs[f"compute.28.auc.planted.{compute.CORE_TRAIN}_val_auc"]
-    assert ctx.runs.train(root, 28, TINY.auc_epochs, amp="bf16" if common.core_amp() else "off") is again
+    assert again["val_auc"] == figs[f"compute.28.auc.planted.{compute.core_train_variant(28)}_val_auc"]
+    assert ctx.runs.train(root, 28, TINY.auc_epochs, amp="bf16" if common.core_choice(28).dtype else "off") is again
+
+
+def test_pipeline_and_compute_follow_core_s_measured_choice(monkeypatch, ctx):
+    """Where --amp auto measured fp32 NCHW fastest (as it may on a CPU whose bf16 is slow), the benchmark's
+    `core` variants run fp32 NCHW too, and the rows say so."""
+    from core import autotune as A
+
+    monkeypatch.setenv(A.ENV, "on")
+    monkeypatch.setattr(A, "measure_train", lambda m, s, b, d, cands: (
+        {c.name: (300.0 if c.name == "fp32_nchw" else 100.0) for c in cands}, {c.name: 0.69 for c in cands}))
+    assert compute.core_train_variant(28, 8) == "fp32_nchw"
+    steps = []
+    monkeypatch.setattr(pipeline, "CoreStep", lambda model, labels, amp: steps.append((model, amp)) or (lambda x, y: None))
+    figs = pipeline.bench_pipeline(28, FAST, batch_size=8, threads=1)
+    assert "pipeline.28.core_bf16_img_s" in figs  # the other precision, for comparison
+    core_model, core_amp = steps[0]
+    assert core_amp is None and next(core_model.parameters()).dim() == 4
+    assert all(p.is_contiguous() for p in core_model.parameters())  # NCHW weights
+    row = next(r for r in pipeline._rows(ctx, 28, figs, "") if r.name == "pipeline.28.core_vs_compute")
+    assert "fp32_nchw" in row.note and row.target == ">= 0.95x"
+
+
+# ---------------------------------------------------------------- autotune
+
+
+def test_autotune_group_compares_the_choice_with_every_candidate(ctx, monkeypatch):
+    """The choice is made for real (tiny batch); the training candidates' speeds are planted (the last
+    is fastest), so the row's baseline is known; inference candidates are timed for real."""
+    timed = []
+    monkeypatch.setattr(autotune, "bench_train", lambda size, mode, variants, **kw: timed.append(variants) or {
+        **{f"compute.{size}.train.{v}_img_s": 100.0 + i for i, v in enumerate(variants)},
+        **{f"compute.{size}.train.{v}_best_img_s": 110.0 + i for i, v in enumerate(variants)}})
+    rows = {r.name: r for r in autotune.run(dataclasses.replace(ctx, mode=FAST))}
+    tr, inf = rows["compute.28.autotune.train_choice_vs_fastest"], rows["compute.28.autotune.infer_choice_vs_fastest"]
+    assert timed == [compute.HW_VARIANTS if autotune.cpu_has_bf16() else compute.HW_VARIANTS[:2]]
+    assert tr.baseline == 100.0 + len(timed[0]) - 1 and 0 < tr.ratio <= 1
+    assert tr.passed == (tr.ratio >= 0.95) and "--amp auto chose" in tr.note
+    assert 0 < inf.ratio <= 1 and inf.target == ">= 0.95x"
+    assert all(v in inf.note for v in autotune.INFER_CANDIDATES)
+    first, cached = rows["compute.28.autotune.choice_first_s"], rows["compute.28.autotune.choice_cached_s"]
+    assert first.value > 0 and cached.value >= 0 and isinstance(first.passed, bool)
+    assert (ctx.workdir / "autotune-cache-28" / "autotune.json").is_file()  # its own cache, not the suite's
+    assert os.environ[autotune.autotune.ENV] == "off"  # restored
 
 
 # ---------------------------------------------------------------- memory
@@ -230,6 +275,9 @@ def test_cli_tiny_prints_table_and_one_json_line(capsys, tmp_path):
         assert col in out[header]
     result = json.loads(out[-1])
     assert result["mode"] == "tiny" and result["machine"]["torch"] == torch.__version__
+    from core.autotune import cpu_info
+    assert result["machine"]["cpu"] == cpu_info()["model"] and result["machine"]["cpu_flags"] == cpu_info()["flags"]
+    assert cpu_info()["model"] in out[0] and "flags:" in out[0]
     figs = result["figures"]
     assert not [k for k in figs if k.endswith(".error")], figs
     for name in ("interaction.28.cam_one_ms", "interaction.28.cam_all14_ms", "interaction.threshold_metrics_ms",
