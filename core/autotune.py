@@ -349,7 +349,7 @@ def choose_train(model_name: str, size: int, batch_size: int, device: torch.devi
     best, why = _pick_train(speeds, losses, candidates)
     if not native_low_precision(device, cpu_bf16):
         why += "; no native bf16 on this CPU, so bf16 was not tried"
-    decision = Decision("train", best.amp, best.channels_last, False, "measured", why, speeds,
+    decision = Decision("train", best.amp, best.channels_last, False, "measured", why + _load(), speeds,
                         time.perf_counter() - t0, key)
     _store(decision)
     return decision
@@ -371,10 +371,19 @@ def choose_infer(model: nn.Module, size: int, batch_size: int, device: torch.dev
     speeds = measure_infer(model, size, batch_size, device, candidates)
     best = max(candidates, key=lambda c: speeds[c.name])
     why = f"fastest of {len(candidates)} fp32 candidates ({speeds[best.name] / min(speeds.values()):.2f}x the slowest)"
-    decision = Decision("infer", "off", best.channels_last, best.fold_bn, "measured", why, speeds,
+    decision = Decision("infer", "off", best.channels_last, best.fold_bn, "measured", why + _load(), speeds,
                         time.perf_counter() - t0, key)
     _store(decision)
     return decision
+
+
+def _load() -> str:
+    """How busy the machine was: a choice measured while other jobs held the cores is noisier (delete
+    autotune.json on a quiet machine to measure again)."""
+    try:
+        return f"; measured at load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    except OSError:
+        return ""
 
 
 def _why_not_measured(device: torch.device) -> str:
