@@ -217,9 +217,9 @@ def time_interleaved(fns: dict[str, Callable[[], object]], device: torch.device)
     """Fastest seconds per call of each function: one untimed round (first calls build kernels), then
     rounds in alternating order, at least MIN_ROUNDS and more, up to MAX_ROUNDS, while the rounds so far
     took under ROUND_BUDGET_S. The fastest repeat, not the median: on a shared machine a neighbour only
-    ever adds time, so the fastest repeat is the closest to what the candidate costs. After each round a
-    candidate slower than DROP_ABOVE x the best is no longer timed (it cannot win); timing ends when one
-    is left."""
+    ever adds time, so the fastest repeat is the closest to what the candidate costs. From MIN_ROUNDS
+    on, a candidate whose fastest repeat is DROP_ABOVE x the best one's is no longer timed (it cannot
+    win); timing ends when one is left."""
     for f in fns.values():
         f()
     _sync(device)
@@ -233,8 +233,9 @@ def time_interleaved(fns: dict[str, Callable[[], object]], device: torch.device)
             fns[k]()
             _sync(device)
             times[k].append(time.perf_counter() - t)
-        best = min(min(times[k]) for k in alive)
-        alive = [k for k in alive if min(times[k]) <= DROP_ABOVE * best]
+        if r + 1 >= MIN_ROUNDS:  # never on one sample: a neighbour's burst would drop the fastest for good
+            best = min(min(times[k]) for k in alive)
+            alive = [k for k in alive if min(times[k]) <= DROP_ABOVE * best]
     return {k: min(v) for k, v in times.items()}
 
 
