@@ -13,7 +13,10 @@ import torch
 
 from core import data as D
 from core import runs
-from core.train import ConfigError, Estimate, TrainConfig, estimate, format_seconds, launch, prepare_run, train
+from core.config import ConfigError, TrainConfig
+from core.estimate import Estimate, estimate, format_seconds
+from core.launch import launch
+from core.train import prepare_run, train
 from tests.synthetic import write_planted
 
 
