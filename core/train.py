@@ -320,13 +320,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_progress(p: Progress) -> None:
+def print_progress(p: Progress) -> None:
     if p.phase == "train":
         print(f"\repoch {p.epoch}/{p.epochs}  batch {p.batch}/{p.n_batches}  {p.images_per_s:,.0f} img/s  "
               f"ETA {format_seconds(p.eta_s)}   ", end="", file=sys.stderr, flush=True)
 
 
-def _print_epoch(row: dict) -> None:
+def print_epoch(row: dict) -> None:
     def f(v):
         return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
     print(f"{chr(13) if sys.stderr.isatty() else ''}epoch {row['epoch']}: train loss {f(row['train_loss'])}  val loss {f(row['val_loss'])}  "
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         for run_dir in targets:
             if lead:
                 print(f"run folder: {run_dir}", file=sys.stderr)
-            state = train(run_dir, _print_progress if live else None, _print_epoch if lead else None)
+            state = train(run_dir, print_progress if live else None, print_epoch if lead else None)
             if state != "finished":
                 if lead:
                     print(f"\nrun {state}: resume with `python -m core.train --resume {run_dir}`", file=sys.stderr)

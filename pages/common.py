@@ -86,8 +86,8 @@ def _load_model(run_dir: str, mtime: float):
 
 
 def load_model(run_dir: str | Path):
-    """The run's best model in eval mode, cached until best.pt changes (raises RunError)."""
-    return _load_model(str(run_dir), file_mtime(Path(run_dir) / "best.pt"))
+    """The run's best model in eval mode, cached until its best checkpoint changes (raises RunError)."""
+    return _load_model(str(run_dir), file_mtime(runs.checkpoint_path(run_dir, "best")))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -97,7 +97,7 @@ def _load_scores(run_dir: str, split: str, mtime: float):
 
 def load_scores(run_dir: str | Path, split: str):
     """(scores, labels) of a run's split, cached until the file changes (raises RunError)."""
-    return _load_scores(str(run_dir), split, file_mtime(Path(run_dir) / f"{split}_scores.npz"))
+    return _load_scores(str(run_dir), split, file_mtime(runs.scores_path(run_dir, split)))
 
 
 def run_label(info: runs.RunInfo) -> str:
@@ -123,7 +123,7 @@ def evaluated_runs() -> list[runs.RunInfo] | None:
     """Runs that have test scores (finished, or evaluated after a stop); None when the runs folder
     cannot be read (said on the page)."""
     infos = read_runs(runs_dir())
-    return None if infos is None else [r for r in infos if (r.path / "test_scores.npz").is_file()]
+    return None if infos is None else [r for r in infos if runs.has_scores(r.path, "test")]
 
 
 def pick_run(available: list[runs.RunInfo] | None, label: str = "Run", key: str = "run") -> runs.RunInfo | None:
@@ -150,28 +150,3 @@ def page_link(page: str, label: str, icon: str | None = None) -> None:
         st.page_link(page, label=label, icon=icon)
     except StreamlitAPIException:
         st.caption(f"Open **{label}** from the app's navigation.")
-
-
-def official_split_sizes(n: dict[str, int]) -> bool:
-    """Whether split sizes are those of the official ChestMNIST release (a cheap identity check)."""
-    return all(n.get(s) == D.OFFICIAL_COUNTS[s] for s in D.SPLITS)
-
-
-def run_data_label(config: dict) -> tuple[bool, str]:
-    """(is official ChestMNIST, which data a run used) from its config.json.
-
-    Official means the file's MD5 (recorded by prepare_run) is the one medmnist publishes for that
-    size; anything else (NIH-1000, an import, a subset file) is labelled as not ChestMNIST.
-    """
-    train, data = config.get("train", {}), config.get("data", {})
-    root, file = train.get("data_root") or "?", data.get("file") or "?"
-    n = data.get("n") or {}
-    try:
-        official = data.get("md5") == D.download_url(int(train.get("size")))[1]
-    except (TypeError, ValueError, KeyError, D.DataError):
-        official = False
-    where = f"{file} in {root}"
-    if official:
-        return True, f"ChestMNIST (official file): {where}"
-    sizes = "/".join(f"{n[s]:,}" for s in D.SPLITS if s in n)
-    return False, f"NOT ChestMNIST: {where}" + (f" ({sizes} train/val/test images)" if sizes else "")

@@ -17,8 +17,9 @@ from PIL import Image
 from core import data as D
 from core import runs
 from core.importer import DataImportError, ImportReport, import_folder
-from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, official_split_sizes, page_link, read_runs,
-                          run_data_label, run_metrics, runs_dir, through_app)
+from core.summary import official_split_sizes, run_data_label
+from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_metrics, runs_dir,
+                          through_app)
 
 TILE = 96  # px of one montage tile
 PER_CLASS = 3  # positive images shown per finding

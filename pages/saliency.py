@@ -17,6 +17,7 @@ from PIL import Image
 from core import saliency as S
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES, DataError
+from core import runs
 from core.runs import RunError, RunInfo
 from pages.common import (evaluated_runs, file_mtime, load_data, load_model, load_scores, pick_run,
                           through_app)
@@ -43,7 +44,7 @@ def _same_root(a: str | None, b: str | None) -> bool:
 def _run_test_set(info: RunInfo):
     """(images, scores, labels) of a run's test split, checked to be the images it was scored on."""
     if not info.data_root or not info.size:
-        raise RunError(f"{info.path}/config.json does not record its data root and size.")
+        raise RunError(f"The config of run {info.id} does not record its data root and size.")
     scores, labels = load_scores(info.path, "test")
     data = load_data(info.data_root, info.size)
     if len(data.test) != len(scores) or not np.array_equal(data.test.labels, labels):
@@ -55,7 +56,7 @@ def _run_test_set(info: RunInfo):
 
 def _thresholds(info: RunInfo) -> tuple[np.ndarray, str | None]:
     try:
-        return T.load_thresholds(info.path / "thresholds.json", CLASS_NAMES), None
+        return T.load_thresholds(runs.thresholds_path(info.path), CLASS_NAMES), None
     except T.ThresholdFileError as e:
         return np.full(N_CLASSES, T.FALLBACK_THRESHOLD), str(e)
 
@@ -69,7 +70,7 @@ def _cam(run_dir: str, mtime: float, image: np.ndarray, c: int) -> np.ndarray:
 
 def _cam_image(info: RunInfo, image: np.ndarray, c: int, alpha: float, cmap: str) -> tuple[np.ndarray, bool]:
     """(upscaled overlay, whether the map is empty: no positive evidence for class c anywhere)."""
-    cam = _cam(str(info.path), file_mtime(info.path / "best.pt"), image, c)
+    cam = _cam(str(info.path), file_mtime(runs.checkpoint_path(info.path, "best")), image, c)
     return _big(S.overlay(image, cam, alpha, cmap)), not cam.any()
 
 
