@@ -1,6 +1,6 @@
 """The training recipe: every knob of a run is one field of TrainConfig, checked in one place.
 
-A run folder's config.json keeps these fields under "train" (core.runs); `config_of` reads them back.
+A run folder's config keeps these fields under "train" (core.runs); `config_of` reads them back.
 """
 from __future__ import annotations
 

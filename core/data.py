@@ -476,46 +476,7 @@ def batches(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, batch_s
         yield x, torch.from_numpy(labels[idx].astype(np.float32)).to(device, non_blocking=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m core.data {info,download,import-folder} ...`"""
-    import argparse
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["import-folder"]:
-        from core.importer import main as import_main
-        return import_main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m core.data", description="ChestMNIST data: list, download, import.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    info = sub.add_parser("info", help="which sizes are present under the data root, with split sizes")
-    info.add_argument("--data-root", default=None)
-    dl = sub.add_parser("download", help="download the official npz for a size (MD5-checked)")
-    dl.add_argument("--size", type=int, required=True, choices=SIZES)
-    dl.add_argument("--data-root", default=None)
-    sub.add_parser("import-folder", help="convert a folder of images + label CSV into medmnist layout")
-    args = p.parse_args(argv)
-    root = Path(args.data_root) if args.data_root else default_root()
-    try:
-        if args.cmd == "info":
-            for size in SIZES:
-                if size not in available_sizes(root):
-                    print(f"{size:>4} px  missing  ({npz_path(root, size)})")
-                    continue
-                d = load(root, size)
-                counts = ", ".join(f"{s} {len(d.split(s)):,}" for s in SPLITS)
-                print(f"{size:>4} px  {counts}  ({d.path})")
-        else:
-            from tqdm import tqdm
-            bar = tqdm(unit="B", unit_scale=True, desc=npz_name(args.size))
-
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-            print(download(root, args.size, progress))
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
+    # The command line lives in core.data_cli, beside the importer it dispatches to (which imports this module).
+    from core.data_cli import main
     sys.exit(main())

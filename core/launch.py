@@ -13,7 +13,7 @@ def launch(run_dirs: list[Path]) -> int:
     """Train prepared run folders one after another in a detached background process; its pid.
 
     The process has its own session, so it outlives the caller (a Streamlit rerun, a closed tab,
-    the app's server); its output goes to the first run's train.log. Follow it with
+    the app's server); its output goes to the first run's log (runs.log_path). Follow it with
     runs.read_status / runs.read_progress / runs.read_metrics and stop it with runs.request_stop.
     Its OpenMP threads sleep instead of spin-waiting between parallel regions (unless the caller
     set OMP_WAIT_POLICY): a background run shares the cores with the app that launched it, and
@@ -30,10 +30,3 @@ def launch(run_dirs: list[Path]) -> int:
     log.close()
     return proc.pid
 
-
-def format_seconds(s: float) -> str:
-    """'<1s', '42s', '3m 05s' or '2h 07m': to the second below an hour."""
-    if s < 0.5:  # e.g. the final scoring of a small split: "0s" would read as free
-        return "<1s"
-    s = int(round(s))
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"

@@ -1,6 +1,6 @@
 """One summary of a run, the same for the Compare page, the Train and Data pages and the study report.
 
-The kept checkpoint's epoch (`best_epoch`: the run's select-by metric, as best.pt), seconds per
+The kept checkpoint's epoch (`best_epoch`: by the run's select-by metric, the best checkpoint), seconds per
 epoch and training images/s as the median over the epochs (robust to one slow epoch on a busy
 machine), which data it used (`data_provenance`: official ChestMNIST or not), and inference time
 measured one way (`measure_inference`).
@@ -27,14 +27,14 @@ class RunSummary:
     """What every view says about a run's training, from its metrics rows."""
 
     epochs_done: int
-    best_epoch: int | None  # the epoch whose checkpoint was kept (best.pt)
+    best_epoch: int | None  # the epoch whose checkpoint was kept (the best checkpoint)
     best_row: dict  # that epoch's metrics row ({} before the first epoch)
     seconds_per_epoch: float | None  # median wall time of an epoch, training + validation
     train_images_per_s: float | None  # median training throughput
 
 
 def best_row(rows: list[dict]) -> dict:
-    """The metrics row of the checkpoint the run kept (best.pt): the last row's best_epoch."""
+    """The metrics row of the checkpoint the run kept (its best checkpoint): the last row's best_epoch."""
     if not rows:
         return {}
     best_epoch = rows[-1].get("best_epoch") or 0

@@ -39,7 +39,7 @@ from core.runs import Progress
 from core.step import grad_scaler, train_step
 
 def prepare_run(config: TrainConfig) -> Path:
-    """Validate `config`, create its run folder with config.json and status 'queued'.
+    """Validate `config`, create its run folder with its config and status 'queued'.
 
     Checks the data before anything is written, so a bad setting never leaves a run behind.
     """
@@ -131,7 +131,7 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
           on_epoch: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None) -> str:
     """Train (or resume) the run in `run_dir` in this process; returns its final state.
 
-    Resumes from last.pt when present. Stops cooperatively after the current batch when
+    Resumes from the last checkpoint when present. Stops cooperatively after the current batch when
     `should_stop()` is true or a STOP file appears in the run folder (state 'stopped'; the
     unfinished epoch is discarded and repeated on resume). Evaluates the best checkpoint on
     val/test when training ends. Exceptions mark the run 'failed' and propagate.
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             targets = [Path(p) for p in (args.run_dirs or [args.resume])]
             for run_dir in targets:
                 if not runs.is_run_dir(run_dir):
-                    raise runs.RunError(f"{run_dir} is not a run folder (no config.json); pass a folder under the runs dir.")
+                    raise runs.RunError(f"{run_dir} is not a run folder (no run config); pass a folder under the runs dir.")
                 status = runs.read_status(run_dir)
                 if status.get("state") == "running":
                     raise runs.RunError(f"{run_dir} is already being trained by process {status.get('pid')}.")

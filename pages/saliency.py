@@ -63,7 +63,7 @@ def _thresholds(info: RunInfo) -> tuple[np.ndarray, str | None]:
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _cam(run_dir: str, mtime: float, image: np.ndarray, c: int) -> np.ndarray:
-    """Grad-CAM map of one image for class c, cached until best.pt changes (`mtime`): moving the
+    """Grad-CAM map of one image for class c, cached until the best checkpoint changes (`mtime`): moving the
     opacity slider or changing the colour map redraws the overlay without a backward pass."""
     return S.grad_cam(load_model(run_dir), image[None], c)[0]
 

@@ -158,6 +158,10 @@ def test_launch_trains_in_the_background_with_sleeping_openmp_threads(tmp_path, 
     pid = launch([run_dir])
     environ = Path(f"/proc/{pid}/environ")
     if environ.exists():  # Linux: read the child's environment while it imports torch
+        # It reads empty until the forked child has exec'd python (a race the test must wait out).
+        deadline = time.time() + 10
+        while not environ.read_bytes() and time.time() < deadline:
+            time.sleep(0.01)
         assert b"OMP_WAIT_POLICY=PASSIVE" in environ.read_bytes().split(b"\0")
     deadline = time.time() + 120
     while runs.read_status(run_dir)["state"] in ("queued", "running") and time.time() < deadline:

@@ -13,14 +13,19 @@ from core import data as D  # noqa: E402
 from core.study.common import FIGURES  # noqa: E402
 from core.study.tables import multi_seed  # noqa: E402
 
-
 def draw_figures(summary: dict, records: list[dict], out_dir: Path) -> dict[str, str]:
+    """Draw the report's figures into `out_dir`; {figure key: file name} (core.study.common.FIGURES)."""
     sizes = [r["size"] for r in summary["sizes"]]
     colors = {s: plt.get_cmap("viridis")(i / max(1, len(sizes) - 1) * 0.85) for i, s in enumerate(sizes)}
-    made = {}
     source = summary["data"]["label"]
+    _curves(summary, records, colors, source, out_dir / FIGURES["curves"])
+    _auc_vs_cost(summary, records, colors, source, out_dir / FIGURES["auc_vs_cost"])
+    _per_class_auc(summary, sizes, source, out_dir / FIGURES["per_class_auc"])
+    return dict(FIGURES)
 
-    # 1. Curves: validation AUC and losses per epoch.
+
+def _curves(summary: dict, records: list[dict], colors: dict, source: str, path: Path) -> None:
+    """Validation AUC and losses per epoch, one line per run."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     for r in records:
         c, first = colors[r["size"]], r["seed"] == min(x["seed"] for x in records if x["size"] == r["size"])
@@ -42,11 +47,12 @@ def draw_figures(summary: dict, records: list[dict], out_dir: Path) -> dict[str,
     seeds_note = f"{len(summary['seeds'])} seed(s), one line per run" if len(summary["seeds"]) > 1 else "seed " + str(summary["seeds"][0])
     fig.suptitle(f"Training curves per size - {source} - {seeds_note}", fontsize=11)
     fig.tight_layout()
-    fig.savefig(out_dir / FIGURES["curves"], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    made["curves"] = FIGURES["curves"]
 
-    # 2. Test AUC against cost.
+
+def _auc_vs_cost(summary: dict, records: list[dict], colors: dict, source: str, path: Path) -> None:
+    """Test AUC against FLOPs and against measured seconds per epoch."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     multi = multi_seed(summary)
     for ax, key, xlabel in ((axes[0], "gflops", "GFLOPs per image (forward)"),
@@ -79,11 +85,13 @@ def draw_figures(summary: dict, records: list[dict], out_dir: Path) -> dict[str,
     bars = "mean ± 1 std over seeds (dots: seeds)" if multi else "95% bootstrap CI"
     fig.suptitle(f"Test AUC against cost - error bars: {bars} - {source}", fontsize=11)
     fig.tight_layout()
-    fig.savefig(out_dir / FIGURES["auc_vs_cost"], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    made["auc_vs_cost"] = FIGURES["auc_vs_cost"]
 
-    # 3. Per-class test AUC across sizes; undefined classes blank.
+
+def _per_class_auc(summary: dict, sizes: list[int], source: str, path: Path) -> None:
+    """Per-class test AUC across sizes; undefined classes blank."""
+    multi = multi_seed(summary)
     classes = list(D.CLASS_NAMES)
     grid = np.array([[np.nan if r["test_auc_per_class"].get(c) is None else r["test_auc_per_class"][c]
                       for r in summary["sizes"]] for c in classes], dtype=float)
@@ -110,7 +118,5 @@ def draw_figures(summary: dict, records: list[dict], out_dir: Path) -> dict[str,
     ax.set_title(f"Per-class test AUC\n{source}", fontsize=10)
     fig.text(0.02, 0.01, note, fontsize=8, wrap=True)
     fig.tight_layout(rect=(0, 0.03 + 0.025 * note.count("\n"), 1, 1))
-    fig.savefig(out_dir / FIGURES["per_class_auc"], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    made["per_class_auc"] = FIGURES["per_class_auc"]
-    return made

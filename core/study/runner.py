@@ -50,7 +50,7 @@ def find_existing(study: dict | None, runs_dir: Path, name: str, size: int, seed
                 return path
     if not runs_dir.is_dir():
         return None
-    found = [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink() and (d / "config.json").is_file()
+    found = [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink() and runs.is_run_dir(d)
              and is_study_run(d, name, size, seed, recipe)]
     # Prefer a finished run, then the newest (ids start with the creation time).
     found.sort(key=lambda d: (runs.read_status(d).get("state") == "finished", d.name), reverse=True)
