@@ -18,6 +18,7 @@ import platform
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -178,52 +179,86 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
                 dist.destroy_process_group()
 
 
-def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int, world: int,
-                on_progress, on_epoch, stop) -> str:
-    main_rank = rank == 0
-    data = D.load(cfg.data_root, cfg.size)
-    train_idx = D.subset_indices(len(data.train), cfg.subset, cfg.seed)
+@dataclass
+class _State:
+    """What the loop carries from epoch to epoch (and last.pt carries across a resume)."""
+
+    start_epoch: int = 1
+    best: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    done: bool = False
+
+
+def _build(cfg: TrainConfig, device: torch.device, pw: torch.Tensor | None) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module]:
+    """(model, optimizer, loss) of a fresh run, seeded by cfg.seed."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.size).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return model, optimizer, nn.BCEWithLogitsLoss(pos_weight=None if pw is None else pw.to(device))
+
+
+def _resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+            main_rank: bool) -> _State:
+    """Load last.pt's weights and loop state into `model`/`optimizer`; a fresh _State when there is none."""
+    ckpt = runs.load_last(run_dir, map_location=device)
+    if ckpt is None:
+        return _State()
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if main_rank:
+        runs.truncate_metrics(run_dir, ckpt["epoch"])
+    return _State(ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"], ckpt["done"])
+
+
+def _shard(train_idx: np.ndarray, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
+    """This rank's rows of the epoch's shuffled order: rank r takes rows r, r+world, ..., so every
+    global batch is the same images as with one process."""
+    gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+    if world == 1:
+        return order
+    order = order[: len(order) - len(order) % world]
+    return order.reshape(-1, world)[:, rank]
+
+
+def _val_loss(labels: np.ndarray, scores: np.ndarray, pw: torch.Tensor | None) -> float:
+    """Weighted BCE of validation scores (sigmoid probabilities), in float64."""
+    with torch.no_grad():
+        logits = torch.logit(torch.from_numpy(scores).double().clamp(1e-7, 1 - 1e-7))
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.from_numpy(labels).double(), pos_weight=None if pw is None else pw.double()).item()
+
+
+def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int, world: int,
+                on_progress, on_epoch, stop) -> str:
+    main_rank = rank == 0
+    data = D.load(cfg.data_root, cfg.size)
+    train_idx = D.subset_indices(len(data.train), cfg.subset, cfg.seed)
     pw = D.pos_weight(data.train.labels[train_idx], cfg.pos_weight_clip)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=None if pw is None else pw.to(device))
+    model, optimizer, loss_fn = _build(cfg, device, pw)
     dtype = amp_dtype(cfg, device)
     scaler = grad_scaler(device, dtype)
-    sign = SELECT_BY[cfg.select_by]
-
-    start_epoch, best, best_epoch, bad_epochs, done = 1, None, 0, 0, False
-    ckpt = runs.load_last(run_dir, map_location=device)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, best, best_epoch = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"]
-        bad_epochs, done = ckpt["bad_epochs"], ckpt["done"]
-        if main_rank:
-            runs.truncate_metrics(run_dir, ckpt["epoch"])
+    state = _resume(run_dir, model, optimizer, device, main_rank)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     # Each rank takes an equal share of every global batch, so world=N matches world=1 in expectation.
     per_rank = max(1, cfg.batch_size // world)
     n_batches = -(-len(train_idx) // (per_rank * world))
-    t_run, epoch_times = time.time(), []
+    epoch_times: list[float] = []
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if done:
+    for epoch in range(state.start_epoch, cfg.epochs + 1):
+        if state.done:
             break
         t0 = time.time()
         torch.manual_seed(_epoch_seed(cfg.seed, epoch) + rank)
-        gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-        order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-        order = order[: len(order) - len(order) % world] if world > 1 else order
-        # Rank r takes rows r, r+world, ...: every global batch is the same images as with one process.
-        shard = order.reshape(-1, world)[:, rank] if world > 1 else order
         aug_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) * 31 + rank)
         net.train()
         loss_sum, seen, scores, labels = 0.0, 0, [], []
-        batches = D.batches(data.train.images, data.train.labels, shard, per_rank, device=device,
-                            generator=aug_gen, do_augment=cfg.augment, channels_last=cfg.channels_last)
+        batches = D.batches(data.train.images, data.train.labels, _shard(train_idx, cfg.seed, epoch, rank, world),
+                            per_rank, device=device, generator=aug_gen, do_augment=cfg.augment,
+                            channels_last=cfg.channels_last)
         for b, (x, y) in enumerate(batches):
             if _any(stop(), world):
                 return "stopped"
@@ -250,44 +285,46 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
         # Validation in full precision, as the test report: bf16 rounding reorders the nearly tied
         # scores of a weak model and moves its AUC (docs/precision.md).
         val_scores = predict(model, data.val.images, device=device, channels_last=cfg.channels_last)
-        with torch.no_grad():
-            val_logits = torch.logit(torch.from_numpy(val_scores).double().clamp(1e-7, 1 - 1e-7))
-            val_loss = nn.functional.binary_cross_entropy_with_logits(
-                val_logits, torch.from_numpy(data.val.labels).double(),
-                pos_weight=None if pw is None else pw.double()).item()
         tr_scores, tr_labels = np.concatenate(scores), np.concatenate(labels)
         tr_loss = loss_sum / max(seen, 1)
         if world > 1:
             tr_loss, tr_scores, tr_labels = _gather_train(loss_sum, seen, tr_scores, tr_labels)
-        row = {"epoch": epoch, "train_loss": tr_loss, "val_loss": val_loss,
+        row = {"epoch": epoch, "train_loss": tr_loss, "val_loss": _val_loss(data.val.labels, val_scores, pw),
                **_epoch_metrics("train", tr_labels, tr_scores, cfg.threshold),
                **_epoch_metrics("val", data.val.labels, val_scores, cfg.threshold),
                "val_auc_per_class": dict(zip(D.CLASS_NAMES, metrics.auc_per_class(data.val.labels, val_scores))),
                "lr": optimizer.param_groups[0]["lr"], "images": seen * world,
                "seconds": time.time() - t0, "images_per_s": seen * world / train_seconds}
         epoch_times.append(row["seconds"])
-        value = row[cfg.select_by]
-        improved = value is not None and not np.isnan(value) and (best is None or sign * (value - best) > 0)
-        if improved:
-            best, best_epoch, bad_epochs = value, epoch, 0
-        else:
-            bad_epochs += 1
-        done = _rank0s(epoch == cfg.epochs or (cfg.patience > 0 and bad_epochs >= cfg.patience), world)
-        row.update(best_epoch=best_epoch, is_best=improved)
-        if main_rank:
-            runs.append_metrics(run_dir, row)
-            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "done": done}
-            if improved:
-                runs.save_best(run_dir, {"model": model.state_dict(), "epoch": epoch})
-            runs.save_last(run_dir, ckpt)
-            if on_epoch:
-                on_epoch(row)
+        _record_epoch(run_dir, cfg, state, row, model, optimizer, world, main_rank)
+        if main_rank and on_epoch:
+            on_epoch(row)
 
     if main_rank:
         on_progress(Progress(run_dir, cfg.epochs, cfg.epochs, "test", 0, 0, 0.0, 0.0))
         evaluate_run(run_dir, str(device), data=data, model=runs.load_model(run_dir, "best", device))
     return "finished"
+
+
+def _record_epoch(run_dir: Path, cfg: TrainConfig, state: _State, row: dict, model: nn.Module,
+                  optimizer: torch.optim.Optimizer, world: int, main_rank: bool) -> None:
+    """Update `state` with the epoch in `row` (best so far, early stopping); rank 0 saves row and checkpoints."""
+    epoch, value = row["epoch"], row[cfg.select_by]
+    improved = value is not None and not np.isnan(value) and (
+        state.best is None or SELECT_BY[cfg.select_by] * (value - state.best) > 0)
+    if improved:
+        state.best, state.best_epoch, state.bad_epochs = value, epoch, 0
+    else:
+        state.bad_epochs += 1
+    state.done = _rank0s(epoch == cfg.epochs or (cfg.patience > 0 and state.bad_epochs >= cfg.patience), world)
+    row.update(best_epoch=state.best_epoch, is_best=improved)
+    if main_rank:
+        runs.append_metrics(run_dir, row)
+        if improved:
+            runs.save_best(run_dir, {"model": model.state_dict(), "epoch": epoch})
+        runs.save_last(run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                                 "best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
+                                 "done": state.done})
 
 
 def _parser() -> argparse.ArgumentParser:

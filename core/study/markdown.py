@@ -35,11 +35,17 @@ def observations(summary: dict) -> list[str]:
 
 
 def markdown(summary: dict) -> str:
-    data, machine, recipe = summary["data"], summary["machine"], summary["recipe"]
-    tables = format_tables(summary)
+    """report.md for a study summary (summary.json)."""
+    return "\n".join(_intro(summary) + _data_and_machine(summary) + _results(summary) + _figures_and_runs(summary))
+
+
+def _intro(summary: dict) -> list[str]:
+    """Title, data warning, what was run and the recipe."""
+    data = summary["data"]
+    recipe = summary["recipe"]
     sizes = [r["size"] for r in summary["sizes"]]
-    multi = multi_seed(summary)
-    L: list[str] = [f"# Resolution study `{summary['name']}`", ""]
+    L: list[str] = []
+    L += [f"# Resolution study `{summary['name']}`", ""]
     if not data["official"]:
         L += [f"> **Data: {data['label']}.** These numbers describe this data only; do not quote them as "
               f"ChestMNIST results. {data['verdict']}", ""]
@@ -49,7 +55,14 @@ def markdown(summary: dict) -> str:
     knobs = ", ".join(f"{k} {recipe.get(k)}" for k in ("model", "epochs", "batch_size", "lr", "pos_weight_clip",
                                                       "threshold", "select_by", "patience", "subset", "augment"))
     L += [f"**Recipe** (the same for every size): {knobs}.", ""]
+    return L
 
+
+def _data_and_machine(summary: dict) -> list[str]:
+    """Which data files and which machines."""
+    data = summary["data"]
+    machine = summary["machine"]
+    L: list[str] = []
     L += ["## Data", ""]
     for root in data["roots"]:
         L += [f"- data root `{root}`" + (f" - its README: *{data['readme_title']}*" if data["readme_title"] else "")]
@@ -69,7 +82,17 @@ def markdown(summary: dict) -> str:
     L.append(f"- report built on: {b['platform']}, {b['cpus']} CPUs ({b['cpu_model'] or 'CPU model unknown'}), "
              f"GPUs: {b['gpus'] or 'none'}, torch {b['torch']} ({b['torch_threads']} threads)")
     L += [""]
+    return L
 
+
+def _results(summary: dict) -> list[str]:
+    """Validation, test and cost tables with how each was measured."""
+    machine = summary["machine"]
+    recipe = summary["recipe"]
+    tables = format_tables(summary)
+    sizes = [r["size"] for r in summary["sizes"]]
+    multi = multi_seed(summary)
+    L: list[str] = []
     L += ["## Table 1: validation at the best epoch", "",
           "The epoch whose checkpoint was kept (best " + str(recipe.get("select_by")) + "), from each run's metrics per epoch. "
           "F1 at the study's global threshold " + str(recipe.get("threshold")) + "."
@@ -104,6 +127,15 @@ def markdown(summary: dict) -> str:
     for r in summary["sizes"]:
         if "not measured" in r["memory_note"]:
             L.append(f"  - {r['size']} px: {r['memory_note']}.")
+    return L
+
+
+def _figures_and_runs(summary: dict) -> list[str]:
+    """Figures, observations, the runs and notes."""
+    tables = format_tables(summary)
+    sizes = [r["size"] for r in summary["sizes"]]
+    multi = multi_seed(summary)
+    L: list[str] = []
     L += ["## Figures", "",
           f"![Training curves]({FIGURES['curves']})", "",
           "Validation AUC, train loss and validation loss per epoch for each size; the star marks the kept checkpoint.", "",
@@ -132,4 +164,4 @@ def markdown(summary: dict) -> str:
         L += [""]
     L += ["Every number above is in summary.json; tables as CSV: runs.csv (one row per run), table1_val.csv, test.csv, "
           "cost.csv, per_class_test_auc.csv.", ""]
-    return "\n".join(L)
+    return L

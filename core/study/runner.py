@@ -133,6 +133,35 @@ def train_in_process(run_dir: Path, log: Callable[[str], None]) -> str:
     return state
 
 
+def _check_same_study(previous: dict | None, name: str, recipe: dict, out_dir: Path) -> None:
+    """StudyError when `out_dir` already holds a study with another name or recipe."""
+    if previous is None:
+        return
+    diff = recipe_diff(previous.get("recipe", {}), recipe)
+    if previous.get("name") != name or diff:
+        what = "; ".join(f"{k}: study {a!r}, now {b!r}" for k, (a, b) in diff.items()) or \
+            f"it is study {previous.get('name')!r}"
+        raise StudyError(f"{study_file(out_dir)} belongs to a study with other settings ({what}). "
+                         f"Use the same settings to continue it, or another --name / --out for a new study.")
+
+
+def plan_runs(base: TrainConfig, name: str, sizes: list[int], seeds: list[int], previous: dict | None) -> list[PlannedRun]:
+    """The study's run for every (size, seed): the existing one (study.json's, else found by name in
+    the runs folder) or a newly prepared one (core.train.prepare_run)."""
+    recipe, runs_dir = recipe_of(base), Path(base.runs_dir).expanduser()
+    plan: list[PlannedRun] = []
+    for size in sizes:
+        for seed in seeds:
+            config = dataclasses.replace(base, size=size, seed=seed, name=run_name(name, seed))
+            config.validate()
+            found = find_existing(previous, runs_dir, name, size, seed, recipe)
+            if found is None:
+                plan.append(PlannedRun(size, seed, prepare_run(config).resolve(), "new"))
+            else:
+                plan.append(PlannedRun(size, seed, found, runs.read_status(found).get("state", "failed")))
+    return plan
+
+
 def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], name: str | None = None,
               out_dir: str | Path | None = None, *, skip_missing: bool = False, nproc_per_node: int = 1,
               isolate: bool = True, command: list[str] | None = None, inference_images: int = 512,
@@ -159,27 +188,9 @@ def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], nam
     out_dir = Path(out_dir) if out_dir else DEFAULT_REPORTS_DIR / name
     recipe = recipe_of(base)
     previous = read_study_file(out_dir)
-    if previous is not None:
-        diff = recipe_diff(previous.get("recipe", {}), recipe)
-        if previous.get("name") != name or diff:
-            what = "; ".join(f"{k}: study {a!r}, now {b!r}" for k, (a, b) in diff.items()) or \
-                f"it is study {previous.get('name')!r}"
-            raise StudyError(f"{study_file(out_dir)} belongs to a study with other settings ({what}). "
-                             f"Use the same settings to continue it, or another --name / --out for a new study.")
-    runs_dir = Path(base.runs_dir).expanduser()
-
+    _check_same_study(previous, name, recipe, out_dir)
     # Find or prepare every run first: bad settings or data fail here, before hours of training.
-    plan: list[PlannedRun] = []
-    for size in sizes:
-        for seed in seeds:
-            config = dataclasses.replace(base, size=size, seed=seed, name=run_name(name, seed))
-            config.validate()
-            found = find_existing(previous, runs_dir, name, size, seed, recipe)
-            if found is None:
-                found = prepare_run(config).resolve()
-                plan.append(PlannedRun(size, seed, found, "new"))
-            else:
-                plan.append(PlannedRun(size, seed, found, runs.read_status(found).get("state", "failed")))
+    plan = plan_runs(base, name, sizes, seeds, previous)
     busy = [p for p in plan if runs.read_status(p.run_dir).get("state") == "running"]
     if busy:
         raise StudyError("Being trained by another process (wait for it or stop it, then run this again): "
