@@ -148,7 +148,7 @@ class NpyRows:
     boolean mask (always returning a fresh in-memory array). Unlike np.memmap, rows that were
     read do not stay mapped into the process: a shuffled epoch over the 224 px train split
     touches every page of the file, and with a memmap all of them count toward the process's
-    RSS (5.2-5.4 GB measured in bench/memory.py, against 1.4-1.5 GB with this reader). The kernel's page
+    RSS (several times this reader's peak: bench/memory.py, docs/performance.md). The kernel's page
     cache still caches the file, outside the process and reclaimable.
     A trailing channel axis of 1, (N, H, W, 1), is dropped: the bytes are the same.
     """

@@ -440,8 +440,7 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     n_cropped = 0
     depths: Counter[int] = Counter()
     step = max(1, len(todo) // 200)
-    # PIL decodes and resizes with the GIL released, so threads scale with cores (1.9x on 2 cores
-    # for 1024 px PNGs); map keeps CSV order. Cancelling on exit stops the work if on_progress raises.
+    # PIL decodes and resizes with the GIL released, so threads scale with cores; map keeps CSV order. Cancelling on exit stops the work if on_progress raises.
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
     try:
         results = pool.map(lambda i: _load_or_reason(files[found[i]], size), todo)
