@@ -34,11 +34,11 @@ def examples(items: Sequence[str], k: int = _SHOW) -> str:
     return shown + (f" and {len(items) - k:,} more" if len(items) > k else "")
 
 
-def key(name: str) -> str:
+def _key(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", str(name).strip().lower())
 
 
-_FINDINGS: dict[str, int] = {key(c): i for i, c in enumerate(CLASS_NAMES)} | {
+_FINDINGS: dict[str, int] = {_key(c): i for i, c in enumerate(CLASS_NAMES)} | {
     "pleuralthickening": CLASS_NAMES.index("pleural"),
 }
 
@@ -68,7 +68,7 @@ def read_table(labels_csv: Path) -> Table:
         raise DataImportError(f"The label CSV {labels_csv} has no data rows. Add one row per image.")
     columns = {}
     for c in df.columns:
-        columns.setdefault(key(c), c)
+        columns.setdefault(_key(c), c)
     # A CSV line number: pandas row 0 is line 2, after the header.
     lines = df.index.to_numpy() + 2
 
@@ -101,7 +101,7 @@ def _parse_findings(column: pd.Series, lines: np.ndarray, csv_name: str) -> np.n
     bad_lines = []
     for row, cell in enumerate(column):
         tokens = [t.strip() for t in cell.split("|") if t.strip()]
-        keys = [key(t) for t in tokens]
+        keys = [_key(t) for t in tokens]
         # "No Finding" is a claim about the whole row: blank or mixed with findings is contradictory.
         if not tokens or (_NO_FINDING in keys and len(keys) > 1):
             bad_lines.append(f"{lines[row]} ({cell!r})")
