@@ -181,7 +181,7 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
 
 @dataclass
 class _State:
-    """What the loop carries from epoch to epoch (and last.pt carries across a resume)."""
+    """What the loop carries from epoch to epoch (and the last checkpoint carries across a resume)."""
 
     start_epoch: int = 1
     best: float | None = None
@@ -202,7 +202,7 @@ def _build(cfg: TrainConfig, device: torch.device, pw: torch.Tensor | None) -> t
 
 def _resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
             main_rank: bool) -> _State:
-    """Load last.pt's weights and loop state into `model`/`optimizer`; a fresh _State when there is none."""
+    """Load the last checkpoint's weights and loop state into `model`/`optimizer`; a fresh _State when there is none."""
     ckpt = runs.load_last(run_dir, map_location=device)
     if ckpt is None:
         return _State()
