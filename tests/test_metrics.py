@@ -14,7 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from core import metrics
+from core import bootstrap, metrics
 
 TASK = "multi-label, binary-class"
 
@@ -143,17 +143,28 @@ def test_resampled_auc_matches_sklearn_on_resamples():
     rng = np.random.default_rng(11)
     idx = rng.integers(0, 300, size=(4, 300))
     counts = np.stack([np.bincount(row, minlength=300) for row in idx], axis=1)
-    got = metrics._resampled_auc(labels.astype(bool), scores, counts)
-    for b, row in enumerate(idx):
-        expected = [roc_auc_score(labels[row, c], scores[row, c]) for c in range(5)]
-        np.testing.assert_allclose(got[b], expected, rtol=0, atol=1e-12)
+    auc = bootstrap.ResampledAuc(labels.astype(bool), scores)
+    for dtype in (np.int64, np.int16):  # int16: the fast path resample_counts feeds it
+        got = auc(counts.astype(dtype))
+        for b, row in enumerate(idx):
+            expected = [roc_auc_score(labels[row, c], scores[row, c]) for c in range(5)]
+            np.testing.assert_allclose(got[b], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(auc.full(), metrics.auc_per_class(labels, scores), rtol=0, atol=1e-12)
+
+
+def test_resample_counts_are_the_resample_blocks():
+    blocks = list(bootstrap.resample_blocks(50, 300, seed=3))
+    counts = list(bootstrap.resample_counts(50, 300, seed=3))
+    assert [c.shape for c in counts] == [(50, 256), (50, 44)] and counts[0].dtype == np.int16
+    for idx, c in zip(blocks, counts):
+        np.testing.assert_array_equal(c, np.stack([np.bincount(row, minlength=50) for row in idx], axis=1))
 
 
 def test_resampled_auc_is_nan_when_a_resample_loses_a_class():
     labels = np.array([[1], [0], [0]], dtype=bool)
     scores = np.array([[0.9], [0.1], [0.2]])
     counts = np.array([[0, 1], [2, 1], [1, 1]])  # first resample has no positive
-    got = metrics._resampled_auc(labels, scores, counts)
+    got = bootstrap.ResampledAuc(labels, scores)(counts)
     assert np.isnan(got[0, 0]) and got[1, 0] == 1.0
 
 
