@@ -299,7 +299,12 @@ def summarize(
         ``auc_defined_classes`` (names); ``auc_undefined_classes`` (list of
         ``{"name", "reason"}`` with reason "no positives" or "no negatives");
         ``per_class`` = {name: {auc, auc_ci_low, auc_ci_high, threshold,
-        precision, recall, specificity, f1, support, tp, fp, fn, tn}}; and at
+        precision, recall, specificity, f1, support, tp, fp, fn, tn,
+        sens_at_spec90, sens_at_spec95, spec_at_sens90, spec_at_sens95, ece,
+        brier}} (support = positives; the operating points are read off this
+        split's ROC curve, calibration is core.calibration's, None for an
+        undefined class); ``ece`` (pooled over defined classes), ``ece_macro``
+        and ``brier`` (means over defined classes); and at
         the given thresholds ``macro_f1, micro_f1, macro_precision,
         macro_recall, micro_precision, micro_recall, label_accuracy_tuned,
         exact_match_accuracy``; plus ``n_boot`` and ``ci_level`` (0.95).
@@ -317,6 +322,11 @@ def summarize(
     boot = resampled_aucs([ResampledAuc(labels, scores)], n_boot, seed)[0]
     class_ci = per_class_ci(boot, alpha)
     tm = threshold_metrics(labels, scores, thr)
+    points = {f"sens_at_spec{round(100 * q)}": sensitivity_at_specificity(labels, scores, q)["sensitivity"]
+              for q in OPERATING_LEVELS}
+    points |= {f"spec_at_sens{round(100 * q)}": specificity_at_sensitivity(labels, scores, q)["specificity"]
+               for q in OPERATING_LEVELS}
+    cal = calibration(labels, scores)
 
     n_pos = labels.sum(axis=0)
     undefined = [
@@ -339,6 +349,9 @@ def summarize(
             "fp": tm["fp"][c],
             "fn": tm["fn"][c],
             "tn": tm["tn"][c],
+            **{k: v[c] for k, v in points.items()},
+            "ece": cal["ece"][c],
+            "brier": cal["brier"][c],
         }
         for c, name in enumerate(class_names)
     }
@@ -361,5 +374,8 @@ def summarize(
             "micro_recall": tm["micro_recall"],
             "label_accuracy_tuned": tm["label_accuracy"],
             "exact_match_accuracy": tm["exact_match"],
+            "ece": cal["pooled"]["ece"],
+            "ece_macro": cal["ece_macro"],
+            "brier": cal["brier_macro"],
         }
     )
