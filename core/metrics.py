@@ -200,13 +200,16 @@ def _roc_points(labels: np.ndarray, scores: np.ndarray) -> dict[int, tuple[np.nd
     return out
 
 
-def _operating_point(labels: np.ndarray, scores: np.ndarray, at: str, level: float) -> dict[str, np.ndarray]:
+def _check_level(at: str, level: float) -> None:
     if not 0 <= level <= 1:
         raise ValueError(f"a {at} level must be in [0, 1], got {level}")
-    labels, scores = check_inputs(labels, scores)
+
+
+def _operating_point(points: dict, labels: np.ndarray, at: str, level: float) -> dict[str, np.ndarray]:
+    """The best operating point of each class at a fixed `at` rate, from `_roc_points`."""
     n_classes = labels.shape[1]
     out = {k: np.full(n_classes, np.nan) for k in ("sensitivity", "specificity", "threshold")}
-    for c, (spec, sens, thr) in _roc_points(labels, scores).items():
+    for c, (spec, sens, thr) in points.items():
         fixed, free = (spec, sens) if at == "specificity" else (sens, spec)
         ok = np.flatnonzero(fixed >= level - _RATE_TOL)  # never empty: both ends of the curve reach 1
         # Along the curve sensitivity rises and specificity falls, so the best free rate among
@@ -240,7 +243,9 @@ def sensitivity_at_specificity(labels: np.ndarray, scores: np.ndarray, specifici
         >>> sensitivity_at_specificity(y, s, 0.75)["sensitivity"]
         array([1.])
     """
-    return _operating_point(labels, scores, "specificity", specificity)
+    _check_level("specificity", specificity)
+    labels, scores = check_inputs(labels, scores)
+    return _operating_point(_roc_points(labels, scores), labels, "specificity", specificity)
 
 
 def specificity_at_sensitivity(labels: np.ndarray, scores: np.ndarray, sensitivity: float) -> dict[str, np.ndarray]:
@@ -248,7 +253,9 @@ def specificity_at_sensitivity(labels: np.ndarray, scores: np.ndarray, sensitivi
 
     The mirror of ``sensitivity_at_specificity``, same conventions and return keys.
     """
-    return _operating_point(labels, scores, "sensitivity", sensitivity)
+    _check_level("sensitivity", sensitivity)
+    labels, scores = check_inputs(labels, scores)
+    return _operating_point(_roc_points(labels, scores), labels, "sensitivity", sensitivity)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -322,9 +329,10 @@ def summarize(
     boot = resampled_aucs([ResampledAuc(labels, scores)], n_boot, seed)[0]
     class_ci = per_class_ci(boot, alpha)
     tm = threshold_metrics(labels, scores, thr)
-    points = {f"sens_at_spec{round(100 * q)}": sensitivity_at_specificity(labels, scores, q)["sensitivity"]
+    roc = _roc_points(labels, scores)  # one ROC curve per class serves every operating point
+    points = {f"sens_at_spec{round(100 * q)}": _operating_point(roc, labels, "specificity", q)["sensitivity"]
               for q in OPERATING_LEVELS}
-    points |= {f"spec_at_sens{round(100 * q)}": specificity_at_sensitivity(labels, scores, q)["specificity"]
+    points |= {f"spec_at_sens{round(100 * q)}": _operating_point(roc, labels, "sensitivity", q)["specificity"]
                for q in OPERATING_LEVELS}
     cal = calibration(labels, scores)
 
