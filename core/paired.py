@@ -59,11 +59,19 @@ def check_same_images(
         raise PairingError(f"{a} was scored on {labels_a.shape[0]:,} test images ({labels_a.shape}) and {b} on "
                            f"{labels_b.shape[0]:,} ({labels_b.shape}): different data files or splits. "
                            "Compare runs trained on the same data folder.")
-    differ = int((labels_a != labels_b).any(axis=-1).sum()) if labels_a.ndim == 2 else int((labels_a != labels_b).sum())
+    differ = int((labels_a != labels_b).reshape(len(labels_a), -1).any(axis=1).sum())
     if differ:
         raise PairingError(f"{a} and {b} have different test labels on {differ:,} of {labels_a.shape[0]:,} images: "
                            "they were scored on different images or in a different order. Compare runs trained "
                            "on the same data folder.")
+
+
+def _validated(labels: np.ndarray, scores_a: Sequence[np.ndarray],
+               scores_b: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """(bool labels, float64 score arrays of a, of b), or PairingError / ValueError saying what is wrong."""
+    labels = np.asarray(labels)
+    group_a, group_b = _check_group(labels, scores_a, "a"), _check_group(labels, scores_b, "b")
+    return labels.astype(bool), group_a, group_b  # check_inputs has seen the labels are 0/1
 
 
 def _check_group(labels: np.ndarray, group: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
@@ -171,10 +179,7 @@ def paired_auc_difference(
         PairingError (a ValueError) when the shapes of labels and scores differ.
     """
     check_alpha(alpha)
-    labels = np.asarray(labels)
-    check_inputs(labels, np.zeros(labels.shape) if labels.ndim == 2 else labels)
-    labels = labels.astype(bool)
-    group_a, group_b = _check_group(labels, [scores_a], "a"), _check_group(labels, [scores_b], "b")
+    labels, group_a, group_b = _validated(labels, [scores_a], [scores_b])
     return _paired(labels, group_a, group_b, n_boot, seed, alpha, class_names) | {"method": "single runs"}
 
 
@@ -210,10 +215,7 @@ def seed_group_difference(
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
     check_alpha(alpha)
-    labels = np.asarray(labels)
-    check_inputs(labels, np.zeros(labels.shape) if labels.ndim == 2 else labels)
-    labels = labels.astype(bool)
-    group_a, group_b = _check_group(labels, scores_a, "a"), _check_group(labels, scores_b, "b")
+    labels, group_a, group_b = _validated(labels, scores_a, scores_b)
     sizes = {"n_runs_a": len(group_a), "n_runs_b": len(group_b)}
     if method == "mean-scores":
         group_a, group_b = [np.mean(group_a, axis=0)], [np.mean(group_b, axis=0)]
