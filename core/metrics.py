@@ -281,6 +281,18 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def _clinical(labels: np.ndarray, scores: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """summarize's operating points and calibration: (C,) arrays per name, and the overall figures."""
+    roc = _roc_points(labels, scores)  # one ROC curve per class serves every operating point
+    per_class = {f"sens_at_spec{round(100 * q)}": _operating_point(roc, labels, "specificity", q)["sensitivity"]
+                 for q in OPERATING_LEVELS}
+    per_class |= {f"spec_at_sens{round(100 * q)}": _operating_point(roc, labels, "sensitivity", q)["specificity"]
+                  for q in OPERATING_LEVELS}
+    cal = calibration(labels, scores)
+    per_class |= {"ece": cal["ece"], "brier": cal["brier"]}
+    return per_class, {"ece": cal["pooled"]["ece"], "ece_macro": cal["ece_macro"], "brier": cal["brier_macro"]}
+
+
 def summarize(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -329,12 +341,7 @@ def summarize(
     boot = resampled_aucs([ResampledAuc(labels, scores)], n_boot, seed)[0]
     class_ci = per_class_ci(boot, alpha)
     tm = threshold_metrics(labels, scores, thr)
-    roc = _roc_points(labels, scores)  # one ROC curve per class serves every operating point
-    points = {f"sens_at_spec{round(100 * q)}": _operating_point(roc, labels, "specificity", q)["sensitivity"]
-              for q in OPERATING_LEVELS}
-    points |= {f"spec_at_sens{round(100 * q)}": _operating_point(roc, labels, "sensitivity", q)["specificity"]
-               for q in OPERATING_LEVELS}
-    cal = calibration(labels, scores)
+    clinical, overall = _clinical(labels, scores)
 
     n_pos = labels.sum(axis=0)
     undefined = [
@@ -357,9 +364,7 @@ def summarize(
             "fp": tm["fp"][c],
             "fn": tm["fn"][c],
             "tn": tm["tn"][c],
-            **{k: v[c] for k, v in points.items()},
-            "ece": cal["ece"][c],
-            "brier": cal["brier"][c],
+            **{k: v[c] for k, v in clinical.items()},
         }
         for c, name in enumerate(class_names)
     }
@@ -382,8 +387,6 @@ def summarize(
             "micro_recall": tm["micro_recall"],
             "label_accuracy_tuned": tm["label_accuracy"],
             "exact_match_accuracy": tm["exact_match"],
-            "ece": cal["pooled"]["ece"],
-            "ece_macro": cal["ece_macro"],
-            "brier": cal["brier_macro"],
+            **overall,
         }
     )
