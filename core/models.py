@@ -1,11 +1,13 @@
-"""Model registry: the study's `seed-cnn` and the default `res-cnn`, built for an input size.
+"""Model registry: the study's `seed-cnn`, the default `res-cnn`, and MedMNIST v2's reference
+`resnet18` and `resnet50`, built for an input size.
 
 Every model maps (N, 1, S, S) normalised images to (N, 14) logits and exposes `cam_layer`, the
-last convolutional layer, for Grad-CAM.
+layer whose output Grad-CAM maps (the last convolution, or a ResNet's last stage).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Callable
 
@@ -104,7 +106,70 @@ class ResCNN(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-MODELS: dict[str, Callable[[int], nn.Module]] = {"res-cnn": ResCNN, "seed-cnn": SeedCNN}
+class Bottleneck(nn.Module):
+    """ResNet-50's block: 1x1 reduce, 3x3 (strided, as in torchvision), 1x1 expand to 4x width;
+    a strided 1x1 projection on the skip when shape changes."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = width * self.expansion
+        self.body = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                                  *_conv_bn_relu(width, width, stride), nn.Conv2d(width, cout, 1, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout else
+                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.body(x) + self.skip(x))
+
+
+class ResNet(nn.Module):
+    """ResNet-18 / ResNet-50 as MedMNIST v2 trained them (Yang et al., Scientific Data 2023), without torchvision.
+
+    At 28 px the stem is one 3x3 stride-1 convolution and no max-pool (MedMNIST's experiments
+    repository, MedMNIST2D/models.py); at 64 px and up it is torchvision's 7x7 stride-2
+    convolution and 3x3 stride-2 max-pool (the larger sizes were trained with torchvision's
+    resnet18/50). Stages of 64-128-256-512 channels (x4 for ResNet-50's bottlenecks), global
+    average pooling, one linear layer; one input channel and 14 outputs. The reference models of
+    the published ChestMNIST test AUCs.
+    """
+
+    def __init__(self, size: int, depth: int = 18, n_classes: int = N_CLASSES):
+        super().__init__()
+        block, blocks_per_stage = {18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3))}[depth]
+        expansion = getattr(block, "expansion", 1)
+        if size == 28:
+            self.stem = nn.Sequential(*_conv_bn_relu(1, 64))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(1, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                                      nn.MaxPool2d(3, 2, 1))
+        cin = 64
+        for i, (width, n) in enumerate(zip((64, 128, 256, 512), blocks_per_stage)):
+            stage = []
+            for j in range(n):
+                stage.append(block(cin, width, 2 if i > 0 and j == 0 else 1))
+                cin = width * expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, n_classes))
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The last stage: Grad-CAM maps its output, the feature map the pooled head reads."""
+        return self.layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+        return self.head(x)
+
+
+MODELS: dict[str, Callable[[int], nn.Module]] = {"res-cnn": ResCNN, "seed-cnn": SeedCNN,
+                                                 "resnet18": functools.partial(ResNet, depth=18),
+                                                 "resnet50": functools.partial(ResNet, depth=50)}
 DEFAULT_MODEL = "res-cnn"
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import common, compute, efficiency, interaction, memory, pipeline
+from bench import common, compute, efficiency, interaction, memory, pipeline, stats
 from bench.common import MODES, Context, RunCache
 from core import data as D
 
@@ -217,13 +217,26 @@ def test_auc_per_gflop(ctx):
     _sane(figs, [f"efficiency.28.{m}.{k}" for m in efficiency.MODELS for k in ("test_auc", "gflops", "auc_per_gflop")])
 
 
+# ---------------------------------------------------------------- stats
+
+
+def test_stats_figures():
+    figs = stats.bench_paired(FAST, n_boot=50)
+    _sane(figs, [f"stats.{k}" for k in ("paired_s", "paired_best_s", "separate_s", "separate_best_s",
+                                          "paired_ci_width", "own_ci_width")])
+    assert figs["stats.rows"] == FAST.metric_rows and figs["stats.n_boot"] == 50
+    # two runs of one recipe differ far less than either run's own uncertainty
+    assert 0 < figs["stats.paired_ci_width"] < figs["stats.own_ci_width"]
+    _sane(stats.bench_clinical(FAST), ["stats.calibration_ms", "stats.sens_at_spec_ms"])
+
+
 # ---------------------------------------------------------------- the command line
 
 
 def test_cli_tiny_prints_table_and_one_json_line(capsys, tmp_path):
     from bench.__main__ import main
 
-    assert main(["--tiny", "--only", "interaction,efficiency", "--workdir", str(tmp_path)]) == 0
+    assert main(["--tiny", "--only", "interaction,efficiency,stats", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     header = next(i for i, line in enumerate(out) if line.startswith("name "))
     for col in ("value", "unit", "baseline", "ratio", "target", "result"):
@@ -233,7 +246,7 @@ def test_cli_tiny_prints_table_and_one_json_line(capsys, tmp_path):
     figs = result["figures"]
     assert not [k for k in figs if k.endswith(".error")], figs
     for name in ("interaction.28.cam_one_ms", "interaction.28.cam_all14_ms", "interaction.threshold_metrics_ms",
-                 "efficiency.res-cnn.flops_224_over_64", "efficiency.28.auc_per_gflop"):
+                 "efficiency.res-cnn.flops_224_over_64", "efficiency.28.auc_per_gflop", "stats.paired_bootstrap_s"):
         assert name in figs and figs[name]["value"] > 0
         assert name in "\n".join(out[header:-1])
     assert figs["interaction.28.cam_all14_ms"]["target"] == "<= 3x one class"
