@@ -1,7 +1,7 @@
 """Train a multi-label CNN on ChestMNIST at one resolution, one run folder per run.
 
     python -m core.train --size 28 --epochs 30
-    python -m core.train --size 64 --subset 5000 --epochs 5 --data-root ../shared/data/nih1000
+    python -m core.train --size 64 --subset 300 --epochs 5 --data-root demo
     python -m core.train --resume checkpoints/<run-id>
     torchrun --nproc_per_node=2 -m core.train --size 28 --epochs 2     # DDP: gloo on CPU, NCCL on GPU
 
