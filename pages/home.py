@@ -63,11 +63,7 @@ def show_size(root: Path, size: int) -> None:
         col.metric(f"{s} images", f"{n[s]:,}")
     cols[3].metric("total", f"{sum(n.values()):,}")
     st.caption(f"File: `{d.path}`")
-    if D.is_demo(root):
-        st.info(f"**Demo data: real NIH radiographs, not ChestMNIST.** The {sum(n.values()):,} NIH ChestX-ray14 "
-                "images bundled with the app (`demo/README.md`: sources, licence, citation), to try every page; "
-                "results on them are not ChestMNIST results.")
-    elif not official_split_sizes(n):
+    if not official_split_sizes(n) and not D.is_demo(root):  # the demo says what it is above the tabs
         official = "/".join(f"{D.OFFICIAL_COUNTS[s]:,}" for s in D.SPLITS)
         st.info(f"These split sizes differ from the official ChestMNIST release ({official} train/val/test): this is "
                 "other data in ChestMNIST layout (e.g. NIH-1000 or an import). Results on it are not ChestMNIST results.")
@@ -149,9 +145,13 @@ def data_section(root: Path) -> None:
     if not present:
         st.button("Use the demo data: 667 real NIH radiographs at every size (not ChestMNIST)", key="home_use_demo",
                   type="primary", icon=":material/play_arrow:", on_click=set_data_root, args=(D.DEMO_WORD,))
-    elif D.is_demo(root) and not D.is_demo(default := D.default_root()):
-        st.button(f"Back to {default} (for ChestMNIST)", key="home_leave_demo", on_click=set_data_root,
-                  args=(str(default),))
+    elif D.is_demo(root):
+        st.info("**Demo data: real NIH radiographs, not ChestMNIST.** 667 NIH ChestX-ray14 images bundled with the "
+                "app (`demo/README.md`: sources, licence, citation), to try every page; results on them are not "
+                "ChestMNIST results.")
+        if not D.is_demo(default := D.default_root()):
+            st.button(f"Back to {default} (for ChestMNIST)", key="home_leave_demo", on_click=set_data_root,
+                      args=(str(default),))
     if present:
         # Only the open tab runs (on_change="rerun"): a first visit loads and draws one size, not all of them.
         names = [f"{s} px" for s in present]
