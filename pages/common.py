@@ -85,10 +85,11 @@ def sidebar_settings() -> None:
             saved, st.session_state["settings_error"] = {}, str(e)
         for key, default in defaults.items():
             st.session_state.setdefault(key, st.query_params.get(key) or saved.get(key) or default)
+    remembered = f"A change is remembered across reloads and tabs, over the environment, in {settings.settings_path()}."
     with st.sidebar:
         st.text_input("Data root", key="data_root", on_change=_remember, args=("data_root",),
                       help="Folder with chestmnist*.npz files (default: CHESTMNIST_ROOT, else ~/.medmnist); "
-                           f"`{D.DEMO_WORD}` is the bundled demo set. Remembered across reloads and tabs.")
+                           f"`{D.DEMO_WORD}` is the bundled demo set. {remembered}")
         root = data_root()
         if D.is_demo(root):
             st.caption("Demo: real NIH radiographs, **not ChestMNIST** (`demo/README.md`).")
@@ -97,8 +98,7 @@ def sidebar_settings() -> None:
                       help="No ChestMNIST file here. The demo: 667 real NIH chest X-rays at every size, bundled "
                            "with the app; not ChestMNIST.")
         st.text_input("Runs folder", key="runs_dir", on_change=_remember, args=("runs_dir",),
-                      help="Where run folders are written (default: CHESTMNIST_RUNS, else checkpoints/). "
-                           "Remembered across reloads and tabs.")
+                      help=f"Where run folders are written (default: CHESTMNIST_RUNS, else checkpoints/). {remembered}")
         if msg := st.session_state.pop("settings_error", None):
             st.warning(msg)
     for key, default in defaults.items():  # the URL carries what differs from the defaults
