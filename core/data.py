@@ -45,9 +45,40 @@ class DataError(ValueError):
     """Data is missing or malformed; the message says which file and what to do."""
 
 
+# The bundled demo set (667 real NIH radiographs at every size, NOT ChestMNIST; see demo/README.md).
+DEMO_ROOT = Path(__file__).resolve().parents[1] / "demo"
+DEMO_WORD = "demo"
+
+
 def default_root() -> Path:
     """`CHESTMNIST_ROOT` if set, else medmnist's own default (~/.medmnist)."""
-    return Path(os.environ.get("CHESTMNIST_ROOT") or DEFAULT_ROOT).expanduser()
+    return resolve_root(os.environ.get("CHESTMNIST_ROOT") or DEFAULT_ROOT)
+
+
+def resolve_root(text: str | Path | None) -> Path:
+    """The data folder a user typed (`--data-root`, `CHESTMNIST_ROOT`, the app's sidebar).
+
+    The word `demo` names the bundled demo folder wherever the process runs (`./demo` is a plain
+    relative path); empty means default_root(); anything else is a path with `~` expanded.
+    """
+    text = str(text or "").strip()
+    if not text:
+        return default_root()
+    return DEMO_ROOT if text == DEMO_WORD else Path(text).expanduser()
+
+
+DATA_ROOT_HELP = "data folder; 'demo' = the bundled demo set (not ChestMNIST); default: $CHESTMNIST_ROOT, else ~/.medmnist"
+
+
+def data_root_arg(text: str) -> str:
+    """argparse type of every `--data-root`: the folder as the string TrainConfig keeps, so a run
+    records the demo's real path rather than `demo` relative to wherever the command ran."""
+    return str(resolve_root(text))
+
+
+def is_demo(root: str | Path) -> bool:
+    """Whether `root` is the bundled demo folder (which is not ChestMNIST)."""
+    return resolve_root(root).resolve() == DEMO_ROOT.resolve()
 
 
 def npz_name(size: int) -> str:

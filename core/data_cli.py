@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core.data import (SIZES, SPLITS, DataError, available_sizes, default_root, download, load, npz_name,
-                       npz_path)
+from core.data import (DATA_ROOT_HELP, SIZES, SPLITS, DataError, available_sizes, data_root_arg, default_root, download,
+                       load, npz_name, npz_path)
 from core.importer import main as import_main
 
 
@@ -20,10 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.data", description="ChestMNIST data: list, download, import.")
     sub = p.add_subparsers(dest="cmd", required=True)
     info = sub.add_parser("info", help="which sizes are present under the data root, with split sizes")
-    info.add_argument("--data-root", default=None)
+    info.add_argument("--data-root", type=data_root_arg, default=None, help=DATA_ROOT_HELP)
     dl = sub.add_parser("download", help="download the official npz for a size (MD5-checked)")
     dl.add_argument("--size", type=int, required=True, choices=SIZES)
-    dl.add_argument("--data-root", default=None)
+    dl.add_argument("--data-root", type=data_root_arg, default=None, help=DATA_ROOT_HELP)
     sub.add_parser("import-folder", help="convert a folder of images + label CSV into medmnist layout")
     args = p.parse_args(argv)
     root = Path(args.data_root) if args.data_root else default_root()

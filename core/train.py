@@ -1,7 +1,7 @@
 """Train a multi-label CNN on ChestMNIST at one resolution, one run folder per run.
 
     python -m core.train --size 28 --epochs 30
-    python -m core.train --size 64 --subset 5000 --epochs 5 --data-root ../shared/data/nih1000
+    python -m core.train --size 64 --subset 300 --epochs 5 --data-root demo
     python -m core.train --resume checkpoints/<run-id>
     torchrun --nproc_per_node=2 -m core.train --size 28 --epochs 2     # DDP: gloo on CPU, NCCL on GPU
 
@@ -346,7 +346,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps; 'check' prints what is found")
     p.add_argument("--amp", default=d.amp, help=AMP_HELP)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--data-root", default=None, help="default: $CHESTMNIST_ROOT, else ~/.medmnist")
+    p.add_argument("--data-root", type=D.data_root_arg, default=None, help=D.DATA_ROOT_HELP)
     p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")
     p.add_argument("--name", default="", help="optional label in the run id")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or stopped run")

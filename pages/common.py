@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import data as D
-from core import runs
+from core import runs, settings
 
 
 # The metrics of a run in the run tables (Data & runs, Train): 4 decimals, short headers, full names as help.
@@ -47,20 +47,66 @@ def through_app() -> None:
 
 
 def data_root() -> Path:
-    return Path(st.session_state.get("data_root") or D.default_root()).expanduser()
+    """The data folder the sidebar names (the word `demo` is the bundled demo set)."""
+    return D.resolve_root(st.session_state.get("data_root"))
 
 
 def runs_dir() -> Path:
     return Path(st.session_state.get("runs_dir") or runs.default_runs_dir()).expanduser()
 
 
+def _remember(key: str) -> None:
+    """Save a sidebar setting to the settings file, so a new tab or a restart opens with it."""
+    try:
+        settings.save({key: st.session_state[key]})
+    except settings.SettingsError as e:
+        st.session_state["settings_error"] = str(e)
+
+
+def set_data_root(text: str) -> None:
+    """Switch to another data root and remember it (an on_click: it runs before the sidebar's widget)."""
+    st.session_state["data_root"] = text
+    _remember("data_root")
+
+
 def sidebar_settings() -> None:
-    """Data root and runs folder, from CHESTMNIST_ROOT / CHESTMNIST_RUNS, editable in the sidebar."""
-    st.session_state.setdefault("data_root", str(D.default_root()))
-    st.session_state.setdefault("runs_dir", str(runs.default_runs_dir()))
+    """Data root and runs folder, editable in the sidebar, and kept across reloads and tabs.
+
+    A new session takes each from the URL (`?data_root=…&runs_dir=…`, what a reload or a shared
+    link carries), else the settings file (core.settings, the last change made in any tab), else
+    CHESTMNIST_ROOT / CHESTMNIST_RUNS and their defaults. A change is saved to the file and put in
+    the URL. With no ChestMNIST file under the data root, the bundled demo is one click away.
+    """
+    defaults = {"data_root": str(D.default_root()), "runs_dir": str(runs.default_runs_dir())}
+    if any(key not in st.session_state for key in defaults):
+        try:
+            saved = settings.load()
+        except settings.SettingsError as e:
+            saved, st.session_state["settings_error"] = {}, str(e)
+        for key, default in defaults.items():
+            st.session_state.setdefault(key, st.query_params.get(key) or saved.get(key) or default)
+    remembered = f"A change is remembered across reloads and tabs, over the environment, in {settings.settings_path()}."
     with st.sidebar:
-        st.text_input("Data root", key="data_root", help="Folder with chestmnist*.npz files (CHESTMNIST_ROOT).")
-        st.text_input("Runs folder", key="runs_dir", help="Where run folders are written (CHESTMNIST_RUNS).")
+        st.text_input("Data root", key="data_root", on_change=_remember, args=("data_root",),
+                      help="Folder with chestmnist*.npz files (default: CHESTMNIST_ROOT, else ~/.medmnist); "
+                           f"`{D.DEMO_WORD}` is the bundled demo set. {remembered}")
+        root = data_root()
+        if D.is_demo(root):
+            st.caption("Demo: real NIH radiographs, **not ChestMNIST** (`demo/README.md`).")
+        elif not D.available_sizes(root):
+            st.button("Use the demo data", key="sidebar_use_demo", on_click=set_data_root, args=(D.DEMO_WORD,),
+                      help="No ChestMNIST file here. The demo: 667 real NIH chest X-rays at every size, bundled "
+                           "with the app; not ChestMNIST.")
+        st.text_input("Runs folder", key="runs_dir", on_change=_remember, args=("runs_dir",),
+                      help=f"Where run folders are written (default: CHESTMNIST_RUNS, else checkpoints/). {remembered}")
+        if msg := st.session_state.pop("settings_error", None):
+            st.warning(msg)
+    for key, default in defaults.items():  # the URL carries what differs from the defaults
+        value = st.session_state[key]
+        if value != default and st.query_params.get(key) != value:
+            st.query_params[key] = value
+        elif value == default and key in st.query_params:
+            del st.query_params[key]
 
 
 def file_mtime(path: Path) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -177,8 +178,23 @@ def test_download_checks_md5(tmp_path, monkeypatch):
     assert progress == [(5, 5)] and not list(tmp_path.iterdir())
 
 
-def test_nih1000_loads_at_both_sizes(nih1000):
-    for size in (28, 64):
-        d = D.load(nih1000, size)
-        assert (len(d.train), len(d.val), len(d.test)) == (616, 172, 212)
-    assert D.load(nih1000, 28).val.labels[:, 13].sum() == 0  # hernia: no positives in val
+def test_bundled_demo_matches_its_label_table_at_every_size(demo_root):
+    """demo/ holds the same radiographs at every size, with the labels and patient-disjoint split
+    of its NIH label table (rows in file order per split)."""
+    table = pd.read_csv(demo_root / "Data_Entry_nih667.csv")
+    nih = {name.lower(): c for c, name in enumerate(D.CLASS_NAMES)} | {"pleural_thickening": D.CLASS_NAMES.index("pleural")}
+
+    def encode(findings: str) -> np.ndarray:
+        row = np.zeros(D.N_CLASSES, np.uint8)
+        row[[nih[f.lower()] for f in findings.split("|") if f.lower() in nih]] = 1
+        return row
+    assert D.available_sizes(demo_root) == list(D.SIZES)
+    for size in D.SIZES:
+        d = D.load(demo_root, size)
+        for s in D.SPLITS:
+            rows = table[table["Split"] == s]
+            assert d.split(s).images.shape == (len(rows), size, size)
+            np.testing.assert_array_equal(d.split(s).labels, np.stack([encode(f) for f in rows["Finding Labels"]]))
+    patients = [set(table.loc[table["Split"] == s, "Patient ID"]) for s in D.SPLITS]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    assert D.load(demo_root, 28).val.labels[:, 13].sum() == 0  # hernia: no positives in val (see demo/README.md)

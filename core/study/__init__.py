@@ -1,7 +1,7 @@
 """The resolution trade-off study: one recipe at several image sizes and seeds, one report.
 
     python -m core.study --sizes 28 64 128 224 --epochs 30 --seeds 3
-    python -m core.study --sizes 28 64 --epochs 2 --data-root ../shared/data/nih1000
+    python -m core.study --sizes 28 64 --epochs 2 --data-root demo
     python -m core.study --sizes 28 64 128 224 --epochs 30 --nproc-per-node 4    # each run on 4 GPUs (DDP)
     python -m core.study --report-only --out reports/<study-name>                 # rebuild the report only
 

@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps")
     p.add_argument("--amp", default=d.amp, help=AMP_HELP)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--data-root", default=None, help="default: $CHESTMNIST_ROOT, else ~/.medmnist")
+    p.add_argument("--data-root", type=D.data_root_arg, default=None, help=D.DATA_ROOT_HELP)
     p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")
     p.add_argument("--name", default=None, help="study name (default: data folder, model, epochs and a recipe hash)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<name>/)")
