@@ -7,7 +7,9 @@ Two CSV layouts are understood:
 - Binary layout: one image-name column (`Image Index`, `image`, `file`, `filename` or `path`,
   first present wins) and one 0/1 column per ChestMNIST class; optional `Patient ID` and `Split`.
 
-Header and finding names match case-insensitively, ignoring spaces, `_` and `-`.
+Header and finding names match case-insensitively, ignoring spaces, `_` and `-`. Fields may be
+separated by commas, semicolons (as spreadsheets in many locales save "CSV") or tabs; the header
+line decides which.
 
 What goes wrong is collected and judged per kind, so one bad file never hides the others:
 
@@ -15,7 +17,7 @@ What goes wrong is collected and judged per kind, so one bad file never hides th
   names, label values other than 0/1, bad `Split` values, empty image names, duplicate image names
   whose rows disagree, more than half of the rows unusable, or a split left empty;
 - skipped (listed in the report): images named in the CSV but not found, found under two
-  subfolders, empty, or unreadable;
+  subfolders, empty, unreadable, or too large to decode (over MAX_PIXELS);
 - ignored (listed in the report): files in the folder that the CSV does not name, including
   non-image files.
 
@@ -32,8 +34,10 @@ Pixel handling, chosen to match how medmnist built ChestMNIST from the NIH PNGs:
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
+import stat
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -46,13 +50,20 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from core.data import CLASS_NAMES, SIZES, SPLITS, DataError, check_size, npz_name, write_npz
-from core.files import atomic_write
+from core.files import DiskFullError, atomic_write
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.1, 0.2)
 # Normalised names of the image column, in order of preference when several are present.
 IMAGE_COLUMNS: tuple[str, ...] = ("imageindex", "image", "file", "filename", "path")
 _SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 _NO_FINDING = "nofinding"
+# A label CSV is read whole into memory; NIH's full Data_Entry_2017.csv (112,120 rows) is under 8 MB.
+MAX_CSV_BYTES = 128 * 2**20
+# Decoded pixels allowed per image, checked from the header before decoding: a small compressed
+# PNG can declare gigapixels. Digital radiographs are up to about 4300 x 4300 (18.5 M); an image
+# of 40 M pixels already takes about 0.5 GB to decode and scale, in each of up to 8 threads.
+MAX_PIXELS = 40_000_000
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 # How many names an error message or report line shows before "and N more".
 _SHOW = 5
 
@@ -139,15 +150,58 @@ class _Table:
     name_column: str
 
 
+def _read_csv_bytes(labels_csv: Path) -> bytes:
+    """The label CSV's bytes, read only from a regular file of at most MAX_CSV_BYTES: a FIFO would
+    block forever and /dev/zero never ends."""
+    what = f"The label CSV {labels_csv}"
+    try:
+        # Non-blocking: opening a FIFO for reading otherwise waits for a writer that may never come.
+        fd = os.open(labels_csv, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise DataImportError(f"{what} does not exist. Check the path.") from None
+    except PermissionError:
+        raise DataImportError(f"{what} cannot be read by this user (permission denied). Make it readable "
+                              f"(e.g. `chmod a+r {labels_csv}`) or run as the user who owns it.") from None
+    except OSError as e:
+        raise DataImportError(f"{what} could not be opened ({e.strerror}). Check the path.") from None
+    with open(fd, "rb") as f:
+        mode, n_bytes = os.fstat(fd).st_mode, os.fstat(fd).st_size
+        if stat.S_ISDIR(mode):
+            raise DataImportError(f"{what} is a folder. Give the path of the CSV file itself.")
+        if not stat.S_ISREG(mode):
+            raise DataImportError(f"{what} is not a regular file (it is a pipe, device or socket). Save the labels "
+                                  "to a file and give its path.")
+        too_big = DataImportError(
+            f"{what} is larger than the {MAX_CSV_BYTES // 2**20} MB a label CSV may have (one row per image; "
+            "NIH's 112,120 images take under 8 MB). Is it the right file?")
+        if n_bytes > MAX_CSV_BYTES:
+            raise too_big
+        try:
+            data = f.read(MAX_CSV_BYTES + 1)
+        except OSError as e:
+            raise DataImportError(f"{what} could not be read ({e.strerror}).") from None
+    if len(data) > MAX_CSV_BYTES:  # it grew while being read
+        raise too_big
+    return data
+
+
+def _delimiter(data: bytes) -> str:
+    """The field separator the header line uses most (comma on a tie or none)."""
+    header = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    return max(_DELIMITERS, key=lambda d: (header.count(d), d == ","))
+
+
 def _read_table(labels_csv: Path) -> _Table:
+    data = _read_csv_bytes(labels_csv)
+    sep = _delimiter(data)
     try:
         # Everything as text, so label values and IDs are judged as written ("1.0", "007").
-        df = pd.read_csv(labels_csv, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataImportError(f"The label CSV {labels_csv} does not exist. Check the path.") from None
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataImportError(f"The label CSV {labels_csv} could not be read as CSV ({type(e).__name__}: {e}). "
-                              "Save it as comma-separated UTF-8 text with one header row.") from None
+        df = pd.read_csv(io.BytesIO(data), sep=sep, dtype=str, keep_default_na=False, index_col=False,
+                         encoding="utf-8-sig")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataImportError(f"The label CSV {labels_csv} could not be read as {_DELIMITERS[sep]}-separated CSV "
+                              f"({type(e).__name__}: {e}). Save it as UTF-8 text with one header row and fields "
+                              "separated by commas (semicolons or tabs also work).") from None
     if df.empty:
         raise DataImportError(f"The label CSV {labels_csv} has no data rows. Add one row per image.")
     columns = {}
@@ -176,6 +230,8 @@ def _read_table(labels_csv: Path) -> _Table:
 
     patients = [p.strip() for p in df[columns["patientid"]]] if "patientid" in columns else [""] * len(df)
     splits = _parse_splits(df[columns["split"]], lines, labels_csv.name) if "split" in columns else None
+    if sep != ",":
+        layout += f" ({_DELIMITERS[sep]}-separated)"
     return _Table(names, labels, patients, splits, layout, name_col)
 
 
@@ -281,9 +337,56 @@ def _deduplicate(table: _Table, csv_name: str) -> tuple[list[int], list[str]]:
 # The image folder
 
 
-def _scan(images_dir: Path) -> dict[str, Path]:
-    """Every file under `images_dir` (recursively, as NIH ships images_001/images/...) by relative path."""
-    return {p.relative_to(images_dir).as_posix(): p for p in sorted(images_dir.rglob("*")) if p.is_file()}
+@dataclass
+class _Folder:
+    """The image folder's regular files by relative path, and what in it could not be read, with why."""
+
+    root: Path
+    files: dict[str, Path]
+    unreadable: list[tuple[str, str]]
+
+    def describe(self) -> str:
+        """Sentences for an error message: what the folder holds and what could not be looked into."""
+        text = (f"The folder holds {len(self.files):,} file(s), e.g. {_examples(list(self.files))}." if self.files
+                else "The folder holds no files.")
+        if self.unreadable:
+            text += f" {_unreadable_note(self.unreadable)}"
+        return text
+
+
+def _unreadable_note(unreadable: list[tuple[str, str]]) -> str:
+    return (f"{len(unreadable):,} folder(s) or file(s) in it could not be read: {_pairs(unreadable)}; images in "
+            "them count as not found. Make them readable (e.g. `chmod -R a+rX FOLDER`) or run as their owner.")
+
+
+def _scan(images_dir: Path) -> _Folder:
+    """Every regular file under `images_dir` (recursively, as NIH ships images_001/images/...).
+
+    Symlinked folders are not followed (a link back up, as under /proc, would never end). A folder
+    that cannot be listed is reported, not taken as empty; files that vanish meanwhile are skipped.
+    """
+    found: list[Path] = []
+    unreadable: list[tuple[str, str]] = []
+
+    def rel(path: str | os.PathLike[str]) -> str:
+        return Path(path).relative_to(images_dir).as_posix()
+
+    def note(e: OSError) -> None:
+        if Path(e.filename) == images_dir:
+            raise DataImportError(f"The image folder {images_dir} cannot be read ({e.strerror}). Make it readable "
+                                  "or run as its owner.")
+        if not isinstance(e, FileNotFoundError):
+            unreadable.append((rel(e.filename), e.strerror or str(e)))
+
+    for folder, _, names in os.walk(images_dir, onerror=note):
+        for name in names:
+            path = Path(folder) / name
+            try:
+                if stat.S_ISREG(path.stat().st_mode):
+                    found.append(path)
+            except OSError as e:
+                note(e)
+    return _Folder(images_dir, {rel(p): p for p in sorted(found)}, sorted(unreadable))
 
 
 def _resolve(names: list[str], files: dict[str, Path]) -> tuple[list[str | None], list[str]]:
@@ -336,9 +439,20 @@ def _load_image(path: Path, size: int) -> tuple[np.ndarray, bool, int]:
         raise _Unusable("empty file (0 bytes)")
     try:
         with Image.open(path) as opened:
+            w, h = opened.size
+            if w * h > MAX_PIXELS:
+                raise _Unusable(f"too large to decode: {w} x {h} = {w * h:,} pixels, over the limit of "
+                                f"{MAX_PIXELS:,}; downscale it first")
             opened.load()
             # Phone or scanner JPEGs may be stored rotated with an EXIF flag saying so.
             im = ImageOps.exif_transpose(opened)
+    except _Unusable:
+        raise
+    except PermissionError:
+        raise _Unusable("not readable by this user (permission denied); make it readable or run as its owner") \
+            from None
+    except Image.DecompressionBombError as e:  # PIL's own, larger limit, raised while opening
+        raise _Unusable(f"too large to decode: {e}") from None
     # Corrupt files surface as many exception types (OSError, SyntaxError, zlib, struct...);
     # any of them means this one file is unusable, not that the import should stop.
     except Exception as e:
@@ -424,10 +538,13 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     table = _read_table(labels_csv)
     keep, warnings = _deduplicate(table, labels_csv.name)
     names = [table.names[r] for r in keep]
-    files = _scan(images_dir)
+    folder = _scan(images_dir)
+    files = folder.files
     found, reasons = _resolve(names, files)
     skipped = [(n, why) for n, why in zip(names, reasons) if why]
-    _check_usable(len(skipped), len(names), skipped, images_dir, labels_csv, table.name_column, files)
+    _check_usable(len(skipped), len(names), skipped, folder, labels_csv, table.name_column)
+    if folder.unreadable:
+        warnings.append(_unreadable_note(folder.unreadable))
 
     used = {rel for rel in found if rel is not None}
     extensions = _image_extensions()
@@ -457,7 +574,7 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
                 on_progress(done, len(todo))
     finally:
         pool.shutdown(cancel_futures=True)
-    _check_usable(len(skipped), len(names), skipped, images_dir, labels_csv, table.name_column, files)
+    _check_usable(len(skipped), len(names), skipped, folder, labels_csv, table.name_column)
 
     rows = np.array(keep)[ok]
     labels = table.labels[rows]
@@ -502,8 +619,11 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     index = pd.DataFrame(index_rows, columns=["split", "index", "image", "file", "patient_id"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(index_path, lambda f: index.to_csv(f, index=False))
+        # The large npz first: a full disk then stops the import before either file is replaced.
         write_npz(out_dir, size, {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in SPLITS})
+        atomic_write(index_path, lambda f: index.to_csv(f, index=False))
+    except DiskFullError as e:
+        raise DataImportError(str(e)) from None
     except OSError as e:
         raise DataImportError(f"Could not write to {out_dir} ({e.strerror or e}). Choose a writable output folder "
                               "with enough free space.") from None
@@ -515,18 +635,16 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
         layout=table.layout, split_source=split_source, skipped=skipped, ignored_files=ignored, warnings=warnings)
 
 
-def _check_usable(n_bad: int, n_rows: int, skipped: list[tuple[str, str]], images_dir: Path, labels_csv: Path,
-                  name_column: str, files: dict[str, Path]) -> None:
+def _check_usable(n_bad: int, n_rows: int, skipped: list[tuple[str, str]], folder: _Folder, labels_csv: Path,
+                  name_column: str) -> None:
     """Fatal when more than half of the CSV's images are unusable: that is a wrong folder or CSV,
     or names that do not match the files, rather than a few bad files."""
     if n_bad * 2 <= n_rows and n_bad < n_rows:
         return
-    folder = (f"The folder holds {len(files):,} file(s), e.g. {_examples(list(files))}." if files
-              else "The folder holds no files.")
     raise DataImportError(
         f"{n_bad:,} of the {n_rows:,} images named in {labels_csv.name} cannot be used: {_pairs(skipped)}. "
-        f"{folder} More than half unusable usually means the wrong folder or CSV, or `{name_column}` values that "
-        f"do not match the file names (check extensions and subfolders) under {images_dir}.")
+        f"{folder.describe()} More than half unusable usually means the wrong folder or CSV, or `{name_column}` "
+        f"values that do not match the file names (check extensions and subfolders) under {folder.root}.")
 
 
 def _leak_warning(patients: list[str], split_idx: np.ndarray) -> list[str]:
