@@ -164,17 +164,18 @@ def _read_csv_bytes(labels_csv: Path) -> bytes:
                               f"(e.g. `chmod a+r {labels_csv}`) or run as the user who owns it.") from None
     except OSError as e:
         raise DataImportError(f"{what} could not be opened ({e.strerror}). Check the path.") from None
-    with open(fd, "rb") as f:
-        mode, n_bytes = os.fstat(fd).st_mode, os.fstat(fd).st_size
-        if stat.S_ISDIR(mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
             raise DataImportError(f"{what} is a folder. Give the path of the CSV file itself.")
-        if not stat.S_ISREG(mode):
-            raise DataImportError(f"{what} is not a regular file (it is a pipe, device or socket). Save the labels "
-                                  "to a file and give its path.")
+        raise DataImportError(f"{what} is not a regular file (it is a pipe, device or socket). Save the labels "
+                              "to a file and give its path.")
+    with open(fd, "rb") as f:
         too_big = DataImportError(
             f"{what} is larger than the {MAX_CSV_BYTES // 2**20} MB a label CSV may have (one row per image; "
             "NIH's 112,120 images take under 8 MB). Is it the right file?")
-        if n_bytes > MAX_CSV_BYTES:
+        if info.st_size > MAX_CSV_BYTES:
             raise too_big
         try:
             data = f.read(MAX_CSV_BYTES + 1)
