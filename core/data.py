@@ -9,6 +9,7 @@ we use only its INFO table (labels, URLs, MD5s) and read the npz files ourselves
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -131,6 +132,11 @@ def download(root: str | Path, size: int, progress: Callable[[int, int], None] |
         part.unlink(missing_ok=True)  # also when the app's script is stopped mid-download
         if not isinstance(e, OSError):
             raise
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"Disk full while downloading {npz_name(size)} (up to {approx_mb(size):,} MB) to {part}; "
+                            "the partial file was deleted. Free space there or choose another --data-root.") from None
+        if isinstance(e, PermissionError):
+            raise DataError(f"Cannot write {part}: permission denied. Choose a writable --data-root.") from None
         raise DataError(f"Could not download {npz_name(size)} from {url} ({e}). {offline_instructions(root, size)}") from None
     if file_md5(part) != md5:
         part.unlink(missing_ok=True)
