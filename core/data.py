@@ -304,9 +304,9 @@ def _npy_cache(path: Path, key: str) -> Path:
             old.unlink()
         with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as src:
             atomic_write(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 24))
-    except DiskFullError as e:
-        raise DataError(f"{e} It is the cache of unpacked images for {path.name}; or set CHESTMNIST_CACHE to a "
-                        "folder on a disk with room for them.") from None
+    except DiskFullError:
+        raise DataError(f"Disk full while unpacking the images of {path.name} into the cache {cache}. Free space "
+                        "there, or set CHESTMNIST_CACHE to a folder on a disk with room for them.") from None
     except PermissionError:
         # The npz itself was read a moment ago by np.load, so this is the cache.
         raise DataError(f"The image cache folder {cache} cannot be written by this user (permission denied). "
@@ -406,9 +406,10 @@ def _read_npz(path: Path, images: Literal["memory", "disk", "skip"]) -> dict[str
         return out
     except DataError:
         raise
-    except PermissionError:
-        raise DataError(f"{path} cannot be read by this user (permission denied); the file itself may be fine. "
-                        f"Make it readable (e.g. `chmod a+r {path}`) or run as the user who owns it.") from None
+    except PermissionError as e:
+        where = e.filename or path
+        raise DataError(f"{where} cannot be read by this user (permission denied); the file itself may be fine. "
+                        f"Make it readable (e.g. `chmod a+r {where}`) or run as the user who owns it.") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path} could not be read ({type(e).__name__}: {e}); it may be truncated or corrupt. "
                         "Delete it and download or import it again.") from None

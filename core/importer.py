@@ -13,13 +13,14 @@ line decides which.
 
 What goes wrong is collected and judged per kind, so one bad file never hides the others:
 
-- fatal (`DataImportError`, nothing written): unreadable CSV, missing columns, unknown finding
-  names, label values other than 0/1, bad `Split` values, empty image names, duplicate image names
-  whose rows disagree, more than half of the rows unusable, or a split left empty;
+- fatal (`DataImportError`, nothing written): an unreadable CSV (missing, not a regular file, over
+  MAX_CSV_BYTES, not parseable), missing columns, unknown finding names, label values other than
+  0/1, bad `Split` values, empty image names, duplicate image names whose rows disagree, more than
+  half of the rows unusable, a split left empty, or no room to write the output;
 - skipped (listed in the report): images named in the CSV but not found, found under two
   subfolders, empty, unreadable, or too large to decode (over MAX_PIXELS);
 - ignored (listed in the report): files in the folder that the CSV does not name, including
-  non-image files.
+  non-image files; subfolders that cannot be read are named in a warning.
 
 Pixel handling, chosen to match how medmnist built ChestMNIST from the NIH PNGs:
 
@@ -373,11 +374,12 @@ def _scan(images_dir: Path) -> _Folder:
         return Path(path).relative_to(images_dir).as_posix()
 
     def note(e: OSError) -> None:
-        if Path(e.filename) == images_dir:
+        where = Path(e.filename or images_dir)
+        if where == images_dir:
             raise DataImportError(f"The image folder {images_dir} cannot be read ({e.strerror}). Make it readable "
                                   "or run as its owner.")
         if not isinstance(e, FileNotFoundError):
-            unreadable.append((rel(e.filename), e.strerror or str(e)))
+            unreadable.append((rel(where), e.strerror or str(e)))
 
     for folder, _, names in os.walk(images_dir, onerror=note):
         for name in names:

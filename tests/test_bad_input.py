@@ -176,6 +176,15 @@ def test_import_names_unreadable_subfolders_and_images(unprivileged, tmp_path):
     assert "8.png (file not found)" in done.stdout
 
 
+def test_an_unreadable_image_folder_says_so_rather_than_empty(unprivileged, tmp_path):
+    images, csv = image_folder(tmp_path)
+    images.chmod(0)
+    done = cli("import-folder", str(images), str(csv), "--size", "28", "--out", str(tmp_path / "out"),
+               prefix=unprivileged)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"The image folder {images} cannot be read (Permission denied)" in done.stderr
+
+
 def test_an_unreadable_label_csv_says_permission_denied(unprivileged, tmp_path):
     images, csv = image_folder(tmp_path)
     csv.chmod(0)
