@@ -19,6 +19,18 @@ class DiskFullError(OSError):
         return self.strerror or super().__str__()
 
 
+def _disk_full(e: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind `e`, if any: torch.save reports one as a RuntimeError
+    ("unexpected pos ...") raised while handling it."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Call `write` on a binary temp file beside `path`, flush it to disk, then rename it over `path`,
     so a reader (the app polling a run, a second process) never sees half a file and a crash
@@ -37,8 +49,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, DiskFullError) and e.errno in _FULL:
-            raise DiskFullError(e.errno, f"Disk full (no space left on device) while writing {path}. "
-                                         "Free space on that disk, or choose a folder on another one, "
-                                         "and try again.") from e
+        full = _disk_full(e) if isinstance(e, Exception) and not isinstance(e, DiskFullError) else None
+        if full is not None:
+            raise DiskFullError(full.errno, f"Disk full (no space left on device) while writing {path}. "
+                                            "Free space on that disk, or choose a folder on another one, "
+                                            "and try again.") from e
         raise

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from core import data as D
@@ -88,6 +89,10 @@ def test_atomic_write_on_a_full_disk_says_so_names_the_file_and_keeps_the_old_on
     assert isinstance(e.value, OSError) and e.value.errno == 28
     assert str(e.value).startswith("Disk full") and str(target) in str(e.value)
     assert target.read_bytes() == b"old" and sorted(p.name for p in tiny_disk.iterdir()) == ["status.json"]
+    # torch.save turns the same OSError into "RuntimeError: ... unexpected pos ..."; still a full disk.
+    with pytest.raises(DiskFullError, match=f"Disk full .* writing {tiny_disk / 'last.pt'}"):
+        atomic_write(tiny_disk / "last.pt", lambda f: torch.save({"w": torch.randn(100_000)}, f))
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["status.json"]
 
 
 def test_unpacking_images_to_a_full_cache_disk_is_not_called_corrupt(tiny_disk, tmp_path, monkeypatch):
