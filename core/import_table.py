@@ -5,7 +5,10 @@ binary columns named after the findings; see core.importer's docstring for what 
 """
 from __future__ import annotations
 
+import io
+import os
 import re
+import stat
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,9 @@ _SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val", "test": "t
 _NO_FINDING = "nofinding"
 # How many names an error message or report line shows before "and N more".
 _SHOW = 5
+# A label CSV is read whole into memory; NIH's full Data_Entry_2017.csv (112,120 rows) is under 8 MB.
+MAX_CSV_BYTES = 128 * 2**20
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
 
@@ -55,15 +61,59 @@ class Table:
     name_column: str
 
 
+def _read_csv_bytes(labels_csv: Path) -> bytes:
+    """The label CSV's bytes, read only from a regular file of at most MAX_CSV_BYTES: a FIFO would
+    block forever and /dev/zero never ends."""
+    what = f"The label CSV {labels_csv}"
+    try:
+        # Non-blocking: opening a FIFO for reading otherwise waits for a writer that may never come.
+        fd = os.open(labels_csv, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise DataImportError(f"{what} does not exist. Check the path.") from None
+    except PermissionError:
+        raise DataImportError(f"{what} cannot be read by this user (permission denied). Make it readable "
+                              f"(e.g. `chmod a+r {labels_csv}`) or run as the user who owns it.") from None
+    except OSError as e:
+        raise DataImportError(f"{what} could not be opened ({e.strerror}). Check the path.") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise DataImportError(f"{what} is a folder. Give the path of the CSV file itself.")
+        raise DataImportError(f"{what} is not a regular file (it is a pipe, device or socket). Save the labels "
+                              "to a file and give its path.")
+    with open(fd, "rb") as f:
+        too_big = DataImportError(
+            f"{what} is larger than the {MAX_CSV_BYTES // 2**20} MB a label CSV may have (one row per image; "
+            "NIH's 112,120 images take under 8 MB). Is it the right file?")
+        if info.st_size > MAX_CSV_BYTES:
+            raise too_big
+        try:
+            data = f.read(MAX_CSV_BYTES + 1)
+        except OSError as e:
+            raise DataImportError(f"{what} could not be read ({e.strerror}).") from None
+    if len(data) > MAX_CSV_BYTES:  # it grew while being read
+        raise too_big
+    return data
+
+
+def _delimiter(data: bytes) -> str:
+    """The field separator the header line uses most (comma on a tie or none)."""
+    header = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    return max(_DELIMITERS, key=lambda d: (header.count(d), d == ","))
+
+
 def read_table(labels_csv: Path) -> Table:
+    data = _read_csv_bytes(labels_csv)
+    sep = _delimiter(data)
     try:
         # Everything as text, so label values and IDs are judged as written ("1.0", "007").
-        df = pd.read_csv(labels_csv, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataImportError(f"The label CSV {labels_csv} does not exist. Check the path.") from None
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataImportError(f"The label CSV {labels_csv} could not be read as CSV ({type(e).__name__}: {e}). "
-                              "Save it as comma-separated UTF-8 text with one header row.") from None
+        df = pd.read_csv(io.BytesIO(data), sep=sep, dtype=str, keep_default_na=False, index_col=False,
+                         encoding="utf-8-sig")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataImportError(f"The label CSV {labels_csv} could not be read as {_DELIMITERS[sep]}-separated CSV "
+                              f"({type(e).__name__}: {e}). Save it as UTF-8 text with one header row and fields "
+                              "separated by commas (semicolons or tabs also work).") from None
     if df.empty:
         raise DataImportError(f"The label CSV {labels_csv} has no data rows. Add one row per image.")
     columns = {}
@@ -92,6 +142,8 @@ def read_table(labels_csv: Path) -> Table:
 
     patients = [p.strip() for p in df[columns["patientid"]]] if "patientid" in columns else [""] * len(df)
     splits = _parse_splits(df[columns["split"]], lines, labels_csv.name) if "split" in columns else None
+    if sep != ",":
+        layout += f" ({_DELIMITERS[sep]}-separated)"
     return Table(names, labels, patients, splits, layout, name_col)
 
 

@@ -7,17 +7,20 @@ Two CSV layouts are understood:
 - Binary layout: one image-name column (`Image Index`, `image`, `file`, `filename` or `path`,
   first present wins) and one 0/1 column per ChestMNIST class; optional `Patient ID` and `Split`.
 
-Header and finding names match case-insensitively, ignoring spaces, `_` and `-`.
+Header and finding names match case-insensitively, ignoring spaces, `_` and `-`. Fields may be
+separated by commas, semicolons (as spreadsheets in many locales save "CSV") or tabs; the header
+line decides which.
 
 What goes wrong is collected and judged per kind, so one bad file never hides the others:
 
-- fatal (`DataImportError`, nothing written): unreadable CSV, missing columns, unknown finding
-  names, label values other than 0/1, bad `Split` values, empty image names, duplicate image names
-  whose rows disagree, more than half of the rows unusable, or a split left empty;
+- fatal (`DataImportError`, nothing written): an unreadable CSV (missing, not a regular file, over
+  MAX_CSV_BYTES, not parseable), missing columns, unknown finding names, label values other than
+  0/1, bad `Split` values, empty image names, duplicate image names whose rows disagree, more than
+  half of the rows unusable, a split left empty, or no room to write the output;
 - skipped (listed in the report): images named in the CSV but not found, found under two
-  subfolders, empty, or unreadable;
+  subfolders, empty, unreadable, or too large to decode (over MAX_PIXELS);
 - ignored (listed in the report): files in the folder that the CSV does not name, including
-  non-image files.
+  non-image files; subfolders that cannot be read are named in a warning.
 
 Pixel handling, chosen to match how medmnist built ChestMNIST from the NIH PNGs:
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -45,10 +49,14 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from core.data import CLASS_NAMES, SIZES, SPLITS, DataError, check_size, npz_name, write_npz
-from core.files import atomic_write
+from core.files import DiskFullError, atomic_write
 from core.import_table import DataImportError, Table, deduplicate, examples, read_table
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.1, 0.2)
+# Decoded pixels allowed per image, checked from the header before decoding: a small compressed
+# PNG can declare gigapixels. Digital radiographs are up to about 4300 x 4300 (18.5 M); an image
+# of 40 M pixels already takes about 0.5 GB to decode and scale, in each of up to 8 threads.
+MAX_PIXELS = 40_000_000
 @dataclass
 class ImportReport:
     """What `import_folder` wrote and what it had to leave out.
@@ -103,9 +111,57 @@ class _Unusable(Exception):
 # The image folder
 
 
-def _scan(images_dir: Path) -> dict[str, Path]:
-    """Every file under `images_dir` (recursively, as NIH ships images_001/images/...) by relative path."""
-    return {p.relative_to(images_dir).as_posix(): p for p in sorted(images_dir.rglob("*")) if p.is_file()}
+@dataclass
+class _Folder:
+    """The image folder's regular files by relative path, and what in it could not be read, with why."""
+
+    root: Path
+    files: dict[str, Path]
+    unreadable: list[tuple[str, str]]
+
+    def describe(self) -> str:
+        """Sentences for an error message: what the folder holds and what could not be looked into."""
+        text = (f"The folder holds {len(self.files):,} file(s), e.g. {examples(list(self.files))}." if self.files
+                else "The folder holds no files.")
+        if self.unreadable:
+            text += f" {_unreadable_note(self.unreadable)}"
+        return text
+
+
+def _unreadable_note(unreadable: list[tuple[str, str]]) -> str:
+    return (f"{len(unreadable):,} folder(s) or file(s) in it could not be read: {_pairs(unreadable)}; images in "
+            "them count as not found. Make them readable (e.g. `chmod -R a+rX FOLDER`) or run as their owner.")
+
+
+def _scan(images_dir: Path) -> _Folder:
+    """Every regular file under `images_dir` (recursively, as NIH ships images_001/images/...).
+
+    Symlinked folders are not followed (a link back up, as under /proc, would never end). A folder
+    that cannot be listed is reported, not taken as empty; files that vanish meanwhile are skipped.
+    """
+    found: list[Path] = []
+    unreadable: list[tuple[str, str]] = []
+
+    def rel(path: str | os.PathLike[str]) -> str:
+        return Path(path).relative_to(images_dir).as_posix()
+
+    def note(e: OSError) -> None:
+        where = Path(e.filename or images_dir)
+        if where == images_dir:
+            raise DataImportError(f"The image folder {images_dir} cannot be read ({e.strerror}). Make it readable "
+                                  "or run as its owner.")
+        if not isinstance(e, FileNotFoundError):
+            unreadable.append((rel(where), e.strerror or str(e)))
+
+    for folder, _, names in os.walk(images_dir, onerror=note):
+        for name in names:
+            path = Path(folder) / name
+            try:
+                if stat.S_ISREG(path.stat().st_mode):
+                    found.append(path)
+            except OSError as e:
+                note(e)
+    return _Folder(images_dir, {rel(p): p for p in sorted(found)}, sorted(unreadable))
 
 
 def _resolve(names: list[str], files: dict[str, Path]) -> tuple[list[str | None], list[str]]:
@@ -158,9 +214,20 @@ def _load_image(path: Path, size: int) -> tuple[np.ndarray, bool, int]:
         raise _Unusable("empty file (0 bytes)")
     try:
         with Image.open(path) as opened:
+            w, h = opened.size
+            if w * h > MAX_PIXELS:
+                raise _Unusable(f"too large to decode: {w} x {h} = {w * h:,} pixels, over the limit of "
+                                f"{MAX_PIXELS:,}; downscale it first")
             opened.load()
             # Phone or scanner JPEGs may be stored rotated with an EXIF flag saying so.
             im = ImageOps.exif_transpose(opened)
+    except _Unusable:
+        raise
+    except PermissionError:
+        raise _Unusable("not readable by this user (permission denied); make it readable or run as its owner") \
+            from None
+    except Image.DecompressionBombError as e:  # PIL's own, larger limit, raised while opening
+        raise _Unusable(f"too large to decode: {e}") from None
     # Corrupt files surface as many exception types (OSError, SyntaxError, zlib, struct...);
     # any of them means this one file is unusable, not that the import should stop.
     except Exception as e:
@@ -298,10 +365,13 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     table = read_table(labels_csv)
     keep, warnings = deduplicate(table, labels_csv.name)
     names = [table.names[r] for r in keep]
-    files = _scan(images_dir)
+    folder = _scan(images_dir)
+    files = folder.files
     found, reasons = _resolve(names, files)
     skipped = [(n, why) for n, why in zip(names, reasons) if why]
-    _check_usable(len(skipped), len(names), skipped, images_dir, labels_csv, table.name_column, files)
+    _check_usable(len(skipped), len(names), skipped, folder, labels_csv, table.name_column)
+    if folder.unreadable:
+        warnings.append(_unreadable_note(folder.unreadable))
 
     used = {rel for rel in found if rel is not None}
     extensions = _image_extensions()
@@ -309,7 +379,7 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
                for rel in files if rel not in used]
 
     images, ok, n_cropped, depths = _decode(files, found, names, size, skipped, on_progress)
-    _check_usable(len(skipped), len(names), skipped, images_dir, labels_csv, table.name_column, files)
+    _check_usable(len(skipped), len(names), skipped, folder, labels_csv, table.name_column)
 
     rows = np.array(keep)[ok]
     labels = table.labels[rows]
@@ -340,8 +410,11 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     index = pd.DataFrame(index_rows, columns=["split", "index", "image", "file", "patient_id"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(index_path, lambda f: index.to_csv(f, index=False))
+        # The large npz first: a full disk then stops the import before either file is replaced.
         write_npz(out_dir, size, {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in SPLITS})
+        atomic_write(index_path, lambda f: index.to_csv(f, index=False))
+    except DiskFullError as e:
+        raise DataImportError(str(e)) from None
     except OSError as e:
         raise DataImportError(f"Could not write to {out_dir} ({e.strerror or e}). Choose a writable output folder "
                               "with enough free space.") from None
@@ -353,18 +426,16 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
         layout=table.layout, split_source=split_source, skipped=skipped, ignored_files=ignored, warnings=warnings)
 
 
-def _check_usable(n_bad: int, n_rows: int, skipped: list[tuple[str, str]], images_dir: Path, labels_csv: Path,
-                  name_column: str, files: dict[str, Path]) -> None:
+def _check_usable(n_bad: int, n_rows: int, skipped: list[tuple[str, str]], folder: _Folder, labels_csv: Path,
+                  name_column: str) -> None:
     """Fatal when more than half of the CSV's images are unusable: that is a wrong folder or CSV,
     or names that do not match the files, rather than a few bad files."""
     if n_bad * 2 <= n_rows and n_bad < n_rows:
         return
-    folder = (f"The folder holds {len(files):,} file(s), e.g. {examples(list(files))}." if files
-              else "The folder holds no files.")
     raise DataImportError(
         f"{n_bad:,} of the {n_rows:,} images named in {labels_csv.name} cannot be used: {_pairs(skipped)}. "
-        f"{folder} More than half unusable usually means the wrong folder or CSV, or `{name_column}` values that "
-        f"do not match the file names (check extensions and subfolders) under {images_dir}.")
+        f"{folder.describe()} More than half unusable usually means the wrong folder or CSV, or `{name_column}` "
+        f"values that do not match the file names (check extensions and subfolders) under {folder.root}.")
 
 
 def _leak_warning(patients: list[str], split_idx: np.ndarray) -> list[str]:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from core import data as D
 from core import runs
-from core.importer import DataImportError, ImportReport, import_folder
+from core.importer import ImportReport, import_folder
 from core.summary import official_split_sizes, run_data_label
 from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_metrics, runs_dir,
                           set_data_root, through_app)

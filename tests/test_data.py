@@ -1,6 +1,10 @@
 """core.data: loading, validation messages, on-disk row reading, batches, pos_weight."""
 from __future__ import annotations
 
+import io
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,6 +71,39 @@ def test_truncated_npy_cache_is_rebuilt_and_a_bad_npy_is_a_data_error(tmp_path, 
         D.NpyRows(cached)
     assert str(cached) in str(e.value) and "Delete it" in str(e.value)
     assert np.array_equal(np.asarray(D.load(tmp_path / "root", 128).train.images), first)  # rebuilt from the npz
+
+
+def _replace_member(npz: Path, key: str, data: bytes) -> None:
+    with zipfile.ZipFile(npz) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    members[f"{key}.npy"] = data
+    with zipfile.ZipFile(npz, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, b in members.items():
+            z.writestr(name, b)
+
+
+@pytest.mark.parametrize("key", ["train_images", "test_labels"])
+def test_an_npz_header_declaring_a_huge_array_is_refused_before_allocating(tmp_path, key):
+    path = write_planted(tmp_path, 28, n=(8, 4, 4))
+    header = io.BytesIO()
+    shape = (10**9, 28, 28) if key.endswith("images") else (10**11, 14)
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    _replace_member(path, key, header.getvalue() + bytes(1000))  # 784 GB / 1.4 TB declared, 1000 bytes held
+    for call in (lambda: D.load(tmp_path, 28), lambda: D.split_counts(tmp_path, 28),
+                 lambda: D.load(tmp_path, 28, on_disk=True)):
+        with pytest.raises(D.DataError) as e:
+            call()
+        assert f"its {key} array declares shape {shape}" in str(e.value) and "holds 1,000 bytes" in str(e.value)
+
+
+def test_arrays_larger_than_available_memory_are_refused_with_the_sizes(tmp_path, monkeypatch):
+    # A real npz whose arrays (6.3 MB of images and labels) need more than the memory this test says is free.
+    write_planted(tmp_path, 64, n=(1000, 300, 300))
+    monkeypatch.setattr(D, "_available_memory", lambda: 2 * 2**20)
+    with pytest.raises(D.DataError, match=r"needs 6\.3 MB of memory for its arrays, but only 2\.0 MB is available"):
+        D.load(tmp_path, 64)
+    assert D.split_counts(tmp_path, 64)["train"] == 1000  # labels alone (22 KB) still fit
+    assert D._available_memory() is None or D._available_memory() > 0
 
 
 def test_missing_size_names_file_folder_and_record(data_root):

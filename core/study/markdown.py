@@ -87,10 +87,8 @@ def _data_and_machine(summary: dict) -> list[str]:
 
 def _results(summary: dict) -> list[str]:
     """Validation, test and cost tables with how each was measured."""
-    machine = summary["machine"]
     recipe = summary["recipe"]
     tables = format_tables(summary)
-    sizes = [r["size"] for r in summary["sizes"]]
     multi = multi_seed(summary)
     L: list[str] = []
     L += ["## Table 1: validation at the best epoch", "",
@@ -132,8 +130,6 @@ def _results(summary: dict) -> list[str]:
 
 def _figures_and_runs(summary: dict) -> list[str]:
     """Figures, observations, the runs and notes."""
-    tables = format_tables(summary)
-    sizes = [r["size"] for r in summary["sizes"]]
     multi = multi_seed(summary)
     L: list[str] = []
     L += ["## Figures", "",
