@@ -36,7 +36,7 @@ from torch import nn
 from core.data import N_CLASSES, to_tensor
 
 __all__ = ["SaliencyError", "METHODS", "METHOD_LABELS", "grad_cam", "grad_cam_all_classes", "attribute",
-           "check_images", "overlay", "COLORMAPS"]
+           "check_images", "check_targets", "overlay", "COLORMAPS"]
 
 # Colour maps offered by the app; any matplotlib colormap name works in `overlay`.
 COLORMAPS: tuple[str, ...] = ("jet", "inferno", "viridis", "magma", "turbo", "hot")
@@ -94,7 +94,7 @@ def check_images(images: np.ndarray, model: nn.Module | None = None) -> np.ndarr
     return images
 
 
-def _check_targets(target: int | Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+def check_targets(target: int | Sequence[int] | np.ndarray, n: int) -> np.ndarray:
     try:
         targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (n,))
     except (TypeError, ValueError):
@@ -171,7 +171,7 @@ def grad_cam(model: nn.Module, images: np.ndarray, target: int | Sequence[int] |
 
     images = check_images(images, model)
     n, h, w = images.shape
-    targets = _check_targets(target, n)
+    targets = check_targets(target, n)
     out = np.empty((n, h, w), dtype=np.float32)
     device, channels_last = _placement(model)
     with _borrowed(model, n * h * w):
@@ -260,7 +260,7 @@ def attribute(model: nn.Module, images: np.ndarray, target: int | Sequence[int] 
         return out
     images = check_images(images, model)
     n, h, w = images.shape
-    targets = _check_targets(target, n)
+    targets = check_targets(target, n)
     _cam_layer(model)
     out = np.empty((n, h, w), dtype=np.float32)
     device, channels_last = _placement(model)
