@@ -30,12 +30,13 @@ def stage_outputs(model, size: int) -> list:
     import torch
 
     seen: dict[tuple, tuple[str, object]] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if name:
-            hooks.append(m.register_forward_hook(
-                lambda mod, _i, out, name=name: isinstance(out, torch.Tensor) and out.dim() == 4
-                and seen.__setitem__(tuple(out.shape[2:]), (name, mod))))
+
+    def note(name: str):
+        def hook(mod, _inputs, out) -> None:  # returns None: the output is left as it is
+            if isinstance(out, torch.Tensor) and out.dim() == 4:
+                seen[tuple(out.shape[2:])] = (name, mod)
+        return hook
+    hooks = [m.register_forward_hook(note(name)) for name, m in model.named_modules() if name]
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, 1, size, size))

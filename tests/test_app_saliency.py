@@ -93,10 +93,11 @@ def test_index_shows_that_image_and_its_grad_cam(open_page, data_root, finished_
     assert len(at.get("vega_lite_chart")) == 2
     # Small multiples: one map per true finding of the image, each the overlay of that class's map.
     multiples = [(c, img) for c, img in shown if any(c.startswith(f"{name} · p = ") for name in CLASS_NAMES)]
-    assert [c.split(" · ")[0] for c, _ in multiples] == truth
-    for (cap, img), k in zip(multiples, np.flatnonzero(labels[7])):
+    by_name = {c.split(" · ")[0]: img for c, img in multiples}
+    assert len(multiples) == len(truth) and set(by_name) == set(truth)
+    for k in np.flatnonzero(labels[7]):
         want = _big(S.overlay(image, S.grad_cam(model, image[None], int(k))[0], 0.6, "viridis"))
-        assert np.abs(img.astype(int) - want.astype(int)).max() <= 1
+        assert np.abs(by_name[CLASS_NAMES[k]].astype(int) - want.astype(int)).max() <= 1
 
 
 def test_opacity_and_colour_map_redraw_without_recomputing_grad_cam(open_page, data_root, finished_runs, media,
@@ -120,7 +121,7 @@ def test_opacity_and_colour_map_redraw_without_recomputing_grad_cam(open_page, d
     assert not np.array_equal(overlay(), before)  # ...and the overlay was drawn again with the new settings
     at.number_input(key="sal_index").set_value(3).run()
     data = D.load(data_root, 28)
-    assert len(calls) > first and np.array_equal(calls[-1], data.test.images[3])  # a new image is a new map
+    assert any(np.array_equal(a, data.test.images[3]) for a in calls[first:])  # a new image is a new map
 
 
 def test_finding_filter_offers_only_positives(open_page, data_root, finished_runs):
