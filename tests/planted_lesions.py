@@ -89,8 +89,20 @@ def train_quick(name: str, images: np.ndarray, labels: np.ndarray, epochs: int =
                 lr: float = 2e-3, seed: int = 0) -> nn.Module:
     """core.models model `name` trained with Adam on (images, labels), in eval mode.
 
-    Plain fp32 loop with channels_last, like core.train's layout; small enough for a test.
+    Plain fp32 loop with channels_last, like core.train's layout; small enough for a test. One
+    intra-op thread: on a busy machine each parallel op of a small model waits for a time slice per
+    thread, and training slowed by two orders of magnitude with two threads.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(name, images, labels, epochs, batch, lr, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(name: str, images: np.ndarray, labels: np.ndarray, epochs: int, batch: int, lr: float,
+           seed: int) -> nn.Module:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_model(name, images.shape[1]).to(memory_format=torch.channels_last)

@@ -11,9 +11,12 @@ from core.models import MODELS, build_model, count_params, describe, flops_per_i
 @pytest.mark.parametrize("size", [28, 64, 128, 224])
 def test_every_model_maps_images_to_14_logits(name, size):
     model = build_model(name, size).eval()
+    maps = []
+    handle = model.cam_layer.register_forward_hook(lambda _m, _i, out: maps.append(out.shape))
     with torch.no_grad():
         assert model(torch.zeros(2, 1, size, size)).shape == (2, 14)
-    assert isinstance(model.cam_layer, torch.nn.Conv2d)
+    handle.remove()
+    assert len(maps) == 1 and len(maps[0]) == 4 and maps[0][0] == 2  # cam_layer: a module giving a feature map
 
 
 def test_default_model_cost_grows_slower_than_pixels():
