@@ -171,7 +171,7 @@ def run(ctx: Context) -> list[Row]:
             rows.append(Row(p, f["rate"], "share", None, None, ">= 0.90 with AUC > 0.95",
                             None if f["auc"] <= 0.95 else at_least(f["rate"], 0.9), note))
             stage_note = "; ".join(f"{k}: {a:.2f} / {b:.2f}" for k, (a, b) in f["stages"].items())
-            rows.append(Row(p + ".stages", None, "", note="channel-mean / element-wise weights per stage: " + stage_note))
+            rows.append(Row(p + ".stages", None, "", note="channel-mean / element-wise weights: " + stage_note))
 
     name0, size0 = DEFAULT_MODEL, min(sizes)
     f = trained[(name0, size0)]
@@ -192,7 +192,7 @@ def run(ctx: Context) -> list[Row]:
             good = a < base if curve == "deletion" else a > base
             rows.append(Row(p + f".{curve}_auc", a, "area", base, None,
                             "< random" if curve == "deletion" else "> random", good,
-                            f"area under the {curve} curve (probability over fraction of pixels); baseline = random order"))
+                            f"area under the {curve} curve (probability over share of pixels); baseline: random order"))
 
     for size in mode.cam_sizes:
         ctx.log(f"saliency: Grad-CAM timing at {size} px")

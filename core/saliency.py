@@ -65,7 +65,7 @@ def _cam_layer(model: nn.Module) -> nn.Module:
     return layer
 
 
-def _placement(model: nn.Module) -> tuple[torch.device, bool]:
+def model_placement(model: nn.Module) -> tuple[torch.device, bool]:
     """(device, channels_last) of the model, so inputs are laid out as its weights are."""
     device, channels_last = torch.device("cpu"), False
     for p in model.parameters():
@@ -173,7 +173,7 @@ def grad_cam(model: nn.Module, images: np.ndarray, target: int | Sequence[int] |
     n, h, w = images.shape
     targets = check_targets(target, n)
     out = np.empty((n, h, w), dtype=np.float32)
-    device, channels_last = _placement(model)
+    device, channels_last = model_placement(model)
     with _borrowed(model, n * h * w):
         gxa = LayerGradientXActivation(model, _cam_layer(model))
         for start in range(0, n, _BATCH):
@@ -196,7 +196,7 @@ def grad_cam_all_classes(model: nn.Module, image: np.ndarray) -> np.ndarray:
         raise SaliencyError(f"image must be one uint8 (H, W) image, got {image.dtype} {image.shape}.")
     check_images(image[None], model)
     h, w = image.shape
-    device, channels_last = _placement(model)
+    device, channels_last = model_placement(model)
     captured: list[torch.Tensor] = []
 
     def keep(_module, _inputs, output):
@@ -263,7 +263,7 @@ def attribute(model: nn.Module, images: np.ndarray, target: int | Sequence[int] 
     targets = check_targets(target, n)
     _cam_layer(model)
     out = np.empty((n, h, w), dtype=np.float32)
-    device, channels_last = _placement(model)
+    device, channels_last = model_placement(model)
     with _borrowed(model, h * w):
         for i in range(n):
             x = to_tensor(images[i:i + 1], device, channels_last)

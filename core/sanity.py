@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from core.data import to_tensor
-from core.saliency import Progress, SaliencyError, check_targets, _placement, attribute, check_images
+from core.saliency import Progress, SaliencyError, check_targets, model_placement, attribute, check_images
 
 __all__ = ["Randomisation", "randomisation", "cascade_groups", "Faithfulness", "faithfulness", "spearman"]
 
@@ -134,7 +134,7 @@ def _probabilities(model: nn.Module, images: np.ndarray, targets: np.ndarray, or
                    steps: int, insert: bool) -> np.ndarray:
     """(N, steps+1) probability of each image's class as `order`'s pixels are removed or revealed."""
     n, h, w = images.shape
-    device, channels_last = _placement(model)
+    device, channels_last = model_placement(model)
     flat = images.reshape(n, -1).astype(np.float32)
     fill = flat.mean(axis=1, keepdims=True)
     counts = np.rint(np.linspace(0, h * w, steps + 1)).astype(int)

@@ -66,7 +66,9 @@ def lesion_split(n: int, size: int, seed: int, prevalence: float = 0.1,
         margin_y, margin_x = ry + 1, rx + 1
         cy = r * cell + margin_y + rng.random(len(pos)) * (cell - 2 * margin_y)
         cx = k * cell + margin_x + rng.random(len(pos)) * (cell - 2 * margin_x)
-        d = ((yy[None] - cy[:, None, None]) / ry[:, None, None]) ** 2 + ((xx[None] - cx[:, None, None]) / rx[:, None, None]) ** 2
+        dy = (yy[None] - cy[:, None, None]) / ry[:, None, None]
+        dx = (xx[None] - cx[:, None, None]) / rx[:, None, None]
+        d = dy ** 2 + dx ** 2
         img[pos] += contrast * np.clip(1.5 - d, 0.0, 1.0)  # flat top, soft edge, zero beyond 1.5 radii
     return np.clip(img, 0, 255).astype(np.uint8), labels
 
@@ -91,7 +93,7 @@ def train_quick(name: str, images: np.ndarray, labels: np.ndarray, epochs: int =
 
     Plain fp32 loop with channels_last, like core.train's layout; small enough for a test. One
     intra-op thread: on a busy machine each parallel op of a small model waits for a time slice per
-    thread, and training slowed by two orders of magnitude with two threads.
+    thread, and with two threads the training stalled.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
