@@ -133,7 +133,7 @@ def cam_rows(size: int, mode: Mode) -> list[Row]:
             f"core.saliency.grad_cam, 1 image, 1 class, res-cnn (best {f[p + 'cam_one_best_ms']:.1f} ms)"),
         Row(p + "cam_all14_ms", all14, "ms", one, all14 / one, "", None,
             "core.saliency.grad_cam_all_classes; ratio = time(all 14) / time(1 class) (the backward runs from the "
-            "second stage on, not through the head only)",
+            "first stage on, not through the head only)",
             f[p + "cam_all14_best_ms"] / f[p + "cam_one_best_ms"]),
         Row(p + "cam_one_1thread_ms", one1, "ms", one, one / one1, "", None,
             "core.saliency.grad_cam under torch.set_num_threads(1); ratio = speed-up",

@@ -111,9 +111,9 @@ class ResCNN(nn.Module):
 
     @property
     def cam_layer(self) -> nn.Module:
-        """The second residual stage's output. The last stage's maps miss the lesion while the
-        model finds it: its global-pooled features are not where the evidence is."""
-        return self.stages[1]
+        """The first residual stage's output, at every size. Later stages' maps miss the lesion
+        while the model finds it (the second stage's at 224 px, the last stage's everywhere)."""
+        return self.stages[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
