@@ -71,16 +71,8 @@ def _map(run_dir: str, mtime: float, image: np.ndarray, c: int, method: str) -> 
     return S.attribute(load_model(run_dir), image[None], c, method)[0]
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _all_cams(run_dir: str, mtime: float, image: np.ndarray) -> np.ndarray:
-    return S.grad_cam_all_classes(load_model(run_dir), image)
-
-
 def _map_of(info: RunInfo, image: np.ndarray, c: int, method: str) -> np.ndarray:
-    mtime = file_mtime(info.path / "best.pt")
-    if method == "grad-cam":  # all 14 classes cost about one, and the small multiples reuse them
-        return _all_cams(str(info.path), mtime, image)[c]
-    return _map(str(info.path), mtime, image, c, method)
+    return _map(str(info.path), file_mtime(info.path / "best.pt"), image, c, method)
 
 
 def _cam_image(info: RunInfo, image: np.ndarray, c: int, alpha: float, cmap: str,

@@ -106,8 +106,8 @@ def test_opacity_and_colour_map_redraw_without_recomputing_grad_cam(open_page, d
 
     st.cache_data.clear()
     calls = []
-    real = S.grad_cam_all_classes
-    monkeypatch.setattr(S, "grad_cam_all_classes", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = S.attribute
+    monkeypatch.setattr(S, "attribute", lambda *a, **k: calls.append(a[1][0]) or real(*a, **k))
     at = _open(open_page, data_root, finished_runs[28])
     first = len(calls)
     assert first >= 1
