@@ -39,7 +39,7 @@ class SeedCNN(nn.Module):
             cin = w
         self.features = nn.Sequential(*layers)
         self.size = size
-        self._register_load_state_dict_pre_hook(_drop_cam_alias)
+        self.register_load_state_dict_pre_hook(_drop_cam_alias)
         side = size // 2 ** len(widths)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, 128), nn.ReLU(inplace=True),
                                   nn.Dropout(0.5), nn.Linear(128, n_classes))
@@ -106,7 +106,7 @@ class ResCNN(nn.Module):
             cin = w
         self.stages = nn.Sequential(*stages)
         self.size = size
-        self._register_load_state_dict_pre_hook(_drop_cam_alias)
+        self.register_load_state_dict_pre_hook(_drop_cam_alias)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, n_classes))
 
     @property
@@ -119,7 +119,7 @@ class ResCNN(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-def _drop_cam_alias(state_dict: dict, prefix: str, *_args) -> None:
+def _drop_cam_alias(_module: nn.Module, state_dict: dict, prefix: str, *_args) -> None:
     """Checkpoints saved while `cam_layer` was a registered submodule hold its weights twice,
     under `cam_layer.*` as well; the alias is gone, so those copies are dropped on load."""
     for key in [k for k in state_dict if k.startswith(prefix + "cam_layer.")]:
