@@ -10,14 +10,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="ChestMNIST Resolution Explorer", page_icon="🫁", layout="wide")
+st.set_page_config(page_title="ChestMNIST Resolution Explorer", page_icon=":material/pulmonology:", layout="wide")
 
+# Material Symbols (a web font Streamlit ships), not emoji: a browser without an emoji font draws emoji as boxes.
 nav = st.navigation([
-    st.Page("pages/home.py", title="Data & runs", icon="🏠", default=True),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/compare.py", title="Compare", icon="📈"),
-    st.Page("pages/thresholds.py", title="Thresholds", icon="🎚️"),
-    st.Page("pages/saliency.py", title="Saliency", icon="🔥"),
+    st.Page("pages/home.py", title="Data & runs", icon=":material/database:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
+    st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
+    st.Page("pages/saliency.py", title="Saliency", icon=":material/visibility:"),
 ])
 # Imported after the navigation is on screen: pages.common imports core (torch, medmnist), seconds on
 # the first request after a start.

@@ -23,7 +23,7 @@ from bench.common import Context, Mode, Row, at_least, at_most, interleaved, med
 from bench.compute import HW_VARIANTS, Infer, bench_train
 from core import autotune
 from core.models import DEFAULT_MODEL, build_model
-from core.train import cpu_has_bf16
+from core.device import cpu_has_bf16
 
 INFER_CANDIDATES = ("fp32_nchw", "fp32_cl", "folded_nchw", "folded_cl")  # bench/compute.py's Infer names
 
@@ -43,12 +43,8 @@ def fresh_measuring(cache: Path):
                 os.environ[k] = v
 
 
-def train_name(d: autotune.Decision) -> str:
-    """A training decision as bench/compute.py's variant name (fp32_cl, bf16_nchw, ...)."""
-    return f"{'bf16' if d.amp == 'bf16' else 'fp32'}_{'cl' if d.channels_last else 'nchw'}"
-
-
 def infer_name(d: autotune.Decision) -> str:
+    """An inference decision as bench/compute.py's Infer name (fp32_cl, folded_nchw, ...)."""
     return f"{'folded' if d.fold_bn else 'fp32'}_{'cl' if d.channels_last else 'nchw'}"
 
 
@@ -93,7 +89,7 @@ def run(ctx: Context) -> list[Row]:
         ctx.log(f"autotune: timing the candidates at {size} px")
         f = bench_candidates(size, mode)
         p = f"compute.{size}.autotune."
-        for task, name in (("train", train_name(c["train"])), ("infer", infer_name(c["infer"]))):
+        for task, name in (("train", c["train"].name), ("infer", infer_name(c["infer"]))):
             names = [k.removeprefix(p + task + ".").removesuffix("_img_s") for k in f
                      if k.startswith(p + task + ".") and k.endswith("_img_s") and not k.endswith("_best_img_s")]
             fastest = max(names, key=lambda v: f[p + f"{task}.{v}_img_s"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -289,7 +288,8 @@ def core_choice(size: int, batch_size: int = 128):
     .channels_last), measured or read from core's cache exactly as core.train does."""
     import torch
 
-    from core.train import TrainConfig, training_choice
+    from core.config import TrainConfig
+    from core.device import training_choice
 
     return training_choice(TrainConfig(size=size, batch_size=batch_size), torch.device("cpu"))
 
@@ -314,7 +314,9 @@ class RunCache:
         import torch
 
         from core import runs
-        from core.train import TrainConfig, amp_dtype, prepare_run, train, train_layout
+        from core.config import TrainConfig
+        from core.device import amp_dtype, train_layout
+        from core.train import prepare_run, train
 
         cfg = TrainConfig(size=size, epochs=epochs, batch_size=batch_size, model=model, seed=seed, amp=amp,
                           channels_last=channels_last, patience=0, device="cpu", data_root=str(data_root),
@@ -335,7 +337,7 @@ class RunCache:
         if state != "finished":
             raise RuntimeError(f"bench training run {run_dir} ended as {state}")
         rows = runs.read_metrics(run_dir)
-        test = json.loads((run_dir / "test_metrics.json").read_text())
+        test = runs.read_test_metrics(run_dir)
         out = {"val_auc": rows[-1]["val_auc"], "best_val_auc": max(r["val_auc"] for r in rows),
                "test_auc": test["auc"], "run_dir": run_dir, "seconds": time.perf_counter() - t,
                "images_per_s": float(np.mean([r["images_per_s"] for r in rows]))}

@@ -31,13 +31,13 @@ from bench.common import Context, Mode, Row, at_least, at_most, core_choice, int
 from core import data as D
 from core import metrics
 from core.models import DEFAULT_MODEL, build_model, fold_batchnorm
-
+from core.step import train_step
 
 
 def core_train_variant(size: int, batch_size: int = 128) -> str:
     """The TRAIN_VARIANTS name of core's training step at `size` on this CPU (`--amp auto`'s measured choice)."""
-    c = core_choice(size, batch_size)
-    return f"{'bf16' if c.amp == 'bf16' else 'fp32'}_{'cl' if c.channels_last else 'nchw'}"
+    return core_choice(size, batch_size).name
+
 
 TRAIN_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_nchw", "bf16_cl", "fp32_cl_1t")
 INFER_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_cl", "folded_cl", "folded_bf16_cl", "fp32_cl_1t")
@@ -68,6 +68,7 @@ def _inputs(size: int, batch: int, channels_last: bool) -> tuple[torch.Tensor, t
 
 
 MIN_EPOCHS_FOR_INFER_CHECK = 5
+LOSS = nn.BCEWithLogitsLoss()  # the compute rows time the model and optimizer; the loss weighting is not varied
 HW_VARIANTS = ("fp32_nchw", "fp32_cl", "bf16_nchw", "bf16_cl")  # timed again on one thread
 
 
@@ -94,13 +95,7 @@ def _bench_train(size: int, mode: Mode, model_name: str, variants) -> dict:
         x, y = _inputs(size, batch, cl)
 
         def step(model=model, opt=opt, x=x, y=y, dtype=dtype) -> None:
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                logits = model(x)
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss.item()
+            train_step(model, opt, LOSS, x, y, dtype)[0].item()
         fns[v] = _one_thread(step) if one else step
     repeats = mode.repeats if size < 224 else max(2, mode.repeats // 2)
     t = interleaved(fns, repeats, mode.warmup)

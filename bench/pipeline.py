@@ -8,7 +8,7 @@ timed interleaved one training step (data + forward + backward + update) at a ti
   re-implemented line for line from torchvision (which cannot be imported beside this torch),
   `DataLoader(batch_size=128, shuffle=True)`, model in PyTorch's default (NCHW) layout, fp32.
 * `core`: core's default path: `core.data.batches` (tensor-indexed uint8 batches, normalised on
-  the fly) and the training step exactly as core/train.py does it (pos_weight BCE, GradScaler,
+  the fly) and core's training step (core.step.train_step: pos_weight BCE, GradScaler,
   loss.item(), sigmoid scores kept for the epoch's train AUC), in the precision and layout
   `--amp auto` chooses on this machine at this size (measured by core.autotune, or its cache).
 * `compute`: the `core` step on pre-made float tensors: the ceiling any pipeline can reach.
@@ -35,6 +35,7 @@ from torch import nn
 from bench.common import Context, Mode, Row, at_least, core_choice, interleaved, median, random_split, torch_threads
 from core import data as D
 from core.models import DEFAULT_MODEL, build_model
+from core.step import grad_scaler, train_step
 
 
 def other_precision(core_amp: torch.dtype | None) -> tuple[torch.dtype | None, str]:
@@ -135,7 +136,8 @@ def medmnist_step(model: nn.Module, optimizer, criterion, inputs: torch.Tensor, 
 
 
 class CoreStep:
-    """core/train.py's per-batch work, in core's default precision unless `amp` says otherwise."""
+    """core.train's per-batch work (core.step.train_step plus the loop's bookkeeping), in core's default
+    precision unless `amp` says otherwise."""
 
     def __init__(self, model: nn.Module, labels: np.ndarray, amp: torch.dtype | None):
         self.model = model
@@ -143,20 +145,14 @@ class CoreStep:
         pw = D.pos_weight(labels, 10.0)
         self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pw)
         self.dtype = amp
-        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+        self.scaler = grad_scaler(torch.device("cpu"), amp)
         self.loss_sum, self.seen, self.scores = 0.0, 0, []
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype is not None):
-            logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        loss, logits = train_step(self.model, self.optimizer, self.loss_fn, x, y, self.dtype, self.scaler)
         self.loss_sum += loss.item() * len(x)
         self.seen += len(x)
-        self.scores.append(torch.sigmoid(logits.detach().float()).cpu().numpy())
+        self.scores.append(torch.sigmoid(logits.float()).cpu().numpy())
         if len(self.scores) > 64:  # bounded: an epoch's worth would be kept by core
             self.scores.clear()
 

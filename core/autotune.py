@@ -2,7 +2,7 @@
 
 A CPU flag does not say which precision is fastest: the same bf16 autocast that trains 1.3-2x faster
 on one CPU with AVX512-BF16 trains slower than fp32 on another (see docs/machines.md). So `--amp auto`
-(core.train) and core.evaluate.predict's default layout ask here. The first time a (machine, model,
+(core.device, for core.train) and core.evaluate.predict's default layout ask here. The first time a (machine, model,
 size, batch) combination is seen, a few training steps (or inference batches) of each candidate are
 timed, interleaved, on random images, and the fastest is kept; the decision goes into `autotune.json`
 in core's cache folder (core.data.cache_root) and is reused from then on. An entry written for another
@@ -13,7 +13,7 @@ Candidates. Training: fp32 and, where the hardware computes it natively (CPU AVX
 bf16 (CUDA also fp16, with a gradient scaler), each in NCHW and channels_last. A lower precision is
 kept only when it beats the fastest fp32 candidate by LOW_PRECISION_MARGIN, and only after its first
 step's loss matched fp32's on the same batch and weights (a kernel sanity check; bf16's effect on
-what the model learns is the paired-seed comparison in the README, not re-checked per machine).
+what the model learns is the paired-seed comparison in docs/precision.md, not re-checked per machine).
 Inference stays fp32 (the precision reported metrics are computed in); the layout and whether batch
 norm is folded into the convolutions are measured.
 
@@ -42,6 +42,7 @@ from torch import nn
 from core import data as D
 from core.files import atomic_write
 from core.models import build_model, count_params, fold_batchnorm
+from core.step import grad_scaler, train_step
 
 FORMAT_VERSION = 1
 FILE_NAME = "autotune.json"
@@ -252,35 +253,30 @@ def _images(size: int, n: int) -> tuple[np.ndarray, torch.Tensor]:
 
 def measure_train(model_name: str, size: int, batch_size: int, device: torch.device,
                   candidates: list[Candidate]) -> tuple[dict[str, float], dict[str, float]]:
-    """(img/s, first-step loss) per candidate name: core's training step (uint8 batch to tensor, autocast
-    forward, BCE, backward, Adam) from the same initial weights on the same random batch."""
+    """(img/s, first-step loss) per candidate name: core's training step (uint8 batch to tensor, then
+    core.step.train_step: autocast forward, BCE, backward, Adam) from the same initial weights on the
+    same random batch."""
     torch.manual_seed(0)
     base = build_model(model_name, size).to(device).train()
     n = timed_batch(size, batch_size)
     images, labels = _images(size, n)
     y = labels.to(device)
     losses: dict[str, float] = {}
+    loss_fn = nn.BCEWithLogitsLoss()
     fns = {}
     for c in candidates:
         model = copy.deepcopy(base)
         if c.channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        scaler = torch.amp.GradScaler(device.type, enabled=c.amp == "fp16")
+        scaler = grad_scaler(device, _DTYPES[c.amp])
 
         def step(model=model, opt=opt, scaler=scaler, c=c) -> None:
             first = c.name not in losses
             if first:  # the same dropout masks for every candidate's first step, whose losses are compared
                 torch.manual_seed(1)
             x = D.to_tensor(images, device, c.channels_last)
-            with torch.autocast(device.type, dtype=_DTYPES[c.amp], enabled=c.amp != "off"):
-                logits = model(x)
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            value = loss.item()
+            value = train_step(model, opt, loss_fn, x, y, _DTYPES[c.amp], scaler)[0].item()
             if first:
                 losses[c.name] = value
         fns[c.name] = step
@@ -317,7 +313,7 @@ def _pick_train(speeds: dict[str, float], losses: dict[str, float], candidates: 
         gain = speeds[c.name] / speeds[fp32.name]
         if gain >= LOW_PRECISION_MARGIN and speeds[c.name] > speeds[best.name]:
             best, why = c, (f"{c.name} trains {gain:.2f}x as fast as the fastest fp32 ({fp32.name}); first-step loss "
-                            f"within {LOSS_TOLERANCE} of fp32's; its effect on AUC: README 'Precision'")
+                            f"within {LOSS_TOLERANCE} of fp32's; its effect on AUC: docs/precision.md")
         elif best is fp32:
             why += f"; {c.name} is {gain:.2f}x of it (kept only from {LOW_PRECISION_MARGIN:.2f}x)"
     return best, why

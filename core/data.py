@@ -9,6 +9,7 @@ we use only its INFO table (labels, URLs, MD5s) and read the npz files ourselves
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -19,14 +20,14 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, BinaryIO, Callable, Iterator, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from medmnist.info import DEFAULT_ROOT, INFO
 
-from core.files import atomic_write
+from core.files import DiskFullError, atomic_write
 
 _INFO = INFO["chestmnist"]
 CLASS_NAMES: tuple[str, ...] = tuple(_INFO["label"][str(i)] for i in range(len(_INFO["label"])))
@@ -45,9 +46,40 @@ class DataError(ValueError):
     """Data is missing or malformed; the message says which file and what to do."""
 
 
+# The bundled demo set (667 real NIH radiographs at every size, NOT ChestMNIST; see demo/README.md).
+DEMO_ROOT = Path(__file__).resolve().parents[1] / "demo"
+DEMO_WORD = "demo"
+
+
 def default_root() -> Path:
     """`CHESTMNIST_ROOT` if set, else medmnist's own default (~/.medmnist)."""
-    return Path(os.environ.get("CHESTMNIST_ROOT") or DEFAULT_ROOT).expanduser()
+    return resolve_root(os.environ.get("CHESTMNIST_ROOT") or DEFAULT_ROOT)
+
+
+def resolve_root(text: str | Path | None) -> Path:
+    """The data folder a user typed (`--data-root`, `CHESTMNIST_ROOT`, the app's sidebar).
+
+    The word `demo` names the bundled demo folder wherever the process runs (`./demo` is a plain
+    relative path); empty means default_root(); anything else is a path with `~` expanded.
+    """
+    text = str(text or "").strip()
+    if not text:
+        return default_root()
+    return DEMO_ROOT if text == DEMO_WORD else Path(text).expanduser()
+
+
+DATA_ROOT_HELP = "data folder; 'demo' = the bundled demo set (not ChestMNIST); default: $CHESTMNIST_ROOT, else ~/.medmnist"
+
+
+def data_root_arg(text: str) -> str:
+    """argparse type of every `--data-root`: the folder as the string TrainConfig keeps, so a run
+    records the demo's real path rather than `demo` relative to wherever the command ran."""
+    return str(resolve_root(text))
+
+
+def is_demo(root: str | Path) -> bool:
+    """Whether `root` is the bundled demo folder (which is not ChestMNIST)."""
+    return resolve_root(root).resolve() == DEMO_ROOT.resolve()
 
 
 def npz_name(size: int) -> str:
@@ -131,12 +163,27 @@ def download(root: str | Path, size: int, progress: Callable[[int, int], None] |
         part.unlink(missing_ok=True)  # also when the app's script is stopped mid-download
         if not isinstance(e, OSError):
             raise
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"Disk full while downloading {npz_name(size)} (up to {approx_mb(size):,} MB) to {part}; "
+                            "the partial file was deleted. Free space there or choose another --data-root.") from None
+        if isinstance(e, PermissionError):
+            raise DataError(f"Cannot write {part}: permission denied. Choose a writable --data-root.") from None
         raise DataError(f"Could not download {npz_name(size)} from {url} ({e}). {offline_instructions(root, size)}") from None
     if file_md5(part) != md5:
         part.unlink(missing_ok=True)
         raise DataError(f"The downloaded {npz_name(size)} does not match its MD5 {md5}; it was deleted. Try again.")
     os.replace(part, dest)
     return dest
+
+
+def _npy_header(f: BinaryIO, where: str, advice: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the .npy header at `f`'s position, reading nothing past it."""
+    version = np.lib.format.read_magic(f)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read_header is None:
+        raise DataError(f"{where} is a .npy array of format {version}, which this reader does not know; {advice}")
+    return read_header(f)
 
 
 class NpyRows:
@@ -148,7 +195,7 @@ class NpyRows:
     boolean mask (always returning a fresh in-memory array). Unlike np.memmap, rows that were
     read do not stay mapped into the process: a shuffled epoch over the 224 px train split
     touches every page of the file, and with a memmap all of them count toward the process's
-    RSS (5.2-5.4 GB measured in bench/memory.py, against 1.4-1.5 GB with this reader). The kernel's page
+    RSS (several times this reader's peak: bench/memory.py, docs/performance.md). The kernel's page
     cache still caches the file, outside the process and reclaimable.
     A trailing channel axis of 1, (N, H, W, 1), is dropped: the bytes are the same.
     """
@@ -156,13 +203,7 @@ class NpyRows:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         with open(self.path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-            if read_header is None:
-                raise DataError(f"{self.path} is a .npy file of format {version}, which this reader does not know; "
-                                "delete it so it is rebuilt.")
-            shape, fortran, dtype = read_header(f)
+            shape, fortran, dtype = _npy_header(f, str(self.path), "delete it so it is rebuilt.")
             self.offset = f.tell()
         if fortran or dtype.hasobject or not shape:
             raise DataError(f"{self.path} is not a C-ordered numeric .npy array; delete it so it is rebuilt.")
@@ -275,23 +316,35 @@ def _cache_dir(path: Path) -> Path:
     return cache_root() / f"{path.stem}-{key}"
 
 
+def _cache_target(path: Path, key: str) -> Path:
+    """Where member `key` of the npz `path` is unpacked: keyed by the npz's size and mtime, so a
+    replaced npz is not served from a stale cache."""
+    stat = path.stat()
+    return _cache_dir(path) / f"{key}.{stat.st_size}-{int(stat.st_mtime)}.npy"
+
+
 def _npy_cache(path: Path, key: str) -> Path:
     """Extract one npz member to an uncompressed .npy in the cache (once) and return its path.
 
-    Streams member to disk so the 3.9 GB train split at 224 px never sits in RAM; the cache is
-    keyed by the npz's size and mtime so a replaced npz is not served from a stale cache.
+    Streams member to disk so the 3.9 GB train split at 224 px never sits in RAM.
     """
-    cache = _cache_dir(path)
-    stat = path.stat()
-    stamp = f"{stat.st_size}-{int(stat.st_mtime)}"
-    target = cache / f"{key}.{stamp}.npy"
+    target = _cache_target(path, key)
+    cache = target.parent
     if target.is_file():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
-    for old in cache.glob(f"{key}.*.npy"):
-        old.unlink()
-    with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as src:
-        atomic_write(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 24))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        for old in cache.glob(f"{key}.*.npy"):
+            old.unlink()
+        with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as src:
+            atomic_write(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 24))
+    except DiskFullError:
+        raise DataError(f"Disk full while unpacking the images of {path.name} into the cache {cache}. Free space "
+                        "there, or set CHESTMNIST_CACHE to a folder on a disk with room for them.") from None
+    except PermissionError:
+        # The npz itself was read a moment ago by np.load, so this is the cache.
+        raise DataError(f"The image cache folder {cache} cannot be written by this user (permission denied). "
+                        "Set CHESTMNIST_CACHE to a writable folder, or fix that folder's permissions.") from None
     return target
 
 
@@ -303,6 +356,66 @@ def _cached_rows(path: Path, key: str) -> NpyRows:
     except DataError:
         cached.unlink()
         return NpyRows(_npy_cache(path, key))
+
+
+def _available_memory() -> int | None:
+    """Bytes the kernel can hand out without swapping (MemAvailable), None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _free_disk(folder: Path) -> int | None:
+    """Free bytes on the disk that holds `folder` (or would, once created); None where unknown."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free
+            except OSError:
+                return None
+    return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
+
+
+def _check_declared_sizes(path: Path, z: zipfile.ZipFile, keys: list[str], in_memory: list[str],
+                          to_cache: list[str]) -> None:
+    """Refuse, before anything is allocated or unpacked, an npz whose arrays cannot fit.
+
+    Each member's .npy header declares its shape and dtype; the bytes that implies must be what the
+    member holds (a corrupt or crafted header can ask for terabytes), the arrays kept in memory
+    must fit in available memory, and images unpacked to the cache must fit on its disk.
+    """
+    declared = {}
+    for key in keys:
+        info = z.getinfo(f"{key}.npy")
+        with z.open(info) as f:
+            shape, _, dtype = _npy_header(f, f"{path} ({key})", "download or import the file again.")
+            header = f.tell()
+        declared[key] = math.prod(shape) * dtype.itemsize
+        if header + declared[key] != info.file_size:
+            raise DataError(
+                f"{path} is corrupt: its {key} array declares shape {tuple(shape)} of {dtype} ({declared[key]:,} "
+                f"bytes) but holds {info.file_size - header:,} bytes. Download or import it again.")
+    need, free = sum(declared[k] for k in in_memory), _available_memory()
+    if free is not None and need > free:
+        raise DataError(
+            f"Loading {path} needs {_gb(need)} of memory for its arrays, but only {_gb(free)} is available. "
+            "Close other programs, or use a machine with more memory.")
+    cache = _cache_dir(path)
+    need = sum(declared[k] for k in to_cache if not _cache_target(path, k).is_file())
+    free = _free_disk(cache)
+    if free is not None and need > free:
+        raise DataError(
+            f"Disk full: unpacking the images of {path} needs {_gb(need)} in the cache {cache}, but that disk has "
+            f"{_gb(free)} free. Free space there, or set CHESTMNIST_CACHE to a folder on a disk with more room.")
 
 
 def _read_npz(path: Path, images: Literal["memory", "disk", "skip"]) -> dict[str, np.ndarray | NpyRows]:
@@ -318,13 +431,19 @@ def _read_npz(path: Path, images: Literal["memory", "disk", "skip"]) -> dict[str
                 raise DataError(
                     f"{path} is not in ChestMNIST layout: it lacks {', '.join(missing)} (it has {', '.join(z.files) or 'nothing'}). "
                     "Use an official file or make one with `python -m core.data import-folder`.")
-            out = {k: z[k] for k in keys if images == "memory" or k.endswith("labels")}
-        if images == "disk":
-            for s in SPLITS:
-                out[f"{s}_images"] = _cached_rows(path, f"{s}_images")
+            in_memory = [k for k in keys if images == "memory" or k.endswith("labels")]
+            to_cache = [f"{s}_images" for s in SPLITS if images == "disk"]
+            _check_declared_sizes(path, z.zip, keys, in_memory, to_cache)
+            out = {k: z[k] for k in in_memory}
+        for key in to_cache:
+            out[key] = _cached_rows(path, key)
         return out
     except DataError:
         raise
+    except PermissionError as e:
+        where = e.filename or path
+        raise DataError(f"{where} cannot be read by this user (permission denied); the file itself may be fine. "
+                        f"Make it readable (e.g. `chmod a+r {where}`) or run as the user who owns it.") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path} could not be read ({type(e).__name__}: {e}); it may be truncated or corrupt. "
                         "Delete it and download or import it again.") from None
@@ -479,46 +598,7 @@ def batches(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, batch_s
         yield x, torch.from_numpy(labels[idx].astype(np.float32)).to(device, non_blocking=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m core.data {info,download,import-folder} ...`"""
-    import argparse
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["import-folder"]:
-        from core.importer import main as import_main
-        return import_main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m core.data", description="ChestMNIST data: list, download, import.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    info = sub.add_parser("info", help="which sizes are present under the data root, with split sizes")
-    info.add_argument("--data-root", default=None)
-    dl = sub.add_parser("download", help="download the official npz for a size (MD5-checked)")
-    dl.add_argument("--size", type=int, required=True, choices=SIZES)
-    dl.add_argument("--data-root", default=None)
-    sub.add_parser("import-folder", help="convert a folder of images + label CSV into medmnist layout")
-    args = p.parse_args(argv)
-    root = Path(args.data_root) if args.data_root else default_root()
-    try:
-        if args.cmd == "info":
-            for size in SIZES:
-                if size not in available_sizes(root):
-                    print(f"{size:>4} px  missing  ({npz_path(root, size)})")
-                    continue
-                d = load(root, size)
-                counts = ", ".join(f"{s} {len(d.split(s)):,}" for s in SPLITS)
-                print(f"{size:>4} px  {counts}  ({d.path})")
-        else:
-            from tqdm import tqdm
-            bar = tqdm(unit="B", unit_scale=True, desc=npz_name(args.size))
-
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-            print(download(root, args.size, progress))
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
+    # The command line lives in core.data_cli, beside the importer it dispatches to (which imports this module).
+    from core.data_cli import main
     sys.exit(main())

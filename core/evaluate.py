@@ -15,9 +15,10 @@ import torch
 
 from core import autotune
 from core import data as D
-from core import metrics, thresholds
+from core import metrics, runs, thresholds
+from core.device import resolve_device
 from core.models import fold_batchnorm
-from core.runs import RunError, load_model, read_config, save_scores, write_json, load_scores
+from core.runs import RunError, load_model, load_scores, read_config, save_scores
 
 
 @torch.no_grad()
@@ -54,12 +55,10 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", data: D.ChestData | 
                  model: torch.nn.Module | None = None) -> dict:
     """Score val and test with the best checkpoint and write the run's evaluation files.
 
-    Writes val_scores.npz, test_scores.npz, thresholds.json (Youden's J on validation, the
-    study's ROC choice) and test_metrics.json (medmnist AUC/ACC with bootstrap CIs, F1 and
-    friends at the validation-chosen thresholds). Returns the test metrics dict.
+    Writes the val and test scores, the thresholds (Youden's J on validation, the study's ROC
+    choice) and the test metrics (medmnist AUC/ACC with bootstrap CIs, F1 and friends at the
+    validation-chosen thresholds) into the run folder through core.runs. Returns the test metrics dict.
     """
-    from core.train import resolve_device
-
     run_dir = Path(run_dir)
     train = read_config(run_dir)["train"]
     dev = resolve_device(device)
@@ -72,11 +71,11 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", data: D.ChestData | 
     for s in scores:
         save_scores(run_dir, s, scores[s], data.split(s).labels)
     choice = thresholds.choose("youden", data.val.labels, scores["val"])
-    thresholds.save_thresholds(run_dir / "thresholds.json", choice, D.CLASS_NAMES)
+    thresholds.save_thresholds(runs.thresholds_path(run_dir), choice, D.CLASS_NAMES)
     result = metrics.summarize(data.test.labels, scores["test"], choice.thresholds, D.CLASS_NAMES)
     result.update(split="test", thresholds_from="val", threshold_method=choice.method,
                   data_root=str(data.root), data_file=data.path.name)
-    write_json(run_dir / "test_metrics.json", result)
+    runs.write_test_metrics(run_dir, result)
     return result
 
 

@@ -1,17 +1,44 @@
 """Atomic file writes: the one way every module writes a file another process may be reading."""
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+# Quota exhaustion reads the same to the user as a full disk.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """No space was left to write a file; the message names the file. Still an OSError (errno
+    ENOSPC or EDQUOT), so callers that handle any failed write handle this one too."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def _disk_full(e: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind `e`, if any: torch.save reports one as a RuntimeError
+    ("unexpected pos ...") raised while handling it."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Call `write` on a binary temp file beside `path`, flush it to disk, then rename it over `path`,
     so a reader (the app polling a run, a second process) never sees half a file and a crash
     leaves the old file. The file gets the usual permissions (umask), not mkstemp's 0600, which
-    would hide a shared data root or runs folder from its other users."""
+    would hide a shared data root or runs folder from its other users.
+
+    Raises DiskFullError, naming `path`, when the disk (or quota) is full; the old file stays.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -20,6 +47,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        full = _disk_full(e) if isinstance(e, Exception) and not isinstance(e, DiskFullError) else None
+        if full is not None:
+            raise DiskFullError(full.errno, f"Disk full (no space left on device) while writing {path}. "
+                                            "Free space on that disk, or choose a folder on another one, "
+                                            "and try again.") from e
         raise

@@ -7,17 +7,20 @@ Two CSV layouts are understood:
 - Binary layout: one image-name column (`Image Index`, `image`, `file`, `filename` or `path`,
   first present wins) and one 0/1 column per ChestMNIST class; optional `Patient ID` and `Split`.
 
-Header and finding names match case-insensitively, ignoring spaces, `_` and `-`.
+Header and finding names match case-insensitively, ignoring spaces, `_` and `-`. Fields may be
+separated by commas, semicolons (as spreadsheets in many locales save "CSV") or tabs; the header
+line decides which.
 
 What goes wrong is collected and judged per kind, so one bad file never hides the others:
 
-- fatal (`DataImportError`, nothing written): unreadable CSV, missing columns, unknown finding
-  names, label values other than 0/1, bad `Split` values, empty image names, duplicate image names
-  whose rows disagree, more than half of the rows unusable, or a split left empty;
+- fatal (`DataImportError`, nothing written): an unreadable CSV (missing, not a regular file, over
+  MAX_CSV_BYTES, not parseable), missing columns, unknown finding names, label values other than
+  0/1, bad `Split` values, empty image names, duplicate image names whose rows disagree, more than
+  half of the rows unusable, a split left empty, or no room to write the output;
 - skipped (listed in the report): images named in the CSV but not found, found under two
-  subfolders, empty, or unreadable;
+  subfolders, empty, unreadable, or too large to decode (over MAX_PIXELS);
 - ignored (listed in the report): files in the folder that the CSV does not name, including
-  non-image files.
+  non-image files; subfolders that cannot be read are named in a warning.
 
 Pixel handling, chosen to match how medmnist built ChestMNIST from the NIH PNGs:
 
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import stat
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -46,21 +49,14 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from core.data import CLASS_NAMES, SIZES, SPLITS, DataError, check_size, npz_name, write_npz
-from core.files import atomic_write
+from core.files import DiskFullError, atomic_write
+from core.import_table import DataImportError, Table, deduplicate, examples, read_table
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.1, 0.2)
-# Normalised names of the image column, in order of preference when several are present.
-IMAGE_COLUMNS: tuple[str, ...] = ("imageindex", "image", "file", "filename", "path")
-_SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
-_NO_FINDING = "nofinding"
-# How many names an error message or report line shows before "and N more".
-_SHOW = 5
-
-
-class DataImportError(DataError):
-    """The folder or CSV cannot be imported; the message says what, which files, and what to do."""
-
-
+# Decoded pixels allowed per image, checked from the header before decoding: a small compressed
+# PNG can declare gigapixels. Digital radiographs are up to about 4300 x 4300 (18.5 M); an image
+# of 40 M pixels already takes about 0.5 GB to decode and scale, in each of up to 8 threads.
+MAX_PIXELS = 40_000_000
 @dataclass
 class ImportReport:
     """What `import_folder` wrote and what it had to leave out.
@@ -104,21 +100,7 @@ class ImportReport:
 
 
 def _pairs(items: list[tuple[str, str]]) -> str:
-    return _examples([f"{name} ({reason})" for name, reason in items])
-
-
-def _examples(items: Sequence[str], k: int = _SHOW) -> str:
-    shown = ", ".join(items[:k])
-    return shown + (f" and {len(items) - k:,} more" if len(items) > k else "")
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "", str(name).strip().lower())
-
-
-_FINDINGS: dict[str, int] = {_key(c): i for i, c in enumerate(CLASS_NAMES)} | {
-    "pleuralthickening": CLASS_NAMES.index("pleural"),
-}
+    return examples([f"{name} ({reason})" for name, reason in items])
 
 
 class _Unusable(Exception):
@@ -126,164 +108,60 @@ class _Unusable(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# The label table
-
-
-@dataclass
-class _Table:
-    names: list[str]
-    labels: np.ndarray  # (n, 14) uint8
-    patients: list[str]  # "" where unknown
-    splits: list[str] | None  # None: no Split column, split by patient
-    layout: str
-    name_column: str
-
-
-def _read_table(labels_csv: Path) -> _Table:
-    try:
-        # Everything as text, so label values and IDs are judged as written ("1.0", "007").
-        df = pd.read_csv(labels_csv, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataImportError(f"The label CSV {labels_csv} does not exist. Check the path.") from None
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataImportError(f"The label CSV {labels_csv} could not be read as CSV ({type(e).__name__}: {e}). "
-                              "Save it as comma-separated UTF-8 text with one header row.") from None
-    if df.empty:
-        raise DataImportError(f"The label CSV {labels_csv} has no data rows. Add one row per image.")
-    columns = {}
-    for c in df.columns:
-        columns.setdefault(_key(c), c)
-    # A CSV line number: pandas row 0 is line 2, after the header.
-    lines = df.index.to_numpy() + 2
-
-    name_col = next((columns[k] for k in IMAGE_COLUMNS if k in columns), None)
-    if name_col is None:
-        raise DataImportError(
-            f"{labels_csv.name} has no image-name column; its columns are {_examples(list(map(str, df.columns)), 20)}. "
-            "Name the column with the image file names `Image Index` (or image, file, filename, path).")
-    names = [n.strip() for n in df[name_col]]
-    empty = [str(line) for line, n in zip(lines, names) if not n]
-    if empty:
-        raise DataImportError(f"{labels_csv.name}: {len(empty)} row(s) have an empty `{name_col}` (lines "
-                              f"{_examples(empty)}). Fill in the image file name or delete those rows.")
-
-    if "findinglabels" in columns:
-        labels = _parse_findings(df[columns["findinglabels"]], lines, labels_csv.name)
-        layout = "NIH `Finding Labels`"
-    else:
-        labels = _parse_binary(df, columns, lines, labels_csv.name)
-        layout = "one 0/1 column per class"
-
-    patients = [p.strip() for p in df[columns["patientid"]]] if "patientid" in columns else [""] * len(df)
-    splits = _parse_splits(df[columns["split"]], lines, labels_csv.name) if "split" in columns else None
-    return _Table(names, labels, patients, splits, layout, name_col)
-
-
-def _parse_findings(column: pd.Series, lines: np.ndarray, csv_name: str) -> np.ndarray:
-    labels = np.zeros((len(column), len(CLASS_NAMES)), np.uint8)
-    unknown: Counter[str] = Counter()
-    bad_lines = []
-    for row, cell in enumerate(column):
-        tokens = [t.strip() for t in cell.split("|") if t.strip()]
-        keys = [_key(t) for t in tokens]
-        # "No Finding" is a claim about the whole row: blank or mixed with findings is contradictory.
-        if not tokens or (_NO_FINDING in keys and len(keys) > 1):
-            bad_lines.append(f"{lines[row]} ({cell!r})")
-            continue
-        for token, key in zip(tokens, keys):
-            if key in _FINDINGS:
-                labels[row, _FINDINGS[key]] = 1
-            elif key != _NO_FINDING:
-                unknown[token] += 1
-    if unknown:
-        listed = _examples([f"{name!r} ({n} row{'s' if n > 1 else ''})" for name, n in unknown.most_common()], 20)
-        raise DataImportError(
-            f"{csv_name}: `Finding Labels` has finding names ChestMNIST does not know: {listed}. ChestMNIST's "
-            f"14 classes are {', '.join(CLASS_NAMES)} (NIH's Pleural_Thickening counts as pleural) plus "
-            "'No Finding'. Rename those findings to one of these, or remove the rows; they are not dropped "
-            "silently because that would turn positives into negatives.")
-    if bad_lines:
-        raise DataImportError(
-            f"{csv_name}: {len(bad_lines)} row(s) have an empty `Finding Labels` or combine 'No Finding' with "
-            f"findings (lines {_examples(bad_lines)}). Write 'No Finding' for images without findings, "
-            "otherwise the findings joined by '|'.")
-    return labels
-
-
-def _parse_binary(df: pd.DataFrame, columns: dict[str, str], lines: np.ndarray, csv_name: str) -> np.ndarray:
-    have = {_FINDINGS[k] for k in columns if k in _FINDINGS}
-    if not have:
-        raise DataImportError(
-            f"{csv_name} has neither a `Finding Labels` column (NIH layout) nor 0/1 columns named after the "
-            f"ChestMNIST classes; its columns are {_examples(list(map(str, df.columns)), 20)}. Use one of the "
-            f"two layouts: `Image Index` + `Finding Labels` ('Effusion|Infiltration', 'No Finding'), or an "
-            f"image column + one 0/1 column for each of {', '.join(CLASS_NAMES)}.")
-    missing = [c for i, c in enumerate(CLASS_NAMES) if i not in have]
-    if missing:
-        raise DataImportError(
-            f"{csv_name} has 0/1 class columns but lacks {', '.join(missing)}. Add a 0/1 column for each "
-            f"missing class (all 0 if no image has it); a missing column would read as all-negative.")
-    labels = np.zeros((len(df), len(CLASS_NAMES)), np.uint8)
-    bad = []
-    for key, col in columns.items():
-        if key not in _FINDINGS:
-            continue
-        values = df[col].str.strip()
-        ones = values.isin(("1", "1.0")).to_numpy()
-        zeros = values.isin(("0", "0.0")).to_numpy()
-        labels[ones, _FINDINGS[key]] = 1
-        bad += [f"line {lines[r]} {col}={values.iloc[r]!r}" for r in np.flatnonzero(~(ones | zeros))]
-    if bad:
-        raise DataImportError(
-            f"{csv_name}: class columns must hold 0 or 1, but {len(bad)} cell(s) do not: {_examples(bad)}. "
-            "Uncertain or blank labels have no ChestMNIST meaning; decide them as 0 or 1, or drop the rows.")
-    return labels
-
-
-def _parse_splits(column: pd.Series, lines: np.ndarray, csv_name: str) -> list[str]:
-    values = [v.strip().lower() for v in column]
-    bad = [f"line {lines[r]} ({column.iloc[r]!r})" for r, v in enumerate(values) if v not in _SPLIT_VALUES]
-    if bad:
-        raise DataImportError(
-            f"{csv_name}: `Split` must be train, val (or validation) or test, but {len(bad)} row(s) say otherwise: "
-            f"{_examples(bad)}. Fix those values, or delete the column to get a seeded patient-disjoint split.")
-    return [_SPLIT_VALUES[v] for v in values]
-
-
-def _deduplicate(table: _Table, csv_name: str) -> tuple[list[int], list[str]]:
-    """Row numbers to keep (first of each name) and warnings; disagreeing duplicates are fatal."""
-    rows_of: dict[str, list[int]] = defaultdict(list)
-    for row, name in enumerate(table.names):
-        rows_of[name].append(row)
-    conflicts, merged = [], []
-    for name, rows in rows_of.items():
-        if len(rows) == 1:
-            continue
-        first = rows[0]
-        same = all(
-            np.array_equal(table.labels[r], table.labels[first])
-            and table.patients[r] == table.patients[first]
-            and (table.splits is None or table.splits[r] == table.splits[first])
-            for r in rows[1:])
-        (merged if same else conflicts).append(f"{name} (x{len(rows)})")
-    if conflicts:
-        raise DataImportError(
-            f"{csv_name} lists {len(conflicts)} image name(s) more than once with different labels, patient or "
-            f"split: {_examples(conflicts)}. Keep one correct row per image.")
-    warnings = []
-    if merged:
-        warnings.append(f"{len(merged)} image name(s) appear in more than one identical CSV row and were imported "
-                        f"once: {_examples(merged)}.")
-    return [rows[0] for rows in rows_of.values()], warnings
-
-
-# ---------------------------------------------------------------------------------------------
 # The image folder
 
 
-def _scan(images_dir: Path) -> dict[str, Path]:
-    """Every file under `images_dir` (recursively, as NIH ships images_001/images/...) by relative path."""
-    return {p.relative_to(images_dir).as_posix(): p for p in sorted(images_dir.rglob("*")) if p.is_file()}
+@dataclass
+class _Folder:
+    """The image folder's regular files by relative path, and what in it could not be read, with why."""
+
+    root: Path
+    files: dict[str, Path]
+    unreadable: list[tuple[str, str]]
+
+    def describe(self) -> str:
+        """Sentences for an error message: what the folder holds and what could not be looked into."""
+        text = (f"The folder holds {len(self.files):,} file(s), e.g. {examples(list(self.files))}." if self.files
+                else "The folder holds no files.")
+        if self.unreadable:
+            text += f" {_unreadable_note(self.unreadable)}"
+        return text
+
+
+def _unreadable_note(unreadable: list[tuple[str, str]]) -> str:
+    return (f"{len(unreadable):,} folder(s) or file(s) in it could not be read: {_pairs(unreadable)}; images in "
+            "them count as not found. Make them readable (e.g. `chmod -R a+rX FOLDER`) or run as their owner.")
+
+
+def _scan(images_dir: Path) -> _Folder:
+    """Every regular file under `images_dir` (recursively, as NIH ships images_001/images/...).
+
+    Symlinked folders are not followed (a link back up, as under /proc, would never end). A folder
+    that cannot be listed is reported, not taken as empty; files that vanish meanwhile are skipped.
+    """
+    found: list[Path] = []
+    unreadable: list[tuple[str, str]] = []
+
+    def rel(path: str | os.PathLike[str]) -> str:
+        return Path(path).relative_to(images_dir).as_posix()
+
+    def note(e: OSError) -> None:
+        where = Path(e.filename or images_dir)
+        if where == images_dir:
+            raise DataImportError(f"The image folder {images_dir} cannot be read ({e.strerror}). Make it readable "
+                                  "or run as its owner.")
+        if not isinstance(e, FileNotFoundError):
+            unreadable.append((rel(where), e.strerror or str(e)))
+
+    for folder, _, names in os.walk(images_dir, onerror=note):
+        for name in names:
+            path = Path(folder) / name
+            try:
+                if stat.S_ISREG(path.stat().st_mode):
+                    found.append(path)
+            except OSError as e:
+                note(e)
+    return _Folder(images_dir, {rel(p): p for p in sorted(found)}, sorted(unreadable))
 
 
 def _resolve(names: list[str], files: dict[str, Path]) -> tuple[list[str | None], list[str]]:
@@ -336,9 +214,20 @@ def _load_image(path: Path, size: int) -> tuple[np.ndarray, bool, int]:
         raise _Unusable("empty file (0 bytes)")
     try:
         with Image.open(path) as opened:
+            w, h = opened.size
+            if w * h > MAX_PIXELS:
+                raise _Unusable(f"too large to decode: {w} x {h} = {w * h:,} pixels, over the limit of "
+                                f"{MAX_PIXELS:,}; downscale it first")
             opened.load()
             # Phone or scanner JPEGs may be stored rotated with an EXIF flag saying so.
             im = ImageOps.exif_transpose(opened)
+    except _Unusable:
+        raise
+    except PermissionError:
+        raise _Unusable("not readable by this user (permission denied); make it readable or run as its owner") \
+            from None
+    except Image.DecompressionBombError as e:  # PIL's own, larger limit, raised while opening
+        raise _Unusable(f"too large to decode: {e}") from None
     # Corrupt files surface as many exception types (OSError, SyntaxError, zlib, struct...);
     # any of them means this one file is unusable, not that the import should stop.
     except Exception as e:
@@ -398,6 +287,58 @@ def _patient_split(names: list[str], patients: list[str], fractions: tuple[float
     return split_of_group[inverse]
 
 
+def _decode(files: dict[str, Path], found: list[str | None], names: list[str], size: int,
+            skipped: list[tuple[str, str]], on_progress: Callable[[int, int], None] | None
+            ) -> tuple[np.ndarray, np.ndarray, int, Counter[int]]:
+    """(images (n, size, size) uint8, usable (n,) bool, centre-cropped count, bit depths) of the
+    CSV's images; unusable ones are appended to `skipped` with their reason."""
+    todo = [i for i, rel in enumerate(found) if rel is not None]
+    images = np.zeros((len(names), size, size), np.uint8)
+    ok = np.zeros(len(names), bool)
+    n_cropped = 0
+    depths: Counter[int] = Counter()
+    step = max(1, len(todo) // 200)
+    # PIL decodes and resizes with the GIL released, so threads scale with cores; map keeps CSV order. Cancelling on exit stops the work if on_progress raises.
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+    try:
+        results = pool.map(lambda i: _load_or_reason(files[found[i]], size), todo)
+        for done, (i, result) in enumerate(zip(todo, results), 1):
+            if isinstance(result, str):
+                skipped.append((names[i], result))
+            else:
+                images[i], cropped, bits = result
+                ok[i] = True
+                n_cropped += cropped
+                depths[bits] += 1
+            if on_progress and (done % step == 0 or done == len(todo)):
+                on_progress(done, len(todo))
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return images, ok, n_cropped, depths
+
+
+def _assign_splits(table: Table, rows: np.ndarray, names: list[str], patients: list[str],
+                   fractions: tuple[float, float, float], seed: int, warnings: list[str]) -> tuple[np.ndarray, str]:
+    """(split index 0/1/2 per kept row, how the split was made): the CSV's Split column, else a seeded
+    patient-disjoint split; DataImportError when a split would be empty."""
+    if table.splits is None:
+        split_idx = _patient_split(names, patients, fractions, seed)
+        split_source = ("patient-disjoint by `Patient ID`" if any(patients) else "by image (no `Patient ID` column)") \
+            + f", seed {seed}, fractions {'/'.join(f'{f:g}' for f in fractions)}"
+    else:
+        split_idx = np.array([SPLITS.index(table.splits[r]) for r in rows])
+        split_source = "from the `Split` column"
+        warnings += _leak_warning(patients, split_idx)
+    empty = [s for k, s in enumerate(SPLITS) if not (split_idx == k).any()]
+    if empty:
+        raise DataImportError(
+            f"After skipping unusable images, {len(rows)} image(s) remain and the {' and '.join(empty)} split(s) "
+            f"would be empty ({split_source}). Every split needs images: add images"
+            + (", or assign some rows to those splits in the `Split` column." if table.splits is not None else
+               ", or change the fractions (a patient's images all go to one split, so few patients limit this)."))
+    return split_idx, split_source
+
+
 def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out_dir: str | Path, *,
                   seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                   on_progress: Callable[[int, int], None] | None = None) -> ImportReport:
@@ -421,64 +362,31 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     if not images_dir.is_dir():
         raise DataImportError(f"The image folder {images_dir} does not exist or is not a folder. Check the path.")
 
-    table = _read_table(labels_csv)
-    keep, warnings = _deduplicate(table, labels_csv.name)
+    table = read_table(labels_csv)
+    keep, warnings = deduplicate(table, labels_csv.name)
     names = [table.names[r] for r in keep]
-    files = _scan(images_dir)
+    folder = _scan(images_dir)
+    files = folder.files
     found, reasons = _resolve(names, files)
     skipped = [(n, why) for n, why in zip(names, reasons) if why]
-    _check_usable(len(skipped), len(names), skipped, images_dir, labels_csv, table.name_column, files)
+    _check_usable(len(skipped), len(names), skipped, folder, labels_csv, table.name_column)
+    if folder.unreadable:
+        warnings.append(_unreadable_note(folder.unreadable))
 
     used = {rel for rel in found if rel is not None}
     extensions = _image_extensions()
     ignored = [(rel, "not named in the CSV" if Path(rel).suffix.lower() in extensions else "not an image file")
                for rel in files if rel not in used]
 
-    todo = [i for i, rel in enumerate(found) if rel is not None]
-    images = np.zeros((len(names), size, size), np.uint8)
-    ok = np.zeros(len(names), bool)
-    n_cropped = 0
-    depths: Counter[int] = Counter()
-    step = max(1, len(todo) // 200)
-    # PIL decodes and resizes with the GIL released, so threads scale with cores (1.9x on 2 cores
-    # for 1024 px PNGs); map keeps CSV order. Cancelling on exit stops the work if on_progress raises.
-    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
-    try:
-        results = pool.map(lambda i: _load_or_reason(files[found[i]], size), todo)
-        for done, (i, result) in enumerate(zip(todo, results), 1):
-            if isinstance(result, str):
-                skipped.append((names[i], result))
-            else:
-                images[i], cropped, bits = result
-                ok[i] = True
-                n_cropped += cropped
-                depths[bits] += 1
-            if on_progress and (done % step == 0 or done == len(todo)):
-                on_progress(done, len(todo))
-    finally:
-        pool.shutdown(cancel_futures=True)
-    _check_usable(len(skipped), len(names), skipped, images_dir, labels_csv, table.name_column, files)
+    images, ok, n_cropped, depths = _decode(files, found, names, size, skipped, on_progress)
+    _check_usable(len(skipped), len(names), skipped, folder, labels_csv, table.name_column)
 
     rows = np.array(keep)[ok]
     labels = table.labels[rows]
     patients = [table.patients[r] for r in rows]
     kept_names = [names[i] for i in np.flatnonzero(ok)]
     kept_files = [found[i] for i in np.flatnonzero(ok)]
-    if table.splits is None:
-        split_idx = _patient_split(kept_names, patients, fractions, seed)
-        split_source = ("patient-disjoint by `Patient ID`" if any(patients) else "by image (no `Patient ID` column)") \
-            + f", seed {seed}, fractions {'/'.join(f'{f:g}' for f in fractions)}"
-    else:
-        split_idx = np.array([SPLITS.index(table.splits[r]) for r in rows])
-        split_source = "from the `Split` column"
-        warnings += _leak_warning(patients, split_idx)
-    empty = [s for k, s in enumerate(SPLITS) if not (split_idx == k).any()]
-    if empty:
-        raise DataImportError(
-            f"After skipping unusable images, {len(rows)} image(s) remain and the {' and '.join(empty)} split(s) "
-            f"would be empty ({split_source}). Every split needs images: add images"
-            + (", or assign some rows to those splits in the `Split` column." if table.splits is not None else
-               ", or change the fractions (a patient's images all go to one split, so few patients limit this)."))
+    split_idx, split_source = _assign_splits(table, rows, kept_names, patients, fractions, seed, warnings)
 
     if n_cropped:
         warnings.append(f"{n_cropped} non-square image(s) were centre-cropped to a square before resizing.")
@@ -502,8 +410,11 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     index = pd.DataFrame(index_rows, columns=["split", "index", "image", "file", "patient_id"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(index_path, lambda f: index.to_csv(f, index=False))
+        # The large npz first: a full disk then stops the import before either file is replaced.
         write_npz(out_dir, size, {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in SPLITS})
+        atomic_write(index_path, lambda f: index.to_csv(f, index=False))
+    except DiskFullError as e:
+        raise DataImportError(str(e)) from None
     except OSError as e:
         raise DataImportError(f"Could not write to {out_dir} ({e.strerror or e}). Choose a writable output folder "
                               "with enough free space.") from None
@@ -515,18 +426,16 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
         layout=table.layout, split_source=split_source, skipped=skipped, ignored_files=ignored, warnings=warnings)
 
 
-def _check_usable(n_bad: int, n_rows: int, skipped: list[tuple[str, str]], images_dir: Path, labels_csv: Path,
-                  name_column: str, files: dict[str, Path]) -> None:
+def _check_usable(n_bad: int, n_rows: int, skipped: list[tuple[str, str]], folder: _Folder, labels_csv: Path,
+                  name_column: str) -> None:
     """Fatal when more than half of the CSV's images are unusable: that is a wrong folder or CSV,
     or names that do not match the files, rather than a few bad files."""
     if n_bad * 2 <= n_rows and n_bad < n_rows:
         return
-    folder = (f"The folder holds {len(files):,} file(s), e.g. {_examples(list(files))}." if files
-              else "The folder holds no files.")
     raise DataImportError(
         f"{n_bad:,} of the {n_rows:,} images named in {labels_csv.name} cannot be used: {_pairs(skipped)}. "
-        f"{folder} More than half unusable usually means the wrong folder or CSV, or `{name_column}` values that "
-        f"do not match the file names (check extensions and subfolders) under {images_dir}.")
+        f"{folder.describe()} More than half unusable usually means the wrong folder or CSV, or `{name_column}` "
+        f"values that do not match the file names (check extensions and subfolders) under {folder.root}.")
 
 
 def _leak_warning(patients: list[str], split_idx: np.ndarray) -> list[str]:
@@ -538,7 +447,7 @@ def _leak_warning(patients: list[str], split_idx: np.ndarray) -> list[str]:
     if not leaked:
         return []
     return [f"{len(leaked)} patient(s) have images in more than one split of the `Split` column "
-            f"(e.g. {_examples(leaked)}); test metrics will be optimistic."]
+            f"(e.g. {examples(leaked)}); test metrics will be optimistic."]
 
 
 # ---------------------------------------------------------------------------------------------

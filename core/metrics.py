@@ -12,6 +12,10 @@ per-class ROC AUC, and per-label accuracy at ``scores > 0.5``) so numbers stay
 comparable with the MedMNIST benchmark; everything computed at tuned
 thresholds carries a different name.
 
+Resampling (bootstrap intervals) lives in core.bootstrap, paired comparisons of two runs or two
+seed groups in core.paired, calibration in core.calibration; their public names are re-exported
+here, so ``core.metrics`` is the one place to import a metric from. docs/metrics.md defines each.
+
 Only numpy, scipy (a scikit-learn dependency) and scikit-learn: this module
 must stay importable without torch.
 """
@@ -19,66 +23,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-from scipy import sparse
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from core.arrays import check_inputs, defined_mask, nanmean_or_nan, safe_ratio
+from core.bootstrap import (ResampledAuc, bootstrap_auc_ci, mean_auc_ci, mean_ci, medmnist_acc_ci, per_class_ci,
+                            resampled_aucs)
+from core.calibration import brier_score, calibration, expected_calibration_error, reliability_bins
+from core.paired import (PairingError, check_same_images, paired_auc_difference, seed_group_difference,
+                         verdict)
 
 __all__ = [
     "auc_per_class",
     "mean_auc",
     "medmnist_acc",
     "threshold_metrics",
+    "sensitivity_at_specificity",
+    "specificity_at_sensitivity",
     "bootstrap_auc_ci",
     "mean_auc_ci",
     "medmnist_acc_ci",
+    "paired_auc_difference",
+    "seed_group_difference",
+    "check_same_images",
+    "verdict",
+    "PairingError",
+    "reliability_bins",
+    "expected_calibration_error",
+    "brier_score",
+    "calibration",
     "summarize",
     "to_jsonable",
     "check_inputs",
 ]
-
-# Bootstrap resamples are drawn in blocks so memory stays bounded
-# (block * N count matrix) whatever n_boot is.
-_BOOT_BLOCK = 256
-
-
-def check_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert to (bool labels (N, C), float64 scores (N, C))."""
-    labels = np.asarray(labels)
-    scores = np.asarray(scores, dtype=np.float64)
-    if labels.ndim != 2 or scores.ndim != 2:
-        raise ValueError(
-            f"labels and scores must be 2-D (N, C) arrays, got shapes {labels.shape} and {scores.shape}"
-        )
-    if labels.shape != scores.shape:
-        raise ValueError(f"labels shape {labels.shape} does not match scores shape {scores.shape}")
-    if not ((labels == 0) | (labels == 1)).all():
-        raise ValueError("labels must contain only 0 and 1")
-    if not np.isfinite(scores).all():
-        raise ValueError("scores contain NaN or infinite values")
-    return labels.astype(bool), scores
-
-
-def _defined_mask(labels: np.ndarray) -> np.ndarray:
-    """(C,) bool: True where the class has both positives and negatives, i.e. AUC exists."""
-    n_pos = labels.sum(axis=0)
-    return (n_pos > 0) & (n_pos < labels.shape[0])
-
-
-def _safe_ratio(num: np.ndarray, den: np.ndarray, fill: float) -> np.ndarray:
-    """num / den elementwise, ``fill`` where den == 0, without a division warning."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, fill, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
-def _nanmean_or_nan(values: np.ndarray) -> float:
-    """Mean of the finite entries; NaN (and no RuntimeWarning) when there are none."""
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else math.nan
 
 
 def auc_per_class(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -93,7 +72,7 @@ def auc_per_class(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
         this split (AUC is undefined there), without warnings or exceptions.
     """
     labels, scores = check_inputs(labels, scores)
-    defined = _defined_mask(labels)
+    defined = defined_mask(labels)
     out = np.full(labels.shape[1], np.nan)
     for c in np.flatnonzero(defined):
         out[c] = roc_auc_score(labels[:, c], scores[:, c])
@@ -111,7 +90,7 @@ def mean_auc(labels: np.ndarray, scores: np.ndarray) -> float:
         labels: (N, C) 0/1 ground truth.
         scores: (N, C) predicted probabilities.
     """
-    return _nanmean_or_nan(auc_per_class(labels, scores))
+    return nanmean_or_nan(auc_per_class(labels, scores))
 
 
 def medmnist_acc(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
@@ -172,11 +151,11 @@ def threshold_metrics(
     fn = support - tp
     tn = n - tp - fp - fn
 
-    precision = _safe_ratio(tp, tp + fp, 0.0)
-    recall = _safe_ratio(tp, tp + fn, 0.0)
+    precision = safe_ratio(tp, tp + fp, 0.0)
+    recall = safe_ratio(tp, tp + fn, 0.0)
     # 2tp / (2tp + fp + fn) is sklearn's F1 formula and avoids the 0/0 of 2PR/(P+R).
-    f1 = _safe_ratio(2 * tp, 2 * tp + fp + fn, 0.0)
-    specificity = _safe_ratio(tn, tn + fp, np.nan)
+    f1 = safe_ratio(2 * tp, 2 * tp + fp + fn, 0.0)
+    specificity = safe_ratio(tn, tn + fp, np.nan)
 
     tp_all, fp_all, fn_all = tp.sum(), fp.sum(), fn.sum()
     return {
@@ -192,204 +171,91 @@ def threshold_metrics(
         "macro_f1": float(f1.mean()),
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
-        "micro_precision": float(_safe_ratio(tp_all, tp_all + fp_all, 0.0)),
-        "micro_recall": float(_safe_ratio(tp_all, tp_all + fn_all, 0.0)),
-        "micro_f1": float(_safe_ratio(2 * tp_all, 2 * tp_all + fp_all + fn_all, 0.0)),
+        "micro_precision": float(safe_ratio(tp_all, tp_all + fp_all, 0.0)),
+        "micro_recall": float(safe_ratio(tp_all, tp_all + fn_all, 0.0)),
+        "micro_f1": float(safe_ratio(2 * tp_all, 2 * tp_all + fp_all + fn_all, 0.0)),
         "label_accuracy": float(((tp + tn) / n).mean()),
         "exact_match": float((pred == labels).all(axis=1).mean()),
     }
 
 
-def _resampled_auc(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """ROC AUC of every class on resamples given as per-sample multiplicities.
 
-    A bootstrap resample that draws sample i k times is the original data with
-    weight k on sample i, so the Mann-Whitney statistic (pairs with the positive
-    scored above the negative, ties counting half) only needs, per resample,
-    the weighted number of negatives below / tied with each distinct positive
-    score. Those group sums for all resamples come from one sparse
-    (groups x N) @ (N x B) product, which avoids re-sorting every resample.
+# The fixed operating points reported beside AUC: sensitivity at these specificities and
+# specificity at these sensitivities.
+OPERATING_LEVELS = (0.90, 0.95)
+# Rates are ratios of counts; this absorbs float rounding in "at least 90%".
+_RATE_TOL = 1e-9
 
-    Args:
-        labels: (N, C) bool ground truth.
-        scores: (N, C) float scores.
-        counts: (N, B) non-negative integer multiplicities, one *column* per
-            resample (the layout the sparse product reads contiguously).
 
-    Returns:
-        (B, C) float array; NaN where a resample has no positive or no negative
-        of that class.
+def _roc_points(labels: np.ndarray, scores: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{class: (specificity, sensitivity, threshold)} of every achievable operating point, defined classes only.
+
+    The points are sklearn's ROC curve without dropping any: predictions ``scores >= threshold``
+    at each distinct score, plus threshold +inf (nothing predicted positive).
     """
-    n = labels.shape[0]
-    # int32 is exact (a column sums to at most N) and halves the memory traffic.
-    counts = np.asarray(counts, dtype=np.int32)
-    out = np.full((counts.shape[1], labels.shape[1]), np.nan)
-    for c in range(labels.shape[1]):
-        y, s = labels[:, c], scores[:, c]
-        if y.all() or not y.any():
-            continue
-        pos_values = np.unique(s[y])
-        k = pos_values.size
-        rank = np.searchsorted(pos_values, s, side="left")
-        tie = pos_values[np.minimum(rank, k - 1)] == s
-        # Group ids: a negative goes to 2*rank (strictly between distinct positive
-        # values rank-1 and rank) or 2*rank+1 (tied with value rank); positives
-        # with value index r go to 2k+1+r.
-        group = np.where(y, 2 * k + 1 + rank, 2 * rank + tie)
-        onehot = sparse.csr_array(
-            (np.ones(n, dtype=np.int32), (group, np.arange(n))), shape=(3 * k + 1, n)
-        )
-        sums = np.ascontiguousarray((onehot @ counts).T, dtype=np.int64)  # (B, 3k+1)
-        neg_bins, w_pos = sums[:, : 2 * k + 1], sums[:, 2 * k + 1 :]
-        # neg_cum[:, m] = weighted negatives in bins < m, so for value r
-        # neg_cum[2r+1] counts those strictly below and neg_cum[2r+2] adds the ties.
-        neg_cum = np.zeros((sums.shape[0], 2 * k + 2), dtype=np.int64)
-        np.cumsum(neg_bins, axis=1, out=neg_cum[:, 1:])
-        twice_u = (w_pos * (neg_cum[:, 1 : 2 * k : 2] + neg_cum[:, 2 : 2 * k + 1 : 2])).sum(axis=1)
-        n_pairs = w_pos.sum(axis=1) * neg_cum[:, -1]
-        out[:, c] = _safe_ratio(twice_u, 2 * n_pairs, np.nan)
+    out = {}
+    for c in np.flatnonzero(defined_mask(labels)):
+        fpr, tpr, thr = roc_curve(labels[:, c], scores[:, c], drop_intermediate=False)
+        out[int(c)] = (1.0 - fpr, tpr, thr)
     return out
 
 
-def _resample_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Seeded bootstrap resamples of n rows, as (b, n) index arrays of at most _BOOT_BLOCK rows.
-
-    Every bootstrap function draws through here, so AUC and ACC intervals with the same seed
-    come from the same resamples.
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    for start in range(0, n_boot, _BOOT_BLOCK):
-        yield rng.integers(0, n, size=(min(_BOOT_BLOCK, n_boot - start), n))
+def _check_level(at: str, level: float) -> None:
+    if not 0 <= level <= 1:
+        raise ValueError(f"a {at} level must be in [0, 1], got {level}")
 
 
-def _bootstrap_auc_samples(
-    labels: np.ndarray, scores: np.ndarray, n_boot: int, seed: int
-) -> np.ndarray:
-    """(n_boot, C) per-class AUCs on seeded resamples with replacement (NaN where undefined)."""
-    n = labels.shape[0]
-    blocks = []
-    for idx in _resample_blocks(n, n_boot, seed):
-        b = len(idx)
-        # Encoding (sample, resample) as sample*b + resample lets one bincount
-        # produce the (N, b) multiplicity matrix.
-        flat = (idx * b + np.arange(b)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=n * b).reshape(n, b)
-        blocks.append(_resampled_auc(labels, scores, counts))
-    return np.concatenate(blocks, axis=0)
+def _operating_point(points: dict, labels: np.ndarray, at: str, level: float) -> dict[str, np.ndarray]:
+    """The best operating point of each class at a fixed `at` rate, from `_roc_points`."""
+    n_classes = labels.shape[1]
+    out = {k: np.full(n_classes, np.nan) for k in ("sensitivity", "specificity", "threshold")}
+    for c, (spec, sens, thr) in points.items():
+        fixed, free = (spec, sens) if at == "specificity" else (sens, spec)
+        ok = np.flatnonzero(fixed >= level - _RATE_TOL)  # never empty: both ends of the curve reach 1
+        # Along the curve sensitivity rises and specificity falls, so the best free rate among
+        # the admissible points is the first one attaining the maximum.
+        i = ok[np.argmax(free[ok])]
+        out["sensitivity"][c], out["specificity"][c], out["threshold"][c] = sens[i], spec[i], thr[i]
+    out["n_pos"] = labels.sum(axis=0)
+    return out
 
 
-def _percentile_ci(samples: np.ndarray, alpha: float) -> np.ndarray:
-    """(2,) percentile interval of the finite entries of a 1-D array; NaNs if there are none."""
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return np.array([np.nan, np.nan])
-    return np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+def sensitivity_at_specificity(labels: np.ndarray, scores: np.ndarray, specificity: float) -> dict[str, np.ndarray]:
+    """Highest sensitivity of each class among the operating points whose specificity is at least `specificity`.
 
-
-def _check_alpha(alpha: float) -> None:
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-
-
-def _per_class_ci(boot: np.ndarray, alpha: float) -> np.ndarray:
-    return np.stack([_percentile_ci(boot[:, c], alpha) for c in range(boot.shape[1])])
-
-
-def _mean_ci(boot: np.ndarray, defined: np.ndarray, alpha: float) -> np.ndarray:
-    # A resample where a class defined on the full data lost all its positives or
-    # negatives gets a NaN mean and is skipped, so every bootstrap mean averages
-    # the same classes as the point estimate.
-    if not defined.any():
-        return np.array([np.nan, np.nan])
-    return _percentile_ci(boot[:, defined].mean(axis=1), alpha)
-
-
-def medmnist_acc_ci(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> np.ndarray:
-    """Percentile bootstrap CI of ``medmnist_acc`` (per-label accuracy at 0.5).
-
-    Drawn on the same resamples as ``mean_auc_ci`` with the same ``n_boot`` and ``seed``.
-
-    Args:
-        labels: (N, C) binary ground truth.
-        scores: (N, C) predicted probabilities.
-        n_boot: number of resamples.
-        alpha: 1 - confidence level.
-        seed: seed of the resampling.
-
-    Returns:
-        (2,) array [low, high].
-    """
-    _check_alpha(alpha)
-    labels, scores = check_inputs(labels, scores)
-    correct = ((scores > 0.5) == labels).mean(axis=1)  # per-sample share of labels right
-    boot = np.concatenate([correct[idx].mean(axis=1) for idx in _resample_blocks(len(correct), n_boot, seed)])
-    return _percentile_ci(boot, alpha)
-
-
-def bootstrap_auc_ci(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> np.ndarray:
-    """Percentile bootstrap confidence interval of each class's ROC AUC.
-
-    Samples (rows) are resampled with replacement using
-    ``np.random.default_rng(seed)``; a resample in which a class has only one
-    label value is skipped for that class.
+    Read off the ROC curve of these very labels (as AUC is): the threshold is fitted to this split,
+    so on test it describes the curve, not a threshold chosen in advance (choose those on
+    validation with core.thresholds).
 
     Args:
         labels: (N, C) 0/1 ground truth.
         scores: (N, C) predicted probabilities.
-        n_boot: number of resamples.
-        alpha: 1 - confidence level (0.05 gives a 95% interval).
-        seed: RNG seed; the same seed gives the same resamples as ``mean_auc_ci``.
+        specificity: required specificity in [0, 1], e.g. 0.90.
 
     Returns:
-        (C, 2) array of [low, high]; a NaN row for classes whose AUC is undefined.
+        dict of (C,) arrays: ``sensitivity``, ``specificity`` (achieved, >= the level),
+        ``threshold`` (predictions ``scores >= threshold``; +inf = none positive), all NaN for
+        a class without positives or negatives, and ``n_pos`` (positives per class).
+
+    Example:
+        >>> y = np.array([[0], [0], [0], [0], [1], [1]])
+        >>> s = np.array([[.1], [.2], [.3], [.6], [.5], [.9]])
+        >>> sensitivity_at_specificity(y, s, 0.75)["sensitivity"]
+        array([1.])
     """
-    _check_alpha(alpha)
+    _check_level("specificity", specificity)
     labels, scores = check_inputs(labels, scores)
-    return _per_class_ci(_bootstrap_auc_samples(labels, scores, n_boot, seed), alpha)
+    return _operating_point(_roc_points(labels, scores), labels, "specificity", specificity)
 
 
-def mean_auc_ci(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> np.ndarray:
-    """Percentile bootstrap confidence interval of ``mean_auc``.
+def specificity_at_sensitivity(labels: np.ndarray, scores: np.ndarray, sensitivity: float) -> dict[str, np.ndarray]:
+    """Highest specificity of each class among the operating points whose sensitivity is at least `sensitivity`.
 
-    Uses the same resamples as ``bootstrap_auc_ci`` with the same seed. The
-    mean is over the classes whose AUC is defined on the full data; resamples
-    in which one of those classes loses all its positives or negatives are
-    skipped.
-
-    Args:
-        labels: (N, C) 0/1 ground truth.
-        scores: (N, C) predicted probabilities.
-        n_boot: number of resamples.
-        alpha: 1 - confidence level.
-        seed: RNG seed.
-
-    Returns:
-        (2,) array [low, high]; NaNs when no class is defined.
+    The mirror of ``sensitivity_at_specificity``, same conventions and return keys.
     """
-    _check_alpha(alpha)
+    _check_level("sensitivity", sensitivity)
     labels, scores = check_inputs(labels, scores)
-    boot = _bootstrap_auc_samples(labels, scores, n_boot, seed)
-    return _mean_ci(boot, _defined_mask(labels), alpha)
+    return _operating_point(_roc_points(labels, scores), labels, "sensitivity", sensitivity)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -413,6 +279,18 @@ def to_jsonable(obj: Any) -> Any:
         value = float(obj)
         return value if math.isfinite(value) else None
     return obj
+
+
+def _clinical(labels: np.ndarray, scores: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """summarize's operating points and calibration: (C,) arrays per name, and the overall figures."""
+    roc = _roc_points(labels, scores)  # one ROC curve per class serves every operating point
+    per_class = {f"sens_at_spec{round(100 * q)}": _operating_point(roc, labels, "specificity", q)["sensitivity"]
+                 for q in OPERATING_LEVELS}
+    per_class |= {f"spec_at_sens{round(100 * q)}": _operating_point(roc, labels, "sensitivity", q)["specificity"]
+                  for q in OPERATING_LEVELS}
+    cal = calibration(labels, scores)
+    per_class |= {"ece": cal["ece"], "brier": cal["brier"]}
+    return per_class, {"ece": cal["pooled"]["ece"], "ece_macro": cal["ece_macro"], "brier": cal["brier_macro"]}
 
 
 def summarize(
@@ -440,7 +318,12 @@ def summarize(
         ``auc_defined_classes`` (names); ``auc_undefined_classes`` (list of
         ``{"name", "reason"}`` with reason "no positives" or "no negatives");
         ``per_class`` = {name: {auc, auc_ci_low, auc_ci_high, threshold,
-        precision, recall, specificity, f1, support, tp, fp, fn, tn}}; and at
+        precision, recall, specificity, f1, support, tp, fp, fn, tn,
+        sens_at_spec90, sens_at_spec95, spec_at_sens90, spec_at_sens95, ece,
+        brier}} (support = positives; the operating points are read off this
+        split's ROC curve, calibration is core.calibration's, None for an
+        undefined class); ``ece`` (pooled over defined classes), ``ece_macro``
+        and ``brier`` (means over defined classes); and at
         the given thresholds ``macro_f1, micro_f1, macro_precision,
         macro_recall, micro_precision, micro_recall, label_accuracy_tuned,
         exact_match_accuracy``; plus ``n_boot`` and ``ci_level`` (0.95).
@@ -453,11 +336,12 @@ def summarize(
     alpha = 0.05
 
     aucs = auc_per_class(labels, scores)
-    defined = _defined_mask(labels)
+    defined = defined_mask(labels)
     # One set of resamples serves both the per-class and the mean intervals.
-    boot = _bootstrap_auc_samples(labels, scores, n_boot, seed)
-    class_ci = _per_class_ci(boot, alpha)
+    boot = resampled_aucs([ResampledAuc(labels, scores)], n_boot, seed)[0]
+    class_ci = per_class_ci(boot, alpha)
     tm = threshold_metrics(labels, scores, thr)
+    clinical, overall = _clinical(labels, scores)
 
     n_pos = labels.sum(axis=0)
     undefined = [
@@ -480,14 +364,15 @@ def summarize(
             "fp": tm["fp"][c],
             "fn": tm["fn"][c],
             "tn": tm["tn"][c],
+            **{k: v[c] for k, v in clinical.items()},
         }
         for c, name in enumerate(class_names)
     }
     return to_jsonable(
         {
             "n_samples": n,
-            "auc": _nanmean_or_nan(aucs),
-            "auc_ci": _mean_ci(boot, defined, alpha),
+            "auc": nanmean_or_nan(aucs),
+            "auc_ci": mean_ci(boot, defined, alpha),
             "acc": medmnist_acc(labels, scores, 0.5),
             "n_boot": n_boot,
             "ci_level": 1 - alpha,
@@ -502,5 +387,6 @@ def summarize(
             "micro_recall": tm["micro_recall"],
             "label_accuracy_tuned": tm["label_accuracy"],
             "exact_match_accuracy": tm["exact_match"],
+            **overall,
         }
     )

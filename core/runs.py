@@ -1,12 +1,30 @@
-"""Run folders: create, read, list, delete, and load their models.
+"""Run folders: the one owner of their files. Create, read, write, list, delete, load their models.
 
-A run is `<runs-dir>/<run-id>/` holding plain files a person can read:
-config.json, status.json, metrics.jsonl (one JSON line per finished epoch), last.pt, best.pt,
-thresholds.json, val_scores.npz, test_scores.npz, test_metrics.json, train.log.
+A run is `<runs-dir>/<run-id>/` holding plain files a person can read. No other module spells
+these names or parses these files; it calls the readers and writers here.
+
+    config.json        write_config / read_config: {"format_version", "train": TrainConfig fields,
+                       "data": {file, md5, n: {split: count}}, "model": {params, flops_per_image},
+                       "versions", "machine": {platform, cpus, device, amp}, "created"}
+    status.json        set_status / read_status: {"state" (one of STATES), "pid", "host", "updated", ...}
+    progress.json      write_progress / read_progress: the latest Progress and the time it was written
+    metrics.jsonl      append_metrics / read_metrics / truncate_metrics: one JSON line per finished epoch
+    last.pt, best.pt   save_last / load_last, save_best / load_model (torch state dicts, weights only)
+    thresholds.json    thresholds_path (its content is core.thresholds' format)
+    val_scores.npz,
+    test_scores.npz    save_scores / load_scores: sigmoid scores (N, 14) float32, labels (N, 14) uint8
+    test_metrics.json  write_test_metrics / read_test_metrics (core.metrics.summarize's dict)
+    study_cost.json    append_cost_session / read_cost_sessions: peak memory and wall time per session
+    train.log          log_path: the background trainer's output
+    STOP               request_stop / stop_requested / clear_stop: a cooperative stop across processes
+    .lock              training_lock: held by the process training the run
+
 Every write is atomic (temp file + rename), so a killed process leaves the previous version.
+docs/run-folder.md describes the same format for people.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -25,9 +43,15 @@ import torch
 
 from core.files import atomic_write
 from core.metrics import to_jsonable
+from core.models import build_model
 
 FORMAT_VERSION = 1
 STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
+
+_CONFIG, _STATUS, _PROGRESS, _METRICS = "config.json", "status.json", "progress.json", "metrics.jsonl"
+_THRESHOLDS, _TEST_METRICS, _COST, _LOG = "thresholds.json", "test_metrics.json", "study_cost.json", "train.log"
+_STOP, _LOCK = "STOP", ".lock"
+CHECKPOINTS = ("best", "last")
 
 
 class RunError(ValueError):
@@ -92,7 +116,7 @@ def append_jsonl(path: str | Path, row: dict) -> None:
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """Per-epoch rows of metrics.jsonl, skipping lines that are cut off or not JSON."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / _METRICS
     if not path.is_file():
         return []
     rows = []
@@ -110,7 +134,7 @@ def truncate_metrics(run_dir: str | Path, epochs: int) -> None:
     """Keep only rows of epochs <= `epochs` (on resume, drop rows past the checkpoint)."""
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs]
     data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
-    atomic_write(Path(run_dir) / "metrics.jsonl", lambda f: f.write(data))
+    atomic_write(Path(run_dir) / _METRICS, lambda f: f.write(data))
 
 
 def _slug(text: str) -> str:
@@ -155,7 +179,7 @@ def resolve_run(runs_dir: str | Path, run_id: str) -> Path:
 def set_status(run_dir: str | Path, state: str, **extra: Any) -> None:
     """Record the run's state with this process's pid and host, so readers can tell a dead run."""
     assert state in STATES, state
-    write_json(Path(run_dir) / "status.json", {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
+    write_json(Path(run_dir) / _STATUS, {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
                                                "updated": time.time(), **extra})
 
 
@@ -181,7 +205,7 @@ _GONE = {
 
 def read_status(run_dir: str | Path) -> dict:
     """status.json, with `running`/`queued` turned into `interrupted` when their process is gone."""
-    path = Path(run_dir) / "status.json"
+    path = Path(run_dir) / _STATUS
     try:
         status = read_json(path)
     except RunError as e:
@@ -199,7 +223,7 @@ def training_lock(run_dir: str | Path) -> Iterator[None]:
     A second trainer on the same folder (a double-clicked Resume, a CLI --resume beside the app)
     gets a RunError instead of interleaving checkpoints with the first.
     """
-    f = open(Path(run_dir) / ".lock", "w")
+    f = open(Path(run_dir) / _LOCK, "w")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -212,7 +236,7 @@ def training_lock(run_dir: str | Path) -> Iterator[None]:
 
 
 def read_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / _CONFIG
     config = read_json(path)
     if not isinstance(config, dict) or "train" not in config:
         raise RunError(f"{path} is not a run config of this tool (no 'train' section).")
@@ -224,15 +248,15 @@ def read_config(run_dir: str | Path) -> dict:
 
 def request_stop(run_dir: str | Path) -> None:
     """Ask the process training this run to stop after its current batch (works across processes)."""
-    (Path(run_dir) / "STOP").touch()
+    (Path(run_dir) / _STOP).touch()
 
 
 def stop_requested(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "STOP").exists()
+    return (Path(run_dir) / _STOP).exists()
 
 
 def clear_stop(run_dir: str | Path) -> None:
-    (Path(run_dir) / "STOP").unlink(missing_ok=True)
+    (Path(run_dir) / _STOP).unlink(missing_ok=True)
 
 
 @dataclass
@@ -267,9 +291,9 @@ def run_info(run_dir: str | Path) -> RunInfo:
     rows = read_metrics(run_dir)
     aucs = [r["val_auc"] for r in rows if r.get("val_auc") is not None]
     test = {}
-    if (run_dir / "test_metrics.json").is_file():
+    if has_test_metrics(run_dir):
         try:
-            test = read_json(run_dir / "test_metrics.json")
+            test = read_test_metrics(run_dir)
         except RunError as e:
             error = error or str(e)
     return RunInfo(path=run_dir, id=run_dir.name, state=status.get("state", "failed"), size=train.get("size"),
@@ -285,7 +309,7 @@ def _run_dirs(runs_dir: str | Path | None) -> list[Path]:
     if not runs_dir.is_dir():
         return []
     return [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink()
-            and ((d / "config.json").exists() or (d / "status.json").exists())]
+            and ((d / _CONFIG).exists() or (d / _STATUS).exists())]
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
@@ -310,7 +334,7 @@ def delete_run(runs_dir: str | Path, run_id: str) -> None:
 
 def load_scores(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(scores (N,14) sigmoid probabilities, labels (N,14)) saved for `split` ('val' or 'test')."""
-    path = Path(run_dir) / f"{split}_scores.npz"
+    path = scores_path(run_dir, split)
     if not path.is_file():
         raise RunError(f"{path} is missing: the run has not been evaluated yet. "
                        f"Run `python -m core.evaluate {run_dir}` (it needs best.pt).")
@@ -322,21 +346,134 @@ def load_scores(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 
 
 def save_scores(run_dir: str | Path, split: str, scores: np.ndarray, labels: np.ndarray) -> None:
-    path = Path(run_dir) / f"{split}_scores.npz"
+    path = scores_path(run_dir, split)
     atomic_write(path, lambda f: np.savez(f, scores=scores.astype(np.float32), labels=labels.astype(np.uint8)))
 
 
 def load_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> torch.nn.Module:
     """The run's model (`best` or `last` checkpoint) in eval mode on `device`."""
-    from core.models import build_model
-
     run_dir = Path(run_dir)
     train = read_config(run_dir)["train"]
-    state = load_checkpoint(run_dir / f"{which}.pt", map_location=device)
+    state = load_checkpoint(checkpoint_path(run_dir, which), map_location=device)
     model = build_model(train["model"], train["size"])
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as e:
-        raise RunError(f"{run_dir / f'{which}.pt'} does not match the model in config.json "
+        raise RunError(f"{checkpoint_path(run_dir, which)} does not match the model in config.json "
                        f"({train['model']} at {train['size']} px): {str(e)[:200]}") from None
     return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------- the other files
+
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """best.pt or last.pt of the run (`which` in CHECKPOINTS); it may not exist yet."""
+    if which not in CHECKPOINTS:
+        raise ValueError(f"which={which!r} must be one of {CHECKPOINTS}")
+    return Path(run_dir) / f"{which}.pt"
+
+
+def scores_path(run_dir: str | Path, split: str) -> Path:
+    """The npz of `split`'s scores ('val' or 'test'); it exists once the run is evaluated."""
+    return Path(run_dir) / f"{split}_scores.npz"
+
+
+def has_scores(run_dir: str | Path, split: str = "test") -> bool:
+    return scores_path(run_dir, split).is_file()
+
+
+def thresholds_path(run_dir: str | Path) -> Path:
+    """The run's per-class thresholds (chosen on validation); core.thresholds reads and writes its content."""
+    return Path(run_dir) / _THRESHOLDS
+
+
+def log_path(run_dir: str | Path) -> Path:
+    """Where a background trainer started for this run writes its output."""
+    return Path(run_dir) / _LOG
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` holds a run config (a prepared run, not just any folder)."""
+    return (Path(path) / _CONFIG).is_file()
+
+
+def write_config(run_dir: str | Path, config: dict) -> None:
+    """Write config.json (see the module docstring for its sections)."""
+    write_json(Path(run_dir) / _CONFIG, {"format_version": FORMAT_VERSION, **config})
+
+
+def has_test_metrics(run_dir: str | Path) -> bool:
+    """Whether the run has been evaluated on test."""
+    return (Path(run_dir) / _TEST_METRICS).is_file()
+
+
+def read_test_metrics(run_dir: str | Path) -> dict:
+    """test_metrics.json; RunError if it is missing (the run is not evaluated) or corrupt."""
+    return read_json(Path(run_dir) / _TEST_METRICS)
+
+
+def write_test_metrics(run_dir: str | Path, result: dict) -> None:
+    write_json(Path(run_dir) / _TEST_METRICS, result)
+
+
+def append_metrics(run_dir: str | Path, row: dict) -> None:
+    """Append one finished epoch's row to metrics.jsonl."""
+    append_jsonl(Path(run_dir) / _METRICS, row)
+
+
+def save_best(run_dir: str | Path, state: dict) -> None:
+    save_checkpoint(checkpoint_path(run_dir, "best"), state)
+
+
+def save_last(run_dir: str | Path, state: dict) -> None:
+    save_checkpoint(checkpoint_path(run_dir, "last"), state)
+
+
+def load_last(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict | None:
+    """The resumable state in last.pt, or None when the run has not finished an epoch."""
+    path = checkpoint_path(run_dir, "last")
+    return load_checkpoint(path, map_location) if path.exists() else None
+
+
+@dataclass
+class Progress:
+    """Reported after every batch (phase 'train'), as validation runs ('val') and at the final test scoring ('test')."""
+
+    run_dir: Path
+    epoch: int
+    epochs: int
+    phase: str
+    batch: int
+    n_batches: int
+    images_per_s: float
+    eta_s: float  # whole run, from the measured speed
+
+
+def write_progress(p: Progress) -> None:
+    """progress.json: `p` and the time it was written, for other processes (the app) to follow."""
+    write_json(Path(p.run_dir) / _PROGRESS, dataclasses.asdict(p) | {"run_dir": str(p.run_dir), "time": time.time()})
+
+
+def read_progress(run_dir: str | Path) -> tuple[Progress, float] | None:
+    """(the latest Progress, when it was written) or None when there is none yet or it cannot be read."""
+    try:
+        raw = read_json(Path(run_dir) / _PROGRESS)
+        fields = {f.name for f in dataclasses.fields(Progress)} - {"run_dir"}
+        return Progress(Path(run_dir), **{k: v for k, v in raw.items() if k in fields}), float(raw.get("time", 0.0))
+    except (RunError, TypeError, AttributeError, ValueError):
+        return None
+
+
+def read_cost_sessions(run_dir: str | Path) -> list[dict]:
+    """The study's measurements of each training session of the run (peak memory, wall time); [] if none."""
+    path = Path(run_dir) / _COST
+    return read_json(path)["sessions"] if path.is_file() else []
+
+
+def append_cost_session(run_dir: str | Path, session: dict) -> None:
+    write_json(Path(run_dir) / _COST, {"sessions": read_cost_sessions(run_dir) + [session]})
+
+
+def cost_child_path(run_dir: str | Path) -> Path:
+    """Where a training child process leaves its own measurements (GPU peak) for its parent."""
+    return Path(run_dir) / f".{_COST}.child"

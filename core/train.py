@@ -1,7 +1,7 @@
 """Train a multi-label CNN on ChestMNIST at one resolution, one run folder per run.
 
     python -m core.train --size 28 --epochs 30
-    python -m core.train --size 64 --subset 5000 --epochs 5 --data-root ../shared/data/nih1000
+    python -m core.train --size 64 --subset 300 --epochs 5 --data-root demo
     python -m core.train --resume checkpoints/<run-id>
     torchrun --nproc_per_node=2 -m core.train --size 28 --epochs 2     # DDP: gloo on CPU, NCCL on GPU
 
@@ -13,177 +13,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import platform
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import medmnist
 import numpy as np
+import sklearn
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from core import autotune
 from core import data as D
 from core import metrics, runs
-from core.models import DEFAULT_MODEL, MODELS, build_model, count_params, flops_per_image
-
-SELECT_BY = {"val_auc": 1, "val_loss": -1, "val_acc": 1}  # +1: higher is better
-AMP_HELP = ("auto (the fastest of fp32 and the precisions the GPU or CPU has natively, measured once per machine "
-            "with the layout; see core/autotune.py), off, bf16, fp16")
-
-
-class ConfigError(ValueError):
-    """A training setting is out of range; the message says which and what is allowed."""
-
-
-@dataclass
-class TrainConfig:
-    size: int = 28
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    pos_weight_clip: float = 10.0  # 0 = plain BCE
-    threshold: float = 0.3  # the study's global threshold, for per-epoch F1
-    model: str = DEFAULT_MODEL
-    select_by: str = "val_auc"
-    patience: int = 10  # epochs without improvement before stopping; 0 = never stop early
-    subset: int | None = None  # seeded random subset of train; val/test stay whole
-    augment: bool = False
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"  # auto = measured on this machine (core.autotune); or off / bf16 / fp16
-    channels_last: bool = True  # False forces NCHW; True = channels_last, or the measured layout with amp auto
-    data_root: str = field(default_factory=lambda: str(D.default_root()))
-    runs_dir: str = field(default_factory=lambda: str(runs.default_runs_dir()))
-    name: str = ""
-
-    def train_images(self, n_train: int) -> int:
-        """Training images per epoch from a split of n_train: the subset, capped at the split."""
-        return min(self.subset or n_train, n_train)
-
-    def validate(self) -> None:
-        """Raise ConfigError naming every bad setting (checks that need no data)."""
-        problems = []
-        if self.size not in D.SIZES:
-            problems.append(f"--size {self.size} is not a ChestMNIST size ({', '.join(map(str, D.SIZES))})")
-        if self.epochs < 1:
-            problems.append(f"--epochs {self.epochs} must be at least 1")
-        if self.batch_size < 1:
-            problems.append(f"--batch-size {self.batch_size} must be at least 1")
-        if not 0 < self.lr <= 1:
-            problems.append(f"--lr {self.lr} must be in (0, 1]")
-        if self.pos_weight_clip < 0:
-            problems.append(f"--pos-weight-clip {self.pos_weight_clip} must be >= 0 (0 turns pos_weight off)")
-        if not 0 < self.threshold < 1:
-            problems.append(f"--threshold {self.threshold} must be between 0 and 1")
-        if self.model not in MODELS:
-            problems.append(f"--model {self.model!r} is unknown (choose {', '.join(MODELS)})")
-        if self.select_by not in SELECT_BY:
-            problems.append(f"--select-by {self.select_by!r} must be one of {', '.join(SELECT_BY)}")
-        if self.patience < 0:
-            problems.append(f"--patience {self.patience} must be >= 0 (0 = no early stopping)")
-        if self.subset is not None and self.subset < 1:
-            problems.append(f"--subset {self.subset} must be at least 1")
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            problems.append(f"--device {self.device!r} must be auto, cpu, cuda or mps")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
-            problems.append(f"--amp {self.amp!r} must be auto, off, bf16 or fp16")
-        if problems:
-            raise ConfigError("Invalid training settings: " + "; ".join(problems) + ".")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; naming an absent device is a ConfigError."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise ConfigError(f"--device {name} was asked for but is not available here "
-                          f"(found: cpu{', cuda' if cuda else ''}{', mps' if mps else ''}). Use --device auto.")
-    return torch.device(name)
-
-
-def describe_devices(config: TrainConfig | None = None) -> str:
-    """What accelerators torch sees and what `--amp auto` chooses for `config`'s model, size and batch, for `--device check`."""
-    config = config or TrainConfig()
-    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"]
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            lines.append(f"cuda:{i} {p.name}, {p.total_memory / 2**30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}")
-    else:
-        lines.append("CUDA: not available")
-    lines.append(f"MPS: {'available' if torch.backends.mps.is_available() else 'not available'}")
-    auto = resolve_device("auto")
-    lines.append(f"CPU bf16 instructions: {'yes' if cpu_has_bf16() else 'no'}")
-    lines.append(f"--device auto would use: {auto}; --amp auto for {config.model} at {config.size} px, batch "
-                 f"{config.batch_size}: {precision_name(amp_dtype(config, auto))}, "
-                 f"{'channels_last' if train_layout(config, auto) else 'NCHW'}")
-    lines.append("  " + training_choice(config, auto).describe())
-    lines.append("  " + autotune.choose_infer(build_model(config.model, config.size), config.size, 256, auto).describe())
-    lines.append(f"  cache: {autotune.cache_path()}")
-    return "\n".join(lines)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX) for oneDNN to use.
-
-    Without them bf16 autocast on CPU is emulated and slower than fp32.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
-def training_choice(config: TrainConfig, device: torch.device) -> autotune.Decision:
-    """What `--amp auto` trains `config` in on `device`: measured once per machine and cached (core.autotune)."""
-    return autotune.choose_train(config.model, config.size, config.batch_size, device, cpu_has_bf16())
-
-
-def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype or None: config.amp, or with `auto` the measured choice (training_choice)."""
-    choice = training_choice(config, device).amp if config.amp == "auto" else config.amp
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
-
-
-def train_layout(config: TrainConfig, device: torch.device) -> bool:
-    """channels_last or not: `--no-channels-last` forces NCHW; with `--amp auto` the layout is measured with the precision."""
-    return config.channels_last and (config.amp != "auto" or training_choice(config, device).channels_last)
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    """'bfloat16' / 'float16' for an autocast dtype, 'fp32' for None (no autocast)."""
-    return str(dtype).removeprefix("torch.") if dtype is not None else "fp32"
-
-
-@dataclass
-class Progress:
-    """Reported after every batch (phase 'train') and as validation runs (phase 'val')."""
-
-    run_dir: Path
-    epoch: int
-    epochs: int
-    phase: str
-    batch: int
-    n_batches: int
-    images_per_s: float
-    eta_s: float  # whole run, from the measured speed
-
-
-def check_subset(config: TrainConfig, n_train: int, path: Path) -> None:
-    """ConfigError when --subset asks for more than the n_train training images in the file at `path`."""
-    if config.subset is not None and config.subset > n_train:
-        raise ConfigError(f"--subset {config.subset} is larger than the training split ({n_train:,} images "
-                          f"in {path}); use at most {n_train} or leave it out.")
-
+from core.config import AMP_HELP, SELECT_BY, ConfigError, TrainConfig, check_subset, config_of
+from core.device import amp_dtype, describe_devices, precision_name, resolve_device, train_layout, training_choice
+from core.estimate import estimate, format_seconds
+from core.evaluate import evaluate_run, predict
+from core.models import MODELS, build_model, count_params, flops_per_image
+from core.runs import Progress
+from core.step import grad_scaler, train_step
 
 def prepare_run(config: TrainConfig) -> Path:
-    """Validate `config`, create its run folder with config.json and status 'queued'.
+    """Validate `config`, create its run folder with its config and status 'queued'.
 
     Checks the data before anything is written, so a bad setting never leaves a run behind.
     """
@@ -193,10 +50,7 @@ def prepare_run(config: TrainConfig) -> Path:
     check_subset(config, len(data.train), data.path)
     run_dir = runs.new_run_dir(config.runs_dir, config.size, config.model, config.name)
     model = build_model(config.model, config.size)
-    import medmnist
-    import sklearn
-    runs.write_json(run_dir / "config.json", {
-        "format_version": runs.FORMAT_VERSION,
+    runs.write_config(run_dir, {
         "train": dataclasses.asdict(config) | {"data_root": str(Path(config.data_root).expanduser().resolve())},
         "data": {"file": data.path.name, "md5": D.file_md5(data.path),
                  "n": {s: len(data.split(s)) for s in D.SPLITS}},
@@ -213,7 +67,7 @@ def prepare_run(config: TrainConfig) -> Path:
 
 
 def _with_progress_file(callback: Callable[[Progress], None] | None) -> Callable[[Progress], None]:
-    """Also write progress.json (at most once a second) so other processes, e.g. the app, can follow."""
+    """Also write the run's progress file (at most once a second) so other processes, e.g. the app, can follow."""
     last = [0.0]
 
     def report(p: Progress) -> None:
@@ -222,13 +76,8 @@ def _with_progress_file(callback: Callable[[Progress], None] | None) -> Callable
         now = time.time()
         if now - last[0] >= 1.0 or p.phase != "train" or p.batch == p.n_batches:
             last[0] = now
-            runs.write_json(p.run_dir / "progress.json", dataclasses.asdict(p) | {"run_dir": str(p.run_dir), "time": now})
+            runs.write_progress(p)
     return report
-
-
-def _config_of(run_dir: Path) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in runs.read_config(run_dir)["train"].items() if k in known})
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -284,13 +133,13 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
           on_epoch: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None) -> str:
     """Train (or resume) the run in `run_dir` in this process; returns its final state.
 
-    Resumes from last.pt when present. Stops cooperatively after the current batch when
+    Resumes from the last checkpoint when present. Stops cooperatively after the current batch when
     `should_stop()` is true or a STOP file appears in the run folder (state 'stopped'; the
     unfinished epoch is discarded and repeated on resume). Evaluates the best checkpoint on
     val/test when training ends. Exceptions mark the run 'failed' and propagate.
     """
     run_dir = Path(run_dir)
-    cfg = _config_of(run_dir)
+    cfg = config_of(run_dir)
     rank, world = _distributed()
     main_rank = rank == 0
     device = resolve_device(cfg.device)
@@ -331,70 +180,96 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
                 dist.destroy_process_group()
 
 
+@dataclass
+class _State:
+    """What the loop carries from epoch to epoch (and the last checkpoint carries across a resume)."""
+
+    start_epoch: int = 1
+    best: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    done: bool = False
+
+
+def _build(cfg: TrainConfig, device: torch.device, pw: torch.Tensor | None,
+           channels_last: bool) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module]:
+    """(model, optimizer, loss) of a fresh run, seeded by cfg.seed, the model in the layout it trains in."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.size).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return model, optimizer, nn.BCEWithLogitsLoss(pos_weight=None if pw is None else pw.to(device))
+
+
+def _resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+            main_rank: bool) -> _State:
+    """Load the last checkpoint's weights and loop state into `model`/`optimizer`; a fresh _State when there is none."""
+    ckpt = runs.load_last(run_dir, map_location=device)
+    if ckpt is None:
+        return _State()
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if main_rank:
+        runs.truncate_metrics(run_dir, ckpt["epoch"])
+    return _State(ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"], ckpt["done"])
+
+
+def _shard(train_idx: np.ndarray, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
+    """This rank's rows of the epoch's shuffled order: rank r takes rows r, r+world, ..., so every
+    global batch is the same images as with one process."""
+    gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+    if world == 1:
+        return order
+    order = order[: len(order) - len(order) % world]
+    return order.reshape(-1, world)[:, rank]
+
+
+def _val_loss(labels: np.ndarray, scores: np.ndarray, pw: torch.Tensor | None) -> float:
+    """Weighted BCE of validation scores (sigmoid probabilities), in float64."""
+    with torch.no_grad():
+        logits = torch.logit(torch.from_numpy(scores).double().clamp(1e-7, 1 - 1e-7))
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.from_numpy(labels).double(), pos_weight=None if pw is None else pw.double()).item()
+
+
 def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int, world: int,
                 on_progress, on_epoch, stop) -> str:
     main_rank = rank == 0
     data = D.load(cfg.data_root, cfg.size)
     train_idx = D.subset_indices(len(data.train), cfg.subset, cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.size).to(device)
-    channels_last = train_layout(cfg, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     pw = D.pos_weight(data.train.labels[train_idx], cfg.pos_weight_clip)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=None if pw is None else pw.to(device))
+    channels_last = train_layout(cfg, device)
+    model, optimizer, loss_fn = _build(cfg, device, pw, channels_last)
     dtype = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    sign = SELECT_BY[cfg.select_by]
-
-    start_epoch, best, best_epoch, bad_epochs, done = 1, None, 0, 0, False
-    if (run_dir / "last.pt").exists():
-        ckpt = runs.load_checkpoint(run_dir / "last.pt", map_location=device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, best, best_epoch = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"]
-        bad_epochs, done = ckpt["bad_epochs"], ckpt["done"]
-        if main_rank:
-            runs.truncate_metrics(run_dir, ckpt["epoch"])
+    scaler = grad_scaler(device, dtype)
+    state = _resume(run_dir, model, optimizer, device, main_rank)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     # Each rank takes an equal share of every global batch, so world=N matches world=1 in expectation.
     per_rank = max(1, cfg.batch_size // world)
     n_batches = -(-len(train_idx) // (per_rank * world))
-    t_run, epoch_times = time.time(), []
+    epoch_times: list[float] = []
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if done:
+    for epoch in range(state.start_epoch, cfg.epochs + 1):
+        if state.done:
             break
         t0 = time.time()
         torch.manual_seed(_epoch_seed(cfg.seed, epoch) + rank)
-        gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-        order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-        order = order[: len(order) - len(order) % world] if world > 1 else order
-        # Rank r takes rows r, r+world, ...: every global batch is the same images as with one process.
-        shard = order.reshape(-1, world)[:, rank] if world > 1 else order
         aug_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) * 31 + rank)
         net.train()
         loss_sum, seen, scores, labels = 0.0, 0, [], []
-        for b, start in enumerate(range(0, len(shard), per_rank)):
+        batches = D.batches(data.train.images, data.train.labels, _shard(train_idx, cfg.seed, epoch, rank, world),
+                            per_rank, device=device, generator=aug_gen, do_augment=cfg.augment,
+                            channels_last=channels_last)
+        for b, (x, y) in enumerate(batches):
             if _any(stop(), world):
                 return "stopped"
-            idx = np.sort(shard[start:start + per_rank])
-            x = D.to_tensor(data.train.images[idx], device, channels_last)
-            if cfg.augment:
-                x = D.augment(x, aug_gen)
-            y = torch.from_numpy(data.train.labels[idx].astype(np.float32)).to(device)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = net(x)
-            loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.item() * len(idx)
-            seen += len(idx)
-            scores.append(torch.sigmoid(logits.detach().float()).cpu().numpy())
-            labels.append(data.train.labels[idx])
+            loss, logits = train_step(net, optimizer, loss_fn, x, y, dtype, scaler)
+            loss_sum += loss.item() * len(x)
+            seen += len(x)
+            scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+            labels.append(y.cpu().numpy().astype(np.uint8))
             if main_rank:
                 speed = seen * world / (time.time() - t0)
                 left = (n_batches - b - 1) * per_rank * world / speed + (cfg.epochs - epoch) * (
@@ -410,168 +285,50 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int
         if world > 1:
             for buf in model.buffers():
                 dist.broadcast(buf, 0)
-        from core.evaluate import predict
         # Validation in full precision, as the test report: bf16 rounding reorders the nearly tied
-        # scores of a weak model and moves its AUC by up to 0.005 (bench/compute.py, --quick).
+        # scores of a weak model and moves its AUC (docs/precision.md). Layout and batch-norm folding
+        # are predict's measured choice (core.autotune), not the training layout.
         val_scores = predict(model, data.val.images, device=device)
-        with torch.no_grad():
-            val_logits = torch.logit(torch.from_numpy(val_scores).double().clamp(1e-7, 1 - 1e-7))
-            val_loss = nn.functional.binary_cross_entropy_with_logits(
-                val_logits, torch.from_numpy(data.val.labels).double(),
-                pos_weight=None if pw is None else pw.double()).item()
         tr_scores, tr_labels = np.concatenate(scores), np.concatenate(labels)
         tr_loss = loss_sum / max(seen, 1)
         if world > 1:
             tr_loss, tr_scores, tr_labels = _gather_train(loss_sum, seen, tr_scores, tr_labels)
-        row = {"epoch": epoch, "train_loss": tr_loss, "val_loss": val_loss,
+        row = {"epoch": epoch, "train_loss": tr_loss, "val_loss": _val_loss(data.val.labels, val_scores, pw),
                **_epoch_metrics("train", tr_labels, tr_scores, cfg.threshold),
                **_epoch_metrics("val", data.val.labels, val_scores, cfg.threshold),
                "val_auc_per_class": dict(zip(D.CLASS_NAMES, metrics.auc_per_class(data.val.labels, val_scores))),
                "lr": optimizer.param_groups[0]["lr"], "images": seen * world,
                "seconds": time.time() - t0, "images_per_s": seen * world / train_seconds}
         epoch_times.append(row["seconds"])
-        value = row[cfg.select_by]
-        improved = value is not None and not np.isnan(value) and (best is None or sign * (value - best) > 0)
-        if improved:
-            best, best_epoch, bad_epochs = value, epoch, 0
-        else:
-            bad_epochs += 1
-        done = _rank0s(epoch == cfg.epochs or (cfg.patience > 0 and bad_epochs >= cfg.patience), world)
-        row.update(best_epoch=best_epoch, is_best=improved)
-        if main_rank:
-            runs.append_jsonl(run_dir / "metrics.jsonl", row)
-            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "done": done}
-            if improved:
-                runs.save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch})
-            runs.save_checkpoint(run_dir / "last.pt", ckpt)
-            if on_epoch:
-                on_epoch(row)
+        _record_epoch(run_dir, cfg, state, row, model, optimizer, world, main_rank)
+        if main_rank and on_epoch:
+            on_epoch(row)
 
     if main_rank:
         on_progress(Progress(run_dir, cfg.epochs, cfg.epochs, "test", 0, 0, 0.0, 0.0))
-        from core.evaluate import evaluate_run
         evaluate_run(run_dir, str(device), data=data, model=runs.load_model(run_dir, "best", device))
     return "finished"
 
 
-# Validation (fp32, batch norm folded) scores an image in this fraction of a training step's time:
-# 0.40-0.60 measured with bf16 training at 28-224 px, about 0.3 with fp32 training (bench/compute.py).
-VAL_COST = 0.5
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """The cost of a run at a measured training speed: `epochs` epochs of n_train training and n_val
-    validation images, then the final scoring of n_val + n_test images with the best checkpoint
-    (core.evaluate.evaluate_run); validation and scoring cost VAL_COST of a training step per image."""
-
-    images_per_s: float
-    device: str
-    n_train: int  # training images per epoch (the subset, if any)
-    n_val: int
-    n_test: int
-    epochs: int
-
-    @property
-    def seconds_per_epoch(self) -> float:
-        return (self.n_train + VAL_COST * self.n_val) / self.images_per_s
-
-    @property
-    def final_seconds(self) -> float:
-        return VAL_COST * (self.n_val + self.n_test) / self.images_per_s
-
-    @property
-    def total_seconds(self) -> float:
-        return self.seconds_per_epoch * self.epochs + self.final_seconds
-
-    def within(self, budget_s: float) -> tuple[int, int]:
-        """(training images per epoch for these epochs, epochs of these training images) that fit
-        `budget_s` with the final scoring: the inverse of total_seconds (the first can be <= 0 when
-        validation alone exceeds the budget)."""
-        left = budget_s - self.final_seconds
-        subset = round(left / self.epochs * self.images_per_s - VAL_COST * self.n_val)
-        return subset, int(left / self.seconds_per_epoch + 1e-6)
-
-
-def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None = None) -> tuple[float, str]:
-    """(training images/s, device) of `config` on this machine, from a few batches of random images.
-
-    Counts one warm-up batch out, then times `n_batches` forward+backward+step at config.batch_size
-    (at most `max_batch`, e.g. the number of training images).
-    """
-    config.validate()
-    device = resolve_device(config.device)
-    model = build_model(config.model, config.size).to(device)
-    channels_last = train_layout(config, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    bs = min(config.batch_size, max_batch or config.batch_size)
-    images = np.random.default_rng(0).integers(0, 256, (bs, config.size, config.size), dtype=np.uint8)
-    y = torch.zeros(bs, D.N_CLASSES, device=device)
-    dtype = amp_dtype(config, device)
-    times = []
-    for _ in range(n_batches + 1):
-        t = time.perf_counter()
-        x = D.to_tensor(images, device, channels_last)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = nn.functional.binary_cross_entropy_with_logits(model(x).float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return bs / float(np.median(times[1:])), str(device)
-
-
-def estimate(config: TrainConfig, counts: dict[str, int] | None = None, n_batches: int = 3) -> Estimate:
-    """The cost of training `config` on this machine, its speed measured now (measure_speed).
-
-    `counts` ({split: images}) default to the split sizes of config's data file, or official
-    ChestMNIST's where it has none (core.data.split_counts_or_official); `subset` applies to train.
-    """
-    config.validate()
-    if counts is None:
-        counts, from_file = D.split_counts_or_official(config.data_root, config.size)
-        if from_file:
-            check_subset(config, counts["train"], D.npz_path(config.data_root, config.size))
-    n_train = config.train_images(counts["train"])
-    images_per_s, device = measure_speed(config, n_batches, max_batch=n_train)
-    return Estimate(images_per_s, device, n_train, counts["val"], counts["test"], config.epochs)
-
-
-def launch(run_dirs: list[Path], log_name: str = "train.log") -> int:
-    """Train prepared run folders one after another in a detached background process; its pid.
-
-    The process has its own session, so it outlives the caller (a Streamlit rerun, a closed tab,
-    the app's server); its output goes to the first run's train.log. Follow it with
-    runs.read_status / progress.json / metrics.jsonl and stop it with runs.request_stop.
-    Its OpenMP threads sleep instead of spin-waiting between parallel regions (unless the caller
-    set OMP_WAIT_POLICY): a background run shares the cores with the app that launched it, and
-    spinning threads on a shared 2-core machine made both several times slower (bench/compute.py).
-    """
-    import subprocess
-
-    run_dirs = [Path(p).resolve() for p in run_dirs]
-    for run_dir in run_dirs:
-        runs.clear_stop(run_dir)
-    log = open(run_dirs[0] / log_name, "ab")
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--run-dirs", *map(str, run_dirs)], cwd=root,
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"})
-    log.close()
-    return proc.pid
-
-
-def format_seconds(s: float) -> str:
-    """'<1s', '42s', '3m 05s' or '2h 07m': to the second below an hour."""
-    if s < 0.5:  # e.g. the final scoring of a small split: "0s" would read as free
-        return "<1s"
-    s = int(round(s))
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+def _record_epoch(run_dir: Path, cfg: TrainConfig, state: _State, row: dict, model: nn.Module,
+                  optimizer: torch.optim.Optimizer, world: int, main_rank: bool) -> None:
+    """Update `state` with the epoch in `row` (best so far, early stopping); rank 0 saves row and checkpoints."""
+    epoch, value = row["epoch"], row[cfg.select_by]
+    improved = value is not None and not np.isnan(value) and (
+        state.best is None or SELECT_BY[cfg.select_by] * (value - state.best) > 0)
+    if improved:
+        state.best, state.best_epoch, state.bad_epochs = value, epoch, 0
+    else:
+        state.bad_epochs += 1
+    state.done = _rank0s(epoch == cfg.epochs or (cfg.patience > 0 and state.bad_epochs >= cfg.patience), world)
+    row.update(best_epoch=state.best_epoch, is_best=improved)
+    if main_rank:
+        runs.append_metrics(run_dir, row)
+        if improved:
+            runs.save_best(run_dir, {"model": model.state_dict(), "epoch": epoch})
+        runs.save_last(run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                                 "best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
+                                 "done": state.done})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -593,7 +350,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps; 'check' prints what is found")
     p.add_argument("--amp", default=d.amp, help=AMP_HELP)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--data-root", default=None, help="default: $CHESTMNIST_ROOT, else ~/.medmnist")
+    p.add_argument("--data-root", type=D.data_root_arg, default=None, help=D.DATA_ROOT_HELP)
     p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")
     p.add_argument("--name", default="", help="optional label in the run id")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or stopped run")
@@ -604,13 +361,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_progress(p: Progress) -> None:
+def print_progress(p: Progress) -> None:
     if p.phase == "train":
         print(f"\repoch {p.epoch}/{p.epochs}  batch {p.batch}/{p.n_batches}  {p.images_per_s:,.0f} img/s  "
               f"ETA {format_seconds(p.eta_s)}   ", end="", file=sys.stderr, flush=True)
 
 
-def _print_epoch(row: dict) -> None:
+def print_epoch(row: dict) -> None:
     def f(v):
         return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
     print(f"{chr(13) if sys.stderr.isatty() else ''}epoch {row['epoch']}: train loss {f(row['train_loss'])}  val loss {f(row['val_loss'])}  "
@@ -625,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # SIGTERM (kill, the app's Stop fallback) stops like Ctrl-C: status 'stopped', resumable.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    # Under torchrun only rank 0 reports: it alone writes test_metrics.json (after the other ranks
+    # Under torchrun only rank 0 reports: it alone writes the test metrics (after the other ranks
     # are done), and every line would otherwise appear once per rank.
     lead = int(os.environ.get("RANK", "0")) == 0
     # Batch-level progress redraws one line, which only makes sense on a terminal; logs get epochs.
@@ -634,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume or args.run_dirs:
             targets = [Path(p) for p in (args.run_dirs or [args.resume])]
             for run_dir in targets:
-                if not (run_dir / "config.json").is_file():
-                    raise runs.RunError(f"{run_dir} is not a run folder (no config.json); pass a folder under the runs dir.")
+                if not runs.is_run_dir(run_dir):
+                    raise runs.RunError(f"{run_dir} is not a run folder (no run config); pass a folder under the runs dir.")
                 status = runs.read_status(run_dir)
                 if status.get("state") == "running":
                     raise runs.RunError(f"{run_dir} is already being trained by process {status.get('pid')}.")
@@ -665,14 +422,14 @@ def main(argv: list[str] | None = None) -> int:
         for run_dir in targets:
             if lead:
                 print(f"run folder: {run_dir}", file=sys.stderr)
-            state = train(run_dir, _print_progress if live else None, _print_epoch if lead else None)
+            state = train(run_dir, print_progress if live else None, print_epoch if lead else None)
             if state != "finished":
                 if lead:
                     print(f"\nrun {state}: resume with `python -m core.train --resume {run_dir}`", file=sys.stderr)
                     print(run_dir.resolve())
                 return 1
             if lead:
-                m = json.loads((run_dir / "test_metrics.json").read_text())
+                m = runs.read_test_metrics(run_dir)
                 print(f"test AUC (medmnist) {m['auc']:.4f}   test ACC (medmnist, 0.5) {m['acc']:.4f}", file=sys.stderr)
         if lead:
             print(targets[-1].resolve())

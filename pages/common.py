@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import data as D
-from core import runs
+from core import runs, settings
 
 
 # The metrics of a run in the run tables (Data & runs, Train): 4 decimals, short headers, full names as help.
@@ -47,20 +47,66 @@ def through_app() -> None:
 
 
 def data_root() -> Path:
-    return Path(st.session_state.get("data_root") or D.default_root()).expanduser()
+    """The data folder the sidebar names (the word `demo` is the bundled demo set)."""
+    return D.resolve_root(st.session_state.get("data_root"))
 
 
 def runs_dir() -> Path:
     return Path(st.session_state.get("runs_dir") or runs.default_runs_dir()).expanduser()
 
 
+def _remember(key: str) -> None:
+    """Save a sidebar setting to the settings file, so a new tab or a restart opens with it."""
+    try:
+        settings.save({key: st.session_state[key]})
+    except settings.SettingsError as e:
+        st.session_state["settings_error"] = str(e)
+
+
+def set_data_root(text: str) -> None:
+    """Switch to another data root and remember it (an on_click: it runs before the sidebar's widget)."""
+    st.session_state["data_root"] = text
+    _remember("data_root")
+
+
 def sidebar_settings() -> None:
-    """Data root and runs folder, from CHESTMNIST_ROOT / CHESTMNIST_RUNS, editable in the sidebar."""
-    st.session_state.setdefault("data_root", str(D.default_root()))
-    st.session_state.setdefault("runs_dir", str(runs.default_runs_dir()))
+    """Data root and runs folder, editable in the sidebar, and kept across reloads and tabs.
+
+    A new session takes each from the URL (`?data_root=…&runs_dir=…`, what a reload or a shared
+    link carries), else the settings file (core.settings, the last change made in any tab), else
+    CHESTMNIST_ROOT / CHESTMNIST_RUNS and their defaults. A change is saved to the file and put in
+    the URL. With no ChestMNIST file under the data root, the bundled demo is one click away.
+    """
+    defaults = {"data_root": str(D.default_root()), "runs_dir": str(runs.default_runs_dir())}
+    if any(key not in st.session_state for key in defaults):
+        try:
+            saved = settings.load()
+        except settings.SettingsError as e:
+            saved, st.session_state["settings_error"] = {}, str(e)
+        for key, default in defaults.items():
+            st.session_state.setdefault(key, st.query_params.get(key) or saved.get(key) or default)
+    remembered = f"A change is remembered across reloads and tabs, over the environment, in {settings.settings_path()}."
     with st.sidebar:
-        st.text_input("Data root", key="data_root", help="Folder with chestmnist*.npz files (CHESTMNIST_ROOT).")
-        st.text_input("Runs folder", key="runs_dir", help="Where run folders are written (CHESTMNIST_RUNS).")
+        st.text_input("Data root", key="data_root", on_change=_remember, args=("data_root",),
+                      help="Folder with chestmnist*.npz files (default: CHESTMNIST_ROOT, else ~/.medmnist); "
+                           f"`{D.DEMO_WORD}` is the bundled demo set. {remembered}")
+        root = data_root()
+        if D.is_demo(root):
+            st.caption("Demo: real NIH radiographs, **not ChestMNIST** (`demo/README.md`).")
+        elif not D.available_sizes(root):
+            st.button("Use the demo data", key="sidebar_use_demo", on_click=set_data_root, args=(D.DEMO_WORD,),
+                      help="No ChestMNIST file here. The demo: 667 real NIH chest X-rays at every size, bundled "
+                           "with the app; not ChestMNIST.")
+        st.text_input("Runs folder", key="runs_dir", on_change=_remember, args=("runs_dir",),
+                      help=f"Where run folders are written (default: CHESTMNIST_RUNS, else checkpoints/). {remembered}")
+        if msg := st.session_state.pop("settings_error", None):
+            st.warning(msg)
+    for key, default in defaults.items():  # the URL carries what differs from the defaults
+        value = st.session_state[key]
+        if value != default and st.query_params.get(key) != value:
+            st.query_params[key] = value
+        elif value == default and key in st.query_params:
+            del st.query_params[key]
 
 
 def file_mtime(path: Path) -> float:
@@ -86,8 +132,8 @@ def _load_model(run_dir: str, mtime: float):
 
 
 def load_model(run_dir: str | Path):
-    """The run's best model in eval mode, cached until best.pt changes (raises RunError)."""
-    return _load_model(str(run_dir), file_mtime(Path(run_dir) / "best.pt"))
+    """The run's best model in eval mode, cached until its best checkpoint changes (raises RunError)."""
+    return _load_model(str(run_dir), file_mtime(runs.checkpoint_path(run_dir, "best")))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -97,7 +143,7 @@ def _load_scores(run_dir: str, split: str, mtime: float):
 
 def load_scores(run_dir: str | Path, split: str):
     """(scores, labels) of a run's split, cached until the file changes (raises RunError)."""
-    return _load_scores(str(run_dir), split, file_mtime(Path(run_dir) / f"{split}_scores.npz"))
+    return _load_scores(str(run_dir), split, file_mtime(runs.scores_path(run_dir, split)))
 
 
 def run_label(info: runs.RunInfo) -> str:
@@ -123,7 +169,7 @@ def evaluated_runs() -> list[runs.RunInfo] | None:
     """Runs that have test scores (finished, or evaluated after a stop); None when the runs folder
     cannot be read (said on the page)."""
     infos = read_runs(runs_dir())
-    return None if infos is None else [r for r in infos if (r.path / "test_scores.npz").is_file()]
+    return None if infos is None else [r for r in infos if runs.has_scores(r.path, "test")]
 
 
 def pick_run(available: list[runs.RunInfo] | None, label: str = "Run", key: str = "run") -> runs.RunInfo | None:
@@ -150,28 +196,3 @@ def page_link(page: str, label: str, icon: str | None = None) -> None:
         st.page_link(page, label=label, icon=icon)
     except StreamlitAPIException:
         st.caption(f"Open **{label}** from the app's navigation.")
-
-
-def official_split_sizes(n: dict[str, int]) -> bool:
-    """Whether split sizes are those of the official ChestMNIST release (a cheap identity check)."""
-    return all(n.get(s) == D.OFFICIAL_COUNTS[s] for s in D.SPLITS)
-
-
-def run_data_label(config: dict) -> tuple[bool, str]:
-    """(is official ChestMNIST, which data a run used) from its config.json.
-
-    Official means the file's MD5 (recorded by prepare_run) is the one medmnist publishes for that
-    size; anything else (NIH-1000, an import, a subset file) is labelled as not ChestMNIST.
-    """
-    train, data = config.get("train", {}), config.get("data", {})
-    root, file = train.get("data_root") or "?", data.get("file") or "?"
-    n = data.get("n") or {}
-    try:
-        official = data.get("md5") == D.download_url(int(train.get("size")))[1]
-    except (TypeError, ValueError, KeyError, D.DataError):
-        official = False
-    where = f"{file} in {root}"
-    if official:
-        return True, f"ChestMNIST (official file): {where}"
-    sizes = "/".join(f"{n[s]:,}" for s in D.SPLITS if s in n)
-    return False, f"NOT ChestMNIST: {where}" + (f" ({sizes} train/val/test images)" if sizes else "")

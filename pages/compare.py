@@ -1,12 +1,11 @@
 """Compare: learning curves, test metrics and compute cost of runs side by side, and AUC per class.
 
 The question is the study's: what does resolution buy in AUC, and at what cost? Every number
-here is read from the run folders (config.json, metrics.jsonl, test_metrics.json) except the
-inference time, which is measured here (once per checkpoint, cached, after the rest of the page is drawn).
+here is read from the run folders (through core.runs; per-run summaries from core.summary, as the
+study report) except the inference time, which is measured here with core.summary.measure_inference
+(once per checkpoint, cached, after the rest of the page is drawn).
 """
 from __future__ import annotations
-
-import time
 
 import altair as alt
 import numpy as np
@@ -15,15 +14,13 @@ import streamlit as st
 
 from core import data as D
 from core import runs
-from core.evaluate import predict
-from core.models import fold_batchnorm
-from pages.common import (file_mtime, load_data, load_model, page_link, read_runs, run_data_label, run_label, runs_dir,
-                          through_app)
+from core.summary import measure_inference, run_data_label, summarize
+from pages.common import file_mtime, load_data, page_link, read_runs, run_label, runs_dir, through_app
 
-# (key in metrics.jsonl after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
+# (key in a metrics row after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
 EPOCH_METRICS = (("loss", "loss"), ("auc", "AUC (medmnist)"), ("acc", "ACC (medmnist, 0.5)"),
                  ("macro_f1", "macro F1 (fixed threshold)"), ("micro_f1", "micro F1 (fixed threshold)"))
-INFER_N = 64  # test images timed per checkpoint: enough for a stable per-image time, ~1 s on a busy CPU
+INFER_N = 64  # test images timed per checkpoint: few, so the page stays quick; the study times more
 INFER_COL = f"inference ms per image (CPU, {INFER_N} test images)"
 SPLIT_DASH = alt.Scale(domain=["val", "train"], range=[[1, 0], [5, 3]])
 # The split legend draws line samples (solid / dashed), not the points' dots, so it shows the dash.
@@ -36,22 +33,16 @@ SCHEME = "tableau10"
 
 @st.cache_data(max_entries=64, show_spinner=False)  # the page shows its own spinner, naming the run
 def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int = INFER_N) -> float | None:
-    """Milliseconds per image for the best checkpoint on up to `n` test images, on CPU, batch `n`.
+    """Milliseconds per image for the best checkpoint on up to `n` test images, on CPU, one batch
+    (core.summary.measure_inference, the study's way of timing).
 
-    `mtime` (of best.pt) is part of the cache key, so a new checkpoint is timed again.
+    `mtime` (of the best checkpoint) is part of the cache key, so a new checkpoint is timed again.
     """
     try:
-        model = fold_batchnorm(load_model(run_dir))  # a folded copy of the cached model, as predict does, once
-        images = np.ascontiguousarray(load_data(data_root, size).test.images[:n])
+        images = load_data(data_root, size).test.images[:n]
+        return measure_inference(run_dir, images, "cpu", batch_size=n)["inference_ms_per_image"]
     except (runs.RunError, D.DataError):
         return None
-    predict(model, images[:8], device="cpu", fold_bn=False)  # warm-up: first-call allocations are not inference
-    best = float("inf")
-    for _ in range(3):  # best of three: the least disturbed by other work on the machine
-        t = time.perf_counter()
-        predict(model, images, batch_size=n, device="cpu", fold_bn=False)
-        best = min(best, time.perf_counter() - t)
-    return best * 1000 / len(images)
 
 
 def default_selection(infos: list[runs.RunInfo]) -> list[str]:
@@ -79,9 +70,9 @@ def load_run(r: runs.RunInfo) -> dict:
         out["config"] = runs.read_config(r.path)
     except runs.RunError as e:
         out["error"] = str(e)
-    if (r.path / "test_metrics.json").is_file():
+    if runs.has_test_metrics(r.path):
         try:
-            out["test"] = runs.read_json(r.path / "test_metrics.json")
+            out["test"] = runs.read_test_metrics(r.path)
         except runs.RunError as e:
             out["error"] = str(e)
     return out
@@ -136,6 +127,7 @@ def summary_frame(loaded: list[dict], names: dict[str, str]) -> pd.DataFrame:
     out = []
     for run in loaded:
         r, rows, cfg, test = run["info"], run["rows"], run["config"], run["test"] or {}
+        trained = summarize(rows)
         scored = [row for row in rows if _num(row.get("val_auc")) is not None]
         best = max(scored, key=lambda row: row["val_auc"]) if scored else {}
         ci = test.get("auc_ci") or [None, None]
@@ -145,17 +137,15 @@ def summary_frame(loaded: list[dict], names: dict[str, str]) -> pd.DataFrame:
             "run": names[r.id], "run id": r.id, "size (px)": r.size, "model": r.model, "epochs done": len(rows),
             "best val AUC (medmnist)": best.get("val_auc"), "best val AUC epoch": best.get("epoch"),
             "val loss at that epoch": best.get("val_loss"),
-            "tested checkpoint epoch": rows[-1].get("best_epoch") if rows else None,
+            "tested checkpoint epoch": trained.best_epoch,
             "test AUC (medmnist)": test.get("auc"), "test AUC 95% CI low": ci[0], "test AUC 95% CI high": ci[1],
             "test ACC (medmnist, 0.5)": test.get("acc"),
             "test macro F1 (val-tuned thresholds)": test.get("macro_f1"),
             "test micro F1 (val-tuned thresholds)": test.get("micro_f1"),
             "test exact-match accuracy (val-tuned thresholds)": test.get("exact_match_accuracy"),
             "parameters": model.get("params"), "GFLOPs per image": flops / 1e9 if flops else None,
-            "seconds per epoch (mean)": float(np.mean([row["seconds"] for row in rows if "seconds" in row]))
-            if rows else None,
-            "training images/s (mean)": float(np.mean([row["images_per_s"] for row in rows if "images_per_s" in row]))
-            if rows else None,
+            "seconds per epoch (median)": trained.seconds_per_epoch,
+            "training images/s (median)": trained.train_images_per_s,
         })
     return pd.DataFrame(out)
 
@@ -193,10 +183,10 @@ COST_TABLE = {
     "model": _TEXT("model"),
     "parameters": _NUM("parameters", format="localized"),
     "GFLOPs per image": _NUM("GFLOPs/image", format="%.4f", help="GFLOPs of one forward pass per image."),
-    "seconds per epoch (mean)": _NUM("s/epoch", format="%.1f", help="Mean seconds per epoch (training + "
-                                                                    "validation) on the machine that trained."),
-    "training images/s (mean)": _NUM("train img/s", format="%.0f", help="Mean training images per second on the "
-                                                                        "machine that trained."),
+    "seconds per epoch (median)": _NUM("s/epoch", format="%.1f", help="Median seconds per epoch (training + "
+                                                                      "validation) on the machine that trained."),
+    "training images/s (median)": _NUM("train img/s", format="%.0f", help="Median training images per second on "
+                                                                          "the machine that trained."),
     INFER_COL: _NUM("inference ms/image", format="%.3f", help=f"Best checkpoint on {INFER_N} test images, CPU, "
                                                               "one batch; measured on this machine once per "
                                                               "checkpoint."),
@@ -293,7 +283,7 @@ for run in loaded:
         st.error(f"Run {run['info'].id}: {run['error']}")
 
 # Which data each run used: NIH-1000 or imported numbers must never pass as ChestMNIST results.
-labels = {run["info"].id: run_data_label(run["config"]) if run["config"] else (False, "unknown (no config.json)")
+labels = {run["info"].id: run_data_label(run["config"]) if run["config"] else (False, "unknown (no readable run config)")
           for run in loaded}
 others = [rid for rid, (official, _) in labels.items() if not official]
 if others:
@@ -319,7 +309,7 @@ summary["test AUC 95% CI"] = [_ci_text(lo, hi) for lo, hi in
 summary[INFER_COL] = np.nan  # filled in at the end of the page (timing a checkpoint takes a second or so)
 st.subheader("Validation and test")
 show_table(st, summary, SCORES_TABLE)
-st.caption("Best val: the epoch with the highest val AUC. Test metrics come from test_metrics.json, computed with the "
+st.caption("Best val: the epoch with the highest val AUC. Test metrics come from the run's evaluation, computed with the "
            "checkpoint chosen by the run's select-by metric ('tested epoch'); the 95% CI is a bootstrap "
            "over test images. F1 and exact-match accuracy use per-class thresholds tuned on val (Youden's J). "
            "Hover a column header for its full name.")
@@ -329,12 +319,12 @@ if missing_test:
 st.subheader("Compute cost")
 cost_slot, timing_slot = st.empty(), st.container()
 show_table(cost_slot, summary, COST_TABLE)
-st.caption("Seconds per epoch and training images/s are means over the logged epochs on the machine that trained; "
+st.caption("Seconds per epoch and training images/s are medians over the logged epochs on the machine that trained; "
            f"inference time is measured on this machine ({INFER_N} test images, once per checkpoint). Peak memory is "
            "not shown: it cannot be measured per model cheaply on CPU.")
 
 st.header("Test AUC against compute")
-x = st.radio("x axis", ["GFLOPs per image", "seconds per epoch (mean)"], horizontal=True, key="compare_x")
+x = st.radio("x axis", ["GFLOPs per image", "seconds per epoch (median)"], horizontal=True, key="compare_x")
 if summary["test AUC (medmnist)"].notna().any():
     st.altair_chart(tradeoff_chart(summary, x), width="stretch")
 else:
@@ -347,10 +337,10 @@ if len(per_class):
     st.caption("Grey, '—': AUC undefined for that class on that run's test split (no positives or no negatives). "
                "Hover a cell for the 95% bootstrap CI.")
 
-# Last, so everything above is on screen first: CPU inference time per checkpoint (cached per best.pt).
+# Last, so everything above is on screen first: CPU inference time per checkpoint (cached per checkpoint file).
 for run in loaded:
     r = run["info"]
-    best_pt = r.path / "best.pt"
+    best_pt = runs.checkpoint_path(r.path, "best")
     if r.data_root and r.size and best_pt.is_file():
         with timing_slot, st.spinner(f"Timing CPU inference of {names[r.id]} on {INFER_N} test images "
                                      "(once per checkpoint)…"):

@@ -16,9 +16,10 @@ from PIL import Image
 
 from core import data as D
 from core import runs
-from core.importer import DataImportError, ImportReport, import_folder
-from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, official_split_sizes, page_link, read_runs,
-                          run_data_label, run_metrics, runs_dir, through_app)
+from core.importer import ImportReport, import_folder
+from core.summary import official_split_sizes, run_data_label
+from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_metrics, runs_dir,
+                          set_data_root, through_app)
 
 TILE = 96  # px of one montage tile
 PER_CLASS = 3  # positive images shown per finding
@@ -63,7 +64,7 @@ def show_size(root: Path, size: int) -> None:
         col.metric(f"{s} images", f"{n[s]:,}")
     cols[3].metric("total", f"{sum(n.values()):,}")
     st.caption(f"File: `{d.path}`")
-    if not official_split_sizes(n):
+    if not official_split_sizes(n) and not D.is_demo(root):  # the demo says what it is above the tabs
         official = "/".join(f"{D.OFFICIAL_COUNTS[s]:,}" for s in D.SPLITS)
         st.info(f"These split sizes differ from the official ChestMNIST release ({official} train/val/test): this is "
                 "other data in ChestMNIST layout (e.g. NIH-1000 or an import). Results on it are not ChestMNIST results.")
@@ -132,7 +133,7 @@ def data_section(root: Path) -> None:
     present: list[int] = []
     if not root.exists():
         st.error(f"The data folder {root} does not exist. Download a size below (that creates the folder), "
-                 "import your own images, or choose an existing folder in the sidebar.")
+                 "import your own images, choose an existing folder in the sidebar, or explore the demo data.")
     elif not root.is_dir():
         st.error(f"The data root {root} is a file, not a folder. Choose the folder that holds chestmnist*.npz in the sidebar.")
     else:
@@ -140,7 +141,18 @@ def data_section(root: Path) -> None:
         if not present:
             st.info(f"No ChestMNIST file in {root} yet (expected names: "
                     f"{', '.join(D.npz_name(s) for s in D.SIZES)}). Download a size below, import your own "
-                    "X-rays with the folder importer, or point the data root in the sidebar at a folder that has them.")
+                    "X-rays with the folder importer, point the data root in the sidebar at a folder that has them, "
+                    "or explore the demo data.")
+    if not present:
+        st.button("Use the demo data: 667 real NIH radiographs at every size (not ChestMNIST)", key="home_use_demo",
+                  type="primary", icon=":material/play_arrow:", on_click=set_data_root, args=(D.DEMO_WORD,))
+    elif D.is_demo(root):
+        st.info("**Demo data: real NIH radiographs, not ChestMNIST.** 667 NIH ChestX-ray14 images bundled with the "
+                "app (`demo/README.md`: sources, licence, citation), to try every page; results on them are not "
+                "ChestMNIST results.")
+        if not D.is_demo(default := D.default_root()):
+            st.button(f"Back to {default} (for ChestMNIST)", key="home_leave_demo", on_click=set_data_root,
+                      args=(str(default),))
     if present:
         # Only the open tab runs (on_change="rerun"): a first visit loads and draws one size, not all of them.
         names = [f"{s} px" for s in present]
@@ -165,10 +177,6 @@ def data_section(root: Path) -> None:
                     download_size(root, size)
 
 
-def _use_as_root(path: str) -> None:
-    st.session_state["data_root"] = path
-
-
 def show_report(report: ImportReport) -> None:
     st.success(f"Wrote {report.path} ({report.size}×{report.size} px) and {report.index_path.name}. "
                f"Labels from {report.layout}; split {report.split_source}.")
@@ -188,7 +196,7 @@ def show_report(report: ImportReport) -> None:
             st.dataframe(pd.DataFrame(report.ignored_files, columns=["file", "reason"]), hide_index=True)
     out = report.path.parent
     if out.resolve() != data_root().resolve():
-        st.button(f"Use {out} as the data root", on_click=_use_as_root, args=(str(out),), key="import_use_root")
+        st.button(f"Use {out} as the data root", on_click=set_data_root, args=(str(out),), key="import_use_root")
     st.caption("Imported data is not ChestMNIST: label its results as your data, never as ChestMNIST results.")
 
 
@@ -238,7 +246,7 @@ def runs_section(where: Path) -> None:
         return
     if not infos:
         st.info(f"No runs yet in {where}. Start one on the Train page; each run gets its own folder here.")
-        page_link("pages/train.py", "Train", icon="🏋️")
+        page_link("pages/train.py", "Train", icon=":material/model_training:")
         return
     table = []
     for r in infos:

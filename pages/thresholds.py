@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from core import metrics
+from core import metrics, runs
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES
 from core.runs import RunError
@@ -91,7 +91,7 @@ def _moved() -> None:
 def _json_bytes(values: np.ndarray, method: str, fallback: list[int], split: str) -> bytes:
     """The file save_thresholds writes, as bytes (written to a temp folder and read back)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "thresholds.json"
+        path = Path(tmp) / "choice.json"
         T.save_thresholds(path, T.ThresholdChoice(np.asarray(values), method, fallback), CLASS_NAMES, split=split)
         return path.read_bytes()
 
@@ -147,7 +147,7 @@ if val_scores.shape[1] != N_CLASSES:
              "Re-evaluate the run with `python -m core.evaluate`.")
     st.stop()
 
-thr_path = info.path / "thresholds.json"
+thr_path = runs.thresholds_path(info.path)
 source = (info.id, file_mtime(thr_path))
 if st.session_state.get("thr_source") != source:
     st.session_state["thr_source"] = source
@@ -201,7 +201,7 @@ fallback = [c for c in st.session_state["thr_fallback"] if current[c] == T.FALLB
 
 # --- metrics at these thresholds -------------------------------------------------------------
 tm = metrics.threshold_metrics(labels, scores, current)
-aucs = _auc_per_class(str(info.path), split, file_mtime(info.path / f"{split}_scores.npz"))
+aucs = _auc_per_class(str(info.path), split, file_mtime(runs.scores_path(info.path, split)))
 defined = np.isfinite(aucs)
 mean_auc = float(aucs[defined].mean()) if defined.any() else float("nan")
 
@@ -244,7 +244,7 @@ st.dataframe(table, key="thr_table", hide_index=True, width="stretch", height=(N
 # --- curves ----------------------------------------------------------------------------------
 c = st.selectbox("ROC and precision-recall curves for", range(N_CLASSES), key="thr_curve_class",
                  format_func=lambda i: CLASS_NAMES[i])
-charts = _curve_charts(str(info.path), split, c, file_mtime(info.path / f"{split}_scores.npz"), float(current[c]),
+charts = _curve_charts(str(info.path), split, c, file_mtime(runs.scores_path(info.path, split)), float(current[c]),
                       float(tm["recall"][c]), float(1 - tm["specificity"][c]), float(tm["precision"][c]),
                       _fmt(aucs[c]))
 if charts is None:

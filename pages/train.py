@@ -1,6 +1,6 @@
 """Train: set a recipe, see what it costs on this machine, start it in the background, follow it live.
 
-Training runs in a detached process (core.train.launch), so it survives reruns, page switches,
+Training runs in a detached process (core.launch), so it survives reruns, page switches,
 closed tabs and even a restart of the app; this page only reads the run folders.
 """
 from __future__ import annotations
@@ -14,6 +14,9 @@ import streamlit as st
 
 from core import data as D
 from core import runs
+from core import config as C
+from core import estimate as E
+from core import launch as L
 from core import train as T
 from core.models import DEFAULT_MODEL, MODELS
 from pages.common import (RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs, run_label, run_metrics,
@@ -29,18 +32,18 @@ LAUNCH_GRACE_S = 30.0
 @st.cache_data(max_entries=64, show_spinner=False)  # callers show a spinner naming the size
 def _speed(size: int, model: str, batch_size: int, device: str, amp: str, channels_last: bool,
            busy: bool) -> tuple[float, str]:
-    """(training images/s, device) from core.train.measure_speed.
+    """(training images/s, device) from core.estimate.measure_speed.
 
     Cached per setting that changes speed only: split sizes, subset, epochs, lr, ... are arithmetic
-    on top (core.train.Estimate), so changing them never measures again. `busy` (a run training in
+    on top (core.estimate.Estimate), so changing them never measures again. `busy` (a run training in
     the background) is part of the key: a speed measured beside a run is not shown once the
     machine is idle again, nor the reverse.
     """
-    return T.measure_speed(T.TrainConfig(size=size, model=model, batch_size=batch_size, device=device, amp=amp,
+    return E.measure_speed(C.TrainConfig(size=size, model=model, batch_size=batch_size, device=device, amp=amp,
                                          channels_last=channels_last))
 
 
-def speed(cfg: T.TrainConfig, size: int, n_train: int, busy: bool) -> tuple[float, str]:
+def speed(cfg: C.TrainConfig, size: int, n_train: int, busy: bool) -> tuple[float, str]:
     """Training images/s of `cfg` at `size` (a batch never holds more than the training images)."""
     batch = min(cfg.batch_size, n_train)
     with st.spinner(f"Measuring training speed at {size} px on a few batches…"):
@@ -59,8 +62,8 @@ def split_sizes(root, size: int) -> tuple[dict[str, int], bool]:
     return _split_sizes(str(root), size, file_mtime(D.npz_path(root, size)))
 
 
-def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
-    d = T.TrainConfig()
+def recipe(root, rdir, present: list[int]) -> C.TrainConfig:
+    d = C.TrainConfig()
     st.subheader("Recipe")
     c = st.columns(4)
     size = c[0].selectbox("Resolution", D.SIZES, key="train_size",
@@ -86,7 +89,7 @@ def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
     subset = c[2].number_input("Training subset (0 = all)", 0, top, step=100, key="train_subset",  # starts at 0
                                help=f"A seeded random subset of the at most {top:,} training images; val and test "
                                     "stay whole.")
-    select_by = c[3].selectbox("Keep the checkpoint with the best", list(T.SELECT_BY), key="train_select",
+    select_by = c[3].selectbox("Keep the checkpoint with the best", list(C.SELECT_BY), key="train_select",
                                format_func=SELECT_BY_LABELS.get)
     c = st.columns(4)
     patience = c[0].number_input("Patience (epochs, 0 = off)", 0, 10_000, d.patience, key="train_patience",
@@ -104,13 +107,13 @@ def recipe(root, rdir, present: list[int]) -> T.TrainConfig:
                              help="auto: bf16 where the GPU or CPU has it natively (faster, AUC within "
                                   "seed noise in our checks), fp16 on older CUDA GPUs, off elsewhere. "
                                   "Test metrics are always computed in full precision.")
-    return T.TrainConfig(size=int(size), epochs=int(epochs), batch_size=int(batch), lr=float(lr),
+    return C.TrainConfig(size=int(size), epochs=int(epochs), batch_size=int(batch), lr=float(lr),
                          pos_weight_clip=float(clip), threshold=float(threshold), model=model, select_by=select_by,
                          patience=int(patience), subset=int(subset) or None, augment=bool(augment), seed=int(seed),
                          device=device, amp=amp, data_root=str(root), runs_dir=str(rdir), name=name.strip())
 
 
-def show_estimate(cfg: T.TrainConfig, anything_running: bool) -> T.Estimate | None:
+def show_estimate(cfg: C.TrainConfig, anything_running: bool) -> E.Estimate | None:
     """The cost of `cfg` on this machine, shown and returned; None on an error."""
     try:
         n, from_file = split_sizes(cfg.data_root, cfg.size)
@@ -124,19 +127,19 @@ def show_estimate(cfg: T.TrainConfig, anything_running: bool) -> T.Estimate | No
     n_train = cfg.train_images(n["train"])
     try:
         images_per_s, device = speed(cfg, cfg.size, n_train, anything_running)
-    except T.ConfigError as err:
+    except C.ConfigError as err:
         st.error(f"{err}")
         return None
-    e = T.Estimate(images_per_s, device, n_train, n["val"], n["test"], cfg.epochs)
+    e = E.Estimate(images_per_s, device, n_train, n["val"], n["test"], cfg.epochs)
     st.subheader("Estimated cost on this machine")
     c = st.columns(4)
-    c[0].metric("Seconds per epoch", f"{e.seconds_per_epoch:,.1f} s", help=T.format_seconds(e.seconds_per_epoch))
-    c[1].metric(f"Total for {cfg.epochs} epochs", T.format_seconds(e.total_seconds))
+    c[0].metric("Seconds per epoch", f"{e.seconds_per_epoch:,.1f} s", help=E.format_seconds(e.seconds_per_epoch))
+    c[1].metric(f"Total for {cfg.epochs} epochs", E.format_seconds(e.total_seconds))
     c[2].metric("Training images/s", f"{e.images_per_s:,.0f}")
     c[3].metric("Device", e.device)
     st.caption(f"Speed measured on this machine from a few training batches of random images (once per size, model, "
-               f"batch size and device); {_images(e)} (validation and scoring costed at {T.VAL_COST:g} of a training "
-               f"step per image, the scoring took {T.format_seconds(e.final_seconds)}); an upper bound when early "
+               f"batch size and device); {_images(e)} (validation and scoring costed at {E.VAL_COST:g} of a training "
+               f"step per image, the scoring took {E.format_seconds(e.final_seconds)}); an upper bound when early "
                f"stopping (patience) ends the run sooner.{note}"
                + (" A run is training in the background, so this measurement is slower than an idle machine."
                   if anything_running else ""))
@@ -147,18 +150,18 @@ def show_estimate(cfg: T.TrainConfig, anything_running: bool) -> T.Estimate | No
             hints.append(f"a training subset of about {subset_fit:,} images")
         if epochs_fit >= 1:
             hints.append(f"at most {epochs_fit} epoch(s)")
-        st.warning(f"This would take about {T.format_seconds(e.total_seconds)} on {e.device}: more than an hour. "
+        st.warning(f"This would take about {E.format_seconds(e.total_seconds)} on {e.device}: more than an hour. "
                    + (f"To stay within an hour use {' or '.join(hints)}" if hints else "Use a subset or fewer epochs")
                    + ", or a GPU.")
     return e
 
 
-def _images(e: T.Estimate) -> str:
+def _images(e: E.Estimate) -> str:
     return (f"{e.n_train:,} training and {e.n_val:,} validation images per epoch, then {e.n_val:,} validation and "
             f"{e.n_test:,} test images scored once with the best checkpoint")
 
 
-def sweep_total(cfg: T.TrainConfig, present: list[int], e: T.Estimate, slot, busy: bool) -> None:
+def sweep_total(cfg: C.TrainConfig, present: list[int], e: E.Estimate, slot, busy: bool) -> None:
     """Into `slot` (beside the sweep button): what the sweep costs, summed over the sizes it trains.
 
     Each size's speed is measured once (cached); every size is assumed to have the split sizes of
@@ -175,12 +178,12 @@ def sweep_total(cfg: T.TrainConfig, present: list[int], e: T.Estimate, slot, bus
         for size in present:
             try:
                 images_per_s, device = speed(cfg, size, e.n_train, busy)
-            except T.ConfigError:
+            except C.ConfigError:
                 return
             seconds = dataclasses.replace(e, images_per_s=images_per_s, device=device).total_seconds
             total += seconds
-            parts.append(f"{size} px {T.format_seconds(seconds)}")
-    slot.caption(f"Sweep estimate: **{T.format_seconds(total)}** for {cfg.epochs} epoch(s) at each size "
+            parts.append(f"{size} px {E.format_seconds(seconds)}")
+    slot.caption(f"Sweep estimate: **{E.format_seconds(total)}** for {cfg.epochs} epoch(s) at each size "
                  f"({' + '.join(parts)}), one size after another.",
                  help=f"Speed measured once per size on this machine; every size assumed to have this size's split "
                       f"({_images(e)}). An upper bound when early stopping ends runs sooner.")
@@ -194,7 +197,7 @@ def _launched(run_dirs) -> None:
 def start(run_dirs) -> None:
     """Launch prepared run folders as one background queue and say so."""
     try:
-        pid = T.launch(list(run_dirs))
+        pid = L.launch(list(run_dirs))
     except OSError as e:
         st.error(f"Could not start the training process: {e}. The run folder(s) stay queued; start them below.")
         return
@@ -211,10 +214,10 @@ def launch_notes(active_ids: set[str]) -> None:
             del notes[pid]
         else:
             st.success(f"Started in background process {pid}: {', '.join(names)}. It keeps training if you leave "
-                       "this page; its log is train.log in the first run's folder.")
+                       "this page; its output is logged in the first run's folder.")
 
 
-def start_buttons(cfg: T.TrainConfig, present: list[int]):
+def start_buttons(cfg: C.TrainConfig, present: list[int]):
     """The Train and sweep buttons (and what they do when clicked); the empty slot under the sweep button."""
     left, right = st.columns(2)
     sizes = ", ".join(map(str, present)) or "none present"
@@ -226,7 +229,7 @@ def start_buttons(cfg: T.TrainConfig, present: list[int]):
     if train_clicked:
         try:
             run_dir = T.prepare_run(cfg)
-        except (T.ConfigError, D.DataError, runs.RunError) as e:
+        except (C.ConfigError, D.DataError, runs.RunError) as e:
             st.error(f"Not started: {e}")
         else:
             start([run_dir])
@@ -237,7 +240,7 @@ def start_buttons(cfg: T.TrainConfig, present: list[int]):
         try:
             for size in present:
                 prepared.append(T.prepare_run(dataclasses.replace(cfg, size=size, name=cfg.name or "sweep")))
-        except (T.ConfigError, D.DataError, runs.RunError) as e:
+        except (C.ConfigError, D.DataError, runs.RunError) as e:
             for p in prepared:  # never launched, so nothing else knows about them
                 runs.delete_run(cfg.runs_dir, p.name)
             st.error(f"Sweep not started (at {size} px): {e}")
@@ -247,22 +250,20 @@ def start_buttons(cfg: T.TrainConfig, present: list[int]):
 
 
 def progress_of(r: runs.RunInfo) -> tuple[float, str]:
-    """(fraction done, text) from the run's progress.json, which the trainer writes about once a second."""
-    try:
-        p = runs.read_json(r.path / "progress.json")
-        started = runs.read_status(r.path).get("updated", 0)
-    except runs.RunError:
+    """(fraction done, text) from the run's progress, which the trainer writes about once a second."""
+    latest = runs.read_progress(r.path)
+    if latest is None:
         return 0.0, "Starting: loading data and model…"
-    if p.get("time", 0) < started:  # left over from before a resume
+    p, written = latest
+    if written < runs.read_status(r.path).get("updated", 0):  # left over from before a resume
         return (r.epochs_done / r.epochs if r.epochs else 0.0), "Starting: loading data and checkpoint…"
-    epoch, epochs = p.get("epoch", 0), max(1, p.get("epochs", 1))
-    phase, batch, n_batches = p.get("phase"), p.get("batch", 0), max(1, p.get("n_batches", 1))
-    if phase == "train":
-        frac = (epoch - 1 + batch / n_batches) / epochs
-        text = (f"epoch {epoch}/{epochs} · batch {batch}/{n_batches} · {p.get('images_per_s', 0):,.0f} img/s · "
-                f"ETA {T.format_seconds(p.get('eta_s', 0))}")
-    elif phase == "val":
-        frac, text = epoch / epochs, f"epoch {epoch}/{epochs} · validating"
+    epochs, n_batches = max(1, p.epochs), max(1, p.n_batches)
+    if p.phase == "train":
+        frac = (p.epoch - 1 + p.batch / n_batches) / epochs
+        text = (f"epoch {p.epoch}/{epochs} · batch {p.batch}/{n_batches} · {p.images_per_s:,.0f} img/s · "
+                f"ETA {E.format_seconds(p.eta_s)}")
+    elif p.phase == "val":
+        frac, text = p.epoch / epochs, f"epoch {p.epoch}/{epochs} · validating"
     else:
         frac, text = 1.0, "evaluating the best checkpoint on val and test"
     return min(max(frac, 0.0), 1.0), text
@@ -323,7 +324,7 @@ def show_attention(r: runs.RunInfo) -> None:
         st.markdown(f"**{run_label(r)}** ({r.epochs_done}/{r.epochs or '?'} epochs done)")
         if r.error:
             (st.error if r.state == "failed" else st.caption)(r.error)
-        if not (r.path / "config.json").is_file():
+        if not runs.is_run_dir(r.path):
             return
         if _recently_launched(r.id):
             st.caption("Starting…")
@@ -377,7 +378,7 @@ except OSError:  # live() below says the folder cannot be read
 estimate = None
 try:
     cfg.validate()
-except T.ConfigError as e:
+except C.ConfigError as e:
     st.error(f"{e}")
 else:
     estimate = show_estimate(cfg, running_now)

@@ -1,4 +1,4 @@
-"""Shared fixtures: generated planted-pattern data and real (tiny) finished runs.
+"""Shared fixtures: generated planted-pattern data, the bundled real demo set and real (tiny) finished runs.
 
 Generators live in tests/synthetic.py; fixtures here are session-scoped so a run trained once
 serves every test that only reads it.
@@ -12,15 +12,14 @@ import pytest
 
 from tests.synthetic import write_planted
 
-NIH1000 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih1000"
-
-
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
-    """No test reads the user's ~/.medmnist or writes into checkpoints/ or ~/.cache by accident."""
+    """No test reads the user's ~/.medmnist or saved app settings, or writes into checkpoints/,
+    ~/.cache or ~/.config by accident; each test starts with no settings file."""
     monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     # The fixed precision/layout rule instead of timing candidates: tests/test_autotune.py measures.
     monkeypatch.setenv("CHESTMNIST_AUTOTUNE", "off")
+    monkeypatch.setenv("CHESTMNIST_SETTINGS", str(tmp_path_factory.mktemp("settings") / "settings.json"))
     monkeypatch.delenv("CHESTMNIST_ROOT", raising=False)
     monkeypatch.delenv("CHESTMNIST_RUNS", raising=False)
 
@@ -51,10 +50,11 @@ def finished_runs(data_root, tmp_path_factory) -> dict[int, Path]:
 
 
 @pytest.fixture(scope="session")
-def nih1000() -> Path:
-    if not (NIH1000 / "chestmnist.npz").is_file():
-        pytest.skip(f"real NIH-1000 data not found at {NIH1000} (it sits in ../shared beside the repo)")
-    return NIH1000
+def demo_root() -> Path:
+    """The bundled demo set (667 real NIH radiographs at every size, NOT ChestMNIST): in every clone."""
+    from core.data import DEMO_ROOT
+
+    return DEMO_ROOT
 
 
 # --- Streamlit page tests (tests/test_app_*.py) ---------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 
 from core import data as D
 from core import runs
+from core.study import build_report
 
 
 def texts(elements) -> list[str]:
@@ -123,8 +124,8 @@ def test_summary_equals_the_run_files(open_page, data_root, finished_runs):
         assert row["test exact-match accuracy (val-tuned thresholds)"] == pytest.approx(test["exact_match_accuracy"])
         assert row["parameters"] == config["model"]["params"]
         assert row["GFLOPs per image"] == pytest.approx(config["model"]["flops_per_image"] / 1e9)
-        assert row["seconds per epoch (mean)"] == pytest.approx(np.mean([r["seconds"] for r in rows]))
-        assert row["training images/s (mean)"] == pytest.approx(np.mean([r["images_per_s"] for r in rows]))
+        assert row["seconds per epoch (median)"] == pytest.approx(np.median([r["seconds"] for r in rows]))
+        assert row["training images/s (median)"] == pytest.approx(np.median([r["images_per_s"] for r in rows]))
         assert row["inference ms per image (CPU, 64 test images)"] > 0
     # Two tables with short labels (full names in each header's help), so each fits a 1400 px window.
     assert shown_columns(table_with(at, "test AUC (medmnist)")) == [
@@ -201,3 +202,18 @@ def test_official_data_is_not_flagged_and_unevaluated_runs_are_noted(open_page, 
     assert any("Not evaluated on test yet" in c and "64 px" in c for c in texts(at.caption))
     _, heat = chart(at, 2)
     assert set(heat["run id"]) == {official.name}
+
+
+def test_compare_and_the_study_report_summarise_a_run_alike(open_page, data_root, runs_copy, tmp_path):
+    """One summary of a run: Compare's s/epoch and tested epoch are the study report's."""
+    run_dir = runs_copy[28]
+    rows = runs.read_metrics(run_dir)
+    # Unequal epoch times, so a mean and a median differ, and a kept checkpoint that is not the last epoch.
+    rows = [dict(r, seconds=s, is_best=r["epoch"] == 1, best_epoch=1) for r, s in zip(rows, (1.0, 9.0))]
+    rows.append(dict(rows[-1], epoch=3, seconds=2.0))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = build_report([run_dir], tmp_path / "report", measure_inference_time=False)
+    (record,) = report.summary["runs"]
+    row = summary(open_page("compare.py", data_root, run_dir.parent).run()).loc[run_dir.name]
+    assert record["seconds_per_epoch"] == row["seconds per epoch (median)"] == 2.0
+    assert record["best_epoch"] == row["tested checkpoint epoch"] == 1

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from core import data as D
-from core import runs
+from core import runs, settings
 from tests.synthetic import write_planted
 
 
@@ -326,3 +326,94 @@ def test_unreadable_runs_folder_is_said_not_raised(open_page, data_root, finishe
     assert not at.exception
     errors = [e.value for e in at.error]
     assert errors == [f"Cannot read the runs folder {where}: Permission denied. Choose another folder in the sidebar."]
+
+
+# --- through app.py: the sidebar's settings and the demo on a fresh clone ----------------------
+
+def open_app(query: dict[str, str] | None = None):
+    """A new browser session on app.py (nothing in session state), not yet run."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    return at
+
+
+def test_fresh_clone_offers_the_demo_in_one_click_and_labels_it(tmp_path, monkeypatch):
+    """No ChestMNIST anywhere (no ../shared, empty ~/.medmnist): one click opens the bundled demo,
+    which is labelled as not ChestMNIST, and the choice is remembered for the next session."""
+    monkeypatch.setenv("CHESTMNIST_ROOT", str(tmp_path / "empty"))
+    monkeypatch.setenv("CHESTMNIST_RUNS", str(tmp_path / "runs"))
+    at = open_app().run()
+    assert not at.exception and not at.tabs
+    assert any("demo data" in e for e in texts(at.error))  # the folder does not exist: the error offers the demo
+    assert at.sidebar.button(key="sidebar_use_demo")
+    at.button(key="home_use_demo").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.sidebar.text_input(key="data_root").value == D.DEMO_WORD
+    assert [t.label for t in at.tabs] == [f"{s} px" for s in D.SIZES]
+    n = D.split_counts(D.DEMO_ROOT, 28)
+    assert ("train images", f"{n['train']:,}") in {(m.label, m.value) for m in at.metric}
+    assert any("not ChestMNIST" in i for i in texts(at.info))
+    assert any("not ChestMNIST" in c for c in texts(at.sidebar.caption))
+    assert not at.sidebar.button  # no demo offer once the demo is open
+    assert at.query_params["data_root"] == D.DEMO_WORD
+    assert settings.load() == {"data_root": D.DEMO_WORD}
+    at = open_app().run()  # a new tab
+    assert not at.exception and at.sidebar.text_input(key="data_root").value == D.DEMO_WORD
+    at.button(key="home_leave_demo").click().run()
+    assert at.sidebar.text_input(key="data_root").value == str(tmp_path / "empty")
+    assert "data_root" not in at.query_params and settings.load()["data_root"] == str(tmp_path / "empty")
+
+
+def test_sidebar_settings_survive_a_new_session(data_root, tmp_path):
+    at = open_app().run()
+    assert at.sidebar.text_input(key="data_root").value == str(D.default_root())
+    at.sidebar.text_input(key="data_root").input(str(data_root)).run()
+    at.sidebar.text_input(key="runs_dir").input(str(tmp_path / "runs")).run()
+    assert not at.exception and [t.label for t in at.tabs] == ["28 px", "64 px"]
+    assert at.query_params["data_root"] == str(data_root)
+    at = open_app().run()  # a reload without the URL, a new tab, a restart
+    assert not at.exception
+    assert at.sidebar.text_input(key="data_root").value == str(data_root)
+    assert at.sidebar.text_input(key="runs_dir").value == str(tmp_path / "runs")
+    assert [t.label for t in at.tabs] == ["28 px", "64 px"]
+
+
+def test_the_url_wins_over_the_saved_settings(data_root, tmp_path):
+    settings.save({"data_root": str(tmp_path / "elsewhere"), "runs_dir": str(tmp_path / "saved-runs")})
+    at = open_app({"data_root": str(data_root)}).run()
+    assert not at.exception
+    assert at.sidebar.text_input(key="data_root").value == str(data_root)
+    assert at.sidebar.text_input(key="runs_dir").value == str(tmp_path / "saved-runs")
+    assert [t.label for t in at.tabs] == ["28 px", "64 px"]
+    assert settings.load()["data_root"] == str(tmp_path / "elsewhere")  # opening a link changes no saved choice
+
+
+def test_a_damaged_settings_file_is_said_and_the_defaults_used(tmp_path):
+    settings.settings_path().write_text("{oops")
+    at = open_app().run()
+    assert not at.exception
+    (warning,) = texts(at.sidebar.warning)
+    assert str(settings.settings_path()) in warning
+    assert at.sidebar.text_input(key="data_root").value == str(D.default_root())
+    at.sidebar.text_input(key="data_root").input(D.DEMO_WORD).run()
+    assert settings.load() == {"data_root": D.DEMO_WORD}  # the next change rewrote it
+    assert not at.sidebar.warning
+
+
+def test_navigation_icons_are_material_symbols():
+    """Emoji icons render as empty boxes in a browser without an emoji font."""
+    import ast
+
+    from tests.conftest import REPO
+
+    tree = ast.parse((REPO / "app.py").read_text())
+    icons = [kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+             for kw in node.keywords if kw.arg in ("icon", "page_icon")]
+    assert len(icons) == 6 and all(i.startswith(":material/") and i.endswith(":") for i in icons), icons
+    at = open_app().run()
+    assert not at.exception

@@ -11,7 +11,8 @@ import streamlit as st
 
 from core import data as D
 from core import runs
-from core import train as T
+from core import estimate as E
+from core import launch as L
 from tests.synthetic import write_planted
 
 FAST = {"train_model": "seed-cnn", "train_epochs": 1, "train_batch": 64}
@@ -31,13 +32,13 @@ def page(open_page, root, runs_dir, **recipe):
 
 @pytest.fixture
 def launches(monkeypatch):
-    """Record core.train.launch calls instead of spawning trainers."""
+    """Record core.launch.launch calls instead of spawning trainers."""
     calls = []
 
     def fake(run_dirs, log_name="train.log"):
         calls.append([p.resolve() for p in run_dirs])
         return 4242
-    monkeypatch.setattr(T, "launch", fake)
+    monkeypatch.setattr(L, "launch", fake)
     return calls
 
 
@@ -69,7 +70,7 @@ def test_estimate_at_128_px_does_not_unpack_the_images(open_page, tmp_path, monk
     D.write_npz(tmp_path / "data", 128, {s: (rng.integers(0, 256, (n, 128, 128), dtype=np.uint8),
                                              rng.integers(0, 2, (n, D.N_CLASSES), dtype=np.uint8))
                                          for s, n in zip(D.SPLITS, (40, 12, 16))})
-    monkeypatch.setattr(T, "measure_speed", lambda config, **kw: (50.0, "cpu"))
+    monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (50.0, "cpu"))
     st.cache_data.clear()
     try:
         at = page(open_page, tmp_path / "data", tmp_path / "runs", train_size=128, **FAST).run()
@@ -102,7 +103,7 @@ def test_subset_changes_what_is_estimated_without_measuring_again(open_page, dat
 
     def no_measuring(*args, **kwargs):
         raise AssertionError("measured the speed again")
-    monkeypatch.setattr(T, "measure_speed", no_measuring)
+    monkeypatch.setattr(E, "measure_speed", no_measuring)
     at.number_input(key="train_subset").set_value(200).run()
     at.number_input(key="train_epochs").set_value(3).run()
     assert not at.exception and not at.error
@@ -121,7 +122,7 @@ def test_subset_is_capped_at_the_training_split(open_page, data_root, tmp_path):
 def test_sweep_shows_its_total_over_the_sizes(open_page, data_root, tmp_path, monkeypatch):
     speeds = {28: 40.0, 64: 10.0}
 
-    monkeypatch.setattr(T, "measure_speed", lambda config, **kw: (speeds[config.size], "cpu"))
+    monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (speeds[config.size], "cpu"))
     st.cache_data.clear()
     try:
         at = page(open_page, data_root, tmp_path / "runs", train_subset=200, train_epochs=2, train_batch=64,
@@ -131,20 +132,20 @@ def test_sweep_shows_its_total_over_the_sizes(open_page, data_root, tmp_path, mo
     assert not at.exception and not at.error
     # Per size: (200 + 0.5 x 96) images / speed per epoch, times 2 epochs, then 0.5 x (96 + 96) images scored
     # once: 12.4 + 2.4 = 14.8 s at 28 px, 49.6 + 9.6 = 59.2 s at 64 px.
-    assert T.VAL_COST == 0.5
+    assert E.VAL_COST == 0.5
     (note,) = [c for c in texts(at.caption) if c.startswith("Sweep estimate")]
     assert "**1m 14s** for 2 epoch(s)" in note and "28 px 15s + 64 px 59s" in note
 
 
 def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "measure_speed", lambda config, **kw: (10.0, "cpu"))  # 10 training images/s
+    monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (10.0, "cpu"))  # 10 training images/s
     st.cache_data.clear()  # no real measurement may answer for the fake one, nor the reverse
     try:
         at = page(open_page, data_root, tmp_path / "runs", train_epochs=100, train_batch=96).run()
     finally:
         st.cache_data.clear()
     # (256 + 0.5 x 96) / 10 = 30.4 s per epoch: 100 epochs take 51 min, 150 take 76 min.
-    assert T.VAL_COST == 0.5
+    assert E.VAL_COST == 0.5
     assert not at.warning
     at.number_input(key="train_epochs").set_value(150)
     try:
@@ -220,8 +221,8 @@ def test_sweep_failing_at_one_size_leaves_no_half_sweep(open_page, tmp_path, lau
 def test_live_view_shows_progress_and_stop_writes_the_stop_file(open_page, data_root, runs_copy, launches):
     run_dir = runs_copy[28]
     runs.set_status(run_dir, "running")  # this test process is alive: the run reads as running
-    runs.write_json(run_dir / "progress.json", {"epoch": 2, "epochs": 4, "phase": "train", "batch": 3, "n_batches": 8,
-                                                "images_per_s": 123.0, "eta_s": 75.0, "time": time.time() + 1})
+    runs.write_progress(runs.Progress(run_dir, epoch=2, epochs=4, phase="train", batch=3, n_batches=8,
+                                      images_per_s=123.0, eta_s=75.0))
     at = page(open_page, data_root, run_dir.parent, **FAST).run()
     assert not at.exception
     (bar,) = at.get("progress")
@@ -259,7 +260,7 @@ def test_resume_relaunches_a_stopped_run_and_failed_runs_show_their_error(open_p
 
 
 def test_real_background_run_finishes(open_page, data_root, tmp_path):
-    """core.train.launch for real: a detached 1-epoch run on the generated data, followed to 'finished'."""
+    """core.launch.launch for real: a detached 1-epoch run on the generated data, followed to 'finished'."""
     runs_dir = tmp_path / "runs"
     at = page(open_page, data_root, runs_dir, train_size=28, **FAST).run()
     at.button(key="train_go").click().run()

@@ -13,7 +13,9 @@ import torch
 
 from core import autotune as A
 from core.models import build_model
-from core.train import TrainConfig, amp_dtype, main, train_layout
+from core.config import TrainConfig
+from core.device import amp_dtype, train_layout
+from core.train import main
 
 CPU = torch.device("cpu")
 
@@ -175,7 +177,7 @@ def test_amp_auto_follows_the_measured_choice_and_manual_amp_wins(measuring, mon
 
 def test_fixed_rule_when_measuring_is_off_or_distributed(monkeypatch, tmp_path):
     monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path))
-    from core.train import cpu_has_bf16
+    from core.device import cpu_has_bf16
     for env in ({A.ENV: "off"}, {A.ENV: "on", "WORLD_SIZE": "2"}):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
@@ -203,7 +205,7 @@ def test_predict_uses_the_measured_inference_layout(measuring, monkeypatch):
 def test_device_check_reports_the_choice_and_the_speeds(measuring, monkeypatch, capsys):
     plant_speeds(monkeypatch, {"fp32_nchw": 100.0, "fp32_cl": 150.0, "bf16_nchw": 90.0, "bf16_cl": 300.0})
     monkeypatch.setattr(A, "measure_infer", lambda m, s, b, d, cands: {c.name: 10.0 + i for i, c in enumerate(cands)})
-    monkeypatch.setattr("core.train.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("core.device.cpu_has_bf16", lambda: True)
     assert main(["--device", "check", "--size", "64"]) == 0
     out = capsys.readouterr().out
     assert "--amp auto for res-cnn at 64 px, batch 128: bfloat16, channels_last" in out

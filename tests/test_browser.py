@@ -7,8 +7,8 @@ look at Grad-CAM, and see both runs listed as finished. Any exception or st.erro
 fails it. Screenshots of each page go to tests/artifacts/screenshots/ (git-ignored); with
 UPDATE_SCREENSHOTS=1 they refresh the README's docs/screenshots/ instead.
 
-Data: the real NIH-1000 radiographs from ../shared/data/nih1000 when present (read-only; the
-npy cache goes to a tmp folder), else generated planted-pattern data at 28 and 64 px.
+Data: the real NIH radiographs of the bundled demo (demo/, in every clone; NOT ChestMNIST) at 28
+and 64 px, linked into a tmp data root (the npy cache goes to a tmp folder).
 
 Chromium: Debian's `chromium` (Playwright's own download is not used). Missing -> skipped,
 unless REQUIRE_BROWSER=1 (CI), then failed. Deselect with `-k "not browser"`.
@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NIH1000 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih1000"
 SHOTS = REPO / ("docs" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "tests/artifacts") / "screenshots"
 VIEWPORT = {"width": 1400, "height": 1000}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
@@ -64,14 +63,12 @@ def _healthy(url: str) -> bool:
 def server(tmp_path):
     """`streamlit run app.py` on a free localhost port; yields (base url, runs dir). Torn down always,
     and every run it started is asked to stop so no detached trainer outlives the test."""
-    if NIH1000.joinpath("chestmnist.npz").is_file() and NIH1000.joinpath("chestmnist_64.npz").is_file():
-        data_root = NIH1000
-    else:
-        from tests.synthetic import write_planted
+    from core import data as D
 
-        data_root = tmp_path / "data"
-        for size in (28, 64):
-            write_planted(data_root, size)
+    data_root = tmp_path / "data"  # the bundled demo's 28 and 64 px files (the flow trains every size present)
+    data_root.mkdir()
+    for size in (28, 64):
+        (data_root / D.npz_name(size)).symlink_to(D.DEMO_ROOT / D.npz_name(size))
     runs_dir = tmp_path / "runs"
     port = _free_port()
     env = {**os.environ, "CHESTMNIST_ROOT": str(data_root), "CHESTMNIST_RUNS": str(runs_dir),

@@ -1,7 +1,12 @@
 """core.data: loading, validation messages, on-disk row reading, batches, pos_weight."""
 from __future__ import annotations
 
+import io
+import zipfile
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -66,6 +71,39 @@ def test_truncated_npy_cache_is_rebuilt_and_a_bad_npy_is_a_data_error(tmp_path, 
         D.NpyRows(cached)
     assert str(cached) in str(e.value) and "Delete it" in str(e.value)
     assert np.array_equal(np.asarray(D.load(tmp_path / "root", 128).train.images), first)  # rebuilt from the npz
+
+
+def _replace_member(npz: Path, key: str, data: bytes) -> None:
+    with zipfile.ZipFile(npz) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    members[f"{key}.npy"] = data
+    with zipfile.ZipFile(npz, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, b in members.items():
+            z.writestr(name, b)
+
+
+@pytest.mark.parametrize("key", ["train_images", "test_labels"])
+def test_an_npz_header_declaring_a_huge_array_is_refused_before_allocating(tmp_path, key):
+    path = write_planted(tmp_path, 28, n=(8, 4, 4))
+    header = io.BytesIO()
+    shape = (10**9, 28, 28) if key.endswith("images") else (10**11, 14)
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    _replace_member(path, key, header.getvalue() + bytes(1000))  # 784 GB / 1.4 TB declared, 1000 bytes held
+    for call in (lambda: D.load(tmp_path, 28), lambda: D.split_counts(tmp_path, 28),
+                 lambda: D.load(tmp_path, 28, on_disk=True)):
+        with pytest.raises(D.DataError) as e:
+            call()
+        assert f"its {key} array declares shape {shape}" in str(e.value) and "holds 1,000 bytes" in str(e.value)
+
+
+def test_arrays_larger_than_available_memory_are_refused_with_the_sizes(tmp_path, monkeypatch):
+    # A real npz whose arrays (6.3 MB of images and labels) need more than the memory this test says is free.
+    write_planted(tmp_path, 64, n=(1000, 300, 300))
+    monkeypatch.setattr(D, "_available_memory", lambda: 2 * 2**20)
+    with pytest.raises(D.DataError, match=r"needs 6\.3 MB of memory for its arrays, but only 2\.0 MB is available"):
+        D.load(tmp_path, 64)
+    assert D.split_counts(tmp_path, 64)["train"] == 1000  # labels alone (22 KB) still fit
+    assert D._available_memory() is None or D._available_memory() > 0
 
 
 def test_missing_size_names_file_folder_and_record(data_root):
@@ -177,8 +215,23 @@ def test_download_checks_md5(tmp_path, monkeypatch):
     assert progress == [(5, 5)] and not list(tmp_path.iterdir())
 
 
-def test_nih1000_loads_at_both_sizes(nih1000):
-    for size in (28, 64):
-        d = D.load(nih1000, size)
-        assert (len(d.train), len(d.val), len(d.test)) == (616, 172, 212)
-    assert D.load(nih1000, 28).val.labels[:, 13].sum() == 0  # hernia: no positives in val
+def test_bundled_demo_matches_its_label_table_at_every_size(demo_root):
+    """demo/ holds the same radiographs at every size, with the labels and patient-disjoint split
+    of its NIH label table (rows in file order per split)."""
+    table = pd.read_csv(demo_root / "Data_Entry_nih667.csv")
+    nih = {name.lower(): c for c, name in enumerate(D.CLASS_NAMES)} | {"pleural_thickening": D.CLASS_NAMES.index("pleural")}
+
+    def encode(findings: str) -> np.ndarray:
+        row = np.zeros(D.N_CLASSES, np.uint8)
+        row[[nih[f.lower()] for f in findings.split("|") if f.lower() in nih]] = 1
+        return row
+    assert D.available_sizes(demo_root) == list(D.SIZES)
+    for size in D.SIZES:
+        d = D.load(demo_root, size)
+        for s in D.SPLITS:
+            rows = table[table["Split"] == s]
+            assert d.split(s).images.shape == (len(rows), size, size)
+            np.testing.assert_array_equal(d.split(s).labels, np.stack([encode(f) for f in rows["Finding Labels"]]))
+    patients = [set(table.loc[table["Split"] == s, "Patient ID"]) for s in D.SPLITS]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    assert D.load(demo_root, 28).val.labels[:, 13].sum() == 0  # hernia: no positives in val (see demo/README.md)

@@ -30,7 +30,9 @@ import pytest
 import torch
 
 from core import runs
-from core.train import TrainConfig, amp_dtype, prepare_run, train
+from core.config import TrainConfig
+from core.device import amp_dtype
+from core.train import prepare_run, train
 from core.train import main as train_main
 from tests.synthetic import write_planted
 

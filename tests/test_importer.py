@@ -2,15 +2,17 @@
 except the NIH-1000 check, which uses the shared folder beside the repo when it is there."""
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from core.data import CLASS_NAMES, SPLITS, load, npz_name
-from core.importer import DataImportError, ImportReport, import_folder, main
+from core.importer import MAX_PIXELS, DataImportError, ImportReport, import_folder, main
 
 NIH1000 = Path(__file__).resolve().parents[2] / "shared/data/nih1000"
 KEYS = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
@@ -88,6 +90,18 @@ def write_nih_folder(root: Path) -> tuple[Path, Path, dict[str, np.ndarray], dic
     csv = root / "Data_Entry.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return images, csv, expected, patient_of
+
+
+def zeros_png16(path: Path, width: int, height: int) -> None:
+    """A valid 16-bit grayscale PNG of zeros, compressed row by row: about 2 KB on disk per megapixel,
+    so a decompression bomb of tens of megapixels is cheap to make."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z = zlib.compressobj(9)
+    row = bytes(1 + 2 * width)  # filter byte 0, then two zero bytes per pixel
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 def read_index(report: ImportReport) -> pd.DataFrame:
@@ -282,6 +296,41 @@ def test_missing_extra_empty_corrupt_and_non_image_files(nih, tmp_path: Path) ->
     assert sum(report.n_images.values()) == len(expected)
     text = report.to_text()
     assert "Skipped 3" in text and "gone.png (file not found)" in text and "Ignored 2" in text
+
+
+def test_an_image_over_the_pixel_cap_is_skipped_without_decoding(nih, tmp_path: Path, monkeypatch) -> None:
+    images, csv, expected, _ = nih
+    zeros_png16(images / "bomb.png", 8000, 8000)  # 64 M pixels from a file of about 125 KB
+    assert 8000 * 8000 > MAX_PIXELS and (images / "bomb.png").stat().st_size < 200_000
+    df = pd.read_csv(csv)
+    bomb = pd.DataFrame({"Image Index": ["bomb.png"], "Finding Labels": "Mass", "Follow-up #": 0, "Patient ID": 300})
+    pd.concat([df, bomb]).to_csv(csv, index=False)
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(im):
+        decoded.append(im.size)
+        return real_load(im)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+
+    report = import_folder(images, csv, 28, tmp_path / "out")
+    reason = dict(report.skipped)["bomb.png"]
+    assert "too large to decode" in reason and "64,000,000 pixels" in reason
+    assert (8000, 8000) not in decoded, "the image was decoded before its size was checked"
+    assert (70, 70) in decoded  # the spy sees the other images being decoded
+    assert sum(report.n_images.values()) == len(expected)
+
+
+def test_semicolon_separated_csv_is_read_and_named(nih, tmp_path: Path) -> None:
+    images, csv, expected, _ = nih
+    pd.read_csv(csv).to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    report = import_folder(images, tmp_path / "semi.csv", 28, tmp_path / "semi")
+    reference = import_folder(images, csv, 28, tmp_path / "comma")
+    assert report.layout == "NIH `Finding Labels` (semicolon-separated)"
+    assert read_index(report).equals(read_index(reference))
+    with np.load(report.path) as a, np.load(reference.path) as b:
+        assert all(np.array_equal(a[k], b[k]) for k in KEYS)
+    assert "semicolon-separated" in report.to_text()
 
 
 def test_more_than_half_unusable_is_fatal(nih, tmp_path: Path) -> None:

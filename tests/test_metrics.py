@@ -14,7 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from core import metrics
+from core import bootstrap, metrics
 
 TASK = "multi-label, binary-class"
 
@@ -143,17 +143,28 @@ def test_resampled_auc_matches_sklearn_on_resamples():
     rng = np.random.default_rng(11)
     idx = rng.integers(0, 300, size=(4, 300))
     counts = np.stack([np.bincount(row, minlength=300) for row in idx], axis=1)
-    got = metrics._resampled_auc(labels.astype(bool), scores, counts)
-    for b, row in enumerate(idx):
-        expected = [roc_auc_score(labels[row, c], scores[row, c]) for c in range(5)]
-        np.testing.assert_allclose(got[b], expected, rtol=0, atol=1e-12)
+    auc = bootstrap.ResampledAuc(labels.astype(bool), scores)
+    for dtype in (np.int64, np.int16):  # int16: the fast path resample_counts feeds it
+        got = auc(counts.astype(dtype))
+        for b, row in enumerate(idx):
+            expected = [roc_auc_score(labels[row, c], scores[row, c]) for c in range(5)]
+            np.testing.assert_allclose(got[b], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(auc.full(), metrics.auc_per_class(labels, scores), rtol=0, atol=1e-12)
+
+
+def test_resample_counts_are_the_resample_blocks():
+    blocks = list(bootstrap.resample_blocks(50, 300, seed=3))
+    counts = list(bootstrap.resample_counts(50, 300, seed=3))
+    assert [c.shape for c in counts] == [(50, 256), (50, 44)] and counts[0].dtype == np.int16
+    for idx, c in zip(blocks, counts):
+        np.testing.assert_array_equal(c, np.stack([np.bincount(row, minlength=50) for row in idx], axis=1))
 
 
 def test_resampled_auc_is_nan_when_a_resample_loses_a_class():
     labels = np.array([[1], [0], [0]], dtype=bool)
     scores = np.array([[0.9], [0.1], [0.2]])
     counts = np.array([[0, 1], [2, 1], [1, 1]])  # first resample has no positive
-    got = metrics._resampled_auc(labels, scores, counts)
+    got = bootstrap.ResampledAuc(labels, scores)(counts)
     assert np.isnan(got[0, 0]) and got[1, 0] == 1.0
 
 
@@ -237,7 +248,16 @@ def test_summarize_is_json_ready_and_reports_undefined_classes():
     assert set(row) == {
         "auc", "auc_ci_low", "auc_ci_high", "threshold", "precision", "recall",
         "specificity", "f1", "support", "tp", "fp", "fn", "tn",
+        "sens_at_spec90", "sens_at_spec95", "spec_at_sens90", "spec_at_sens95", "ece", "brier",
     }
+    assert row["sens_at_spec95"] == pytest.approx(metrics.sensitivity_at_specificity(labels, scores, 0.95)["sensitivity"][0])
+    assert row["spec_at_sens90"] == pytest.approx(metrics.specificity_at_sensitivity(labels, scores, 0.9)["specificity"][0])
+    cal = metrics.calibration(labels, scores)
+    assert row["ece"] == pytest.approx(cal["ece"][0]) and row["brier"] == pytest.approx(cal["brier"][0])
+    assert (summary["ece"], summary["ece_macro"], summary["brier"]) == pytest.approx(
+        (cal["pooled"]["ece"], cal["ece_macro"], cal["brier_macro"]))
+    for undefined in ("finding_2", "finding_5"):
+        assert summary["per_class"][undefined]["sens_at_spec90"] is None and summary["per_class"][undefined]["ece"] is None
     assert isinstance(row["tp"], int) and row["threshold"] == 0.4
     assert row["tp"] == int(tm["tp"][0])
 
@@ -281,3 +301,37 @@ def test_acc_ci_brackets_medmnist_acc_and_is_seeded():
     assert not np.array_equal(metrics.medmnist_acc_ci(labels, scores, seed=1), [lo, hi])
     with pytest.raises(ValueError, match="n_boot"):
         metrics.medmnist_acc_ci(labels, scores, n_boot=0)
+
+
+def test_operating_points_by_hand():
+    neg = [.1, .2, .3, .4, .5, .6, .7, .8, .9, .95]
+    pos = [.35, .65, .85, .97]
+    labels = np.array([0] * 10 + [1] * 4)[:, None]
+    scores = np.array(neg + pos)[:, None]
+    at = metrics.sensitivity_at_specificity(labels, scores, 0.9)
+    # at most 1 false positive of 10: only .97 can be caught (.95 costs the one allowed FP and adds nothing)
+    assert (at["sensitivity"][0], at["specificity"][0], at["threshold"][0]) == (0.25, 1.0, 0.97)
+    at = metrics.sensitivity_at_specificity(labels, scores, 0.8)  # 2 FPs (.9, .95) buy .85 as well
+    assert (at["sensitivity"][0], at["specificity"][0], at["threshold"][0]) == (0.5, 0.8, 0.85)
+    for sens, spec in ((0.5, 0.8), (0.75, 0.6), (1.0, 0.3)):
+        got = metrics.specificity_at_sensitivity(labels, scores, sens)
+        assert got["specificity"][0] == pytest.approx(spec) and got["n_pos"][0] == 4
+    with pytest.raises(ValueError, match="specificity level"):
+        metrics.sensitivity_at_specificity(labels, scores, 90)
+
+
+def test_operating_points_match_a_brute_force_search_and_skip_undefined_classes():
+    labels, scores = make_data(n=200, c=6, seed=8, round_to=2)  # rounding creates ties
+    labels = with_undefined_classes(labels)
+    for level in (0.9, 0.95):
+        got_sens = metrics.sensitivity_at_specificity(labels, scores, level)
+        got_spec = metrics.specificity_at_sensitivity(labels, scores, level)
+        for c in range(6):
+            if c in (2, 5):
+                assert all(np.isnan(got_sens[k][c]) for k in ("sensitivity", "specificity", "threshold"))
+                continue
+            ops = [metrics.threshold_metrics(labels[:, [c]], scores[:, [c]], t)
+                   for t in [*np.unique(scores[:, c]), np.inf]]
+            sens = [(o["recall"][0], o["specificity"][0]) for o in ops]
+            assert got_sens["sensitivity"][c] == pytest.approx(max(s for s, p in sens if p >= level - 1e-9))
+            assert got_spec["specificity"][c] == pytest.approx(max(p for s, p in sens if s >= level - 1e-9))

@@ -11,9 +11,12 @@ from core.models import MODELS, build_model, count_params, describe, flops_per_i
 @pytest.mark.parametrize("size", [28, 64, 128, 224])
 def test_every_model_maps_images_to_14_logits(name, size):
     model = build_model(name, size).eval()
+    seen = []
+    model.cam_layer.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
     with torch.no_grad():
         assert model(torch.zeros(2, 1, size, size)).shape == (2, 14)
-    assert isinstance(model.cam_layer, torch.nn.Conv2d)
+    # Grad-CAM's layer runs once and gives a spatial feature map
+    assert len(seen) == 1 and len(seen[0]) == 4 and seen[0][0] == 2 and seen[0][2] > 1
 
 
 def test_default_model_cost_grows_slower_than_pixels():
@@ -70,3 +73,43 @@ def test_folding_batchnorm_keeps_the_outputs_and_leaves_the_model_alone(name, si
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model.eval()(x), atol=1e-4, rtol=1e-4)
     assert fired == [1]
+
+
+# torchvision's resnet18 / resnet50 (3 input channels, 1000 classes) have 11,689,512 / 25,557,032
+# parameters. One input channel removes 2 x 64 x 7 x 7 = 6,272 stem weights; 14 classes instead of
+# 1000 remove 986 x (512 + 1) = 505,818 head parameters (986 x (2048 + 1) = 2,020,314 for resnet50);
+# the 28 px 3x3 stem has 64 x 9 = 576 stem weights instead of 64 x 49 = 3,136.
+TORCHVISION_PARAMS = {"resnet18": (11_689_512, 512), "resnet50": (25_557_032, 2048)}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_reference_resnets_have_torchvisions_parameter_count_for_one_channel_and_14_classes(name):
+    total, features = TORCHVISION_PARAMS[name]
+    large = total - 2 * 64 * 7 * 7 - (1000 - 14) * (features + 1)
+    assert describe(name, 64)["params"] == describe(name, 224)["params"] == large
+    assert describe(name, 28)["params"] == large - 64 * 49 + 64 * 9
+    assert (large, large - 2560) == {"resnet18": (11_177_422, 11_174_862), "resnet50": (23_530_446, 23_527_886)}[name]
+
+
+def test_resnet_stems_follow_medmnist():
+    small, large = build_model("resnet18", 28), build_model("resnet18", 224)
+    conv = small.stem[0]
+    assert (conv.kernel_size, conv.stride) == ((3, 3), (1, 1)) and not any(
+        isinstance(m, torch.nn.MaxPool2d) for m in small.modules())
+    conv = large.stem[0]
+    assert (conv.kernel_size, conv.stride, conv.padding) == ((7, 7), (2, 2), (3, 3))
+    assert isinstance(large.stem[-1], torch.nn.MaxPool2d)
+    shapes = []
+    large.cam_layer.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape)))
+    with torch.no_grad():
+        large.eval()(torch.zeros(1, 1, 224, 224))
+    assert shapes == [(1, 512, 7, 7)]  # 224 / 32, as torchvision's layer4
+
+
+def test_resnet18_flops_at_28_px_match_a_hand_count():
+    macs = 28 * 28 * 64 * 9  # stem, stride 1
+    macs += 4 * 28 * 28 * 64 * 64 * 9  # layer1: two blocks of two 3x3 convs at 28 x 28
+    for cin, cout, side in ((64, 128, 14), (128, 256, 7), (256, 512, 4)):  # strided stages
+        macs += side * side * cout * (cin * 9 + 3 * cout * 9 + cin)  # first conv, three more, 1x1 projection
+    macs += 512 * 14
+    assert flops_per_image(build_model("resnet18", 28), 28) == 2 * macs

@@ -204,7 +204,7 @@ def test_load_study_without_report_is_an_error(tmp_path):
 
 def test_build_report_refuses_unfinished_runs(data_root, tmp_path):
     run_dir = prepare_run(_base(data_root, tmp_path / "runs", size=28))
-    with pytest.raises(runs.RunError, match="test_metrics.json"):
+    with pytest.raises(runs.RunError, match="has no test metrics"):
         build_report([run_dir], tmp_path / "out")
 
 

@@ -1,0 +1,91 @@
+"""The training recipe: every knob of a run is one field of TrainConfig, checked in one place.
+
+A run folder's config keeps these fields under "train" (core.runs); `config_of` reads them back.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import data as D
+from core import runs
+from core.models import DEFAULT_MODEL, MODELS
+
+SELECT_BY = {"val_auc": 1, "val_loss": -1, "val_acc": 1}  # +1: higher is better
+AMP_HELP = ("auto (the fastest of fp32 and the precisions the GPU or CPU has natively, measured once per machine "
+            "with the layout; see core/autotune.py), off, bf16, fp16")
+
+
+class ConfigError(ValueError):
+    """A training setting is out of range; the message says which and what is allowed."""
+
+
+@dataclass
+class TrainConfig:
+    size: int = 28
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    pos_weight_clip: float = 10.0  # 0 = plain BCE
+    threshold: float = 0.3  # the study's global threshold, for per-epoch F1
+    model: str = DEFAULT_MODEL
+    select_by: str = "val_auc"
+    patience: int = 10  # epochs without improvement before stopping; 0 = never stop early
+    subset: int | None = None  # seeded random subset of train; val/test stay whole
+    augment: bool = False
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  # auto = measured on this machine (core.autotune); or off / bf16 / fp16
+    channels_last: bool = True  # False forces NCHW; True = channels_last, or the measured layout with amp auto
+    data_root: str = field(default_factory=lambda: str(D.default_root()))
+    runs_dir: str = field(default_factory=lambda: str(runs.default_runs_dir()))
+    name: str = ""
+
+    def train_images(self, n_train: int) -> int:
+        """Training images per epoch from a split of n_train: the subset, capped at the split."""
+        return min(self.subset or n_train, n_train)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming every bad setting (checks that need no data)."""
+        problems = []
+        if self.size not in D.SIZES:
+            problems.append(f"--size {self.size} is not a ChestMNIST size ({', '.join(map(str, D.SIZES))})")
+        if self.epochs < 1:
+            problems.append(f"--epochs {self.epochs} must be at least 1")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size {self.batch_size} must be at least 1")
+        if not 0 < self.lr <= 1:
+            problems.append(f"--lr {self.lr} must be in (0, 1]")
+        if self.pos_weight_clip < 0:
+            problems.append(f"--pos-weight-clip {self.pos_weight_clip} must be >= 0 (0 turns pos_weight off)")
+        if not 0 < self.threshold < 1:
+            problems.append(f"--threshold {self.threshold} must be between 0 and 1")
+        if self.model not in MODELS:
+            problems.append(f"--model {self.model!r} is unknown (choose {', '.join(MODELS)})")
+        if self.select_by not in SELECT_BY:
+            problems.append(f"--select-by {self.select_by!r} must be one of {', '.join(SELECT_BY)}")
+        if self.patience < 0:
+            problems.append(f"--patience {self.patience} must be >= 0 (0 = no early stopping)")
+        if self.subset is not None and self.subset < 1:
+            problems.append(f"--subset {self.subset} must be at least 1")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            problems.append(f"--device {self.device!r} must be auto, cpu, cuda or mps")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            problems.append(f"--amp {self.amp!r} must be auto, off, bf16 or fp16")
+        if problems:
+            raise ConfigError("Invalid training settings: " + "; ".join(problems) + ".")
+
+
+def check_subset(config: TrainConfig, n_train: int, path: Path) -> None:
+    """ConfigError when --subset asks for more than the n_train training images in the file at `path`."""
+    if config.subset is not None and config.subset > n_train:
+        raise ConfigError(f"--subset {config.subset} is larger than the training split ({n_train:,} images "
+                          f"in {path}); use at most {n_train} or leave it out.")
+
+
+
+def config_of(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig a run was prepared with (fields this version does not know are ignored)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in runs.read_config(run_dir)["train"].items() if k in known})

@@ -1,0 +1,89 @@
+"""`python -m core.study`: the command line over run_study / rebuild_report (see core/study/__init__.py)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from core import data as D
+from core import runs
+from core.config import AMP_HELP, ConfigError, TrainConfig
+from core.estimate import format_seconds
+from core.study.common import StudyError, StudyStopped, log
+from core.study.report import rebuild_report
+from core.study.runner import run_study, train_one_main
+
+DESCRIPTION = "The resolution trade-off study: one recipe at several image sizes and seeds, one report."
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m core.study", description=DESCRIPTION,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=list(D.SIZES), help=f"image sizes, from {D.SIZES}")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds per size (seeds --seed, --seed+1, ...)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--model", default=d.model)
+    p.add_argument("--subset", type=int, default=None, help="seeded random subset of train (val/test stay whole)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--patience", type=int, default=d.patience, help="0 = no early stopping")
+    p.add_argument("--augment", action="store_true")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps")
+    p.add_argument("--amp", default=d.amp, help=AMP_HELP)
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--data-root", type=D.data_root_arg, default=None, help=D.DATA_ROOT_HELP)
+    p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")
+    p.add_argument("--name", default=None, help="study name (default: data folder, model, epochs and a recipe hash)")
+    p.add_argument("--out", default=None, help="report folder (default: reports/<name>/)")
+    p.add_argument("--skip-missing", action="store_true", help="leave out sizes whose npz is not in the data root")
+    p.add_argument("--nproc-per-node", type=int, default=1,
+                   help="train each run with torchrun on this many processes (DDP: one per GPU)")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report of --out from its study.json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_train-one"]:
+        return train_one_main(argv[1:])
+    args = _parser().parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print("error: run `python -m core.study` itself without torchrun; --nproc-per-node N launches each run "
+              "under torchrun.", file=sys.stderr)
+        return 2
+    try:
+        if args.report_only:
+            if not args.out:
+                raise StudyError("--report-only needs --out REPORT_DIR (the folder with study.json).")
+            report = rebuild_report(args.out, args.device)
+        else:
+            base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, model=args.model,
+                               patience=args.patience, subset=args.subset, augment=args.augment, device=args.device,
+                               amp=args.amp, channels_last=args.channels_last,
+                               **({"data_root": args.data_root} if args.data_root else {}),
+                               **({"runs_dir": args.runs_dir} if args.runs_dir else {}))
+            t0 = time.time()
+            report = run_study(base, args.sizes, range(args.seed, args.seed + args.seeds), args.name, args.out,
+                               skip_missing=args.skip_missing, nproc_per_node=args.nproc_per_node,
+                               command=["python", "-m", "core.study", *argv])
+            log(f"done in {format_seconds(time.time() - t0)}")
+        if report.data_warning:
+            log(report.data_warning)
+        for title, table in report.tables().items():
+            print(f"\n{title}\n{table.to_string(index=False)}", file=sys.stderr)
+        print((report.report_dir / "report.md").resolve())
+        return 1 if report.summary["failed_runs"] else 0
+    except StudyStopped as e:
+        print(f"\nstopped: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to continue the study (finished runs are kept).",
+              file=sys.stderr)
+        return 130
+    except (StudyError, ConfigError, D.DataError, runs.RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,102 @@
+"""A study's recipe and names: what its runs share, how they are named and found, its study.json."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Callable, Iterable
+
+from core import data as D
+from core import runs
+from core.config import TrainConfig
+from core.study.common import EXECUTION_FIELDS, StudyError, log
+
+
+def slug(text: str, limit: int = 60) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:limit]
+
+
+def recipe_settings(train: dict) -> dict:
+    """A run's train settings without size, seed and execution details: what a study's runs share."""
+    return {k: v for k, v in train.items() if k not in EXECUTION_FIELDS}
+
+
+def recipe_of(config: TrainConfig) -> dict:
+    """The settings every run of a study shares (TrainConfig minus size, seed and execution details)."""
+    return recipe_settings(dataclasses.asdict(config)) | {"data_root": str(Path(config.data_root).expanduser().resolve())}
+
+
+def default_name(config: TrainConfig) -> str:
+    """Readable and recipe-specific: `<data folder>-<model>-e<epochs>[-sub<K>]-<hash of the recipe>`."""
+    recipe = recipe_of(config)
+    digest = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:4]
+    parts = [Path(recipe["data_root"]).name.lstrip(".") or "data", config.model, f"e{config.epochs}"]
+    if config.subset:
+        parts.append(f"sub{config.subset}")
+    return slug("-".join(parts), 50) + f"-{digest}"
+
+
+def run_name(study: str, seed: int) -> str:
+    """TrainConfig.name of the study's run for `seed` (size is a field of its own)."""
+    return f"study-{study}-s{seed}"
+
+
+def recipe_diff(want: dict, train_cfg: dict) -> dict:
+    return {k: (v, train_cfg.get(k)) for k, v in want.items() if train_cfg.get(k) != v}
+
+
+def is_study_run(run_dir: Path, study: str, size: int, seed: int, recipe: dict) -> bool:
+    try:
+        train_cfg = runs.read_config(run_dir)["train"]
+    except runs.RunError:
+        return False
+    return (train_cfg.get("name") == run_name(study, seed) and train_cfg.get("size") == size
+            and train_cfg.get("seed") == seed and not recipe_diff(recipe, train_cfg))
+
+
+def study_file(out_dir: Path) -> Path:
+    return Path(out_dir) / "study.json"
+
+
+def read_study_file(out_dir: str | Path) -> dict | None:
+    path = study_file(Path(out_dir))
+    if not path.is_file():
+        return None
+    try:
+        study = runs.read_json(path)
+    except runs.RunError as e:
+        raise StudyError(f"{e} Delete it to start the study's bookkeeping afresh (run folders are kept).") from None
+    if not isinstance(study, dict) or "runs" not in study:
+        raise StudyError(f"{path} is not a study file of this tool.")
+    return study
+
+
+def check_sizes(data_root: str | Path, sizes: Iterable[int], skip_missing: bool = False,
+                log: Callable[[str], None] = log) -> list[int]:
+    """The requested sizes that have data under `data_root`, sorted.
+
+    A missing size is a DataError naming the files, what the folder has and how to get the rest,
+    unless `skip_missing` (then it is left out with a message). Nothing is written.
+    """
+    sizes = sorted(set(sizes))
+    if not sizes:
+        raise StudyError("No sizes given; pass e.g. --sizes 28 64 128 224.")
+    for size in sizes:
+        D.check_size(size)
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        D.load(root, sizes[0])  # raises the DataError that explains the missing folder
+    missing = [s for s in sizes if not D.npz_path(root, s).is_file()]
+    if not missing:
+        return sizes
+    present = [s for s in sizes if s not in missing]
+    have = D.available_sizes(root)
+    files = ", ".join(D.npz_name(s) for s in missing)
+    if not skip_missing or not present:
+        hint = (f" Or pass --skip-missing to run the study on {present} only." if present else "")
+        raise D.DataError(f"Sizes {missing} have no data in {root.resolve()} (missing {files}; the folder has "
+                          f"{have or 'no ChestMNIST sizes'}). {D.offline_instructions(root, missing[0])}{hint}")
+    log(f"skipping sizes {missing}: {files} not in {root} (--skip-missing)")
+    return present

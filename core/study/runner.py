@@ -1,0 +1,265 @@
+"""Running the grid: find, resume or prepare each (size, seed) run, train it in a child process, then report.
+
+Each run trains in a child process (`python -m core.study _train-one`) so its peak memory can be
+measured on its own: the child's maximum resident set size from the kernel, and on CUDA torch's
+peak allocated GPU memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from core import data as D
+from core import runs
+from core.config import ConfigError, TrainConfig
+from core.device import resolve_device
+from core.evaluate import evaluate_run
+from core.train import prepare_run, print_epoch, print_progress, train
+from core.study.common import DEFAULT_REPORTS_DIR, ROOT, STUDY_VERSION, StudyError, StudyStopped, log
+from core.study.recipe import (check_sizes, default_name, is_study_run, read_study_file, recipe_diff, recipe_of,
+                               run_name, slug, study_file)
+from core.study.reading import StudyReport
+from core.study.report import build_report
+
+
+@dataclass
+class PlannedRun:
+    size: int
+    seed: int
+    run_dir: Path
+    state: str  # state before this invocation did anything
+
+
+def find_existing(study: dict | None, runs_dir: Path, name: str, size: int, seed: int, recipe: dict) -> Path | None:
+    """The study's run for (size, seed): the one study.json lists, else one found in `runs_dir` by name."""
+    if study:
+        for entry in study.get("runs", []):
+            path = Path(entry.get("run_dir", ""))
+            if entry.get("size") == size and entry.get("seed") == seed and path.is_dir() \
+                    and is_study_run(path, name, size, seed, recipe):
+                return path
+    if not runs_dir.is_dir():
+        return None
+    found = [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink() and runs.is_run_dir(d)
+             and is_study_run(d, name, size, seed, recipe)]
+    # Prefer a finished run, then the newest (ids start with the creation time).
+    found.sort(key=lambda d: (runs.read_status(d).get("state") == "finished", d.name), reverse=True)
+    return found[0].resolve() if found else None
+
+
+def save_study(out_dir: Path, name: str, base: TrainConfig, plan: list[PlannedRun], previous: dict | None,
+                command: list[str] | None) -> None:
+    entries = {(e["size"], e["seed"]): e for e in (previous or {}).get("runs", [])}
+    for p in plan:
+        entries[(p.size, p.seed)] = {"size": p.size, "seed": p.seed, "run_dir": str(p.run_dir)}
+    runs.write_json(study_file(out_dir), {
+        "format_version": STUDY_VERSION, "name": name, "recipe": recipe_of(base),
+        "execution": {k: getattr(base, k) for k in ("device", "amp", "channels_last", "runs_dir")},
+        "sizes": sorted({p.size for p in plan}), "seeds": sorted({p.seed for p in plan}),
+        "runs": sorted(entries.values(), key=lambda e: (e["size"], e["seed"])),
+        "command": command, "created": (previous or {}).get("created", time.time()), "updated": time.time(),
+    })
+
+
+def train_child(run_dir: Path, nproc_per_node: int, log: Callable[[str], None]) -> str:
+    """Train (or resume) one run in a child process; record its peak memory. Returns the run's state."""
+    child_file = runs.cost_child_path(run_dir)
+    child_file.unlink(missing_ok=True)
+    cmd = ["-m", "core.study", "_train-one", str(run_dir), str(child_file)]
+    if nproc_per_node > 1:
+        cmd = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}", *cmd]
+    epochs_before = len(runs.read_metrics(run_dir))
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def ask_stop(*_):  # a cooperative stop: the child finishes its batch and saves a resumable state
+        runs.request_stop(run_dir)
+    previous = signal.signal(signal.SIGTERM, ask_stop)
+    try:
+        while True:
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            except KeyboardInterrupt:
+                log("interrupt: asking the run to stop after its current batch (it stays resumable)")
+                ask_stop()
+            except ChildProcessError:  # already reaped
+                status, usage = 0, None
+                break
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    proc.returncode = os.waitstatus_to_exitcode(status) if usage is not None else proc.returncode
+    child = {}
+    if child_file.is_file():
+        try:
+            child = json.loads(child_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+        child_file.unlink(missing_ok=True)
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    runs.append_cost_session(run_dir, {
+        # ru_maxrss of a waited child is the peak of it and of its waited descendants (the torchrun
+        # ranks), so this is the largest single training process, never a sum.
+        "peak_rss_mb": usage.ru_maxrss * scale / 2**20 if usage is not None else None,
+        "cuda_peak_mb": child.get("cuda_peak_mb"), "cuda_reserved_mb": child.get("cuda_reserved_mb"),
+        "device": child.get("device"), "world_size": nproc_per_node, "returncode": proc.returncode,
+        "epochs_before": epochs_before, "epochs_after": len(runs.read_metrics(run_dir)),
+        "wall_s": time.time() - t0, "ended": time.time(), "isolated": True,
+    })
+    return runs.read_status(run_dir).get("state", "failed")
+
+
+def train_in_process(run_dir: Path, log: Callable[[str], None]) -> str:
+    epochs_before, t0 = len(runs.read_metrics(run_dir)), time.time()
+    try:
+        state = train(run_dir)
+    except Exception as e:  # train() marked the run failed; the study goes on with the others
+        log(f"{run_dir.name} failed: {type(e).__name__}: {e}")
+        state = "failed"
+    runs.append_cost_session(run_dir, {
+        "peak_rss_mb": None, "cuda_peak_mb": None, "device": None, "world_size": 1, "isolated": False,
+        "epochs_before": epochs_before, "epochs_after": len(runs.read_metrics(run_dir)),
+        "wall_s": time.time() - t0, "ended": time.time()})
+    return state
+
+
+def _check_same_study(previous: dict | None, name: str, recipe: dict, out_dir: Path) -> None:
+    """StudyError when `out_dir` already holds a study with another name or recipe."""
+    if previous is None:
+        return
+    diff = recipe_diff(previous.get("recipe", {}), recipe)
+    if previous.get("name") != name or diff:
+        what = "; ".join(f"{k}: study {a!r}, now {b!r}" for k, (a, b) in diff.items()) or \
+            f"it is study {previous.get('name')!r}"
+        raise StudyError(f"{study_file(out_dir)} belongs to a study with other settings ({what}). "
+                         f"Use the same settings to continue it, or another --name / --out for a new study.")
+
+
+def plan_runs(base: TrainConfig, name: str, sizes: list[int], seeds: list[int], previous: dict | None) -> list[PlannedRun]:
+    """The study's run for every (size, seed): the existing one (study.json's, else found by name in
+    the runs folder) or a newly prepared one (core.train.prepare_run)."""
+    recipe, runs_dir = recipe_of(base), Path(base.runs_dir).expanduser()
+    plan: list[PlannedRun] = []
+    for size in sizes:
+        for seed in seeds:
+            config = dataclasses.replace(base, size=size, seed=seed, name=run_name(name, seed))
+            config.validate()
+            found = find_existing(previous, runs_dir, name, size, seed, recipe)
+            if found is None:
+                plan.append(PlannedRun(size, seed, prepare_run(config).resolve(), "new"))
+            else:
+                plan.append(PlannedRun(size, seed, found, runs.read_status(found).get("state", "failed")))
+    return plan
+
+
+def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], name: str | None = None,
+              out_dir: str | Path | None = None, *, skip_missing: bool = False, nproc_per_node: int = 1,
+              isolate: bool = True, command: list[str] | None = None, inference_images: int = 512,
+              log: Callable[[str], None] = log) -> "StudyReport":
+    """Train `base` at every size and seed (re-using, resuming or preparing runs), then build the report.
+
+    `base.size`/`base.seed`/`base.name` are ignored (set per run). `isolate` trains each run in a
+    child process (needed to measure its peak memory); `nproc_per_node` > 1 launches that child
+    with torchrun (DDP). Raises DataError/ConfigError/StudyError before anything is trained when
+    the data or settings are wrong, StudyStopped when a run is stopped. Runs that fail are
+    reported and left out of the report; the others still are reported.
+    """
+    seeds = sorted(set(seeds))
+    if not seeds:
+        raise StudyError("No seeds given.")
+    if nproc_per_node < 1:
+        raise StudyError(f"--nproc-per-node {nproc_per_node} must be at least 1.")
+    sizes = check_sizes(base.data_root, sizes, skip_missing, log)
+    base = dataclasses.replace(base, size=sizes[0], seed=seeds[0], name="")
+    base.validate()
+    name = slug(name) if name else default_name(base)
+    if not name:
+        raise StudyError("--name must contain letters or digits.")
+    out_dir = Path(out_dir) if out_dir else DEFAULT_REPORTS_DIR / name
+    recipe = recipe_of(base)
+    previous = read_study_file(out_dir)
+    _check_same_study(previous, name, recipe, out_dir)
+    # Find or prepare every run first: bad settings or data fail here, before hours of training.
+    plan = plan_runs(base, name, sizes, seeds, previous)
+    busy = [p for p in plan if runs.read_status(p.run_dir).get("state") == "running"]
+    if busy:
+        raise StudyError("Being trained by another process (wait for it or stop it, then run this again): "
+                         + ", ".join(f"{p.size} px seed {p.seed} ({p.run_dir}, pid {runs.read_status(p.run_dir).get('pid')})"
+                                     for p in busy))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_study(out_dir, name, base, plan, previous, command)
+    todo = [p for p in plan if p.state != "finished"]
+    log(f"{name}: {len(plan)} runs ({len(plan) - len(todo)} finished, {len(todo)} to train) -> {out_dir}")
+
+    failed = []
+    for i, p in enumerate(plan):
+        label = f"{p.size} px seed {p.seed}"
+        state = runs.read_status(p.run_dir).get("state")
+        if state == "running":
+            raise StudyError(f"{p.run_dir} ({label}) is being trained by process "
+                             f"{runs.read_status(p.run_dir).get('pid')}; wait for it or stop it, then run this again.")
+        if state != "finished":
+            done = len(runs.read_metrics(p.run_dir))
+            log(f"[{i + 1}/{len(plan)}] {label}: {'resuming after epoch ' + str(done) if done else 'training'} "
+                f"{p.run_dir}")
+            state = (train_child(p.run_dir, nproc_per_node, log) if isolate
+                     else train_in_process(p.run_dir, log))
+            if state == "stopped":  # asked to stop (Ctrl-C, SIGTERM, a STOP file): stop the study too
+                raise StudyStopped(f"{label} was stopped after {len(runs.read_metrics(p.run_dir))} epochs "
+                                   f"({p.run_dir}); run the same command again to resume the study.")
+            if state != "finished":
+                # 'interrupted' = the process died without saying so (e.g. killed for memory): the
+                # other sizes still run; a later invocation resumes this one from its last epoch.
+                err = runs.read_status(p.run_dir).get("error", "")
+                log(f"{label} {state}: {err}")
+                failed.append(p)
+                continue
+            runs.clear_stop(p.run_dir)  # a stop asked for after the run had finished
+        else:
+            log(f"[{i + 1}/{len(plan)}] {label}: finished already, re-used ({p.run_dir.name})")
+        if not runs.has_test_metrics(p.run_dir):
+            log(f"{label}: evaluating on test")
+            evaluate_run(p.run_dir, base.device)
+    finished = [p.run_dir for p in plan if p not in failed]
+    if not finished:
+        raise StudyError("Every run of the study failed; see each run's status and log in its folder.")
+    report = build_report(finished, out_dir, device=base.device, study_name=name, inference_images=inference_images,
+                          failed=[str(p.run_dir) for p in failed], command=command)
+    return report
+
+
+def train_one_main(argv: list[str]) -> int:
+    """`python -m core.study _train-one RUN_DIR CHILD_JSON`: the child that trains one run (maybe under torchrun)."""
+    run_dir, child_file = Path(argv[0]), Path(argv[1])
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    lead = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports (as core.train does)
+    live = lead and sys.stderr.isatty()  # batch progress redraws one line: terminals only; logs get epochs
+    state, code = "failed", 2
+    device = None
+    try:
+        device = resolve_device(runs.read_config(run_dir)["train"]["device"])
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        state = train(run_dir, print_progress if live else None, print_epoch if lead else None)
+        code = 0 if state == "finished" else 1
+    except (ConfigError, D.DataError, runs.RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+    finally:
+        if lead:
+            info: dict[str, Any] = {"device": str(device) if device else None, "state": state}
+            if device is not None and device.type == "cuda":
+                info["device"] = f"{device} ({torch.cuda.get_device_name(device)})"
+                info["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+                info["cuda_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+            child_file.write_text(json.dumps(info))
+    return code

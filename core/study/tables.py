@@ -1,0 +1,67 @@
+"""The report's tables as display text (report.md, the app and the CLI show the same strings)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _f(v, digits: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def _ms(row: dict, key: str, digits: int = 3) -> str:
+    """`mean ± std` over seeds, or the single value."""
+    if row.get(key) is None:
+        return "n/a"
+    std = row.get(f"{key}_std")
+    return f"{row[key]:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{row[key]:.{digits}f}"
+
+
+def _with_ci(row: dict, key: str) -> str:
+    if row.get(key) is None:
+        return "n/a"
+    if row.get("n_seeds", 1) > 1:
+        return f"{_ms(row, key)} (n={row['n_seeds']})"
+    lo, hi = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    return f"{row[key]:.3f} [{_f(lo)}, {_f(hi)}]"
+
+
+def _num(v, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def multi_seed(summary: dict) -> bool:
+    """Whether some size has several seeds: its tables then show mean ± std, not bootstrap CIs."""
+    return any(r["n_seeds"] > 1 for r in summary["sizes"])
+
+
+def format_tables(summary: dict) -> dict[str, pd.DataFrame]:
+    """The report's three tables as display-ready DataFrames (the same text report.md shows)."""
+    sizes = summary["sizes"]
+    multi = multi_seed(summary)
+    val = pd.DataFrame([{
+        "size": f"{r['size']} px", "seeds": r["n_seeds"], "best epoch": ", ".join(map(str, r["best_epoch"])),
+        "val AUC": _ms(r, "val_auc"), "val ACC": _ms(r, "val_acc"), "val macro-F1": _ms(r, "val_macro_f1"),
+        "val micro-F1": _ms(r, "val_micro_f1"), "val loss": _ms(r, "val_loss")} for r in sizes])
+    ci = "mean ± std over seeds" if multi else f"{int(100 * summary.get('ci_level', 0.95))}% bootstrap CI"
+    test = pd.DataFrame([{
+        "size": f"{r['size']} px", f"test AUC ({ci})": _with_ci(r, "test_auc"),
+        f"test ACC ({ci})": _with_ci(r, "test_acc"), "test macro-F1 (val-tuned thresholds)": _ms(r, "test_macro_f1"),
+        "AUC undefined": ", ".join(u["name"] for u in r["auc_undefined_classes"]) or "-"} for r in sizes])
+    cuda = any(r.get("cuda_peak_mb") is not None for r in sizes)
+    cost = pd.DataFrame([{
+        "size": f"{r['size']} px", "params": _num(r["params"], ",.0f"), "GFLOPs/image": _f(r["gflops"], 4),
+        "s/epoch": _ms(r, "seconds_per_epoch", 1), "train img/s": _ms(r, "train_images_per_s", 0),
+        "inference ms/image": _f(r.get("inference_ms_per_image"), 3),
+        "peak RSS MB": _num(r.get("peak_rss_mb"), ",.0f"),
+        **({"peak GPU MB": _num(r.get("cuda_peak_mb"), ",.0f")} if cuda else {}),
+        "dataset MB": _num(r.get("data_mb"), ",.0f"),
+        "device": r["device"] + (f" x{r['world_size']}" if r.get("world_size", 1) > 1 else "")} for r in sizes])
+    return {"Table 1: validation at the best epoch": val, "Test": test, "Cost": cost}
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    cells = [list(map(str, df.columns))] + [[str(v) for v in row] for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join(" --- " for _ in df.columns) + "|")
+    return "\n".join(lines)
