@@ -172,7 +172,7 @@ def run(ctx: Context) -> list[Row]:
     mode, rows = ctx.mode, []
     full = mode.name == "full"
     sizes = (28, 64, 128, 224) if full else (28,)  # training at 224 px takes minutes
-    # The reference ResNets train for minutes even at 28 px; tests/test_saliency.py plays their 28 px game.
+    # The reference ResNets train for minutes even at 28 px: full mode only (the tests play resnet18's 28 px game).
     names = list(MODELS) if full else [n for n in MODELS if not n.startswith("resnet")]
     trained = {}
     for size in sizes:

@@ -1,6 +1,6 @@
 """core.saliency and core.sanity: shapes and range of every method, the pointing game on planted lesions
-for every model at 28 px, the all-classes shortcut against per-class calls, the model left as it was,
-bad input, parameter randomisation, deletion/insertion, and the display overlay."""
+for every model at 28 px (resnet50's in the bench only), the all-classes shortcut against per-class
+calls, the model left as it was, bad input, parameter randomisation, deletion/insertion, and the display overlay."""
 import numpy as np
 import pytest
 import torch
