@@ -173,8 +173,9 @@ class ResNet(nn.Module):
 
     @property
     def cam_layer(self) -> nn.Module:
-        """The last stage: Grad-CAM maps its output, the feature map the pooled head reads."""
-        return self.layer4
+        """The first stage's output (a quarter of the input's side, the full side at 28 px), at every
+        size. The last stage, which the pooled head reads, keeps too little of where a finding is."""
+        return self.layer1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

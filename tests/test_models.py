@@ -103,7 +103,7 @@ def test_resnet_stems_follow_medmnist():
     large.cam_layer.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape)))
     with torch.no_grad():
         large.eval()(torch.zeros(1, 1, 224, 224))
-    assert shapes == [(1, 512, 7, 7)]  # 224 / 32, as torchvision's layer4
+    assert shapes == [(1, 64, 56, 56)]  # cam_layer is layer1: 224 / 4, as torchvision's layer1
 
 
 def test_resnet18_flops_at_28_px_match_a_hand_count():
