@@ -28,7 +28,8 @@ def group_name(candidate: str, size: int, several: bool) -> str:
 
 def comparisons(groups: dict[tuple[str, int], list[dict]]) -> list[tuple[str, tuple[str, int], tuple[str, int]]]:
     """(kind, group a, group b) pairs: per candidate each size against the smallest and against the
-    previous size; with several candidates, each against the seed-cnn candidate at the same size."""
+    previous size; with several candidates, each against seed-cnn at the same size (and with more than
+    two, each against the first candidate too)."""
     out = []
     candidates = list(dict.fromkeys(c for c, _ in groups))
     for cand in candidates:
@@ -37,14 +38,17 @@ def comparisons(groups: dict[tuple[str, int], list[dict]]) -> list[tuple[str, tu
             out.append(("size vs smallest", (cand, size), (cand, sizes[0])))
             if i > 1:
                 out.append(("size vs previous", (cand, size), (cand, sizes[i - 1])))
-    baseline = BASELINE if BASELINE in candidates else None
-    if baseline and len(candidates) > 1:
+    # Every candidate against seed-cnn, and, with more than two candidates, against the first one given
+    # (e.g. recipe variants against the recipe they vary), at the sizes both have.
+    references = [c for c in dict.fromkeys([BASELINE, candidates[0]] if len(candidates) > 2 else [BASELINE])
+                  if c in candidates]
+    for ref in references if len(candidates) > 1 else []:
         for cand in candidates:
-            if cand == baseline:
+            if cand in (ref, BASELINE):
                 continue
             for _, size in sorted(k for k in groups if k[0] == cand):
-                if (baseline, size) in groups:
-                    out.append(("vs " + baseline, (cand, size), (baseline, size)))
+                if (ref, size) in groups:
+                    out.append(("vs " + ref, (cand, size), (ref, size)))
     return out
 
 

@@ -139,7 +139,7 @@ def _results(summary: dict) -> list[str]:
           ""]
     for r in summary["sizes"]:
         if "not measured" in r["memory_note"]:
-            L.append(f"  - {r['size']} px: {r['memory_note']}.")
+            L.append(f"  - {row_label(summary, r)}: {r['memory_note']}.")
     return L
 
 
