@@ -304,8 +304,9 @@ def test_runs_on_other_images_are_not_paired(study, tmp_path):
     run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))
     other_root = tmp_path / "other-data"
     other_root.mkdir()
-    other = _clone(run28, tmp_path / "runs" / "other", size=64, data_root=str(other_root))
+    other = _clone(run28, tmp_path / "runs" / "other", model="seed-cnn", data_root=str(other_root))
     [row] = _report([run28, other], tmp_path / "r").summary["differences"]["rows"]
+    assert (row["a"], row["b"]) == ("res-cnn 28 px", f"seed-cnn data_root={other_root} 28 px")
     assert not row["paired"] and row["verdict"].startswith("not compared:") and "same images" in row["verdict"]
 
 

@@ -40,11 +40,12 @@ def comparisons(groups: dict[tuple[str, int], list[dict]]) -> list[tuple[str, tu
                 out.append(("size vs previous", (cand, size), (cand, sizes[i - 1])))
     # Every candidate against seed-cnn, and, with more than two candidates, against the first one given
     # (e.g. recipe variants against the recipe they vary), at the sizes both have.
-    references = [c for c in dict.fromkeys([BASELINE, candidates[0]] if len(candidates) > 2 else [BASELINE])
-                  if c in candidates]
+    # The baseline is seed-cnn with the reference recipe, else seed-cnn with another one.
+    baseline = next((c for c in sorted(candidates, key=len) if c.split()[0] == BASELINE), None)
+    references = [c for c in dict.fromkeys([baseline, candidates[0]] if len(candidates) > 2 else [baseline]) if c]
     for ref in references if len(candidates) > 1 else []:
         for cand in candidates:
-            if cand in (ref, BASELINE):
+            if cand in (ref, baseline):
                 continue
             for _, size in sorted(k for k in groups if k[0] == cand):
                 if (ref, size) in groups:

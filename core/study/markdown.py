@@ -117,7 +117,7 @@ def _results(summary: dict) -> list[str]:
           "chosen in advance). " + ("Mean ± std over seeds. " if multi else "")
           + "Training with pos_weight pushes the probabilities of rare findings up, so ECE measures that choice too.", "",
           markdown_table(tables["Calibration and operating points"]), "",
-          "Per class, with the test positives each number rests on (mean over seeds):", "",
+          "Per class, with the test positives each number rests on" + (" (mean over seeds):" if multi else ":"), "",
           markdown_table(per_class_table(summary)), ""]
     inf = summary.get("inference") or {}
     L += ["## Cost", "", markdown_table(tables["Cost"]), "",
@@ -152,7 +152,7 @@ def _differences(summary: dict, tables: dict) -> list[str]:
             f"Paired test-AUC differences a - b on the same test images ({diff['n_boot']} bootstrap resamples of the "
             f"images, the same resample for both sides; 95% percentile interval; two-sided p from the same resamples). "
             f"Seed handling: `{diff['method']}`, {diff['method_text']}. The interval covers the finite test set, not "
-            "the spread a new seed would add: read it with the std over seeds above. \"better\" only when the whole "
+            "the spread a new seed would add: read it beside the seed-to-seed spread. \"better\" only when the whole "
             "interval is on one side of 0. Groups are paired only when all their runs scored the same images (same "
             "data folder, same test labels).", "",
             markdown_table(tables["Differences"]), ""]
