@@ -16,6 +16,7 @@ from core import metrics
 from core.metrics import to_jsonable
 from core.study import (FIGURES, StudyError, StudyReport, build_report, check_sizes, format_tables,
                         list_studies, load_study, main, read_study_file, run_name, run_study)
+from core.study.records import label_candidates
 from core.train import TrainConfig, prepare_run, train
 from tests.synthetic import write_planted
 
@@ -118,7 +119,14 @@ def test_table_numbers_equal_the_run_files(study):
         assert f"| {size} px | 1 | {best['epoch']} | {best['val_auc']:.3f} | {best['val_acc']:.3f} |" in md
         assert f"{test['auc']:.3f} [{test['auc_ci'][0]:.3f}, {test['auc_ci'][1]:.3f}]" in md
     tables = loaded.tables()
-    assert list(tables) == ["Table 1: validation at the best epoch", "Test", "Cost"]
+    assert list(tables) == ["Table 1: validation at the best epoch", "Test", "Calibration and operating points",
+                            "Differences", "Cost"]
+    # Two sizes, one candidate: one comparison, 64 px against the smallest, paired on the same images.
+    [diff] = loaded.summary["differences"]["rows"]
+    assert (diff["kind"], diff["a"], diff["b"], diff["paired"]) == ("size vs smallest", "64 px", "28 px", True)
+    assert diff["delta"] == pytest.approx(test_csv.loc[64, "test_auc"] - test_csv.loc[28, "test_auc"], abs=1e-9)
+    assert loaded.summary["differences"]["method"] == "mean-auc" and "mean-auc" in md
+    assert diff["verdict"] in md
     assert list(tables["Test"]["size"]) == ["28 px", "64 px"]
     assert loaded.per_class_frame().shape == (D.N_CLASSES, 2)
     assert len(loaded.runs_frame()) == 2
@@ -231,3 +239,107 @@ def test_one_seed_per_size_shows_bootstrap_cis_even_when_sizes_used_different_se
     assert built.summary["seeds"] == [0, 1] and all(r["n_seeds"] == 1 for r in built.summary["sizes"])
     md = (tmp_path / "report" / "report.md").read_text()
     assert "over seeds" not in md and "bootstrap CI" in md
+
+
+def _clone(run_dir: Path, dest: Path, scores: np.ndarray | None = None, **train) -> Path:
+    """A copy of a finished run with other train settings (and optionally other test scores)."""
+    shutil.copytree(run_dir, dest)
+    config = runs.read_config(dest)
+    config["train"].update(train)
+    runs.write_json(dest / "config.json", config)
+    if scores is not None:
+        labels = runs.load_scores(dest, "test")[1]
+        runs.save_scores(dest, "test", scores, labels)
+    return dest
+
+
+def _report(run_dirs: list[Path], out: Path) -> StudyReport:
+    return build_report(run_dirs, out, device="cpu", measure_inference_time=False, n_boot=200)
+
+
+def test_identical_scores_at_two_sizes_are_not_distinguishable_with_delta_zero(study, tmp_path):
+    report, _, _ = study
+    run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))
+    same = _clone(run28, tmp_path / "runs" / "same", size=64)  # the 28 px scores, labelled 64 px
+    [row] = _report([run28, same], tmp_path / "r").summary["differences"]["rows"]
+    assert row["delta"] == 0 and (row["ci_low"], row["ci_high"]) == (0, 0) and row["p_value"] == 1
+    assert row["verdict"] == "not distinguishable (delta 0.000 [0.000, 0.000])"
+
+
+def test_known_better_model_is_named_better_than_seed_cnn(study, tmp_path):
+    report, _, _ = study
+    run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))
+    scores, labels = runs.load_scores(run28, "test")
+    perfect = _clone(run28, tmp_path / "runs" / "perfect", scores=0.1 + 0.8 * labels.astype(np.float32))
+    baseline = _clone(run28, tmp_path / "runs" / "base", model="seed-cnn")
+    built = _report([perfect, baseline], tmp_path / "r")
+    assert built.summary["candidates"] == ["res-cnn", "seed-cnn"]
+    [row] = [r for r in built.summary["differences"]["rows"] if r["kind"] == "vs seed-cnn"]
+    defined = [c for c in range(labels.shape[1]) if 0 < labels[:, c].sum() < len(labels)]
+    by_hand = 1.0 - float(np.mean([metrics.auc_per_class(labels, scores)[c] for c in defined]))
+    assert row["delta"] == pytest.approx(by_hand, abs=1e-9) and row["ci_low"] > 0
+    assert row["verdict"].startswith(f"res-cnn 28 px better than seed-cnn 28 px by {by_hand:.3f}")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| candidate | size |" in md and "`seed-cnn`" in md and row["verdict"] in md
+
+
+def test_seeds_form_one_group_and_its_difference_is_the_mean_auc_difference(study, tmp_path):
+    report, _, _ = study
+    run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))
+    scores, labels = runs.load_scores(run28, "test")
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(scores + rng.normal(0, 0.2, scores.shape), 0, 1) for _ in range(2)]
+    group64 = [_clone(run28, tmp_path / "runs" / f"s{i}", scores=s, size=64, seed=i) for i, s in enumerate(noisy)]
+    built = _report([run28, *group64], tmp_path / "r")
+    row64 = next(r for r in built.summary["sizes"] if r["size"] == 64)
+    assert row64["n_seeds"] == 2 and row64["seeds"] == [0, 1]
+    [diff] = built.summary["differences"]["rows"]
+    mean64 = np.mean([metrics.mean_auc(labels, s.astype(np.float32)) for s in noisy])
+    assert (diff["n_runs_a"], diff["n_runs_b"]) == (2, 1)
+    assert diff["delta"] == pytest.approx(mean64 - metrics.mean_auc(labels, scores), abs=1e-6)
+
+
+def test_runs_on_other_images_are_not_paired(study, tmp_path):
+    report, _, _ = study
+    run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))
+    other_root = tmp_path / "other-data"
+    other_root.mkdir()
+    other = _clone(run28, tmp_path / "runs" / "other", model="seed-cnn", data_root=str(other_root))
+    [row] = _report([run28, other], tmp_path / "r").summary["differences"]["rows"]
+    assert (row["a"], row["b"]) == ("res-cnn 28 px", f"seed-cnn data_root={other_root} 28 px")
+    assert not row["paired"] and row["verdict"].startswith("not compared:") and "same images" in row["verdict"]
+
+
+def test_calibration_and_operating_points_come_from_the_run_files(study):
+    report, _, out = study
+    md = (out / "report.md").read_text()
+    for row in report.summary["sizes"]:
+        run = next(r for r in report.summary["runs"] if r["size"] == row["size"])
+        test = json.loads((Path(run["run_dir"]) / "test_metrics.json").read_text())
+        assert (row["test_ece"], row["test_brier"]) == (test["ece"], test["brier"])
+        defined = [v for v in test["per_class"].values() if v["auc"] is not None]
+        assert row["test_sens_at_spec90"] == pytest.approx(np.mean([v["sens_at_spec90"] for v in defined]))
+        assert row["test_sens_at_spec95"] == pytest.approx(np.mean([v["sens_at_spec95"] for v in defined]))
+    first = next(iter(test["per_class"].items()))
+    assert f"| {first[0]} | {first[1]['support']} |" in md  # positives next to the per-class numbers
+    assert "## Calibration and operating points" in md
+
+
+def test_candidates_are_named_by_how_their_recipe_differs():
+    base = {"model": "res-cnn", "epochs": 15, "batch_size": 32, "lr": 0.001}
+    records = [{"train_config": {**base, "seed": s}} for s in (0, 1)] + \
+        [{"train_config": {**base, "model": "seed-cnn"}}, {"train_config": {**base, "batch_size": 128}}]
+    label_candidates(records)
+    assert [r["candidate"] for r in records] == ["res-cnn", "res-cnn", "seed-cnn", "res-cnn batch_size=128"]
+
+
+def test_cli_builds_one_report_from_several_run_folders(study, tmp_path, capsys):
+    report, _, _ = study
+    run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))
+    folder = tmp_path / "seed-cnn-runs"
+    _clone(run28, folder / "a", model="seed-cnn")
+    assert main(["--report-only", "--runs", str(run28), str(folder), "--out", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    built = load_study(tmp_path / "r")
+    assert built.summary["candidates"] == ["res-cnn", "seed-cnn"] and len(built.summary["runs"]) == 2
+    assert main(["--runs", str(run28), "--out", str(tmp_path / "r2")]) == 2
+    assert "--report-only" in capsys.readouterr().err

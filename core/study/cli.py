@@ -11,7 +11,7 @@ from core import runs
 from core.config import AMP_HELP, ConfigError, TrainConfig
 from core.estimate import format_seconds
 from core.study.common import StudyError, StudyStopped, log
-from core.study.report import rebuild_report
+from core.study.report import build_report, finished_runs, rebuild_report
 from core.study.runner import run_study, train_one_main
 
 DESCRIPTION = "The resolution trade-off study: one recipe at several image sizes and seeds, one report."
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc-per-node", type=int, default=1,
                    help="train each run with torchrun on this many processes (DDP: one per GPU)")
     p.add_argument("--report-only", action="store_true", help="rebuild the report of --out from its study.json")
+    p.add_argument("--runs", nargs="+", default=None, metavar="PATH",
+                   help="with --report-only: build one report in --out from these run folders (or folders of run "
+                        "folders), e.g. several models' studies; runs are grouped by model/recipe and size")
     return p
 
 
@@ -55,10 +58,14 @@ def main(argv: list[str] | None = None) -> int:
               "under torchrun.", file=sys.stderr)
         return 2
     try:
+        if args.runs and not args.report_only:
+            raise StudyError("--runs builds a report from finished runs: use it with --report-only --out REPORT_DIR.")
         if args.report_only:
             if not args.out:
                 raise StudyError("--report-only needs --out REPORT_DIR (the folder with study.json).")
-            report = rebuild_report(args.out, args.device)
+            report = (build_report(finished_runs(args.runs), args.out, device=args.device,
+                                   command=["python", "-m", "core.study", *argv]) if args.runs
+                      else rebuild_report(args.out, args.device))
         else:
             base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, model=args.model,
                                patience=args.patience, subset=args.subset, augment=args.augment, device=args.device,

@@ -11,12 +11,14 @@ import numpy as np  # noqa: E402
 
 from core import data as D  # noqa: E402
 from core.study.common import FIGURES  # noqa: E402
-from core.study.tables import multi_seed  # noqa: E402
+from core.study.tables import multi_seed, row_label, several_candidates  # noqa: E402
 
 def draw_figures(summary: dict, records: list[dict], out_dir: Path) -> dict[str, str]:
     """Draw the report's figures into `out_dir`; {figure key: file name} (core.study.common.FIGURES)."""
-    sizes = [r["size"] for r in summary["sizes"]]
-    colors = {s: plt.get_cmap("viridis")(i / max(1, len(sizes) - 1) * 0.85) for i, s in enumerate(sizes)}
+    # One colour per row (candidate and size); runs find theirs by (candidate, size).
+    keys = [(r["candidate"], r["size"]) for r in summary["sizes"]]
+    colors = {k: plt.get_cmap("viridis")(i / max(1, len(keys) - 1) * 0.85) for i, k in enumerate(keys)}
+    sizes = [row_label(summary, r) for r in summary["sizes"]]
     source = summary["data"]["label"]
     _curves(summary, records, colors, source, out_dir / FIGURES["curves"])
     _auc_vs_cost(summary, records, colors, source, out_dir / FIGURES["auc_vs_cost"])
@@ -28,9 +30,10 @@ def _curves(summary: dict, records: list[dict], colors: dict, source: str, path:
     """Validation AUC and losses per epoch, one line per run."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     for r in records:
-        c, first = colors[r["size"]], r["seed"] == min(x["seed"] for x in records if x["size"] == r["size"])
+        key = (r["candidate"], r["size"])
+        c, first = colors[key], r["seed"] == min(x["seed"] for x in records if (x["candidate"], x["size"]) == key)
         ep = r["curves"]["epoch"]
-        label = f"{r['size']} px" if first else None
+        label = row_label(summary, r) if first else None
         for ax, key in zip(axes, ("val_auc", "train_loss", "val_loss")):
             y = [np.nan if v is None else v for v in r["curves"][key]]
             ax.plot(ep, y, "-o", color=c, ms=3, lw=1.4, alpha=0.9, label=label)
@@ -64,13 +67,14 @@ def _auc_vs_cost(summary: dict, records: list[dict], colors: dict, source: str, 
             if multi and r["n_seeds"] > 1:
                 yerr = [[r["test_auc_std"] or 0], [r["test_auc_std"] or 0]]
                 for rec in records:
-                    if rec["size"] == r["size"] and rec.get(key) is not None:
-                        ax.plot(rec[key], rec["test_auc"], ".", color=colors[r["size"]], alpha=0.5)
+                    if (rec["candidate"], rec["size"]) == (r["candidate"], r["size"]) and rec.get(key) is not None:
+                        ax.plot(rec[key], rec["test_auc"], ".", color=colors[(r["candidate"], r["size"])], alpha=0.5)
             else:
                 lo, hi = r.get("test_auc_ci_low"), r.get("test_auc_ci_high")
                 yerr = [[y - lo], [hi - y]] if lo is not None and hi is not None else None
-            ax.errorbar([x], [y], yerr=yerr, fmt="o", ms=8, capsize=5, color=colors[r["size"]], label=f"{r['size']} px")
-            ax.annotate(f"{r['size']} px", (x, y), textcoords="offset points", xytext=(8, 6), fontsize=9)
+            ax.errorbar([x], [y], yerr=yerr, fmt="o", ms=8, capsize=5, color=colors[(r["candidate"], r["size"])],
+                        label=row_label(summary, r))
+            ax.annotate(row_label(summary, r), (x, y), textcoords="offset points", xytext=(8, 6), fontsize=9)
         lo_y, hi_y = ax.get_ylim()
         if lo_y <= 0.5 <= hi_y + 0.02:
             ax.axhline(0.5, color="grey", ls="--", lw=0.8)
@@ -104,7 +108,8 @@ def _per_class_auc(summary: dict, sizes: list[int], source: str, path: Path) -> 
         for j in range(len(sizes)):
             ax.text(j, i, "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}", ha="center", va="center",
                     fontsize=8, color="grey" if np.isnan(grid[i, j]) else "black")
-    ax.set_xticks(range(len(sizes)), [f"{s} px" for s in sizes])
+    ax.set_xticks(range(len(sizes)), sizes, rotation=30 if several_candidates(summary) else 0, ha="right"
+                  if several_candidates(summary) else "center")
     positives = summary["sizes"][0].get("test_positives") or {}
     ax.set_yticks(range(len(classes)), [f"{c} ({positives[c]:,} pos.)" if positives.get(c) is not None else c
                                         for c in classes])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from core.study.common import FIGURES
-from core.study.tables import format_tables, markdown_table, multi_seed
+from core.study.tables import format_tables, markdown_table, multi_seed, per_class_table, row_label, several_candidates
 
 
 def observations(summary: dict) -> list[str]:
@@ -25,12 +25,13 @@ def observations(summary: dict) -> list[str]:
     if sizes:
         best = max(sizes, key=lambda r: r["test_auc"])
         cheapest = min(sizes, key=lambda r: r["gflops"])
-        if best["size"] != cheapest["size"]:
-            out.append(f"Highest test AUC: {best['size']} px ({best['test_auc']:.3f}) at "
-                       f"{best['gflops'] / cheapest['gflops']:.1f}x the FLOPs per image of {cheapest['size']} px "
+        b, c = row_label(summary, best), row_label(summary, cheapest)
+        if b != c:
+            out.append(f"Highest test AUC: {b} ({best['test_auc']:.3f}) at "
+                       f"{best['gflops'] / cheapest['gflops']:.1f}x the FLOPs per image of {c} "
                        f"({cheapest['test_auc']:.3f}).")
         else:
-            out.append(f"Highest test AUC: {best['size']} px ({best['test_auc']:.3f}), also the cheapest size.")
+            out.append(f"Highest test AUC: {b} ({best['test_auc']:.3f}), also the cheapest.")
     return out
 
 
@@ -54,7 +55,11 @@ def _intro(summary: dict) -> list[str]:
           + (f" by `{' '.join(summary['command'])}`." if summary.get("command") else "."), ""]
     knobs = ", ".join(f"{k} {recipe.get(k)}" for k in ("model", "epochs", "batch_size", "lr", "pos_weight_clip",
                                                       "threshold", "select_by", "patience", "subset", "augment"))
-    L += [f"**Recipe** (the same for every size): {knobs}.", ""]
+    L += [f"**Recipe** (the same for every size" + (", of the most common candidate" if several_candidates(summary)
+                                                     else "") + f"): {knobs}.", ""]
+    if several_candidates(summary):
+        L += ["**Candidates** (model, plus the settings in which it differs from that recipe): "
+              + "; ".join(f"`{c}`" for c in summary["candidates"]) + ".", ""]
     return L
 
 
@@ -104,6 +109,16 @@ def _results(summary: dict) -> list[str]:
              "the test images; ACC on the same resamples)")
           + ". Macro-F1 uses per-class thresholds chosen on validation (Youden's J).", "",
           markdown_table(tables["Test"]), ""]
+    L += _differences(summary, tables)
+    L += ["## Calibration and operating points", "",
+          "From each run's test metrics: expected calibration error (10 equal-width bins; pooled over the pairs of "
+          "every defined class, and the mean of the per-class ECEs), Brier score, and the mean over defined classes "
+          "of the sensitivity at 90% and 95% specificity (read off the test ROC curve, as AUC is; not thresholds "
+          "chosen in advance). " + ("Mean ± std over seeds. " if multi else "")
+          + "Training with pos_weight pushes the probabilities of rare findings up, so ECE measures that choice too.", "",
+          markdown_table(tables["Calibration and operating points"]), "",
+          "Per class, with the test positives each number rests on" + (" (mean over seeds):" if multi else ":"), "",
+          markdown_table(per_class_table(summary)), ""]
     inf = summary.get("inference") or {}
     L += ["## Cost", "", markdown_table(tables["Cost"]), "",
           "- params and GFLOPs/image: from the run config (core.models.flops_per_image: convolutions and linear layers, "
@@ -124,8 +139,23 @@ def _results(summary: dict) -> list[str]:
           ""]
     for r in summary["sizes"]:
         if "not measured" in r["memory_note"]:
-            L.append(f"  - {r['size']} px: {r['memory_note']}.")
+            L.append(f"  - {row_label(summary, r)}: {r['memory_note']}.")
     return L
+
+
+def _differences(summary: dict, tables: dict) -> list[str]:
+    """The paired differences between sizes (and candidates), with how seeds were combined."""
+    diff = summary.get("differences") or {}
+    if not diff.get("rows"):
+        return []
+    return ["## Differences", "",
+            f"Paired test-AUC differences a - b on the same test images ({diff['n_boot']} bootstrap resamples of the "
+            f"images, the same resample for both sides; 95% percentile interval; two-sided p from the same resamples). "
+            f"Seed handling: `{diff['method']}`, {diff['method_text']}. The interval covers the finite test set, not "
+            "the spread a new seed would add: read it beside the seed-to-seed spread. \"better\" only when the whole "
+            "interval is on one side of 0. Groups are paired only when all their runs scored the same images (same "
+            "data folder, same test labels).", "",
+            markdown_table(tables["Differences"]), ""]
 
 
 def _figures_and_runs(summary: dict) -> list[str]:
@@ -148,9 +178,10 @@ def _figures_and_runs(summary: dict) -> list[str]:
     reading = observations(summary)
     if reading:
         L += ["## Reading this", ""] + [f"- {o}" for o in reading] + [""]
-    L += ["## Runs", "", "| size | seed | run folder | state | epochs | best epoch |", "| --- | --- | --- | --- | --- | --- |"]
+    L += ["## Runs", "", "| candidate | size | seed | run folder | state | epochs | best epoch |",
+          "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["runs"]:
-        L.append(f"| {r['size']} px | {r['seed']} | `{r['run_dir']}` | {r['state']} | {r['epochs_done']}/{r['epochs']} "
+        L.append(f"| {r.get('candidate', r['model'])} | {r['size']} px | {r['seed']} | `{r['run_dir']}` | {r['state']} | {r['epochs_done']}/{r['epochs']} "
                  f"| {r['best_epoch']} |")
     L += [""]
     if summary["failed_runs"] or summary["notes"]:
@@ -159,5 +190,6 @@ def _figures_and_runs(summary: dict) -> list[str]:
         L += [f"- {n}" for n in summary["notes"]]
         L += [""]
     L += ["Every number above is in summary.json; tables as CSV: runs.csv (one row per run), table1_val.csv, test.csv, "
+          "calibration.csv, differences.csv, "
           "cost.csv, per_class_test_auc.csv.", ""]
     return L

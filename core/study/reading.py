@@ -10,7 +10,7 @@ from core import runs
 from core.study.common import DEFAULT_REPORTS_DIR, STUDY_VERSION, StudyError
 from core.study.markdown import observations
 from core.study.recipe import study_file
-from core.study.tables import format_tables
+from core.study.tables import format_tables, row_label
 
 
 @dataclass
@@ -55,8 +55,13 @@ class StudyReport:
                              for r in self.summary["sizes"]])
 
     def per_class_frame(self) -> pd.DataFrame:
-        """Test AUC, classes x sizes (NaN where undefined)."""
-        return pd.DataFrame({f"{r['size']} px": r["test_auc_per_class"] for r in self.summary["sizes"]}).astype(float)
+        """Test AUC, classes x rows (sizes, or candidates and sizes; NaN where undefined)."""
+        return pd.DataFrame({row_label(self.summary, r): r["test_auc_per_class"] for r in self.summary["sizes"]}).astype(float)
+
+    def differences_frame(self) -> pd.DataFrame:
+        """The paired differences (core.study.differences) as numbers, one row per comparison."""
+        return pd.DataFrame([{k: v for k, v in r.items() if k != "per_class"}
+                             for r in (self.summary.get("differences") or {}).get("rows", [])])
 
     @property
     def figures(self) -> dict[str, Path]:

@@ -1,6 +1,7 @@
 """Collecting the records: every number the report shows about each run (from its files), and per size."""
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 from core import metrics, runs
 from core.summary import summarize
 from core.study.common import COST_KEYS, TEST_KEYS, VAL_KEYS
+from core.study.recipe import recipe_settings
 
 
 def readme_title(root: str | Path) -> str | None:
@@ -69,6 +71,7 @@ def run_record(run_dir: Path) -> dict:
         "ci_level": test.get("ci_level", 0.95), "n_boot": test.get("n_boot"),
         "test_auc_per_class": {c: v.get("auc") for c, v in (test.get("per_class") or {}).items()},
         "test_positives": {c: v.get("support") for c, v in (test.get("per_class") or {}).items()},
+        **calibration_fields(test),
         "auc_undefined_classes": test.get("auc_undefined_classes") or [],
         "params": config["model"]["params"], "flops_per_image": config["model"]["flops_per_image"],
         "gflops": config["model"]["flops_per_image"] / 1e9,
@@ -86,6 +89,34 @@ def run_record(run_dir: Path) -> dict:
     }
 
 
+OPERATING_KEYS = ("sens_at_spec90", "sens_at_spec95")
+CALIBRATION_KEYS = ("test_ece", "test_ece_macro", "test_brier", "test_sens_at_spec90", "test_sens_at_spec95")
+
+
+def calibration_fields(test: dict) -> dict:
+    """Calibration (pooled ECE, macro ECE, Brier) and the mean sensitivity at 90%/95% specificity over
+    the classes whose AUC is defined, plus those per class, from a run's test metrics (core.summary)."""
+    per_class = test.get("per_class") or {}
+    out = {"test_ece": test.get("ece"), "test_ece_macro": test.get("ece_macro"), "test_brier": test.get("brier"),
+           "test_per_class_ops": {c: {k: v.get(k) for k in ("ece", "brier", *OPERATING_KEYS)}
+                                  for c, v in per_class.items()}}
+    for key in OPERATING_KEYS:
+        values = [v.get(key) for v in per_class.values() if v.get("auc") is not None and v.get(key) is not None]
+        out[f"test_{key}"] = float(np.mean(values)) if values else None
+    return out
+
+
+def label_candidates(records: list[dict]) -> None:
+    """Set each record's "candidate": its model, plus the recipe settings in which it differs from the
+    most common recipe of the runs (e.g. "res-cnn batch_size=128"), so runs group by candidate and size."""
+    recipes = [recipe_settings(r["train_config"]) for r in records]
+    keys = [json.dumps(x, sort_keys=True, default=str) for x in recipes]
+    reference = recipes[keys.index(max(keys, key=keys.count))]
+    for r, recipe in zip(records, recipes):
+        diff = [f"{k}={v}" for k, v in recipe.items() if k != "model" and v != reference.get(k)]
+        r["candidate"] = " ".join([recipe.get("model", "?"), *diff])
+
+
 def mean_std(values: list) -> tuple[float | None, float | None]:
     v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if not len(v):
@@ -94,12 +125,13 @@ def mean_std(values: list) -> tuple[float | None, float | None]:
 
 
 def size_rows(records: list[dict]) -> list[dict]:
+    """One row per candidate and size (records labelled by label_candidates): means and sd over its seeds."""
     out = []
-    for size in sorted({r["size"] for r in records}):
-        rs = [r for r in records if r["size"] == size]
-        row: dict[str, Any] = {"size": size, "seeds": [r["seed"] for r in rs], "n_seeds": len(rs),
+    for cand, size in sorted({(r["candidate"], r["size"]) for r in records}, key=lambda k: (_order(records, k[0]), k[1])):
+        rs = [r for r in records if r["size"] == size and r["candidate"] == cand]
+        row: dict[str, Any] = {"candidate": cand, "size": size, "seeds": [r["seed"] for r in rs], "n_seeds": len(rs),
                                "best_epoch": [r["best_epoch"] for r in rs], "epochs_done": [r["epochs_done"] for r in rs]}
-        for key in (*VAL_KEYS, *TEST_KEYS, *COST_KEYS):
+        for key in (*VAL_KEYS, *TEST_KEYS, *CALIBRATION_KEYS, *COST_KEYS):
             mean, std = mean_std([r.get(key) for r in rs])
             row[key], row[f"{key}_std"] = mean, std
         if len(rs) == 1:  # one seed: its bootstrap intervals are the uncertainty shown
@@ -109,8 +141,15 @@ def size_rows(records: list[dict]) -> list[dict]:
         row["test_auc_per_class"] = {c: mean_std([r["test_auc_per_class"].get(c) for r in rs])[0] for c in classes}
         row["auc_undefined_classes"] = rs[0]["auc_undefined_classes"]
         row["test_positives"] = rs[0]["test_positives"]
+        row["test_per_class_ops"] = {c: {k: mean_std([r["test_per_class_ops"][c].get(k) for r in rs])[0]
+                                         for k in ("ece", "brier", *OPERATING_KEYS)} for c in classes}
         row["device"] = ", ".join(sorted({r["device"] for r in rs}))
         row["world_size"] = max(r["world_size"] for r in rs)
         row["memory_note"] = "; ".join(sorted({r["memory_note"] for r in rs}))
         out.append(row)
     return out
+
+
+def _order(records: list[dict], candidate: str) -> int:
+    """Candidates in the order their first run was given."""
+    return next(i for i, r in enumerate(records) if r["candidate"] == candidate)

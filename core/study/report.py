@@ -18,9 +18,11 @@ from core.summary import data_provenance, measure_inference
 from core.study.common import COST_KEYS, STUDY_VERSION, TEST_KEYS, VAL_KEYS, StudyError, log
 from core.study.figures import draw_figures
 from core.study.markdown import markdown, observations
+from core.study.tables import row_label
 from core.study.reading import StudyReport
 from core.study.recipe import read_study_file, recipe_settings, study_file
-from core.study.records import cpu_model, readme_title, run_record, size_rows
+from core.study.differences import differences
+from core.study.records import CALIBRATION_KEYS, cpu_model, label_candidates, readme_title, run_record, size_rows
 
 
 def data_section(records: list[dict]) -> dict:
@@ -65,11 +67,14 @@ def machine_section(records: list[dict], inference: dict) -> dict:
 
 def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device: str = "auto",
                  study_name: str | None = None, measure_inference_time: bool = True, inference_images: int = 512,
-                 failed: list[str] | None = None, command: list[str] | None = None) -> "StudyReport":
+                 failed: list[str] | None = None, command: list[str] | None = None,
+                 n_boot: int = 2000) -> "StudyReport":
     """Write the report for finished runs into `out_dir` and return it (as `load_study` would).
 
-    Any finished runs can be passed (e.g. ones picked on the Compare page): they are grouped by
-    size, seeds of a size are averaged. Writes report.md, summary.json, runs.csv, table1_val.csv,
+    Any finished runs can be passed (e.g. ones picked on the Compare page, or the runs of several
+    models): they are grouped by candidate (model and recipe) and size, seeds of a group are
+    averaged, and the Differences table compares groups paired (core.study.differences, `n_boot`
+    resamples). Writes report.md, summary.json, runs.csv, table1_val.csv,
     test.csv, cost.csv, per_class_test_auc.csv and the figures. Runs without test metrics
     raise RunError (evaluate them first). Inference time is measured here, on `device`, with
     the first run of each size (seeds share the architecture).
@@ -83,13 +88,16 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
         if not runs.has_test_metrics(p):
             raise runs.RunError(f"{p} has no test metrics: it has not finished (or was never evaluated). "
                                 f"Finish it, or run `python -m core.evaluate {p}`.")
-    records = sorted((run_record(p) for p in run_dirs), key=lambda r: (r["size"], r["seed"]))
+    records = [run_record(p) for p in run_dirs]
+    label_candidates(records)
+    order = {c: i for i, c in reversed(list(enumerate(r["candidate"] for r in records)))}
+    records.sort(key=lambda r: (order[r["candidate"]], r["size"], r["seed"]))
     notes: list[str] = []
 
     inference: dict = {}
     if measure_inference_time:
-        for size in sorted({r["size"] for r in records}):
-            first = next(r for r in records if r["size"] == size)
+        for cand, size in dict.fromkeys((r["candidate"], r["size"]) for r in records):
+            first = next(r for r in records if r["size"] == size and r["candidate"] == cand)
             try:
                 data = D.load(first["data_root"], size)
                 m = measure_inference(first["run_dir"], data.test.images[:inference_images], device)
@@ -101,7 +109,7 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
             inference.setdefault("images", m["inference_images"])
             inference.setdefault("batch", m["inference_batch"])
             for r in records:
-                if r["size"] == size:
+                if r["size"] == size and r["candidate"] == cand:
                     r.update(m)
     sizes = size_rows(records)
     data = data_section(records)
@@ -116,11 +124,14 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
         "data": data, "machine": machine, "inference": inference,
         "ci_level": records[0]["ci_level"], "n_boot": records[0]["n_boot"],
         "failed_runs": failed or [], "notes": notes,
+        "candidates": list(dict.fromkeys(r["candidate"] for r in records)),
+        "differences": differences(records, n_boot=n_boot),
     }
     summary["observations"] = observations(summary)
     mixed = sorted({json.dumps(recipe_settings(r["train_config"]), sort_keys=True) for r in records})
     if len(mixed) > 1:
-        notes.append("The runs do not share one recipe (settings other than size/seed differ); compare with care.")
+        notes.append("The runs do not share one recipe: they are grouped by candidate (model plus the settings in "
+                      "which it differs from the most common recipe): " + "; ".join(summary["candidates"]) + ".")
     summary["figures"] = draw_figures(summary, records, out_dir)
     write_tables(summary, out_dir)
     (out_dir / "report.md").write_text(markdown(summary))
@@ -136,7 +147,7 @@ def write_tables(summary: dict, out_dir: Path) -> None:
         row.update({f"test_auc_{c}": v for c, v in r["test_auc_per_class"].items()})
         flat.append(row)
     pd.DataFrame(flat).to_csv(out_dir / "runs.csv", index=False)
-    size_cols = ["size", "n_seeds"]
+    size_cols = ["candidate", "size", "n_seeds"]
     by_size = pd.DataFrame([{k: (", ".join(map(str, v)) if isinstance(v, list) and k in ("seeds", "best_epoch") else v)
                              for k, v in r.items() if not isinstance(v, dict) and k != "auc_undefined_classes"}
                             for r in summary["sizes"]])
@@ -148,8 +159,10 @@ def write_tables(summary: dict, out_dir: Path) -> None:
         return out
     by_size[size_cols + ["seeds", "best_epoch"] + cols(VAL_KEYS)].to_csv(out_dir / "table1_val.csv", index=False)
     by_size[size_cols + cols(TEST_KEYS)].to_csv(out_dir / "test.csv", index=False)
+    by_size[size_cols + cols(CALIBRATION_KEYS)].to_csv(out_dir / "calibration.csv", index=False)
+    StudyReport(out_dir, summary).differences_frame().to_csv(out_dir / "differences.csv", index=False)
     by_size[size_cols + cols(COST_KEYS) + ["device", "world_size", "memory_note"]].to_csv(out_dir / "cost.csv", index=False)
-    per_class = pd.DataFrame({f"{r['size']} px": r["test_auc_per_class"] for r in summary["sizes"]})
+    per_class = pd.DataFrame({row_label(summary, r): r["test_auc_per_class"] for r in summary["sizes"]})
     per_class.index.name = "class"
     per_class.to_csv(out_dir / "per_class_test_auc.csv")
 
@@ -166,3 +179,19 @@ def rebuild_report(out_dir: str | Path, device: str = "auto") -> StudyReport:
     if not done:
         raise StudyError(f"No finished runs in {study_file(Path(out_dir))}; run the study to train them.")
     return build_report(done, out_dir, device=device, study_name=study["name"], command=study.get("command"))
+
+
+def finished_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run folders named in `paths` (each a run folder, or a folder of run folders), in the order given;
+    a folder's unfinished runs are left out, a named run that is unfinished is an error."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if runs.is_run_dir(path):
+            out.append(path)
+        elif path.is_dir():
+            out += sorted(d for d in path.iterdir() if d.is_dir() and runs.is_run_dir(d) and runs.has_test_metrics(d))
+        else:
+            raise StudyError(f"{path} is neither a run folder nor a folder of run folders.")
+    if not out:
+        raise StudyError("No finished runs in " + ", ".join(map(str, paths)) + ".")
+    return out
