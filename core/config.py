@@ -113,9 +113,10 @@ def config_of(run_dir: str | Path) -> TrainConfig:
                 problems.append(f"{f.name} is missing")
             continue
         value, default = train[f.name], getattr(defaults, f.name)
-        kind = (int, float) if isinstance(default, float) else type(default)
-        ok = (value is None and f.name == "subset") or (isinstance(value, kind) and
-                                                        (isinstance(default, bool) or not isinstance(value, bool)))
+        # The optional fields (subset) default to None and hold an int otherwise; a float field takes an int.
+        kind = int if default is None else (int, float) if isinstance(default, float) else type(default)
+        ok = (value is None and default is None) or (isinstance(value, kind) and
+                                                     (isinstance(default, bool) or not isinstance(value, bool)))
         if not ok:
             problems.append(f"{f.name} is {value!r}")
         fields[f.name] = value

@@ -325,3 +325,18 @@ def test_an_interrupted_setup_leaves_no_folder(tmp_path, data_root, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         prepare_run(TrainConfig(size=28, data_root=str(data_root), runs_dir=str(tmp_path / "runs"), device="cpu"))
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_the_app_refuses_to_delete_a_folder_it_did_not_create(open_page, data_root, runs_copy):
+    runs_dir = runs_copy[28].parent
+    model = runs_dir / "downloaded-model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"train": {"size": 28, "model": "res-cnn"}}))
+    at = open_page("home.py", data_root, runs_dir).run()
+    assert any(o.startswith(model.name) for o in at.selectbox(key="delete_choice").options)  # listed: it has a config
+    at.selectbox(key="delete_choice").set_value(model.name).run()
+    at.button(key="delete_ask").click().run()
+    at.button(key="delete_yes").click().run()
+    assert not at.exception
+    assert any("Not deleted" in e.value and "not created by this tool" in e.value for e in at.error)
+    assert (model / "config.json").is_file()
