@@ -45,6 +45,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from core import process
 from core.files import atomic_write, temp_files
 from core.metrics import to_jsonable
 from core.models import build_model
@@ -214,55 +215,8 @@ def set_status(run_dir: str | Path, state: str, **extra: Any) -> None:
     """Record the run's state with this process's pid, its start time and host, so readers can tell a dead run."""
     assert state in STATES, state
     pid = os.getpid()
-    write_json(Path(run_dir) / _STATUS, {"state": state, "pid": pid, "started": _start_time(pid),
+    write_json(Path(run_dir) / _STATUS, {"state": state, "pid": pid, "started": process.start_time(pid),
                                          "host": socket.gethostname(), "updated": time.time(), **extra})
-
-
-def _start_time(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22); None without /proc.
-
-    With the pid it names one process: a pid reused by a later process has a later start time.
-    """
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _alive(pid: int, started: int | None = None) -> bool:
-    """Whether process `pid` runs, and is the one that started at `started` (when both are known)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError, ValueError):
-        return False
-    except PermissionError:
-        pass
-    # A killed child stays a zombie until its parent reaps it; it is not running.
-    try:
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] == "Z":
-            return False
-    except OSError:
-        return True
-    now = _start_time(pid)
-    return started is None or now is None or now == started
-
-
-def _lock_free(run_dir: Path) -> bool:
-    """Whether no process holds the run's training lock (a non-blocking probe, released at once).
-
-    False when it cannot be told (no lock file, no permission): the pid check decides then.
-    """
-    try:
-        fd = os.open(run_dir / _LOCK, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # closing drops the probe's lock
 
 
 _GONE = {
@@ -288,9 +242,9 @@ def read_status(run_dir: str | Path) -> dict:
     state = status.get("state")
     if state in _GONE and status.get("host") == socket.gethostname():
         pid, started = status.get("pid"), status.get("started")
-        alive = isinstance(pid, int) and _alive(pid, started if isinstance(started, int) else None)
+        alive = isinstance(pid, int) and process.alive(pid, started if isinstance(started, int) else None)
         # This process knows it is alive (its start time matched); it may hold the lock on another fd.
-        if not alive or (state == "running" and pid != os.getpid() and _lock_free(run_dir)):
+        if not alive or (state == "running" and pid != os.getpid() and process.lock_free(run_dir / _LOCK)):
             status = {**status, "state": "interrupted", "error": _GONE[state]}
     return status
 
