@@ -129,7 +129,7 @@ def config_of(run_dir: str | Path) -> TrainConfig:
 _MD5: dict[tuple[str, int, int], str] = {}
 
 
-def _md5(path: Path) -> str:
+def data_md5(path: Path) -> str:
     """The file's MD5, computed once per process for a given path, size and modification time."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -144,7 +144,7 @@ def check_same_data(run_dir: str | Path, data: D.ChestData) -> None:
     recorded = runs.read_config(run_dir).get("data") or {}
     md5, n = recorded.get("md5"), recorded.get("n") or {}
     found = {s: len(data.split(s)) for s in D.SPLITS}
-    same = _md5(data.path) == md5 if md5 else all(n.get(s) == found[s] for s in D.SPLITS)
+    same = data_md5(data.path) == md5 if md5 else all(n.get(s) == found[s] for s in D.SPLITS)
     if not same:
         was = "/".join(str(n.get(s, "?")) for s in D.SPLITS)
         raise runs.RunError(

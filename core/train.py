@@ -32,7 +32,7 @@ from torch import nn
 from core import data as D
 from core import metrics, runs
 from core.config import (AMP_HELP, SELECT_BY, ConfigError, TrainConfig, check_selectable, check_subset, config_of,
-                         run_data)
+                         data_md5, run_data)
 from core.device import amp_dtype, describe_devices, precision_name, resolve_device
 from core.estimate import estimate, format_seconds
 from core.evaluate import evaluate_run, predict
@@ -64,7 +64,7 @@ def prepare_run(config: TrainConfig) -> Path:
 def _write_new_run(run_dir: Path, config: TrainConfig, data: D.ChestData, device: torch.device, model: nn.Module) -> None:
     runs.write_config(run_dir, {
         "train": dataclasses.asdict(config) | {"data_root": str(Path(config.data_root).expanduser().resolve())},
-        "data": {"file": data.path.name, "md5": D.file_md5(data.path),
+        "data": {"file": data.path.name, "md5": data_md5(data.path),
                  "n": {s: len(data.split(s)) for s in D.SPLITS}},
         "model": {"params": count_params(model), "flops_per_image": flops_per_image(model, config.size)},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,

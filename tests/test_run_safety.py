@@ -340,3 +340,22 @@ def test_the_app_refuses_to_delete_a_folder_it_did_not_create(open_page, data_ro
     assert not at.exception
     assert any("Not deleted" in e.value and "not created by this tool" in e.value for e in at.error)
     assert (model / "config.json").is_file()
+
+
+def test_the_sidebar_says_when_the_runs_folder_is_not_one_and_train_refuses_it(open_page, data_root, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["data_root"] = str(data_root)
+    at.session_state["runs_dir"] = "/etc"
+    at.run()
+    assert not at.exception
+    assert any("system folder" in w.value for w in at.sidebar.warning)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("not a run")
+    at = open_page("train.py", data_root, home).run()
+    at.button(key="train_go").click().run()
+    assert not at.exception
+    assert any(e.value.startswith("Not started") and "thesis.tex" in e.value for e in at.error)
+    assert [p.name for p in home.iterdir()] == ["thesis.tex"]
