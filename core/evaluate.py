@@ -1,11 +1,17 @@
 """Score splits with a run's best model, choose thresholds on validation, report on test.
 
-    python -m core.evaluate checkpoints/<run-id> [--export-csv DIR] [--device auto]
+    python -m core.evaluate checkpoints/<run-id> [--data-root MOVED_TO] [--device auto]
+    python -m core.evaluate checkpoints/<run-id> --export-csv DIR          # the saved test scores, as medmnist's CSV
+    python -m core.evaluate checkpoints/<run-id> --other-data ROOT --out NEW_DIR
+
+A run is only ever (re)scored on the data file it was trained on (MD5 in its config); other data is
+scored into a folder of its own, never over the run's results.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +22,7 @@ import torch
 from core import autotune
 from core import data as D
 from core import metrics, runs, thresholds
+from core.config import check_same_data, config_of, run_data
 from core.device import resolve_device
 from core.models import fold_batchnorm
 from core.runs import RunError, load_model, load_scores, read_config, save_scores
@@ -52,31 +59,69 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, d
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto", data: D.ChestData | None = None,
-                 model: torch.nn.Module | None = None) -> dict:
+                 model: torch.nn.Module | None = None, data_root: str | Path | None = None) -> dict:
     """Score val and test with the best checkpoint and write the run's evaluation files.
 
-    Writes the val and test scores, the thresholds (Youden's J on validation, the study's ROC
-    choice) and the test metrics (medmnist AUC/ACC with bootstrap CIs, F1 and friends at the
-    validation-chosen thresholds) into the run folder through core.runs. Returns the test metrics dict.
+    `data` (or the run's data, found by config.run_data from `data_root`) must be the file the run
+    was trained on (MD5): a RunError otherwise, before anything is written. Writes the val and test
+    scores, the thresholds chosen on validation (Youden's J, the study's ROC choice; a user's saved
+    thresholds are a separate file and stay) and the test metrics (medmnist AUC/ACC with bootstrap
+    CIs, F1 and friends at the validation-chosen thresholds) into the run folder through core.runs.
+    Returns the test metrics dict.
     """
     run_dir = Path(run_dir)
-    train = read_config(run_dir)["train"]
+    if data is None:
+        data = run_data(run_dir, data_root)
+    else:
+        check_same_data(run_dir, data)
     dev = resolve_device(device)
-    data = data or D.load(train["data_root"], train["size"])
     model = model or load_model(run_dir, "best", dev)
-    choice = autotune.choose_infer(model, train["size"], 256, dev)
+    size = data.split("test").images.shape[-1]
+    choice = autotune.choose_infer(model, size, 256, dev)
     net = fold_batchnorm(model) if choice.fold_bn else copy.deepcopy(model).eval()  # once for both splits
     scores = {s: predict(net, data.split(s).images, device=dev, channels_last=choice.channels_last, fold_bn=False)
               for s in ("val", "test")}
     for s in scores:
         save_scores(run_dir, s, scores[s], data.split(s).labels)
     choice = thresholds.choose("youden", data.val.labels, scores["val"])
-    thresholds.save_thresholds(runs.thresholds_path(run_dir), choice, D.CLASS_NAMES)
+    thresholds.save_thresholds(runs.chosen_thresholds_path(run_dir), choice, D.CLASS_NAMES)
     result = metrics.summarize(data.test.labels, scores["test"], choice.thresholds, D.CLASS_NAMES)
     result.update(split="test", thresholds_from="val", threshold_method=choice.method,
                   data_root=str(data.root), data_file=data.path.name)
     runs.write_test_metrics(run_dir, result)
     return result
+
+
+def evaluate_other(run_dir: str | Path, other_root: str | Path, out_dir: str | Path, device: str = "auto") -> dict:
+    """Score the test split of other data (same size) with the run's best model into `out_dir`.
+
+    `out_dir` must be new or empty and outside the run folder: the run's own results are never
+    touched. The run's validation-chosen thresholds are applied. Writes test_scores.npz and
+    test_metrics.json (with which data and run) there; returns the metrics dict.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir).expanduser()
+    cfg = config_of(run_dir)
+    _check_out_dir(run_dir, out_dir)
+    data = D.load(other_root, cfg.size)
+    chosen = thresholds.load_thresholds(runs.chosen_thresholds_path(run_dir), D.CLASS_NAMES)
+    scores = predict(load_model(run_dir, "best", resolve_device(device)), data.test.images, device=resolve_device(device))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_scores(out_dir, "test", scores, data.test.labels)
+    result = metrics.summarize(data.test.labels, scores, chosen, D.CLASS_NAMES)
+    result.update(split="test", thresholds_from="val of the run's own data", run=str(run_dir.resolve()),
+                  data_root=str(data.root), data_file=data.path.name)
+    runs.write_test_metrics(out_dir, result)
+    return result
+
+
+def _check_out_dir(run_dir: Path, out_dir: Path) -> None:
+    """RunError unless `out_dir` is a new or empty folder outside the run folder."""
+    out, run = out_dir.resolve(), run_dir.resolve()
+    if out == run or run in out.parents:
+        raise RunError(f"--out {out_dir} is inside the run folder; choose a new folder outside it, so the run's "
+                       "own results stay as they are.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunError(f"--out {out_dir} exists and is not an empty folder; choose a new folder for these results.")
 
 
 def export_evaluator_csv(run_dir: str | Path, out_dir: str | Path, split: str = "test") -> Path:
@@ -96,22 +141,55 @@ def export_evaluator_csv(run_dir: str | Path, out_dir: str | Path, split: str = 
     return path
 
 
+def _fmt(x: float | None) -> str:
+    return "undefined" if x is None or not np.isfinite(x) else f"{x:.4f}"
+
+
+def _report(result: dict) -> None:
+    print(f"test AUC (medmnist) {_fmt(result['auc'])}   test ACC (medmnist, 0.5) {_fmt(result['acc'])}   "
+          f"macro-F1 (val-tuned thresholds) {_fmt(result['macro_f1'])}")
+    if result.get("auc") is None:
+        print("The test split has no finding with both positive and negative images, so no AUC is defined; "
+              "a test split with positives and negatives of some finding is needed for one.")
+    elif result.get("auc_undefined_classes"):
+        print(f"AUC undefined (no positives or negatives in test): {result['auc_undefined_classes']}")
+
+
+def _check_export_dir(out_dir: Path) -> None:
+    """RunError when the CSV cannot be written into `out_dir` (a file, or a folder this user cannot write)."""
+    target = next((p for p in (out_dir, *out_dir.parents) if p.exists()), Path("/"))
+    if not target.is_dir():
+        raise RunError(f"--export-csv {out_dir}: {target} is a file, not a folder. Give a folder for the CSV.")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise RunError(f"--export-csv {out_dir}: {target} cannot be written by this user. Give a writable folder.")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.evaluate",
-                                description="(Re)evaluate a run's best checkpoint on val and test.")
+                                description="(Re)evaluate a run's best checkpoint on val and test of its own data.")
     p.add_argument("run_dir")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--export-csv", metavar="DIR", help="also write test scores in medmnist Evaluator CSV format")
+    p.add_argument("--data-root", type=D.data_root_arg, default=None,
+                   help="where the run's data file moved (used when its MD5 matches the run's)")
+    p.add_argument("--export-csv", metavar="DIR", help="only write the saved test scores in medmnist Evaluator CSV "
+                                                       "format (evaluates first only when the run has none)")
+    p.add_argument("--other-data", metavar="ROOT", help="score the test split of other data (needs --out)")
+    p.add_argument("--out", metavar="NEW_DIR", help="with --other-data: a new or empty folder for those results")
     args = p.parse_args(argv)
     try:
-        result = evaluate_run(args.run_dir, args.device)
-        print(f"test AUC (medmnist) {result['auc']:.4f}   test ACC (medmnist, 0.5) {result['acc']:.4f}   "
-              f"macro-F1 (val-tuned thresholds) {result['macro_f1']:.4f}")
-        if result.get("auc_undefined_classes"):
-            print(f"AUC undefined (no positives or negatives in test): {result['auc_undefined_classes']}")
+        if args.other_data:
+            if not args.out:
+                raise RunError("--other-data needs --out NEW_DIR: results on other data go into a folder of their own.")
+            _report(evaluate_other(args.run_dir, D.resolve_root(args.other_data), args.out, args.device))
+            print(Path(args.out).resolve())
+            return 0
+        if args.export_csv:
+            _check_export_dir(Path(args.export_csv).expanduser())
+        if not (args.export_csv and runs.has_scores(args.run_dir, "test")):
+            _report(evaluate_run(args.run_dir, args.device, data_root=args.data_root))
         if args.export_csv:
             print(export_evaluator_csv(args.run_dir, args.export_csv))
-    except (RunError, D.DataError) as e:
+    except (RunError, D.DataError, thresholds.ThresholdFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(Path(args.run_dir).resolve())

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+# atomic_write's temp files: `.<name>.<32 hex>.tmp` beside the file they will replace.
+_TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 # Quota exhaustion reads the same to the user as a full disk.
 _FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -40,7 +44,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     Raises DiskFullError, naming `path`, when the disk (or quota) is full; the old file stays.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # a name _TEMP matches
     try:
         with open(tmp, "xb") as f:
             write(f)
@@ -55,3 +59,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
                                             "Free space on that disk, or choose a folder on another one, "
                                             "and try again.") from e
         raise
+
+
+def temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """atomic_write's temp files left in `folder` by a process killed mid-write (regular files only)."""
+    folder = Path(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [folder / n for n in names if _TEMP.match(n) and (folder / n).is_file() and not (folder / n).is_symlink()]

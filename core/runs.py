@@ -10,7 +10,9 @@ these names or parses these files; it calls the readers and writers here.
     progress.json      write_progress / read_progress: the latest Progress and the time it was written
     metrics.jsonl      append_metrics / read_metrics / truncate_metrics: one JSON line per finished epoch
     last.pt, best.pt   save_last / load_last, save_best / load_model (torch state dicts, weights only)
-    thresholds.json    thresholds_path (its content is core.thresholds' format)
+    thresholds.json    chosen_thresholds_path: chosen on val by core.evaluate (core.thresholds' format)
+    thresholds-user.json  user_thresholds_path: the user's saved set (the Thresholds page); core never writes it
+                       thresholds_path: the set in effect, the user's when there is one
     val_scores.npz,
     test_scores.npz    save_scores / load_scores: sigmoid scores (N, 14) float32, labels (N, 14) uint8
     test_metrics.json  write_test_metrics / read_test_metrics (core.metrics.summarize's dict)
@@ -18,6 +20,7 @@ these names or parses these files; it calls the readers and writers here.
     train.log          log_path: the background trainer's output
     STOP               request_stop / stop_requested / clear_stop: a cooperative stop across processes
     .lock              training_lock: held by the process training the run
+    .chestmnist-run    new_run_dir: the run id, written when the folder is created; what delete_run checks
 
 Every write is atomic (temp file + rename), so a killed process leaves the previous version.
 docs/run-folder.md describes the same format for people.
@@ -33,6 +36,7 @@ import secrets
 import shutil
 import socket
 import time
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +45,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from core.files import atomic_write
+from core import process
+from core.files import atomic_write, temp_files
 from core.metrics import to_jsonable
 from core.models import build_model
 
@@ -50,8 +55,11 @@ STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
 
 _CONFIG, _STATUS, _PROGRESS, _METRICS = "config.json", "status.json", "progress.json", "metrics.jsonl"
 _THRESHOLDS, _TEST_METRICS, _COST, _LOG = "thresholds.json", "test_metrics.json", "study_cost.json", "train.log"
-_STOP, _LOCK = "STOP", ".lock"
+_USER_THRESHOLDS = "thresholds-user.json"
+_STOP, _LOCK, _MARKER = "STOP", ".lock", ".chestmnist-run"
 CHECKPOINTS = ("best", "last")
+# What new_run_dir names a run: time, size, model, optional name, random suffix.
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-\d+px-[A-Za-z0-9_-]+-[0-9a-f]{4}$")
 
 
 class RunError(ValueError):
@@ -114,8 +122,14 @@ def append_jsonl(path: str | Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+def _is_metrics_row(row: Any) -> bool:
+    """A row this tool writes: a positive int epoch and numbers (or null, true/false, a per-class dict)."""
+    return (isinstance(row, dict) and type(row.get("epoch")) is int and row["epoch"] >= 1
+            and all(v is None or isinstance(v, (int, float, dict)) for v in row.values()))
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Per-epoch rows of metrics.jsonl, skipping lines that are cut off or not JSON."""
+    """Per-epoch rows of metrics.jsonl, skipping lines that are cut off, not JSON or of the wrong types."""
     path = Path(run_dir) / _METRICS
     if not path.is_file():
         return []
@@ -125,15 +139,16 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and "epoch" in row:
+        if _is_metrics_row(row):
             rows.append(row)
     return rows
 
 
 def truncate_metrics(run_dir: str | Path, epochs: int) -> None:
-    """Keep only rows of epochs <= `epochs` (on resume, drop rows past the checkpoint)."""
-    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs]
-    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    """Keep one row per epoch <= `epochs`, the latest written (on resume: drop rows past the checkpoint,
+    and any repeat an earlier version left), in epoch order."""
+    latest = {r["epoch"]: r for r in read_metrics(run_dir) if r["epoch"] <= epochs}
+    data = b"".join(json.dumps(latest[e]).encode() + b"\n" for e in sorted(latest))
     atomic_write(Path(run_dir) / _METRICS, lambda f: f.write(data))
 
 
@@ -146,23 +161,43 @@ def new_run_dir(runs_dir: str | Path, size: int, model: str, name: str = "") -> 
     """Create a fresh, uniquely named run folder inside `runs_dir` and return it.
 
     Ids are time + size + model + name + random suffix, created with mkdir(exist_ok=False), so
-    two processes starting at once never share a folder.
+    two processes starting at once never share a folder. The folder gets its marker (the run id)
+    at once: delete_run deletes only folders that carry it.
     """
     runs_dir = Path(runs_dir).expanduser()
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"Cannot create the runs folder {runs_dir}: {e.strerror}. Choose a writable --runs-dir.") from None
-    base = "-".join(p for p in (time.strftime("%Y%m%d-%H%M%S"), f"{size}px", _slug(model), _slug(name)) if p)
+    base = "-".join(p for p in (time.strftime("%Y%m%d-%H%M%S"), f"{size}px", _slug(model) or "model", _slug(name)) if p)
     while True:
         path = runs_dir / f"{base}-{secrets.token_hex(2)}"
         try:
             path.mkdir()
-            return path
         except FileExistsError:
             continue
         except OSError as e:
             raise RunError(f"Cannot create a run folder in {runs_dir}: {e.strerror}.") from None
+        try:
+            write_json(path / _MARKER, {"run_id": path.name})
+        except BaseException:
+            discard_new_run(path)
+            raise
+        return path
+
+
+def discard_new_run(run_dir: str | Path) -> None:
+    """Remove a run folder whose setup did not finish (a bad setting, SIGTERM): no half-made run is left.
+
+    Only the files a run's setup writes are removed, and the folder only when that empties it.
+    """
+    run_dir = Path(run_dir)
+    for name in (_CONFIG, _STATUS, _MARKER):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / name).unlink()
+    _remove_temp_files(run_dir)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 def resolve_run(runs_dir: str | Path, run_id: str) -> Path:
@@ -177,24 +212,11 @@ def resolve_run(runs_dir: str | Path, run_id: str) -> Path:
 
 
 def set_status(run_dir: str | Path, state: str, **extra: Any) -> None:
-    """Record the run's state with this process's pid and host, so readers can tell a dead run."""
+    """Record the run's state with this process's pid, its start time and host, so readers can tell a dead run."""
     assert state in STATES, state
-    write_json(Path(run_dir) / _STATUS, {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
-                                               "updated": time.time(), **extra})
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A killed child stays a zombie until its parent reaps it; it is not running.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
+    pid = os.getpid()
+    write_json(Path(run_dir) / _STATUS, {"state": state, "pid": pid, "started": process.start_time(pid),
+                                         "host": socket.gethostname(), "updated": time.time(), **extra})
 
 
 _GONE = {
@@ -204,15 +226,26 @@ _GONE = {
 
 
 def read_status(run_dir: str | Path) -> dict:
-    """status.json, with `running`/`queued` turned into `interrupted` when their process is gone."""
-    path = Path(run_dir) / _STATUS
+    """status.json, with `running`/`queued` turned into `interrupted` when their process is gone.
+
+    A process is gone when its pid is not running, runs another process (a later start time: the
+    pid was reused), or, for `running`, nobody holds the run's training lock (the trainer holds it
+    for as long as it trains; the OS drops it when the process dies).
+    """
+    run_dir = Path(run_dir)
     try:
-        status = read_json(path)
+        status = read_json(run_dir / _STATUS)
     except RunError as e:
         return {"state": "failed", "error": str(e)}
-    if status.get("state") in _GONE and status.get("host") == socket.gethostname() \
-            and not _alive(int(status.get("pid", -1))):
-        status = {**status, "state": "interrupted", "error": _GONE[status["state"]]}
+    if not isinstance(status, dict):
+        return {"state": "failed", "error": f"{run_dir / _STATUS} is not a status object; the file is corrupt."}
+    state = status.get("state")
+    if state in _GONE and status.get("host") == socket.gethostname():
+        pid, started = status.get("pid"), status.get("started")
+        alive = isinstance(pid, int) and process.alive(pid, started if isinstance(started, int) else None)
+        # This process knows it is alive (its start time matched); it may hold the lock on another fd.
+        if not alive or (state == "running" and pid != os.getpid() and process.lock_free(run_dir / _LOCK)):
+            status = {**status, "state": "interrupted", "error": _GONE[state]}
     return status
 
 
@@ -221,14 +254,19 @@ def training_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on the run while this process trains it; the OS drops it if we die.
 
     A second trainer on the same folder (a double-clicked Resume, a CLI --resume beside the app)
-    gets a RunError instead of interleaving checkpoints with the first.
+    gets a RunError instead of interleaving checkpoints with the first. A reader's probe
+    (read_status) holds the lock for a moment, so taking it is retried for a second.
     """
     f = open(Path(run_dir) / _LOCK, "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise RunError(f"{run_dir} is already being trained by another process; stop it there first.") from None
+    for attempt in range(21):
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == 20:
+                f.close()
+                raise RunError(f"{run_dir} is already being trained by another process; stop it there first.") from None
+            time.sleep(0.05)
     try:
         yield
     finally:
@@ -322,14 +360,101 @@ def any_running(runs_dir: str | Path | None = None) -> bool:
     return any(read_status(d).get("state") == "running" for d in _run_dirs(runs_dir))
 
 
-def delete_run(runs_dir: str | Path, run_id: str) -> None:
-    """Delete one run folder; refuses a running run and anything outside `runs_dir`."""
+def _own_files(run_dir: Path) -> set[str]:
+    """Names of the files this tool writes in a run folder (temp files of killed writes included)."""
+    names = {_CONFIG, _STATUS, _PROGRESS, _METRICS, _THRESHOLDS, _USER_THRESHOLDS, _TEST_METRICS, _COST, _LOG,
+             _STOP, _LOCK, _MARKER, cost_child_path(run_dir).name}
+    names |= {checkpoint_path(run_dir, w).name for w in CHECKPOINTS} | {scores_path(run_dir, s).name for s in ("val", "test")}
+    return names | {p.name for p in temp_files(run_dir)}
+
+
+def is_own_run(path: str | Path) -> bool:
+    """Whether `path` is a run folder this tool created: a real folder (no symlink) with a run id
+    for a name and the marker new_run_dir wrote (a regular file holding that id)."""
+    path = Path(path)
+    marker = path / _MARKER
+    if path.is_symlink() or not path.is_dir() or not _RUN_ID.match(path.name) \
+            or marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("run_id") == path.name
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def delete_run(runs_dir: str | Path, run_id: str) -> list[str]:
+    """Delete one run's files and its folder; returns the names of anything left (not ours).
+
+    Refuses a running run, anything outside `runs_dir`, symlinks, and folders this tool cannot
+    prove it created (is_own_run: the run-id name, the marker, a status file). Only the files a
+    run writes are removed, never through a symlink; anything else in the folder is kept (and the
+    folder with it) and named in the result.
+    """
     path = resolve_run(runs_dir, run_id)
     if not path.is_dir():
         raise RunError(f"No run {run_id!r} in {runs_dir}.")
+    if not is_own_run(path) or not (path / _STATUS).is_file():
+        raise RunError(f"{path} was not created by this tool (it lacks the run marker {_MARKER}, a run id for a "
+                       "name or a status file), so it is not deleted. Delete it by hand if you are sure.")
     if read_status(path).get("state") == "running":
         raise RunError(f"Run {run_id} is still training; stop it before deleting it.")
-    shutil.rmtree(path)
+    ours = _own_files(path)
+    kept = []
+    for entry in sorted(os.scandir(path), key=lambda e: e.name != _MARKER):  # the marker last: a half-deleted run stays ours
+        if entry.name in ours and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+        else:
+            kept.append(entry.name)
+    if not kept:
+        path.rmdir()
+    return kept
+
+
+def _remove_temp_files(run_dir: Path) -> None:
+    for tmp in temp_files(run_dir):
+        tmp.unlink(missing_ok=True)
+
+
+def clean_for_resume(run_dir: str | Path, epoch: int) -> None:
+    """Make the run folder agree with its last checkpoint at `epoch` (0: none) before training resumes:
+    one metrics row per epoch up to it, no best.pt of a discarded epoch, no temp files of killed writes."""
+    run_dir = Path(run_dir)
+    _remove_temp_files(run_dir)
+    truncate_metrics(run_dir, epoch)
+    if epoch == 0:
+        checkpoint_path(run_dir, "best").unlink(missing_ok=True)
+
+
+_SYSTEM = tuple(Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin",
+                                  "/sys", "/usr"))
+
+
+def check_runs_dir(path: str | Path) -> Path:
+    """`path`, resolved, if runs may be written there; RunError saying why not and what to do otherwise.
+
+    A runs folder is one that does not exist yet (it is created), is empty, or holds only run folders
+    (a config or status file inside) and hidden files (`.gitkeep`). Never the root folder or a system
+    folder (/etc, /proc, /usr, ...), nor a file. Reading any folder is fine; this guards writing.
+    """
+    path = Path(path).expanduser().resolve()
+    if path == Path("/") or any(path == s or s in path.parents for s in _SYSTEM):
+        raise RunError(f"{path} is a system folder; runs are not written there. Choose a folder of your own "
+                       "(e.g. ~/chestmnist-runs) for the runs folder.")
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise RunError(f"The runs folder {path} is a file, not a folder. Choose a folder for the runs.")
+    try:
+        entries = list(path.iterdir())
+    except OSError as e:
+        raise RunError(f"The runs folder {path} cannot be read ({e.strerror}); choose another folder.") from None
+    foreign = sorted(e.name for e in entries if not e.name.startswith(".")
+                     and not (e.is_dir() and not e.is_symlink() and ((e / _CONFIG).exists() or (e / _STATUS).exists())))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunError(f"{path} holds things that are not runs ({shown}), so it is not used as a runs folder. "
+                       "Choose an empty folder, a new one, or one that holds only runs.")
+    return path
 
 
 def load_scores(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -382,9 +507,20 @@ def has_scores(run_dir: str | Path, split: str = "test") -> bool:
     return scores_path(run_dir, split).is_file()
 
 
-def thresholds_path(run_dir: str | Path) -> Path:
-    """The run's per-class thresholds (chosen on validation); core.thresholds reads and writes its content."""
+def chosen_thresholds_path(run_dir: str | Path) -> Path:
+    """The per-class thresholds chosen on validation by core.evaluate; core.thresholds reads and writes its content."""
     return Path(run_dir) / _THRESHOLDS
+
+
+def user_thresholds_path(run_dir: str | Path) -> Path:
+    """The user's saved thresholds (the Thresholds page); nothing in core writes it."""
+    return Path(run_dir) / _USER_THRESHOLDS
+
+
+def thresholds_path(run_dir: str | Path) -> Path:
+    """The thresholds in effect: the user's saved set when there is one, else the ones chosen on validation."""
+    user = user_thresholds_path(run_dir)
+    return user if user.is_file() else chosen_thresholds_path(run_dir)
 
 
 def log_path(run_dir: str | Path) -> Path:
@@ -400,6 +536,16 @@ def is_run_dir(path: str | Path) -> bool:
 def write_config(run_dir: str | Path, config: dict) -> None:
     """Write config.json (see the module docstring for its sections)."""
     write_json(Path(run_dir) / _CONFIG, {"format_version": FORMAT_VERSION, **config})
+
+
+def record_data_root(run_dir: str | Path, root: str | Path) -> None:
+    """Point the run's config at `root`, where its data file (MD5-checked) now is; the old folder is kept in data.moved_from."""
+    config = read_config(run_dir)
+    old, new = config["train"].get("data_root"), str(Path(root).expanduser().resolve())
+    if old != new:
+        config["train"]["data_root"] = new
+        config.setdefault("data", {}).setdefault("moved_from", []).append(old)
+        write_json(Path(run_dir) / _CONFIG, config)
 
 
 def has_test_metrics(run_dir: str | Path) -> bool:

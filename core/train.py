@@ -31,7 +31,8 @@ from torch import nn
 
 from core import data as D
 from core import metrics, runs
-from core.config import AMP_HELP, SELECT_BY, ConfigError, TrainConfig, check_subset, config_of
+from core.config import (AMP_HELP, SELECT_BY, ConfigError, TrainConfig, check_selectable, check_subset, config_of,
+                         data_md5, run_data)
 from core.device import amp_dtype, describe_devices, precision_name, resolve_device, train_layout, training_choice
 from core.estimate import estimate, format_seconds
 from core.evaluate import evaluate_run, predict
@@ -42,17 +43,28 @@ from core.step import grad_scaler, train_step
 def prepare_run(config: TrainConfig) -> Path:
     """Validate `config`, create its run folder with its config and status 'queued'.
 
-    Checks the data before anything is written, so a bad setting never leaves a run behind.
+    Checks the data (and that validation can choose a checkpoint by --select-by) before anything is
+    written, so a bad setting never leaves a run behind; nor does an interruption (SIGTERM) mid-setup.
     """
     config.validate()
     device = resolve_device(config.device)
     data = D.load(config.data_root, config.size)
     check_subset(config, len(data.train), data.path)
-    run_dir = runs.new_run_dir(config.runs_dir, config.size, config.model, config.name)
+    check_selectable(config.select_by, data.val.labels, data.path)
     model = build_model(config.model, config.size)
+    run_dir = runs.new_run_dir(config.runs_dir, config.size, config.model, config.name)
+    try:
+        _write_new_run(run_dir, config, data, device, model)
+    except BaseException:
+        runs.discard_new_run(run_dir)
+        raise
+    return run_dir
+
+
+def _write_new_run(run_dir: Path, config: TrainConfig, data: D.ChestData, device: torch.device, model: nn.Module) -> None:
     runs.write_config(run_dir, {
         "train": dataclasses.asdict(config) | {"data_root": str(Path(config.data_root).expanduser().resolve())},
-        "data": {"file": data.path.name, "md5": D.file_md5(data.path),
+        "data": {"file": data.path.name, "md5": data_md5(data.path),
                  "n": {s: len(data.split(s)) for s in D.SPLITS}},
         "model": {"params": count_params(model), "flops_per_image": flops_per_image(model, config.size)},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
@@ -63,7 +75,6 @@ def prepare_run(config: TrainConfig) -> Path:
         "created": time.time(),
     })
     runs.set_status(run_dir, "queued")
-    return run_dir
 
 
 def _with_progress_file(callback: Callable[[Progress], None] | None) -> Callable[[Progress], None]:
@@ -130,9 +141,12 @@ def _epoch_metrics(prefix: str, labels: np.ndarray, scores: np.ndarray, threshol
 
 
 def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = None,
-          on_epoch: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None) -> str:
+          on_epoch: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
+          data_root: str | Path | None = None) -> str:
     """Train (or resume) the run in `run_dir` in this process; returns its final state.
 
+    Finds the run's data first (config.run_data: MD5-checked, from `data_root` if it moved there): a
+    missing or different file raises before anything is written, so a finished run stays finished.
     Resumes from the last checkpoint when present. Stops cooperatively after the current batch when
     `should_stop()` is true or a STOP file appears in the run folder (state 'stopped'; the
     unfinished epoch is discarded and repeated on resume). Evaluates the best checkpoint on
@@ -142,6 +156,7 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
     cfg = config_of(run_dir)
     rank, world = _distributed()
     main_rank = rank == 0
+    data = _data_for(run_dir, data_root, cfg, main_rank)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
@@ -155,7 +170,7 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
             if main_rank:
                 runs.clear_stop(run_dir)
                 runs.set_status(run_dir, "running", world_size=world)
-            state = _train_loop(run_dir, cfg, device, rank, world, on_progress, on_epoch, stop)
+            state = _train_loop(run_dir, cfg, data, device, rank, world, on_progress, on_epoch, stop)
             if world > 1:
                 # Ranks leave together: one tearing down gloo while rank 0 still evaluates on test
                 # aborted with "terminate called without an active exception" (SIGABRT) under load.
@@ -178,6 +193,20 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
         finally:
             if world > 1 and dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _data_for(run_dir: Path, data_root: str | Path | None, cfg: TrainConfig, main_rank: bool) -> D.ChestData:
+    """The run's data, checked; a run that is not finished records why it cannot start (state failed)."""
+    try:
+        data = run_data(run_dir, data_root)
+        check_selectable(cfg.select_by, data.val.labels, data.path)
+    except (D.DataError, runs.RunError, ConfigError) as e:
+        if main_rank and runs.read_status(run_dir).get("state") not in ("finished", "running"):
+            runs.set_status(run_dir, "failed", error=str(e))
+        raise
+    if main_rank:
+        runs.record_data_root(run_dir, data.root)
+    return data
 
 
 @dataclass
@@ -204,15 +233,37 @@ def _build(cfg: TrainConfig, device: torch.device, pw: torch.Tensor | None,
 
 def _resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
             main_rank: bool) -> _State:
-    """Load the last checkpoint's weights and loop state into `model`/`optimizer`; a fresh _State when there is none."""
+    """Load the last checkpoint's weights and loop state into `model`/`optimizer`; a fresh _State when there is none.
+
+    Rank 0 first makes the folder agree with that checkpoint (runs.clean_for_resume): whatever a kill
+    left of a later epoch goes, and a best checkpoint the kill kept from being written is written.
+    """
     ckpt = runs.load_last(run_dir, map_location=device)
+    if main_rank:
+        runs.clean_for_resume(run_dir, ckpt["epoch"] if ckpt else 0)
     if ckpt is None:
         return _State()
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise runs.RunError(f"{runs.checkpoint_path(run_dir, 'last')} does not fit this run's model and optimizer "
+                            f"(another architecture or size?): {str(e)[:200]}. Delete last.pt to start the run "
+                            "again from scratch.") from None
     if main_rank:
-        runs.truncate_metrics(run_dir, ckpt["epoch"])
+        if ckpt.get("row") is not None and ckpt["epoch"] not in {r["epoch"] for r in runs.read_metrics(run_dir)}:
+            runs.append_metrics(run_dir, ckpt["row"])
+        if ckpt["best_epoch"] == ckpt["epoch"] and _best_epoch(run_dir) != ckpt["epoch"]:
+            runs.save_best(run_dir, {"model": ckpt["model"], "epoch": ckpt["epoch"]})
     return _State(ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"], ckpt["done"])
+
+
+def _best_epoch(run_dir: Path) -> int | None:
+    """The epoch of the best checkpoint on disk, None without one (or an unreadable one)."""
+    try:
+        return runs.load_checkpoint(runs.checkpoint_path(run_dir, "best")).get("epoch")
+    except runs.RunError:
+        return None
 
 
 def _shard(train_idx: np.ndarray, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
@@ -234,10 +285,9 @@ def _val_loss(labels: np.ndarray, scores: np.ndarray, pw: torch.Tensor | None) -
             logits, torch.from_numpy(labels).double(), pos_weight=None if pw is None else pw.double()).item()
 
 
-def _train_loop(run_dir: Path, cfg: TrainConfig, device: torch.device, rank: int, world: int,
+def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torch.device, rank: int, world: int,
                 on_progress, on_epoch, stop) -> str:
     main_rank = rank == 0
-    data = D.load(cfg.data_root, cfg.size)
     train_idx = D.subset_indices(len(data.train), cfg.subset, cfg.seed)
     pw = D.pos_weight(data.train.labels[train_idx], cfg.pos_weight_clip)
     channels_last = train_layout(cfg, device)
@@ -323,12 +373,14 @@ def _record_epoch(run_dir: Path, cfg: TrainConfig, state: _State, row: dict, mod
     state.done = _rank0s(epoch == cfg.epochs or (cfg.patience > 0 and state.bad_epochs >= cfg.patience), world)
     row.update(best_epoch=state.best_epoch, is_best=improved)
     if main_rank:
+        # last.pt first, with the epoch's row: it is what a resume trusts. A kill before the row or
+        # best.pt is written leaves them one epoch behind, and _resume writes them from last.pt.
+        runs.save_last(run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                                 "best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
+                                 "done": state.done, "row": metrics.to_jsonable(row)})
         runs.append_metrics(run_dir, row)
         if improved:
             runs.save_best(run_dir, {"model": model.state_dict(), "epoch": epoch})
-        runs.save_last(run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                                 "best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
-                                 "done": state.done})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -350,7 +402,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps; 'check' prints what is found")
     p.add_argument("--amp", default=d.amp, help=AMP_HELP)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--data-root", type=D.data_root_arg, default=None, help=D.DATA_ROOT_HELP)
+    p.add_argument("--data-root", type=D.data_root_arg, default=None,
+                   help=D.DATA_ROOT_HELP + "; with --resume: where the run's data file moved (used when its MD5 matches)")
     p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")
     p.add_argument("--name", default="", help="optional label in the run id")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or stopped run")
@@ -422,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         for run_dir in targets:
             if lead:
                 print(f"run folder: {run_dir}", file=sys.stderr)
-            state = train(run_dir, print_progress if live else None, print_epoch if lead else None)
+            state = train(run_dir, print_progress if live else None, print_epoch if lead else None,
+                          data_root=args.data_root if args.resume else None)
             if state != "finished":
                 if lead:
                     print(f"\nrun {state}: resume with `python -m core.train --resume {run_dir}`", file=sys.stderr)
@@ -437,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, D.DataError, runs.RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C before training started (a run being set up is removed)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

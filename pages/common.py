@@ -99,6 +99,10 @@ def sidebar_settings() -> None:
                            "with the app; not ChestMNIST.")
         st.text_input("Runs folder", key="runs_dir", on_change=_remember, args=("runs_dir",),
                       help=f"Where run folders are written (default: CHESTMNIST_RUNS, else checkpoints/). {remembered}")
+        try:
+            runs.check_runs_dir(runs_dir())
+        except runs.RunError as e:  # reading it is fine; training, saving and deleting there are refused
+            st.warning(f"{e} Runs there can be read, but nothing is written or deleted there.")
         if msg := st.session_state.pop("settings_error", None):
             st.warning(msg)
     for key, default in defaults.items():  # the URL carries what differs from the defaults

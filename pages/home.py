@@ -293,11 +293,14 @@ def runs_section(where: Path) -> None:
             if yes.button("Yes, delete", type="primary", key="delete_yes"):
                 st.session_state.pop("delete_pending", None)
                 try:
-                    runs.delete_run(where, pending)
-                except runs.RunError as e:
+                    runs.check_runs_dir(where)
+                    kept = runs.delete_run(where, pending)
+                except (runs.RunError, OSError) as e:
                     st.error(f"Not deleted: {e}")
                 else:
-                    st.session_state["home_notice"] = f"Deleted run {pending}."
+                    st.session_state["home_notice"] = f"Deleted run {pending}." + (
+                        f" Kept what this tool did not write there ({', '.join(kept)}), and the folder with it."
+                        if kept else "")
                     st.rerun()
             if no.button("Cancel", key="delete_no"):
                 st.session_state.pop("delete_pending", None)

@@ -1,7 +1,9 @@
 """Thresholds: per-class decision thresholds of a run, their precision/sensitivity trade-off, saved back.
 
 Thresholds are chosen on VALIDATION scores (presets via core.thresholds.choose, or by hand);
-the test split only shows what those thresholds give, never chooses them.
+the test split only shows what those thresholds give, never chooses them. The page saves to the
+user's own file (core.runs.user_thresholds_path), never over the set evaluation chose on
+validation, and can go back to that set.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from core import metrics, runs
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES
 from core.runs import RunError
-from pages.common import evaluated_runs, file_mtime, load_scores, pick_run, through_app
+from pages.common import evaluated_runs, file_mtime, load_scores, pick_run, runs_dir, through_app
 
 PRESETS = {
     "0.5": ("fixed", {"value": 0.5}),
@@ -147,19 +149,34 @@ if val_scores.shape[1] != N_CLASSES:
              "Re-evaluate the run with `python -m core.evaluate`.")
     st.stop()
 
-thr_path = runs.thresholds_path(info.path)
-source = (info.id, file_mtime(thr_path))
-if st.session_state.get("thr_source") != source:
-    st.session_state["thr_source"] = source
+user_path, chosen_path = runs.user_thresholds_path(info.path), runs.chosen_thresholds_path(info.path)
+
+
+def _load_set(path: Path) -> None:
+    """Start the sliders from the file at `path` (Youden's J on validation, with the error, if it is unreadable)."""
     try:
-        _set_thresholds(T.load_choice(thr_path, CLASS_NAMES))
+        _set_thresholds(T.load_choice(path, CLASS_NAMES))
         st.session_state["thr_file_error"] = None
     except T.ThresholdFileError as e:
         _set_thresholds(T.choose("youden", val_labels, val_scores))
         st.session_state["thr_file_error"] = str(e)
+    st.session_state["thr_shown"] = path.name
+
+
+source = (info.id, file_mtime(user_path), file_mtime(chosen_path))
+if st.session_state.get("thr_source") != source:
+    st.session_state["thr_source"] = source
+    _load_set(user_path if user_path.is_file() else chosen_path)
 if st.session_state.get("thr_file_error"):
     st.error(f"{st.session_state['thr_file_error']} The sliders start from Youden's J on validation instead; "
              "**Save thresholds to run** writes a valid file.")
+shown = st.session_state.get("thr_shown")
+if shown == user_path.name:
+    st.caption(f"Showing **your saved thresholds** (`{user_path.name}`). The set chosen on validation when the run "
+               f"was evaluated (`{chosen_path.name}`) is kept apart; **Back to the validation-chosen set** loads it.")
+elif shown == chosen_path.name:
+    st.caption(f"Showing the thresholds **chosen on validation** when the run was evaluated (`{chosen_path.name}`). "
+               f"Saving writes your own set (`{user_path.name}`) beside it; evaluation never overwrites yours.")
 
 # --- presets ---------------------------------------------------------------------------------
 with st.container(border=True):
@@ -261,13 +278,20 @@ tuned_on_test = bool(st.session_state.get("thr_tuned_on_test"))
 chosen_on = "test" if tuned_on_test else "val"
 left, right = st.columns(2)
 if left.button("Save thresholds to run", key="thr_save", type="primary",
-               help=f"Writes {thr_path}; the Saliency page and reports use it."):
+               help=f"Writes your set, {user_path}; the Saliency page uses it. The validation-chosen set stays."):
     try:
-        T.save_thresholds(thr_path, T.ThresholdChoice(current, method, fallback), CLASS_NAMES, split=chosen_on)
-        st.session_state["thr_source"] = (info.id, file_mtime(thr_path))
-        st.success(f"Saved {method} thresholds to {thr_path}.")
+        runs.check_runs_dir(runs_dir())
+        T.save_thresholds(user_path, T.ThresholdChoice(current, method, fallback), CLASS_NAMES, split=chosen_on)
+        st.session_state["thr_source"] = (info.id, file_mtime(user_path), file_mtime(chosen_path))
+        st.session_state["thr_shown"] = user_path.name
+        st.success(f"Saved {method} thresholds to {user_path}.")
+    except RunError as e:
+        st.error(f"Not saved: {e}")
     except (OSError, ValueError) as e:
-        st.error(f"Could not write {thr_path}: {e}. Check that the runs folder is writable.")
+        st.error(f"Could not write {user_path}: {e}. Check that the runs folder is writable.")
+if chosen_path.is_file():
+    left.button("Back to the validation-chosen set", key="thr_revert", on_click=_load_set, args=(chosen_path,),
+                help=f"Load {chosen_path.name} into the sliders; your saved file is kept until you save again.")
 if tuned_on_test:
     st.warning("Sliders were moved while the test split was shown: the file will record them as chosen on test.")
 right.download_button("Download thresholds JSON", key="thr_download", file_name=f"thresholds-{info.id}.json",

@@ -228,6 +228,7 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]):
     slot = right.empty()
     if train_clicked:
         try:
+            runs.check_runs_dir(cfg.runs_dir)
             run_dir = T.prepare_run(cfg)
         except (C.ConfigError, D.DataError, runs.RunError) as e:
             st.error(f"Not started: {e}")
@@ -238,6 +239,7 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]):
     elif sweep_clicked:
         prepared = []
         try:
+            runs.check_runs_dir(cfg.runs_dir)
             for size in present:
                 prepared.append(T.prepare_run(dataclasses.replace(cfg, size=size, name=cfg.name or "sweep")))
         except (C.ConfigError, D.DataError, runs.RunError) as e:

@@ -133,19 +133,49 @@ def test_save_writes_a_file_load_thresholds_reads_back(open_page, data_root, run
     at.slider(key="thr_0").set_value(0.42).run()
     at.slider(key="thr_13").set_value(0.07).run()
     expected = _sliders(at)
+    chosen = (run28 / "thresholds.json").read_bytes()
     at.button(key="thr_save").click().run()
     assert not at.exception and at.success
-    np.testing.assert_array_equal(T.load_thresholds(run28 / "thresholds.json", CLASS_NAMES), expected)
-    saved = json.loads((run28 / "thresholds.json").read_text())
+    np.testing.assert_array_equal(T.load_thresholds(R.user_thresholds_path(run28), CLASS_NAMES), expected)
+    assert (run28 / "thresholds.json").read_bytes() == chosen  # the validation-chosen set stays
+    saved = json.loads(R.user_thresholds_path(run28).read_text())
     assert saved["method"] == "manual" and saved["split"] == "val"
     # A preset saved under its own name; a fresh session starts from the saved file.
     at.radio(key="thr_preset").set_value("F1-optimal").run()
     at.button(key="thr_apply").click().run()
     at.button(key="thr_save").click().run()
-    assert json.loads((run28 / "thresholds.json").read_text())["method"] == "f1"
+    assert json.loads(R.user_thresholds_path(run28).read_text())["method"] == "f1"
     fresh = _open(open_page, data_root, run28.parent, run28)
     np.testing.assert_array_equal(_sliders(fresh), _sliders(at))
     assert fresh.get("download_button")
+    assert any("your saved thresholds" in c.value for c in fresh.caption)
+
+
+def test_revert_to_the_validation_chosen_set_and_evaluation_keeps_the_users(open_page, data_root, run28):
+    from core.evaluate import evaluate_run
+
+    chosen = T.load_thresholds(run28 / "thresholds.json", CLASS_NAMES)
+    at = _open(open_page, data_root, run28.parent, run28)
+    assert any("chosen on validation" in c.value for c in at.caption)
+    at.slider(key="thr_0").set_value(0.42).run()
+    at.button(key="thr_save").click().run()
+    mine = R.user_thresholds_path(run28).read_bytes()
+    evaluate_run(run28, "cpu")  # re-evaluation rewrites its own file only
+    assert R.user_thresholds_path(run28).read_bytes() == mine
+    reopened = _open(open_page, data_root, run28.parent, run28)
+    assert _sliders(reopened)[0] == 0.42 and any("your saved thresholds" in c.value for c in reopened.caption)
+    reopened.button(key="thr_revert").click().run()
+    np.testing.assert_array_equal(_sliders(reopened), chosen)
+    assert any("chosen on validation" in c.value for c in reopened.caption)
+    assert R.user_thresholds_path(run28).read_bytes() == mine  # reverting shows; saving again writes
+
+
+def test_saving_into_a_folder_that_is_not_a_runs_folder_is_refused(open_page, data_root, run28):
+    (run28.parent / "thesis.tex").write_text("not a run")
+    at = _open(open_page, data_root, run28.parent, run28)
+    at.button(key="thr_save").click().run()
+    assert any("Not saved" in e.value and "thesis.tex" in e.value for e in at.error)
+    assert not R.user_thresholds_path(run28).exists()
 
 
 def test_tuning_while_showing_test_is_recorded(open_page, data_root, run28):
@@ -154,7 +184,7 @@ def test_tuning_while_showing_test_is_recorded(open_page, data_root, run28):
     at.slider(key="thr_2").set_value(0.2).run()
     assert any("chosen on test" in w.value for w in at.warning)
     at.button(key="thr_save").click().run()
-    assert json.loads((run28 / "thresholds.json").read_text())["split"] == "test"
+    assert json.loads(R.user_thresholds_path(run28).read_text())["split"] == "test"
 
 
 def test_undefined_auc_and_broken_file(open_page, data_root, run28):
@@ -180,22 +210,22 @@ def test_undefined_auc_and_broken_file(open_page, data_root, run28):
     assert "method: manual" in at.expander[0].label
     assert any("hernia (now 0.500)" in cap.value for cap in at.caption)
     at.button(key="thr_save").click().run()  # and the file still records hernia as a fallback class
-    assert json.loads((run28 / "thresholds.json").read_text())["fallback_classes"] == ["hernia"]
+    assert json.loads(R.user_thresholds_path(run28).read_text())["fallback_classes"] == ["hernia"]
     at.slider(key="thr_13").set_value(0.25).run()  # moved by hand: no longer the fallback value
     assert any("hernia (now 0.250)" in cap.value for cap in at.caption)
     at.button(key="thr_save").click().run()
-    assert json.loads((run28 / "thresholds.json").read_text())["fallback_classes"] == []
+    assert json.loads(R.user_thresholds_path(run28).read_text())["fallback_classes"] == []
     # The 0.5 preset sets 0.5 everywhere by design: saved as core.thresholds.choose records it, nothing fell back.
     at.radio(key="thr_preset").set_value("0.5").run()
     at.button(key="thr_apply").click().run()
     at.button(key="thr_save").click().run()
-    saved = json.loads((run28 / "thresholds.json").read_text())
+    saved = json.loads(R.user_thresholds_path(run28).read_text())
     want = T.choose("fixed", labels, scores, value=0.5)
     assert (saved["method"], saved["fallback_classes"]) == (want.method, want.fallback) == ("fixed-0.5", [])
     # ... and moving another slider afterwards does not turn hernia's 0.5 into a fallback either.
     at.slider(key="thr_2").set_value(0.3).run()
     at.button(key="thr_save").click().run()
-    saved = json.loads((run28 / "thresholds.json").read_text())
+    saved = json.loads(R.user_thresholds_path(run28).read_text())
     assert (saved["method"], saved["fallback_classes"]) == ("manual", [])
     # A file's own fallback classes come back with it: Youden saved, page reopened from the file.
     at.radio(key="thr_preset").set_value("Youden's J").run()
@@ -204,7 +234,7 @@ def test_undefined_auc_and_broken_file(open_page, data_root, run28):
     reopened = _open(open_page, data_root, run28.parent, run28)
     reopened.slider(key="thr_2").set_value(0.3).run()
     reopened.button(key="thr_save").click().run()
-    assert json.loads((run28 / "thresholds.json").read_text())["fallback_classes"] == ["hernia"]
+    assert json.loads(R.user_thresholds_path(run28).read_text())["fallback_classes"] == ["hernia"]
 
 
 def test_curves_mark_the_operating_point(open_page, data_root, run28):

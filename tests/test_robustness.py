@@ -197,9 +197,13 @@ def test_a_running_run_cannot_be_deleted(small_run):
 
 # ---- faults --------------------------------------------------------------------------------------
 
-def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=REPO, stdout=subprocess.PIPE,
+def _python(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return _python("-m", "core.train", *args)
 
 
 def _wait_for(predicate, timeout: float = 120.0) -> None:
@@ -330,3 +334,66 @@ def test_atomic_write_keeps_the_old_file_on_failure_and_shares_like_any_file(tmp
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# The trainer, SIGKILLed by itself at an exact moment: EVENT is "mid:<file>" (inside the write of a
+# run file, after part of it is on disk) or "after:<file>" (once it is complete), at its NTH time.
+_KILLED_AT = """
+import os, signal, sys
+from pathlib import Path
+from core import runs, train
+event, nth, seen = sys.argv[1], int(sys.argv[2]), [0]
+real_write, real_append = runs.atomic_write, runs.append_jsonl
+
+def hit(f=None):
+    seen[0] += 1
+    if seen[0] == nth:
+        if f is not None:  # part of the file is on disk
+            f.write(b"partial")
+            f.flush()
+            os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def atomic_write(path, write):
+    name = Path(path).name
+    if event == "mid:" + name:
+        def half(f):
+            hit(f)
+            write(f)
+        return real_write(path, half)
+    real_write(path, write)
+    if event == "after:" + name:
+        hit()
+
+def append_jsonl(path, row):
+    real_append(path, row)
+    if event == "after:" + Path(path).name:
+        hit()
+
+runs.atomic_write, runs.append_jsonl = atomic_write, append_jsonl
+sys.exit(train.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("event, nth", [("mid:last.pt", 1), ("after:last.pt", 1), ("mid:best.pt", 1),
+                                        ("after:metrics.jsonl", 2), ("mid:last.pt", 2)])
+def test_sigkill_at_any_moment_keeps_each_epoch_once(tmp_path, data_root, event, nth):
+    """Killed before its first last.pt exists, during checkpoint writes, or between last.pt and the
+    metrics row: the folder never claims an epoch last.pt lacks, and the resumed run has every epoch
+    once, no temp file, and a best.pt that is the epoch metrics.jsonl names."""
+    runs_dir = tmp_path / "runs"
+    proc = _python("-c", _KILLED_AT, event, str(nth), "--size", "28", "--epochs", "3", "--batch-size", "64",
+                   "--data-root", str(data_root), "--runs-dir", str(runs_dir))
+    assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read()
+    (run_dir,) = runs_dir.iterdir()
+    last = runs.load_last(run_dir)
+    epochs = [r["epoch"] for r in runs.read_metrics(run_dir)]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) <= (last["epoch"] if last else 0)
+    assert runs.read_status(run_dir)["state"] == "interrupted"
+    done = _cli("--resume", str(run_dir))
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    rows = runs.read_metrics(run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert runs.load_last(run_dir)["epoch"] == 3 and runs.read_status(run_dir)["state"] == "finished"
+    assert runs.load_checkpoint(run_dir / "best.pt")["epoch"] == rows[-1]["best_epoch"]
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
