@@ -49,7 +49,7 @@ def _panel(df: pd.DataFrame, bands: pd.DataFrame | None, order: list[str], label
     """One metric: a line per series (dash = split) with points, seed bands if given, and the hover readout."""
     df = df[df["metric"] == label]
     log = log_loss and label == "loss" and bool(len(df)) and float(df["value"].min()) > 0
-    scale, title = alt.Scale(zero=False, type="log" if log else "linear"), "log scale" if log else None
+    scale, title = (alt.Scale(type="log"), "log scale") if log else (alt.Scale(zero=False), None)
     y = alt.Y("value:Q", scale=scale, title=title)
     x = alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d"))
     color = alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("run"))
@@ -60,7 +60,7 @@ def _panel(df: pd.DataFrame, bands: pd.DataFrame | None, order: list[str], label
         b = bands[bands["metric"] == label]
         layers.append(alt.Chart(b).mark_area(opacity=0.18).encode(
             x=x, y=alt.Y("lo:Q", scale=scale, title=title), y2="hi:Q", detail="split:N",
-            color=alt.Color("series:N", sort=order, scale=colour_scale(order), legend=None)))
+            color=alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("run"))))
     enc = dict(x=x, y=y, color=color, tooltip=tooltip)
     # Points as their own layer, without the dash: on one mark (line with point overlay) the split
     # legend drew the points' dots for val and train alike, hiding the dash that tells them apart.

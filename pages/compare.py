@@ -40,14 +40,19 @@ def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int =
 
 
 def default_selection(infos: list[runs.RunInfo]) -> list[str]:
-    """The best run per size by best val AUC (runs without a val AUC only when a size has nothing else)."""
+    """The best run per size by best val AUC (runs without a val AUC only when a size has nothing else),
+    with the other seeds of its recipe at that size."""
     best: dict[int | None, runs.RunInfo] = {}
     for r in infos:
         cur = best.get(r.size)
         score = -1.0 if r.best_val_auc is None else r.best_val_auc
         if cur is None or score > (-1.0 if cur.best_val_auc is None else cur.best_val_auc):
             best[r.size] = r
-    return [r.id for r in sorted(best.values(), key=lambda r: (r.size or 0, r.id))]
+    # Seeds are first-class: every run of the chosen run's recipe at its size comes along.
+    keys = {r.size: CD.recipe_key(r.path) for r in best.values()}
+    picked = [r for r in infos if r.id in {b.id for b in best.values()}
+              or (keys.get(r.size) is not None and CD.recipe_key(r.path) == keys[r.size])]
+    return [r.id for r in sorted(picked, key=lambda r: (r.size or 0, r.id))]
 
 
 def _ci_text(lo, hi) -> str | None:

@@ -46,6 +46,15 @@ def load_run(r: runs.RunInfo) -> dict:
     return out
 
 
+def recipe_key(run_dir) -> str | None:
+    """The recipe of a run folder as sorted JSON (what its seed group shares with its size); None if unreadable."""
+    try:
+        config = runs.read_config(run_dir)
+    except runs.RunError:
+        return None
+    return _recipe_key({"config": config, "info": None}) if config.get("train") else None
+
+
 def images_source(run: dict) -> str | None:
     """What identifies a run's test images: its resolved data folder (the same images at every size)."""
     root = (run["config"].get("train") or {}).get("data_root")
@@ -190,11 +199,12 @@ def summary_frame(loaded: list[dict], names: dict[str, str], groups: list[Group]
     return pd.DataFrame(out)
 
 
-def _mean_sd(values: pd.Series) -> tuple[float | None, float | None]:
-    v = values.dropna()
+def _mean_sd(values: pd.Series) -> tuple[float, float]:
+    """Mean and sd (NaN for fewer than two values) of the values present; NaN, NaN when none is."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
     if v.empty:
-        return None, None
-    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
+        return np.nan, np.nan
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else np.nan)
 
 
 def group_frame(summary: pd.DataFrame, groups: list[Group]) -> pd.DataFrame:
