@@ -445,12 +445,16 @@ if not present:
     st.info(f"No ChestMNIST data under {root}. Download or import a size on the Data & runs page first; "
             "the cost estimate below still works.")
 cfg = recipe(root, rdir, present)
-try:
-    cfg.validate()
-except C.ConfigError as e:
-    st.error(f"{e}")
-else:
-    estimates(cfg, present)
+estimate_slot = st.container()
 start_buttons(cfg, present)
 st.divider()
 live(rdir)
+# Last, though shown above the buttons: a speed not measured yet starts its background measurement
+# here, once the rest of the page is on screen, so the first visit is not slowed by it.
+with estimate_slot:
+    try:
+        cfg.validate()
+    except C.ConfigError as e:
+        st.error(f"{e}")
+    else:
+        estimates(cfg, present)
