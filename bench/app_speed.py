@@ -3,7 +3,7 @@
 A real `streamlit run app.py` (a fresh server, as after a clone) is opened in headless Chromium
 (Playwright, the browser test's launch arguments). Timed from the first request: the home page's
 heading on screen (first paint), then the Train page's heading and its recipe after a click in
-the navigation (first visit), and the Train page's speed estimate once it has been measured (in
+the navigation (first visit), its Train button (the page usable), and its speed estimate once it has been measured (in
 the background: the page never waits for it). The baseline is a bare one-line Streamlit app
 started and opened the same way in the same run: what the framework alone costs on this machine.
 The import figures say whether torch is loaded before the first page is drawn.
@@ -75,6 +75,7 @@ def _heading(page, name: str, timeout_s: float) -> None:
 def paint_figures(workdir: Path, repo: Path = REPO, timeout_s: float = 120) -> dict:
     """First paint of the app and of a bare Streamlit app, and the Train page's first visit, in seconds
     from the request (a fresh server each). Figures dict."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +109,15 @@ def paint_figures(workdir: Path, repo: Path = REPO, timeout_s: float = 120) -> d
                 _heading(page, "Train", timeout_s)
                 page.get_by_label("Epochs", exact=True).wait_for(timeout=timeout_s * 1000)
                 out["app_speed.train_first_visit_s"] = time.perf_counter() - t
-                page.get_by_text("Training images/s").first.wait_for(timeout=timeout_s * 1000)
-                out["app_speed.train_estimate_shown_s"] = time.perf_counter() - t
+                # Usable: the Train button, drawn under the estimate (before it was measured in the background,
+                # the page stopped above it until the speed was measured).
+                page.get_by_role("button", name="Train", exact=True).wait_for(timeout=timeout_s * 1000)
+                out["app_speed.train_usable_s"] = time.perf_counter() - t
+                try:
+                    page.get_by_text("Training images/s").first.wait_for(timeout=timeout_s * 1000)
+                    out["app_speed.train_estimate_shown_s"] = time.perf_counter() - t
+                except PlaywrightTimeout:  # the other figures stand; this one is missing from the table
+                    out["app_speed.train_estimate_shown_s"] = None
             finally:
                 _stop(proc)
         finally:
@@ -136,6 +144,8 @@ def run(ctx: Context) -> list[Row]:
     rows.append(Row("app_speed.train_first_visit_s", p["app_speed.train_first_visit_s"], "s", None, None,
                     f"<= {TARGET_S:g} s", at_most(p["app_speed.train_first_visit_s"], TARGET_S),
                     "click on Train to its heading and recipe (first visit after the start)"))
+    rows.append(Row("app_speed.train_usable_s", p["app_speed.train_usable_s"], "s", note=(
+        "click on Train to its Train button on screen (the page usable)")))
     rows.append(Row("app_speed.train_estimate_shown_s", p["app_speed.train_estimate_shown_s"], "s", note=(
         "click on Train to the measured speed on screen (measured in the background; informational)")))
     return rows

@@ -54,6 +54,16 @@ def _speeds() -> dict:
     return {"readings": {}, "pending": set(), "lock": threading.Lock(), "one_at_a_time": threading.Lock()}
 
 
+def _start_seconds(store: dict) -> float:
+    """A trainer process's start (core.estimate.start_seconds), measured once per STALE_S: it does not
+    depend on the recipe, and each measurement starts a Python process."""
+    at, seconds = store.get("start", (0.0, 0.0))
+    if time.time() - at > STALE_S:
+        seconds = E.start_seconds()
+        store["start"] = (time.time(), seconds)
+    return seconds
+
+
 def _measure(key: tuple) -> None:
     """Thread body: measure `key`'s speed (core.estimate) and a trainer's start; store the Reading."""
     store = _speeds()
@@ -65,7 +75,7 @@ def _measure(key: tuple) -> None:
             try:
                 ips, dev = E.measure_speed(C.TrainConfig(size=size, model=model, batch_size=batch_size, device=device,
                                                          amp=amp, channels_last=channels_last))
-                reading = Reading(ips, dev, E.start_seconds(), time.time(), load)
+                reading = Reading(ips, dev, _start_seconds(store), time.time(), load)
             except (C.ConfigError, RuntimeError, OSError) as e:
                 reading = Reading(0.0, device, 0.0, time.time(), load, error=str(e))
     finally:  # whatever happened, the key is no longer being measured (a later visit tries again)
