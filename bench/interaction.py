@@ -1,7 +1,6 @@
 """Interaction: what a user waits for in the app.
 
-* Grad-CAM (core.saliency) of one image for one class at each size, and all 14 classes of one
-  image (`grad_cam_all_classes`) against one class.
+* (Grad-CAM timings are in bench/saliency.py, with the checks of the maps.)
 * core.metrics.threshold_metrics on ChestMNIST-test-sized scores (22,433 x 14) at a new threshold
   vector each call (what every slider move recomputes).
 * Streamlit reruns driven by streamlit.testing.v1.AppTest against the real pages, on real
@@ -22,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Context, Mode, Row, at_most, interleaved, median, time_call, write_planted
+from bench.common import Context, Mode, Row, at_most, median, time_call, write_planted
 
 REPO = Path(__file__).resolve().parents[1]
-CAM_TARGET_MS = {28: 10.0, 64: 10.0, 128: 50.0, 224: 50.0}
 CHESTMNIST_VAL, CHESTMNIST_TEST = 11_219, 22_433
 
 
@@ -35,91 +33,6 @@ def saliency_available() -> bool:
 
 def pages_available() -> dict[str, bool]:
     return {p: (REPO / "pages" / f"{p}.py").is_file() for p in ("thresholds", "saliency")}
-
-
-def hook_grad_cam(model, image: np.ndarray, target: int, one_thread_max_pixels: int = 128 * 128) -> np.ndarray:
-    """Candidate for core.saliency.grad_cam on one image: the same Grad-CAM (ReLU of the
-    gradient-weighted sum of cam_layer's activations, bilinear upsampling, per-image min-max) with a
-    forward hook and one torch.autograd.grad instead of captum's LayerGradCam machinery. Same thread
-    rule as core.saliency (one intra-op thread up to 128 x 128 pixels)."""
-    import torch
-    import torch.nn.functional as F
-
-    from core.data import to_tensor
-
-    p = next(model.parameters())
-    channels_last = p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-    captured = []
-    threads = torch.get_num_threads()
-    few = image.size <= one_thread_max_pixels and threads > 1
-    was_training = model.training
-    if few:
-        torch.set_num_threads(1)
-    try:
-        model.eval()
-        with torch.enable_grad():
-            handle = model.cam_layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
-            try:
-                logits = model(to_tensor(image[None], p.device, channels_last))
-            finally:
-                handle.remove()
-            acts = captured[0]
-            (grads,) = torch.autograd.grad(logits[0, target], acts)
-        cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * acts.detach()).sum(dim=1, keepdim=True))
-        up = F.interpolate(cam, size=image.shape, mode="bilinear", align_corners=False)[0, 0]
-        lo, hi = up.min(), up.max()
-        out = ((up - lo) / (hi - lo)).clamp_(0, 1) if hi > lo else torch.zeros_like(up)
-        return out.numpy().astype(np.float32, copy=False)
-    finally:
-        model.train(was_training)
-        if few:
-            torch.set_num_threads(threads)
-
-
-def bench_grad_cam(size: int, mode: Mode) -> dict:
-    """Median (and best) ms of one-class Grad-CAM (core; core forced to 1 thread; the hook candidate)
-    and all-14-classes Grad-CAM (core) of one image at `size`, on the model as the app
-    loads it (runs.load_model: NCHW, eval), in a process with torch's default thread count."""
-    import torch
-
-    from core import saliency as S
-    from core.models import DEFAULT_MODEL, build_model
-
-    torch.manual_seed(0)
-    model = build_model(DEFAULT_MODEL, size).eval()
-    images = np.random.default_rng(size).integers(0, 256, (8, size, size), dtype=np.uint8)
-    k = [0]
-
-    def nxt() -> tuple[np.ndarray, int]:
-        k[0] += 1
-        return images[k[0] % 8], k[0] % 14
-
-    def one_1t() -> None:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            img, c = nxt()
-            S.grad_cam(model, img[None], c)
-        finally:
-            torch.set_num_threads(before)
-
-    def one() -> None:
-        img, c = nxt()
-        S.grad_cam(model, img[None], c)
-
-    fns = {"one": one,
-           "all14": lambda: S.grad_cam_all_classes(model, nxt()[0]),
-           "one_1thread": one_1t,
-           "hook": lambda: hook_grad_cam(model, *nxt())}
-    repeats = max(9, mode.repeats * 5)
-    t = interleaved(fns, repeats, max(2, mode.warmup))
-    same_one = max(float(np.abs(hook_grad_cam(model, images[i], c) - S.grad_cam(model, images[i][None], c)[0]).max())
-                   for i, c in ((0, 0), (1, 5), (2, 13)))
-    p = f"interaction.{size}."
-    out = {p + f"cam_{k}_ms": median(v) * 1e3 for k, v in t.items()}
-    out.update({p + f"cam_{k}_best_ms": min(v) * 1e3 for k, v in t.items()})
-    out[p + "cam_hook_max_abs_diff"] = same_one
-    return out
 
 
 def chestmnist_sized_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,30 +143,6 @@ def bench_saliency_page(data_root: Path, run_dir: Path, mode: Mode, n_runs: int)
 
 def run(ctx: Context) -> list[Row]:
     mode, rows = ctx.mode, []
-    if saliency_available():
-        for size in mode.cam_sizes:
-            ctx.log(f"interaction: Grad-CAM at {size} px")
-            f = bench_grad_cam(size, mode)
-            p = f"interaction.{size}."
-            ms = lambda k: f[p + f"cam_{k}_ms"]  # noqa: E731
-            best = lambda a, b: f[p + f"cam_{a}_best_ms"] / f[p + f"cam_{b}_best_ms"]  # noqa: E731
-            one, all14 = ms("one"), ms("all14")
-            target = CAM_TARGET_MS[size]
-            rows += [
-                Row(p + "cam_one_ms", one, "ms", None, None, f"< {target:g} ms", at_most(one, target),
-                    f"core.saliency.grad_cam, 1 image, 1 class, res-cnn (best {f[p + 'cam_one_best_ms']:.1f} ms)"),
-                Row(p + "cam_all14_ms", all14, "ms", one, all14 / one, "<= 3x one class", at_most(all14 / one, 3.0),
-                    "core.saliency.grad_cam_all_classes; ratio = time(all 14) / time(1 class)", best("all14", "one")),
-                Row(p + "cam_one_1thread_ms", ms("one_1thread"), "ms", one, one / ms("one_1thread"), "", None,
-                    "core.saliency.grad_cam under torch.set_num_threads(1); ratio = speed-up", best("one", "one_1thread")),
-                Row(p + "cam_hook_ms", ms("hook"), "ms", one, one / ms("hook"), "", None,
-                    f"candidate: forward hook + autograd.grad instead of captum; ratio = speed-up; max |map diff| "
-                    f"{f[p + 'cam_hook_max_abs_diff']:.1e}", best("one", "hook")),
-            ]
-    else:
-        ctx.log("interaction: core.saliency is not there yet: Grad-CAM skipped")
-        rows.append(Row("interaction.cam", None, "ms", note="skipped: core.saliency not present"))
-
     ctx.log("interaction: threshold_metrics")
     f = bench_threshold_metrics(mode)
     rows.append(Row("interaction.threshold_metrics_ms", f["interaction.threshold_metrics_ms"], "ms", None, None,

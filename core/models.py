@@ -1,8 +1,10 @@
 """Model registry: the study's `seed-cnn`, the default `res-cnn`, and MedMNIST v2's reference
 `resnet18` and `resnet50`, built for an input size.
 
-Every model maps (N, 1, S, S) normalised images to (N, 14) logits and exposes `cam_layer`, the
-layer whose output Grad-CAM maps (the last convolution, or a ResNet's last stage).
+Every model maps (N, 1, S, S) normalised images to (N, 14) logits, records its input `size`, and
+declares `cam_layer`, the module whose output core.saliency's Grad-CAM reads. The layer is chosen
+per model (and may depend on the size) by the pointing game on planted lesions, not by its name:
+docs/saliency.md has the measurements. A property, so it follows fold_batchnorm's module swaps.
 """
 from __future__ import annotations
 
@@ -38,10 +40,16 @@ class SeedCNN(nn.Module):
             layers += [*_conv_bn_relu(cin, w), nn.MaxPool2d(2), nn.Dropout(dropout)]
             cin = w
         self.features = nn.Sequential(*layers)
-        self.cam_layer = self.features[-5]  # the last block's conv (each block is 5 modules)
+        self.size = size
+        self.register_load_state_dict_pre_hook(_drop_cam_alias)
         side = size // 2 ** len(widths)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, 128), nn.ReLU(inplace=True),
                                   nn.Dropout(0.5), nn.Linear(128, n_classes))
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The last block's ReLU (each block is conv, BN, ReLU, maxpool, dropout)."""
+        return self.features[-3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -99,8 +107,15 @@ class ResCNN(nn.Module):
             stages.append(BasicBlock(cin, w, 1 if i == 0 else 2))
             cin = w
         self.stages = nn.Sequential(*stages)
-        self.cam_layer = self.stages[-1].body[-2]  # last conv before the pooled features
+        self.size = size
+        self.register_load_state_dict_pre_hook(_drop_cam_alias)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, n_classes))
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The first residual stage's output, at every size. Later stages' maps miss the lesion
+        while the model finds it (the second stage's at 224 px, the last stage's everywhere)."""
+        return self.stages[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
@@ -139,6 +154,7 @@ class ResNet(nn.Module):
 
     def __init__(self, size: int, depth: int = 18, n_classes: int = N_CLASSES):
         super().__init__()
+        self.size = size
         block, blocks_per_stage = {18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3))}[depth]
         expansion = getattr(block, "expansion", 1)
         if size == 28:
@@ -165,6 +181,13 @@ class ResNet(nn.Module):
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = stage(x)
         return self.head(x)
+
+
+def _drop_cam_alias(_module: nn.Module, state_dict: dict, prefix: str, *_args) -> None:
+    """Checkpoints saved while `cam_layer` was a registered submodule hold its weights twice,
+    under `cam_layer.*` as well; the alias is gone, so those copies are dropped on load."""
+    for key in [k for k in state_dict if k.startswith(prefix + "cam_layer.")]:
+        del state_dict[key]
 
 
 MODELS: dict[str, Callable[[int], nn.Module]] = {"res-cnn": ResCNN, "seed-cnn": SeedCNN,
@@ -200,7 +223,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         for conv, bn in zip(seq[:-1], seq[1:]):
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and id(conv) not in swap:
                 swap[id(conv)], swap[id(bn)] = fuse_conv_bn_eval(conv, bn), nn.Identity()
-    # Swap in every parent, not only the Sequential, so aliases such as `cam_layer` follow the fold.
+    # Swap in every parent, not only the Sequential, so any module held under two names follows the fold.
     for parent in list(net.modules()):
         for name, child in parent.named_children():
             if id(child) in swap:

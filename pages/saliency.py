@@ -1,8 +1,10 @@
-"""Saliency: one test image, the run's predictions for it, and where the model looked (Grad-CAM).
+"""Saliency: one test image, the run's predictions for it, where the model looked, and how far to trust it.
 
 Images are browsed by index, by finding, by outcome at the run's saved thresholds, or by
-confidence; the same test image is then shown through every other run on the same data file
-family (same data root, any size: the test order is the same across sizes).
+confidence; the page opens on the most confident true positive of the chosen finding. Maps come
+from the chosen method (core.saliency), one per true finding, with the image's deletion and
+insertion curves; checks over a set of images (core.sanity) run on request. The same test image
+is shown through the runs the user picks on the same data file family (same data root, any size).
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ import streamlit as st
 from PIL import Image
 
 from core import saliency as S
+from core import sanity as Q
 from core import thresholds as T
+from core.metrics import bootstrap_auc_ci
 from core.data import CLASS_NAMES, N_CLASSES, DataError
 from core import runs
 from core.runs import RunError, RunInfo
-from pages.common import (evaluated_runs, file_mtime, load_data, load_model, load_scores, pick_run,
+from pages.common import (evaluated_runs, file_mtime, load_data, load_model, load_scores, pick_run, run_label,
                           through_app)
 
 MODES = ("Index", "Finding", "Outcome", "Confidence")
@@ -61,21 +65,54 @@ def _thresholds(info: RunInfo) -> tuple[np.ndarray, str | None]:
         return np.full(N_CLASSES, T.FALLBACK_THRESHOLD), str(e)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def _cam(run_dir: str, mtime: float, image: np.ndarray, c: int) -> np.ndarray:
-    """Grad-CAM map of one image for class c, cached until the best checkpoint changes (`mtime`): moving the
-    opacity slider or changing the colour map redraws the overlay without a backward pass."""
-    return S.grad_cam(load_model(run_dir), image[None], c)[0]
+@st.cache_data(max_entries=256, show_spinner="Computing the map…")
+def _map(run_dir: str, mtime: float, image: np.ndarray, c: int, method: str) -> np.ndarray:
+    """One image's map for class c, cached until the best checkpoint changes (`mtime`): moving the opacity
+    slider or changing the colour map redraws the overlay without recomputing it."""
+    return S.attribute(load_model(run_dir), image[None], c, method)[0]
 
 
-def _cam_image(info: RunInfo, image: np.ndarray, c: int, alpha: float, cmap: str) -> tuple[np.ndarray, bool]:
+def _map_of(info: RunInfo, image: np.ndarray, c: int, method: str) -> np.ndarray:
+    return _map(str(info.path), file_mtime(runs.checkpoint_path(info.path, "best")), image, c, method)
+
+
+def _cam_image(info: RunInfo, image: np.ndarray, c: int, alpha: float, cmap: str,
+               method: str) -> tuple[np.ndarray, bool]:
     """(upscaled overlay, whether the map is empty: no positive evidence for class c anywhere)."""
-    cam = _cam(str(info.path), file_mtime(runs.checkpoint_path(info.path, "best")), image, c)
+    cam = _map_of(info, image, c, method)
     return _big(S.overlay(image, cam, alpha, cmap)), not cam.any()
 
 
 def _empty_note(empty: bool, c: int) -> str:
     return f" · empty map: nothing in the image raises {CLASS_NAMES[c]}" if empty else ""
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _auc_ci(run_dir: str, mtime: float, labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    return bootstrap_auc_ci(labels, scores, n_boot=300)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _curves(run_dir: str, mtime: float, image: np.ndarray, c: int, cam: np.ndarray) -> Q.Faithfulness:
+    return Q.faithfulness(load_model(run_dir), image[None], c, cam[None])
+
+
+def _curve_chart(f: Q.Faithfulness, title: str) -> alt.Chart:
+    """Mean deletion and insertion curves of `f`, solid, with the random-order ones dashed."""
+    rows = []
+    for curve in ("deletion", "insertion", "random_deletion", "random_insertion"):
+        kind = curve.split("_")[-1]
+        order = "random order" if curve.startswith("random") else "most salient first"
+        for x, y in zip(f.fractions, getattr(f, curve).mean(axis=0)):
+            rows.append({"Pixels removed or revealed": x, "Probability": y, "Curve": kind, "Order": order,
+                         "Area": float(f.auc(curve).mean())})
+    df = pd.DataFrame(rows)
+    return alt.Chart(df).mark_line().encode(
+        x=alt.X("Pixels removed or revealed:Q", axis=alt.Axis(format="%")),
+        y=alt.Y("Probability:Q", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("Curve:N", legend=alt.Legend(orient="bottom")),
+        strokeDash=alt.StrokeDash("Order:N", legend=alt.Legend(orient="bottom")),
+        tooltip=["Curve", "Order", alt.Tooltip("Area:Q", format=".3f")]).properties(height=180, title=title)
 
 
 def _probability_chart(prob: np.ndarray, thr: np.ndarray, truth: np.ndarray, chosen: int) -> alt.LayerChart:
@@ -95,11 +132,57 @@ def _probability_chart(prob: np.ndarray, thr: np.ndarray, truth: np.ndarray, cho
     return alt.layer(bars, ticks).properties(height=alt.Step(22), title="Probability · tick = threshold")
 
 
+def _informative(scores: np.ndarray, labels: np.ndarray, c: int) -> int:
+    """The most confident true positive of class c (else its most confident image): where a map has
+    something to show."""
+    pos = np.flatnonzero(labels[:, c] == 1)
+    pool = pos if len(pos) else np.arange(len(scores))
+    return int(pool[np.argmax(scores[pool, c])])
+
+
+def _set_checks(info: RunInfo, images: np.ndarray, scores: np.ndarray, labels: np.ndarray, c: int,
+                method: str) -> None:
+    """Randomisation and mean deletion/insertion over the k most confident true positives, on request."""
+    with st.expander("Checks over a set of images: parameter randomisation, deletion and insertion"):
+        pos = np.flatnonzero(labels[:, c] == 1)
+        if not len(pos):
+            st.info(f"No test image is positive for {CLASS_NAMES[c]}: no set to check.")
+            return
+        k = st.slider("Images (the most confident true positives of the finding)", 1, min(32, len(pos)),
+                      min(8, len(pos)), key="sal_set_k")
+        chosen = pos[np.argsort(-scores[pos, c], kind="stable")[:k]]
+        signature = (info.id, c, method, tuple(chosen.tolist()))
+        if st.button("Run the checks", key="sal_run_checks"):
+            bar = st.progress(0.0, text="Randomising the model, layer group by layer group…")
+            try:
+                model = load_model(info.path)
+                r = Q.randomisation(model, images[chosen], c, method,
+                                    progress=lambda d, t: bar.progress(d / t, text=f"Randomisation: {d}/{t} maps"))
+                maps = S.attribute(model, images[chosen], c, method)
+                f = Q.faithfulness(model, images[chosen], c, maps)
+                st.session_state["sal_checks"] = (signature, r, f)
+            except (ValueError, RunError) as e:
+                st.error(f"The checks could not run: {e}")
+            bar.empty()
+        held = st.session_state.get("sal_checks")
+        if not held or held[0] != signature:
+            st.caption(f"{k} image(s), {S.METHOD_LABELS[method]}, {CLASS_NAMES[c]}: press **Run the checks**.")
+            return
+        _, r, f = held
+        left, right = st.columns(2)
+        df = pd.DataFrame({"Layers re-initialised (cumulative, from the head)": r.layers,
+                           "Spearman ρ with the trained maps": r.mean()})
+        left.dataframe(df, hide_index=True, width="stretch")
+        left.caption("Near 0 after the head is randomised: the maps depend on the learned weights, as they "
+                     "should. Near 1: the method shows the image, not what the model learned.")
+        right.altair_chart(_curve_chart(f, f"Mean over {len(f.deletion)} images"), width="stretch")
+
+
 through_app()
 st.title("Saliency")
-st.caption("Grad-CAM shows which parts of the image raised the model's score for a finding (its last "
-           "convolution layer, upsampled; each map is scaled to its own maximum, so compare strengths "
-           "by the probability, not the colour).")
+st.caption("A map shows which pixels raised the model's score for a finding in *this* image; each map is "
+           "scaled to its own maximum, so compare strengths by the probability, not the colour. It does not "
+           "show what a radiologist would look at, nor that the finding is there.")
 
 available = evaluated_runs()
 info = pick_run(available)
@@ -115,26 +198,33 @@ if thr_error:
     st.error(f"{thr_error} Outcomes below use {T.FALLBACK_THRESHOLD:g} for every finding until then "
              "(save thresholds on the **Thresholds** page).")
 n = len(images)
+if n == 0:
+    st.error("The run's test split has no images: nothing to explain.")
+    st.stop()
 
 # --- which image -----------------------------------------------------------------------------
-top = st.columns([1, 1, 1])
+top = st.columns([1, 1, 1, 1])
 c = top[0].selectbox("Finding", range(N_CLASSES), key="sal_class", format_func=lambda i: CLASS_NAMES[i],
-                     help="Used to filter images and for the Grad-CAM map.")
-mode = top[1].radio("Browse test images by", MODES, key="sal_mode", horizontal=True)
+                     help="Used to filter images and for the map.")
+method = top[1].selectbox("Method", S.METHODS, key="sal_method", format_func=S.METHOD_LABELS.get,
+                          help="Grad-CAM is instant; the others take up to a few seconds per map at 224 px.")
+mode = top[2].radio("Browse test images by", MODES, key="sal_mode", horizontal=True)
 if mode == "Index":
-    st.session_state["sal_index"] = min(max(int(st.session_state.get("sal_index", 0)), 0), n - 1)
-    idx = int(top[2].number_input(f"Test image index (0–{n - 1})", 0, n - 1, step=1, key="sal_index"))
+    if "sal_index" not in st.session_state:  # open on an image with something to show, not image 0
+        st.session_state["sal_index"] = _informative(scores, labels, c)
+    st.session_state["sal_index"] = min(max(int(st.session_state["sal_index"]), 0), n - 1)
+    idx = int(top[3].number_input(f"Test image index (0–{n - 1})", 0, n - 1, step=1, key="sal_index"))
 else:
     if mode == "Finding":
         candidates, what = np.flatnonzero(labels[:, c] == 1), f"positive for {CLASS_NAMES[c]}"
         detail = None
     elif mode == "Outcome":
-        outcome = top[2].radio(f"Outcome at threshold {thr[c]:.3f}", OUTCOMES, key="sal_outcome", horizontal=True)
+        outcome = top[3].radio(f"Outcome at threshold {thr[c]:.3f}", OUTCOMES, key="sal_outcome", horizontal=True)
         pred, truth = scores[:, c] >= thr[c], labels[:, c] == 1
         mask = {"TP": pred & truth, "FP": pred & ~truth, "FN": ~pred & truth, "TN": ~pred & ~truth}[outcome]
         candidates, what, detail = np.flatnonzero(mask), f"{outcome} for {CLASS_NAMES[c]}", outcome
     else:
-        order = top[2].radio("Order", ("Highest first", "Lowest first"), key="sal_order", horizontal=True)
+        order = top[3].radio("Order", ("Highest first", "Lowest first"), key="sal_order", horizontal=True)
         ranked = np.argsort(-scores[:, c], kind="stable")
         candidates = ranked if order == "Highest first" else ranked[::-1]
         what, detail = f"sorted by probability of {CLASS_NAMES[c]}, {order.lower()}", order
@@ -153,21 +243,44 @@ image, prob, truth = images[idx], scores[idx], labels[idx]
 present = [CLASS_NAMES[k] for k in np.flatnonzero(truth)]
 st.subheader(f"Test image {idx}")
 st.markdown("**True findings:** " + (", ".join(present) if present else "none (no finding)"))
+ci = _auc_ci(str(info.path), file_mtime(info.path / "test_scores.npz"), labels, scores)[c]
+if not np.isfinite(ci).all():
+    st.warning(f"The test set has no positive (or no negative) for {CLASS_NAMES[c]}: the model's AUC for it is "
+               "undefined, so nothing says its maps mean anything.")
+elif ci[0] <= 0.5:
+    st.warning(f"The model's test AUC for {CLASS_NAMES[c]} has a 95% CI of {ci[0]:.2f}–{ci[1]:.2f}, which includes "
+               "0.5 (chance): its maps for this finding mean little.")
 
-# --- image, Grad-CAM, probabilities ----------------------------------------------------------
+# --- image, map, probabilities, faithfulness -------------------------------------------------
 view = st.columns([1, 1, 1.4])
 with view[1]:
     alpha = st.slider("Map opacity", 0.0, 1.0, 0.45, 0.05, key="sal_alpha")
     cmap = st.selectbox("Colour map", S.COLORMAPS, key="sal_cmap")
 view[0].image(_big(image), caption=f"Test image {idx} · {info.size} px", output_format="PNG")
 own_cam = None  # (overlay, empty) of the selected run, reused in the panels below
+label = S.METHOD_LABELS[method]
 try:
-    own_cam = _cam_image(info, image, c, alpha, cmap)
-    view[1].image(own_cam[0], output_format="PNG", caption=f"Grad-CAM · {CLASS_NAMES[c]} · p = {prob[c]:.3f} "
+    own_cam = _cam_image(info, image, c, alpha, cmap, method)
+    view[1].image(own_cam[0], output_format="PNG", caption=f"{label} · {CLASS_NAMES[c]} · p = {prob[c]:.3f} "
                                                            f"(threshold {thr[c]:.3f}){_empty_note(own_cam[1], c)}")
-except RunError as e:
-    view[1].error(f"No Grad-CAM for this run: {e}")
+    if own_cam[1]:
+        view[1].warning(f"Empty map: no pixel raised {CLASS_NAMES[c]}; there is nothing here to read.")
+    f = _curves(str(info.path), file_mtime(runs.checkpoint_path(info.path, "best")), image, c, _map_of(info, image, c, method))
+    view[0].altair_chart(_curve_chart(f, "This image: deletion and insertion"), width="stretch")
+except (RunError, ValueError) as e:
+    view[1].error(f"No map for this run: {e}")
 view[2].altair_chart(_probability_chart(prob, thr, truth, c), width="stretch")
+
+if own_cam is not None and present:
+    st.subheader("Every true finding of this image")
+    cols = st.columns(min(len(present), 4))
+    for i, k in enumerate(np.flatnonzero(truth)):
+        with cols[i % len(cols)]:
+            rgb, empty = _cam_image(info, image, int(k), alpha, cmap, method)
+            st.image(rgb, output_format="PNG", caption=f"{CLASS_NAMES[k]} · p = {prob[k]:.3f}"
+                                                       + (" · empty map" if empty else ""))
+if own_cam is not None:
+    _set_checks(info, images, scores, labels, c, method)
 
 # --- the same image through the other runs ---------------------------------------------------
 st.subheader("Same image at every resolution")
@@ -189,30 +302,33 @@ if not others:
     st.info("No other evaluated run on this data root with the same test split. Train this data at another "
             "size on the **Train** page to compare what each resolution looks at.")
 else:
-    st.caption(f"Grad-CAM for **{CLASS_NAMES[c]}** of test image {idx} through each run on {info.data_root}: "
-               "★ the selected run, then the others by size; the ? under a panel gives its run id.")
+    by_id = {r.id: r for r in others}
+    picked = st.multiselect("Runs in the strip", list(by_id), default=list(by_id)[:4], key="sal_strip",
+                            format_func=lambda i: run_label(by_id[i]))
+    st.caption(f"{label} for **{CLASS_NAMES[c]}** of test image {idx} through each run on {info.data_root}: "
+               "★ the selected run, then the chosen others by size; the ? under a panel gives its run id.")
     per_row = 4
-    panels = [info] + others
+    panels = [info] + [by_id[i] for i in picked]
     for start in range(0, len(panels), per_row):
         cols = st.columns(per_row)
         for col, run in zip(cols, panels[start:start + per_row]):
             with col:
-                label = f"{'★ ' if run is info else ''}{run.size} px · {run.model}"
+                head = f"{'★ ' if run is info else ''}{run.size} px · {run.model}"
                 try:
                     if run is info:
                         if own_cam is None:  # its error is shown above
-                            st.caption(f"{label}: no Grad-CAM (see above).")
+                            st.caption(f"{head}: no map (see above).")
                             continue
                         (rgb, empty), p_run, t_run = own_cam, prob[c], thr[c]
                     else:
                         o_images, o_scores, _ = _run_test_set(run)
-                        rgb, empty = _cam_image(run, o_images[idx], c, alpha, cmap)
+                        rgb, empty = _cam_image(run, o_images[idx], c, alpha, cmap, method)
                         p_run, t_run = o_scores[idx, c], _thresholds(run)[0][c]
-                    st.image(rgb, output_format="PNG", caption=f"{label} · p = {p_run:.3f}")
+                    st.image(rgb, output_format="PNG", caption=f"{head} · p = {p_run:.3f}")
                     st.caption(f"threshold {t_run:.3f}" + (" · empty map" if empty else ""),
                                help=f"Run {run.id}" + (f". Empty map: nothing in the image raises {CLASS_NAMES[c]}."
                                                        if empty else "."))
-                except (RunError, DataError) as e:
-                    st.error(f"{label} ({run.id}): {e}")
+                except (RunError, DataError, ValueError) as e:
+                    st.error(f"{head} ({run.id}): {e}")
 if skipped:
     st.caption(f"Not shown (different test split or unreadable scores): {', '.join(skipped)}.")

@@ -1,4 +1,5 @@
-"""The Saliency page (AppTest) on real finished runs: browsing, the shown pixels, side by side, errors."""
+"""The Saliency page (AppTest) on real finished runs: browsing, the shown pixels, methods, small multiples,
+honest warnings, the checks over a set, the chosen side-by-side runs, errors."""
 import io
 import re
 import shutil
@@ -88,8 +89,15 @@ def test_index_shows_that_image_and_its_grad_cam(open_page, data_root, finished_
     truth = [CLASS_NAMES[k] for k in np.flatnonzero(labels[7])]
     findings = next(m.value for m in at.markdown if "True findings" in m.value)
     assert all(name in findings for name in truth) and (truth or "none" in findings)
-    # The probability chart: one bar and one threshold tick per class.
-    assert len(at.get("vega_lite_chart")) == 1
+    # The probability chart and this image's deletion/insertion curves.
+    assert len(at.get("vega_lite_chart")) == 2
+    # Small multiples: one map per true finding of the image, each the overlay of that class's map.
+    multiples = [(c, img) for c, img in shown if any(c.startswith(f"{name} · p = ") for name in CLASS_NAMES)]
+    by_name = {c.split(" · ")[0]: img for c, img in multiples}
+    assert len(multiples) == len(truth) and set(by_name) == set(truth)
+    for k in np.flatnonzero(labels[7]):
+        want = _big(S.overlay(image, S.grad_cam(model, image[None], int(k))[0], 0.6, "viridis"))
+        assert np.abs(by_name[CLASS_NAMES[k]].astype(int) - want.astype(int)).max() <= 1
 
 
 def test_opacity_and_colour_map_redraw_without_recomputing_grad_cam(open_page, data_root, finished_runs, media,
@@ -98,8 +106,8 @@ def test_opacity_and_colour_map_redraw_without_recomputing_grad_cam(open_page, d
 
     st.cache_data.clear()
     calls = []
-    real = S.grad_cam
-    monkeypatch.setattr(S, "grad_cam", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = S.attribute
+    monkeypatch.setattr(S, "attribute", lambda *a, **k: calls.append(a[1][0]) or real(*a, **k))
     at = _open(open_page, data_root, finished_runs[28])
     first = len(calls)
     assert first >= 1
@@ -111,8 +119,9 @@ def test_opacity_and_colour_map_redraw_without_recomputing_grad_cam(open_page, d
     at.selectbox(key="sal_cmap").set_value("viridis").run()
     assert not at.exception and len(calls) == first  # the maps came from the cache...
     assert not np.array_equal(overlay(), before)  # ...and the overlay was drawn again with the new settings
-    at.selectbox(key="sal_class").set_value(5).run()
-    assert len(calls) > first and calls[-1] == 5  # a new class is a new map
+    at.number_input(key="sal_index").set_value(3).run()
+    data = D.load(data_root, 28)
+    assert any(np.array_equal(a, data.test.images[3]) for a in calls[first:])  # a new image is a new map
 
 
 def test_finding_filter_offers_only_positives(open_page, data_root, finished_runs):
@@ -170,7 +179,7 @@ def test_side_by_side_one_panel_per_run_with_the_same_test_split(open_page, data
     # The panels: the selected run first (starred), then the other run on this test split; short captions
     # (size · model · p), each run's id in the help of the caption under its panel.
     shown = _images(at, media)
-    panels = shown[2:]  # after the test image and its Grad-CAM
+    panels = [(c, img) for c, img in shown if re.fullmatch(r"(★ )?\d+ px · res-cnn · p = \d\.\d{3}", c)]
     s28, _ = R.load_scores(run28, "test")
     s64, _ = R.load_scores(run64, "test")
     assert [cap for cap, _ in panels] == [f"★ 28 px · res-cnn · p = {s28[11, 0]:.3f}",
@@ -193,7 +202,7 @@ def test_missing_checkpoint_is_an_error_not_an_exception(open_page, data_root, r
     at = _open(open_page, data_root, runs_copy[28])
     errors = [e.value for e in at.error]
     assert len(errors) == 2 and all("best.pt" in e for e in errors)
-    assert at.subheader[0].value == "Test image 0" and at.get("vega_lite_chart")  # the rest still shows
+    assert at.subheader[0].value.startswith("Test image") and at.get("vega_lite_chart")  # the rest still shows
 
 
 def test_changed_data_file_is_an_error(open_page, data_root, runs_copy, tmp_path):
@@ -206,3 +215,64 @@ def test_changed_data_file_is_an_error(open_page, data_root, runs_copy, tmp_path
     R.write_json(runs_copy[28] / "config.json", config)
     at = _open(open_page, data_root, runs_copy[28])
     assert any("Re-evaluate" in e.value for e in at.error)
+
+
+def test_opens_on_the_most_confident_true_positive(open_page, data_root, finished_runs):
+    run = finished_runs[28]
+    scores, labels = R.load_scores(run, "test")
+    at = _open(open_page, data_root, run)
+    pos = np.flatnonzero(labels[:, 0])
+    assert _shown_index(at) == pos[np.argmax(scores[pos, 0])]
+
+
+@pytest.mark.parametrize("method", ["occlusion", "integrated-gradients"])
+def test_chosen_method_is_the_map_shown(open_page, data_root, finished_runs, media, method):
+    run = finished_runs[28]
+    at = _open(open_page, data_root, run)
+    at.number_input(key="sal_index").set_value(5).run()
+    at.selectbox(key="sal_method").set_value(method).run()
+    assert not at.exception and not at.error
+    image = D.load(data_root, 28).test.images[5]
+    cap, img = next((c, i) for c, i in _images(at, media) if c.startswith(S.METHOD_LABELS[method]))
+    want = _big(S.overlay(image, S.attribute(R.load_model(run), image[None], 0, method)[0], 0.45, "jet"))
+    assert np.abs(img.astype(int) - want.astype(int)).max() <= 1
+    panels = [c for c, _ in _images(at, media) if re.fullmatch(r"(★ )?\d+ px · res-cnn · p = \d\.\d{3}", c)]
+    assert len(panels) == 2  # the strip uses the same method (the selected run's panel is the map above)
+    assert any(S.METHOD_LABELS[method] in c.value for c in at.caption)
+
+
+def test_warns_when_the_findings_auc_ci_includes_chance(open_page, data_root, finished_runs):
+    from core.metrics import bootstrap_auc_ci
+
+    run = finished_runs[28]
+    scores, labels = R.load_scores(run, "test")
+    ci = bootstrap_auc_ci(labels, scores, n_boot=300)
+    at = _open(open_page, data_root, run)
+    seen = set()
+    for c in range(D.N_CLASSES):
+        at.selectbox(key="sal_class").set_value(c).run()
+        warned = any("includes 0.5" in w.value for w in at.warning)
+        assert warned == bool(ci[c, 0] <= 0.5), (c, ci[c])
+        seen.add(warned)
+    assert seen == {True, False}, "the fixture has no class on each side of chance: the check was not exercised"
+
+
+def test_set_checks_run_on_request(open_page, data_root, finished_runs):
+    run = finished_runs[28]
+    at = _open(open_page, data_root, run)
+    assert not at.dataframe  # nothing computed before the button
+    at.slider(key="sal_set_k").set_value(3).run()
+    at.button(key="sal_run_checks").click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert len(table) >= 3 and table.columns[0].startswith("Layers re-initialised")
+    assert np.isfinite(table.iloc[:, 1]).any()
+    assert len(at.get("vega_lite_chart")) == 3  # probability, this image's curves, the set's mean curves
+
+
+def test_strip_shows_only_the_chosen_runs(open_page, data_root, finished_runs, media):
+    at = _open(open_page, data_root, finished_runs[28])
+    assert at.multiselect(key="sal_strip").value == [finished_runs[64].name]
+    at.multiselect(key="sal_strip").set_value([]).run()
+    panels = [c for c, _ in _images(at, media) if re.fullmatch(r"(★ )?\d+ px · res-cnn · p = \d\.\d{3}", c)]
+    assert panels and all(p.startswith("★") for p in panels)

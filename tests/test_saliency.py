@@ -1,5 +1,6 @@
-"""core.saliency: Grad-CAM shapes and range, localisation on a planted pattern, the all-classes
-shortcut against per-class calls, the model left as it was, and the display overlay."""
+"""core.saliency and core.sanity: shapes and range of every method, the pointing game on planted lesions
+for every model at 28 px, the all-classes shortcut against per-class calls, the model left as it was,
+bad input, parameter randomisation, deletion/insertion, and the display overlay."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +8,10 @@ from torch import nn
 
 from core import data as D
 from core import saliency as S
-from core.models import build_model
+from core import sanity as Q
+from core.metrics import auc_per_class
+from core.models import MODELS, build_model, fold_batchnorm
+from tests import planted_lesions as PL
 
 
 def _images(n, size, seed=0):
@@ -65,13 +69,126 @@ def test_per_image_targets_match_single_target_calls(res28):
         np.testing.assert_allclose(together[i], S.grad_cam(res28, images[i:i + 1], int(t))[0], atol=1e-5)
 
 
-def test_bad_inputs_are_refused(res28):
-    with pytest.raises(ValueError, match="uint8"):
-        S.grad_cam(res28, _images(2, 28).astype(np.float32), 0)
-    with pytest.raises(ValueError, match="batch"):
-        S.grad_cam(res28, _images(1, 28)[0], 0)
-    with pytest.raises(ValueError, match="0..13"):
-        S.grad_cam(res28, _images(1, 28), 14)
+@pytest.mark.parametrize("method", S.METHODS)
+def test_bad_inputs_are_refused_with_a_saliency_error(res28, method):
+    def call(images, target=0, model=res28):
+        return S.attribute(model, images, target, method)
+    with pytest.raises(S.SaliencyError, match="uint8"):
+        call(_images(2, 28).astype(np.float32))
+    with pytest.raises(S.SaliencyError, match="batch"):
+        call(_images(1, 28)[0])
+    with pytest.raises(S.SaliencyError, match="0..13"):
+        call(_images(1, 28), 14)
+    with pytest.raises(S.SaliencyError, match="takes 28 x 28"):
+        call(_images(1, 64))
+    with pytest.raises(S.SaliencyError, match="empty"):
+        call(_images(0, 28))
+
+    class NoLayer(nn.Module):
+        size = 28
+
+        def forward(self, x):
+            return x.mean(dim=(2, 3)).repeat(1, D.N_CLASSES)
+    with pytest.raises(S.SaliencyError, match="cam_layer"):
+        call(_images(1, 28), model=NoLayer())
+    assert issubclass(S.SaliencyError, ValueError)
+    with pytest.raises(S.SaliencyError, match="Unknown saliency method"):
+        S.attribute(res28, _images(1, 28), 0, "lime")
+
+
+@pytest.mark.parametrize("method", S.METHODS)
+def test_every_method_gives_normalised_maps_and_reports_progress(res28, method):
+    done = []
+    maps = S.attribute(res28, _images(3, 28, seed=9), [0, 4, 13], method, progress=lambda d, t: done.append((d, t)))
+    assert maps.shape == (3, 28, 28) and maps.dtype == np.float32
+    assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
+    assert done and done[-1] == (3, 3)
+    assert _hooks(res28) == 0 and all(p.grad is None for p in res28.parameters())
+
+
+@pytest.fixture(scope="module")
+def lesion28():
+    """Planted lesions at 28 px and one briefly trained model of every kind: (test images, labels, {name: model})."""
+    x_train, y_train = PL.lesion_split(800, 28, seed=0)
+    x_test, y_test = PL.lesion_split(300, 28, seed=1)
+    return x_test, y_test, {name: PL.train_quick(name, x_train, y_train, epochs=6) for name in MODELS}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_pointing_game_at_28_px(lesion28, name):
+    """The peak of each single-finding test image's Grad-CAM lies in its lesion's cell (1 of 16) in >= 90%
+    of images, for a model whose test AUC is above 0.95."""
+    x, y, models = lesion28
+    model = models[name]
+    auc = np.nanmean(auc_per_class(y, PL.predict(model, x)))
+    assert auc > 0.95, f"{name} did not learn the lesions (AUC {auc:.3f}): the game would mean nothing"
+    rows, cls = PL.single_finding(y)
+    assert len(rows) >= 50
+    hits = PL.pointing_hits(S.grad_cam(model, x[rows], cls), cls)
+    assert hits.mean() >= 0.9, f"{name}: peak in the lesion's cell for {hits.mean():.0%} of {len(rows)} images"
+
+
+def test_cam_layer_is_declared_and_follows_the_batchnorm_fold():
+    for name in MODELS:
+        for size in (28, 224):
+            model = build_model(name, size)
+            assert isinstance(model.cam_layer, nn.Module) and model.size == size
+            assert any(m is model.cam_layer for m in model.modules())
+            folded = fold_batchnorm(model)
+            assert any(m is folded.cam_layer for m in folded.modules())
+            assert not any(k.startswith("cam_layer.") for k in model.state_dict())
+
+
+def test_checkpoint_with_the_old_cam_alias_still_loads():
+    torch.manual_seed(0)
+    model = build_model("res-cnn", 28)
+    state = model.state_dict()
+    old = dict(state, **{f"cam_layer.{k.split('.', 3)[-1]}": v for k, v in state.items()
+                         if k.startswith("stages.3.body.3.")})  # the alias a saved checkpoint carried
+    fresh = build_model("res-cnn", 28)
+    fresh.load_state_dict(old)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+
+
+def test_spearman_matches_scipy():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 6, 6)), rng.random((3, 6, 6))
+    b[1] = a[1] ** 2  # monotone: rho 1
+    got = Q.spearman(a, b)
+    want = [spearmanr(a[i].ravel(), b[i].ravel())[0] for i in range(3)]
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert got[1] == pytest.approx(1.0)
+    assert np.isnan(Q.spearman(a[:1], np.zeros((1, 6, 6))))[0]
+
+
+def test_randomisation_cascade_decorrelates_grad_cam_and_leaves_the_model(lesion28):
+    x, y, models = lesion28
+    model = models["res-cnn"]
+    rows, cls = PL.single_finding(y)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = []
+    r = Q.randomisation(model, x[rows[:8]], cls[:8], "grad-cam", max_steps=4, progress=lambda d, t: steps.append(d))
+    assert len(r.layers) == r.rho.shape[0] <= 4 and r.rho.shape[1] == 8 and steps[-1] == len(r.layers) + 1
+    assert "head" in r.layers[0] and "stem" in r.layers[-1]
+    assert abs(np.nanmean(r.rho[-1])) < 0.5, r.mean()  # every weight random: maps unlike the trained ones
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_deletion_and_insertion_beat_random_order_for_grad_cam(lesion28):
+    x, y, models = lesion28
+    model = models["res-cnn"]
+    rows, cls = PL.single_finding(y)
+    images, classes = x[rows[:12]], cls[:12]
+    f = Q.faithfulness(model, images, classes, S.grad_cam(model, images, classes), steps=10)
+    assert f.deletion.shape == f.insertion.shape == (12, 11) and f.fractions[[0, -1]].tolist() == [0.0, 1.0]
+    np.testing.assert_allclose(f.deletion[:, 0], PL.predict(model, images)[np.arange(12), classes], atol=1e-5)
+    np.testing.assert_allclose(f.deletion[:, -1], f.insertion[:, 0], atol=1e-6)  # both all mean grey
+    assert f.auc("deletion").mean() < f.auc("random_deletion").mean()
+    assert f.auc("insertion").mean() > f.auc("random_insertion").mean()
+    with pytest.raises(S.SaliencyError, match="match"):
+        Q.faithfulness(model, images, classes, np.zeros((12, 14, 14)))
 
 
 def test_map_follows_the_evidence_and_negative_evidence_gives_zero_not_nan():

@@ -1,0 +1,209 @@
+"""Saliency: whether the maps can be trusted, and how long they take.
+
+* Pointing game on planted lesions (tests/planted_lesions.py) for every model in core.models at
+  28, 64, 128 and 224 px (28 only in --quick and --tiny): a model is trained briefly, and for the test images with
+  exactly one finding we count how often the map's peak falls in the lesion's cell (chance 1/16).
+  Reported for the declared `cam_layer` (the figure with the target) and, as the evidence behind
+  that choice, for every stage output with both Grad-CAM weightings (channel-mean and element-wise).
+* Per method: cascading parameter randomisation (mean Spearman rho after every layer is random)
+  and deletion/insertion areas against the random order (core.sanity), on the smallest size.
+* Milliseconds: Grad-CAM of one image for one class at each size; Integrated Gradients and
+  Occlusion of one image at the largest size.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.common import Context, Mode, Row, at_least, at_most, interleaved, median, torch_threads
+
+CAM_TARGET_MS = {28: 10.0, 64: 10.0, 128: 50.0, 224: 50.0}
+SLOW_TARGET_MS = 2000.0
+# Planted-lesion training per size: (train images, epochs); larger images need more to reach AUC 0.95.
+TRAIN = {28: (800, 6), 64: (1600, 8), 128: (1600, 10), 224: (1600, 10)}
+
+
+def stage_outputs(model, size: int) -> list:
+    """[(label, module)]: for each spatial resolution inside the model, the last module producing it
+    (a stage's output), found by running one image. Candidates for the Grad-CAM layer."""
+    import torch
+
+    seen: dict[tuple, tuple[str, object]] = {}
+
+    def note(name: str):
+        def hook(mod, _inputs, out) -> None:  # returns None: the output is left as it is
+            if isinstance(out, torch.Tensor) and out.dim() == 4:
+                seen[tuple(out.shape[2:])] = (name, mod)
+        return hook
+    hooks = [m.register_forward_hook(note(name)) for name, m in model.named_modules() if name]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [(f"{name} ({h}x{w})", mod) for (h, w), (name, mod) in seen.items() if h * w > 1]
+
+
+def _weighted_maps(model, x, cls, layer, size: int, mean_weights: bool) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    acts = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: acts.append(out))
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            (grads,) = torch.autograd.grad(logits[torch.arange(len(cls)), torch.as_tensor(cls)].sum(), acts[0])
+    finally:
+        handle.remove()
+    w = grads.mean(dim=(2, 3), keepdim=True) if mean_weights else grads
+    cam = F.relu((w * acts[0].detach()).sum(dim=1, keepdim=True))
+    return F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
+
+
+def pointing(name: str, size: int, n_test: int = 300) -> dict:
+    """Train `name` at `size` on planted lesions; AUC, the declared layer's pointing rate and every
+    stage's rates under both weightings."""
+    from core import saliency as S
+    from core.data import to_tensor
+    from core.metrics import auc_per_class
+    from tests import planted_lesions as PL
+
+    n_train, epochs = TRAIN[size]
+    x_train, y_train = PL.lesion_split(n_train, size, seed=0)
+    x, y = PL.lesion_split(n_test, size, seed=1)
+    t = time.perf_counter()
+    model = PL.train_quick(name, x_train, y_train, epochs=epochs)
+    seconds = time.perf_counter() - t
+    auc = float(np.nanmean(auc_per_class(y, PL.predict(model, x))))
+    rows, cls = PL.single_finding(y)
+    rate = float(PL.pointing_hits(S.grad_cam(model, x[rows], cls), cls).mean())
+    xt = to_tensor(x[rows])
+    stages = {}
+    for label, layer in stage_outputs(model, size):
+        stages[label] = tuple(float(PL.pointing_hits(_weighted_maps(model, xt, cls, layer, size, mean), cls).mean())
+                              for mean in (True, False))
+    return {"auc": auc, "rate": rate, "n": len(rows), "train_s": seconds, "stages": stages, "model": model,
+            "x": x[rows], "cls": cls}
+
+
+def bench_grad_cam(size: int, mode: Mode) -> dict:
+    """Median (and best) ms of one-class Grad-CAM (core; core forced to 1 thread) and all-14-classes
+    Grad-CAM (core) of one image at `size`, on the model as the app loads it (NCHW, eval), in a process
+    with torch's default thread count. Timed interleaved."""
+    import torch
+
+    from core import saliency as S
+    from core.models import DEFAULT_MODEL, build_model
+
+    torch.manual_seed(0)
+    model = build_model(DEFAULT_MODEL, size).eval()
+    images = np.random.default_rng(size).integers(0, 256, (8, size, size), dtype=np.uint8)
+    k = [0]
+
+    def nxt() -> tuple[np.ndarray, int]:
+        k[0] += 1
+        return images[k[0] % 8], k[0] % 14
+
+    def one() -> None:
+        img, c = nxt()
+        S.grad_cam(model, img[None], c)
+
+    def one_1t() -> None:
+        with torch_threads(1):
+            one()
+
+    fns = {"one": one, "all14": lambda: S.grad_cam_all_classes(model, nxt()[0]), "one_1thread": one_1t}
+    t = interleaved(fns, max(9, mode.repeats * 5), max(2, mode.warmup))
+    p = f"saliency.{size}."
+    out = {p + f"cam_{k}_ms": median(v) * 1e3 for k, v in t.items()}
+    out.update({p + f"cam_{k}_best_ms": min(v) * 1e3 for k, v in t.items()})
+    return out
+
+
+def cam_rows(size: int, mode: Mode) -> list[Row]:
+    f = bench_grad_cam(size, mode)
+    p = f"saliency.{size}."
+    one, all14, one1 = f[p + "cam_one_ms"], f[p + "cam_all14_ms"], f[p + "cam_one_1thread_ms"]
+    target = CAM_TARGET_MS[size]
+    return [
+        Row(p + "cam_one_ms", one, "ms", None, None, f"< {target:g} ms", at_most(one, target),
+            f"core.saliency.grad_cam, 1 image, 1 class, res-cnn (best {f[p + 'cam_one_best_ms']:.1f} ms)"),
+        Row(p + "cam_all14_ms", all14, "ms", one, all14 / one, "", None,
+            "core.saliency.grad_cam_all_classes; ratio = time(all 14) / time(1 class) (the backward runs from the "
+            "first stage on, not through the head only)",
+            f[p + "cam_all14_best_ms"] / f[p + "cam_one_best_ms"]),
+        Row(p + "cam_one_1thread_ms", one1, "ms", one, one / one1, "", None,
+            "core.saliency.grad_cam under torch.set_num_threads(1); ratio = speed-up",
+            f[p + "cam_one_best_ms"] / f[p + "cam_one_1thread_best_ms"]),
+    ]
+
+
+def _ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return median(times) * 1e3
+
+
+def run(ctx: Context) -> list[Row]:
+    import torch
+
+    from core import saliency as S
+    from core import sanity as Q
+    from core.models import DEFAULT_MODEL, MODELS, build_model
+
+    mode, rows = ctx.mode, []
+    sizes = (28, 64, 128, 224) if mode.name == "full" else (28,)  # training at 224 px takes minutes
+    trained = {}
+    for size in sizes:
+        for name in MODELS:
+            ctx.log(f"saliency: pointing game, {name} at {size} px")
+            f = pointing(name, size)
+            trained[(name, size)] = f
+            p = f"saliency.pointing.{name}.{size}"
+            note = (f"peak in the lesion's cell (chance 1/16), {f['n']} single-finding test images; test AUC "
+                    f"{f['auc']:.3f} (needs > 0.95) after {f['train_s']:.0f} s of training")
+            rows.append(Row(p, f["rate"], "share", None, None, ">= 0.90 with AUC > 0.95",
+                            None if f["auc"] <= 0.95 else at_least(f["rate"], 0.9), note))
+            stage_note = "; ".join(f"{k}: {a:.2f} / {b:.2f}" for k, (a, b) in f["stages"].items())
+            rows.append(Row(p + ".stages", None, "", note="channel-mean / element-wise weights: " + stage_note))
+
+    name0, size0 = DEFAULT_MODEL, min(sizes)
+    f = trained[(name0, size0)]
+    k = min(8 if mode.name == "tiny" else 16, len(f["cls"]))
+    images, cls = f["x"][:k], f["cls"][:k]
+    for method in S.METHODS:
+        ctx.log(f"saliency: randomisation and deletion/insertion, {method}")
+        r = Q.randomisation(f["model"], images, cls, method)
+        maps = S.attribute(f["model"], images, cls, method)
+        fa = Q.faithfulness(f["model"], images, cls, maps)
+        p = f"saliency.{method}"
+        rho = r.mean()
+        rows.append(Row(p + ".randomised_rho", float(rho[-1]), "rho", float(rho[0]), None, "", None,
+                        f"Spearman rho with the trained maps once every layer is random (baseline: after the head "
+                        f"only); cascade {', '.join(f'{v:.2f}' for v in rho)}; {name0} {size0} px, {k} images"))
+        for curve in ("deletion", "insertion"):
+            a, base = float(fa.auc(curve).mean()), float(fa.auc("random_" + curve).mean())
+            good = a < base if curve == "deletion" else a > base
+            rows.append(Row(p + f".{curve}_auc", a, "area", base, None,
+                            "< random" if curve == "deletion" else "> random", good,
+                            f"area under the {curve} curve (probability over share of pixels); baseline: random order"))
+
+    for size in mode.cam_sizes:
+        ctx.log(f"saliency: Grad-CAM timing at {size} px")
+        rows += cam_rows(size, mode)
+    big = max(mode.cam_sizes)
+    model = build_model(DEFAULT_MODEL, big).eval()
+    img = np.random.default_rng(0).integers(0, 256, (1, big, big), dtype=np.uint8)
+    for method in ("integrated-gradients", "occlusion"):
+        ms = _ms(lambda: S.attribute(model, img, 3, method), max(1, mode.repeats))
+        rows.append(Row(f"saliency.{big}.{method}_ms", ms, "ms", None, None, f"<= {SLOW_TARGET_MS:g} ms",
+                        at_most(ms, SLOW_TARGET_MS), f"core.saliency.attribute, 1 image, {torch.get_num_threads()} "
+                        f"threads, {DEFAULT_MODEL} at {big} px"))
+    return rows
