@@ -1,8 +1,12 @@
 """What a run will cost on this machine: its training speed measured now, and the time that gives."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,11 +24,14 @@ from core.step import grad_scaler, train_step
 VAL_COST = 0.5
 
 
+REPO = Path(__file__).resolve().parents[1]
 @dataclass(frozen=True)
 class Estimate:
-    """The cost of a run at a measured training speed: `epochs` epochs of n_train training and n_val
-    validation images, then the final scoring of n_val + n_test images with the best checkpoint
-    (core.evaluate.evaluate_run); validation and scoring cost VAL_COST of a training step per image."""
+    """The cost of a run at a measured training speed: the trainer process's start (`start_seconds`:
+    interpreter and imports, measured by start_seconds()), `epochs` epochs of n_train training and
+    n_val validation images, then the final scoring of n_val + n_test images with the best
+    checkpoint (core.evaluate.evaluate_run); validation and scoring cost VAL_COST of a training step
+    per image. `load` is the load average per CPU when the speed was measured."""
 
     images_per_s: float
     device: str
@@ -32,6 +39,8 @@ class Estimate:
     n_val: int
     n_test: int
     epochs: int
+    start_seconds: float = 0.0
+    load: float = 0.0
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -43,15 +52,37 @@ class Estimate:
 
     @property
     def total_seconds(self) -> float:
-        return self.seconds_per_epoch * self.epochs + self.final_seconds
+        return self.start_seconds + self.seconds_per_epoch * self.epochs + self.final_seconds
+
+    @property
+    def idle_total_seconds(self) -> float:
+        """Roughly total_seconds on an idle machine: with more runnable work than cores (load per CPU
+        above 1) a CPU-bound measurement got about 1/load of each core, so its training and scoring
+        time is divided by the load; equal to total_seconds below that."""
+        return self.start_seconds + (self.total_seconds - self.start_seconds) / max(1.0, self.load)
 
     def within(self, budget_s: float) -> tuple[int, int]:
         """(training images per epoch for these epochs, epochs of these training images) that fit
         `budget_s` with the final scoring: the inverse of total_seconds (the first can be <= 0 when
         validation alone exceeds the budget)."""
-        left = budget_s - self.final_seconds
+        left = budget_s - self.final_seconds - self.start_seconds
         subset = round(left / self.epochs * self.images_per_s - VAL_COST * self.n_val)
         return subset, int(left / self.seconds_per_epoch + 1e-6)
+
+
+def load_per_cpu() -> float:
+    """The 1-minute load average per CPU (0 where the OS has none)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        return 0.0
+
+
+def start_seconds() -> float:
+    """Seconds a trainer process takes to start: a fresh interpreter importing core.train (torch and the rest)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import core.train"], cwd=REPO, check=True, capture_output=True)
+    return time.perf_counter() - t
 
 
 def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None = None) -> tuple[float, str]:
@@ -85,7 +116,8 @@ def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None
 
 
 def estimate(config: TrainConfig, counts: dict[str, int] | None = None, n_batches: int = 3) -> Estimate:
-    """The cost of training `config` on this machine, its speed measured now (measure_speed).
+    """The cost of training `config` on this machine, its speed and a trainer's start measured now
+    (measure_speed, start_seconds); the CLI's `--estimate` and the Train page both use it.
 
     `counts` ({split: images}) default to the split sizes of config's data file, or official
     ChestMNIST's where it has none (core.data.split_counts_or_official); `subset` applies to train.
@@ -96,8 +128,9 @@ def estimate(config: TrainConfig, counts: dict[str, int] | None = None, n_batche
         if from_file:
             check_subset(config, counts["train"], D.npz_path(config.data_root, config.size))
     n_train = config.train_images(counts["train"])
+    load = load_per_cpu()
     images_per_s, device = measure_speed(config, n_batches, max_batch=n_train)
-    return Estimate(images_per_s, device, n_train, counts["val"], counts["test"], config.epochs)
+    return Estimate(images_per_s, device, n_train, counts["val"], counts["test"], config.epochs, start_seconds(), load)
 
 
 

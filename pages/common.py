@@ -200,3 +200,19 @@ def page_link(page: str, label: str, icon: str | None = None) -> None:
         st.page_link(page, label=label, icon=icon)
     except StreamlitAPIException:
         st.caption(f"Open **{label}** from the app's navigation.")
+
+
+RUN_PAGE = "run"  # the run page's URL path (pages/run.py in app.py's navigation)
+
+
+def run_url(run_id: str) -> str:
+    """A link to the run page for `run_id` (`run?run=<id>`, relative, so it works under any base path),
+    carrying the data root and runs folder the current URL names."""
+    from urllib.parse import urlencode
+
+    params = {k: st.query_params[k] for k in ("data_root", "runs_dir") if k in st.query_params}
+    return f"{RUN_PAGE}?{urlencode({'run': run_id, **params})}"
+
+
+RUN_LINK_COLUMN = st.column_config.LinkColumn("details", display_text="open", width="small",
+                                              help="The run page: its config, log, curves, test metrics and files.")

@@ -6,7 +6,9 @@ closed tabs and even a restart of the app; this page only reads the run folders.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+from dataclasses import dataclass
 
 import altair as alt
 import pandas as pd
@@ -19,8 +21,8 @@ from core import estimate as E
 from core import launch as L
 from core import train as T
 from core.models import DEFAULT_MODEL, MODELS
-from pages.common import (RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs, run_label, run_metrics,
-                          runs_dir, through_app)
+from pages.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs, run_label,
+                          run_metrics, run_url, runs_dir, through_app)
 
 HOUR = 3600
 SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
@@ -29,25 +31,78 @@ SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "va
 LAUNCH_GRACE_S = 30.0
 
 
-@st.cache_data(max_entries=64, show_spinner=False)  # callers show a spinner naming the size
-def _speed(size: int, model: str, batch_size: int, device: str, amp: str, channels_last: bool,
-           busy: bool) -> tuple[float, str]:
-    """(training images/s, device) from core.estimate.measure_speed.
+STALE_S = 600.0  # a speed measured longer ago is measured again (the machine's load has moved on)
+LOAD_CHANGE = 0.5  # ... as is one measured at a load average per CPU this far from now's
 
-    Cached per setting that changes speed only: split sizes, subset, epochs, lr, ... are arithmetic
-    on top (core.estimate.Estimate), so changing them never measures again. `busy` (a run training in
-    the background) is part of the key: a speed measured beside a run is not shown once the
-    machine is idle again, nor the reverse.
+
+@dataclass
+class Reading:
+    """One background measurement: training images/s, device, a trainer's start, when and at what load."""
+
+    images_per_s: float
+    device: str
+    start_s: float
+    at: float
+    load: float
+    error: str | None = None
+
+
+@st.cache_resource
+def _speeds() -> dict:
+    """Measurements shared by every session of this server: {key: Reading}, the keys being measured,
+    a lock over both, and one lock so that measurements run one at a time (they would slow each other)."""
+    return {"readings": {}, "pending": set(), "lock": threading.Lock(), "one_at_a_time": threading.Lock()}
+
+
+def _start_seconds(store: dict) -> float:
+    """A trainer process's start (core.estimate.start_seconds), measured once per STALE_S: it does not
+    depend on the recipe, and each measurement starts a Python process."""
+    at, seconds = store.get("start", (0.0, 0.0))
+    if time.time() - at > STALE_S:
+        seconds = E.start_seconds()
+        store["start"] = (time.time(), seconds)
+    return seconds
+
+
+def _measure(key: tuple) -> None:
+    """Thread body: measure `key`'s speed (core.estimate) and a trainer's start; store the Reading."""
+    store = _speeds()
+    size, model, batch_size, device, amp, channels_last = key
+    reading = None
+    try:
+        with store["one_at_a_time"]:
+            load = E.load_per_cpu()
+            try:
+                ips, dev = E.measure_speed(C.TrainConfig(size=size, model=model, batch_size=batch_size, device=device,
+                                                         amp=amp, channels_last=channels_last))
+                reading = Reading(ips, dev, _start_seconds(store), time.time(), load)
+            except (C.ConfigError, RuntimeError, OSError) as e:
+                reading = Reading(0.0, device, 0.0, time.time(), load, error=str(e))
+    finally:  # whatever happened, the key is no longer being measured (a later visit tries again)
+        with store["lock"]:
+            if reading is not None:
+                store["readings"][key] = reading
+            store["pending"].discard(key)
+
+
+def speed(cfg: C.TrainConfig, size: int, n_train: int) -> Reading | None:
+    """The latest measurement of `cfg`'s training speed at `size` (a batch never holds more than the
+    training images), or None before the first one is ready. Never waits: a missing, stale (older than
+    STALE_S) or off-load (the load per CPU moved by LOAD_CHANGE) reading starts a background measurement.
+
+    Keyed by what changes speed only: split sizes, subset, epochs, lr, ... are arithmetic on top
+    (core.estimate.Estimate), so changing them never measures again.
     """
-    return E.measure_speed(C.TrainConfig(size=size, model=model, batch_size=batch_size, device=device, amp=amp,
-                                         channels_last=channels_last))
-
-
-def speed(cfg: C.TrainConfig, size: int, n_train: int, busy: bool) -> tuple[float, str]:
-    """Training images/s of `cfg` at `size` (a batch never holds more than the training images)."""
-    batch = min(cfg.batch_size, n_train)
-    with st.spinner(f"Measuring training speed at {size} px on a few batches…"):
-        return _speed(size, cfg.model, batch, cfg.device, cfg.amp, cfg.channels_last, busy)
+    key = (size, cfg.model, min(cfg.batch_size, n_train), cfg.device, cfg.amp, cfg.channels_last)
+    store = _speeds()
+    with store["lock"]:
+        reading = store["readings"].get(key)
+        fresh = reading is not None and (time.time() - reading.at < STALE_S
+                                          and abs(E.load_per_cpu() - reading.load) < LOAD_CHANGE)
+        if not fresh and key not in store["pending"]:
+            store["pending"].add(key)
+            threading.Thread(target=_measure, args=(key,), daemon=True, name=f"speed-{size}px").start()
+    return reading
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -113,8 +168,26 @@ def recipe(root, rdir, present: list[int]) -> C.TrainConfig:
                          device=device, amp=amp, data_root=str(root), runs_dir=str(rdir), name=name.strip())
 
 
-def show_estimate(cfg: C.TrainConfig, anything_running: bool) -> E.Estimate | None:
-    """The cost of `cfg` on this machine, shown and returned; None on an error."""
+def _estimate(cfg: C.TrainConfig, size: int, n: dict[str, int]) -> E.Estimate | Reading | None:
+    """The Estimate of `cfg` at `size` with split sizes `n` from the latest speed reading; None while
+    it is measured; the Reading itself when measuring failed (its error says why)."""
+    n_train = cfg.train_images(n["train"])
+    reading = speed(cfg, size, n_train)
+    if reading is None or reading.error:
+        return reading
+    return E.Estimate(reading.images_per_s, reading.device, n_train, n["val"], n["test"], cfg.epochs,
+                      reading.start_s, reading.load)
+
+
+def _total_text(e: E.Estimate) -> str:
+    """The total, as a range when the machine was busy (the idle end first)."""
+    low, high = e.idle_total_seconds, e.total_seconds
+    return E.format_seconds(high) if low > 0.9 * high else f"{E.format_seconds(low)}–{E.format_seconds(high)}"
+
+
+def show_estimate(cfg: C.TrainConfig) -> E.Estimate | None:
+    """The cost of `cfg` on this machine, shown and returned; None while measuring or on an error."""
+    st.subheader("Estimated cost on this machine")
     try:
         n, from_file = split_sizes(cfg.data_root, cfg.size)
     except D.DataError as e:
@@ -124,29 +197,32 @@ def show_estimate(cfg: C.TrainConfig, anything_running: bool) -> E.Estimate | No
     if not from_file:
         st.warning(f"No {cfg.size} px data under {cfg.data_root}: download or import it on the Data & runs page "
                    "before training.")
-    n_train = cfg.train_images(n["train"])
-    try:
-        images_per_s, device = speed(cfg, cfg.size, n_train, anything_running)
-    except C.ConfigError as err:
-        st.error(f"{err}")
+    e = _estimate(cfg, cfg.size, n)
+    if e is None:
+        st.info(f"Measuring the training speed at {cfg.size} px in the background (a few batches); the estimate "
+                "shows here when it is done. Everything else on the page works meanwhile.", icon=":material/timer:")
         return None
-    e = E.Estimate(images_per_s, device, n_train, n["val"], n["test"], cfg.epochs)
-    st.subheader("Estimated cost on this machine")
+    if isinstance(e, Reading):
+        st.error(f"Could not measure the training speed: {e.error}")
+        return None
     c = st.columns(4)
     c[0].metric("Seconds per epoch", f"{e.seconds_per_epoch:,.1f} s", help=E.format_seconds(e.seconds_per_epoch))
-    c[1].metric(f"Total for {cfg.epochs} epochs", E.format_seconds(e.total_seconds))
+    c[1].metric(f"Total for {cfg.epochs} epochs", _total_text(e),
+                help="From starting the trainer process to the final scoring.")
     c[2].metric("Training images/s", f"{e.images_per_s:,.0f}")
     c[3].metric("Device", e.device)
-    st.caption(f"Speed measured on this machine from a few training batches of random images (once per size, model, "
-               f"batch size and device); {_images(e)} (validation and scoring costed at {E.VAL_COST:g} of a training "
-               f"step per image, the scoring took {E.format_seconds(e.final_seconds)}); an upper bound when early "
-               f"stopping (patience) ends the run sooner.{note}"
-               + (" A run is training in the background, so this measurement is slower than an idle machine."
-                  if anything_running else ""))
+    busy = (f" The machine was busy (load {e.load:.1f} per CPU) when it was measured: the range runs from an idle "
+            "machine to one as busy as then." if e.idle_total_seconds <= 0.9 * e.total_seconds else "")
+    st.caption(f"Speed measured on this machine in the background from a few training batches of random images (per "
+               f"size, model, batch size and device; again after {STALE_S / 60:.0f} min or when the load changes); "
+               f"a trainer process takes {E.format_seconds(e.start_seconds)} to start; {_images(e)} (validation and "
+               f"scoring costed at {E.VAL_COST:g} of a training step per image, the scoring took "
+               f"{E.format_seconds(e.final_seconds)}); an upper bound when early stopping (patience) ends the run "
+               f"sooner.{note}{busy}")
     if e.total_seconds > HOUR:
         subset_fit, epochs_fit = e.within(HOUR)
         hints = []
-        if 0 < subset_fit < n_train:
+        if 0 < subset_fit < e.n_train:
             hints.append(f"a training subset of about {subset_fit:,} images")
         if epochs_fit >= 1:
             hints.append(f"at most {epochs_fit} epoch(s)")
@@ -161,32 +237,39 @@ def _images(e: E.Estimate) -> str:
             f"{e.n_test:,} test images scored once with the best checkpoint")
 
 
-def sweep_total(cfg: C.TrainConfig, present: list[int], e: E.Estimate, slot, busy: bool) -> None:
-    """Into `slot` (beside the sweep button): what the sweep costs, summed over the sizes it trains.
+def sweep_total(cfg: C.TrainConfig, present: list[int], e: E.Estimate) -> None:
+    """What the sweep costs: one trainer process training every size present, one after another.
 
-    Each size's speed is measured once (cached); every size is assumed to have the split sizes of
-    estimate `e` (as the ChestMNIST files and NIH-1000 do), so no other size's file is opened for it.
+    Each size's speed is measured in the background (as the main estimate); every size is assumed to
+    have the split sizes of estimate `e` (as the ChestMNIST files and NIH-1000 do), so no other
+    size's file is opened for it.
     """
-    if cfg.size not in present:  # `e` used official split sizes; the sweep trains the files here
-        try:
-            n = split_sizes(cfg.data_root, present[0])[0]
-        except D.DataError:
+    try:  # where `e` used official split sizes (no file at this size), the sweep trains the files here
+        n = split_sizes(cfg.data_root, cfg.size if cfg.size in present else present[0])[0]
+    except D.DataError:
+        return
+    parts, total, start = [], 0.0, 0.0
+    for size in present:
+        one = _estimate(cfg, size, n)
+        if not isinstance(one, E.Estimate):
+            st.caption(f"Sweep estimate: measuring the speed at {size} px in the background…")
             return
-        e = dataclasses.replace(e, n_train=cfg.train_images(n["train"]), n_val=n["val"], n_test=n["test"])
-    parts, total = [], 0.0
-    with slot.container():
-        for size in present:
-            try:
-                images_per_s, device = speed(cfg, size, e.n_train, busy)
-            except C.ConfigError:
-                return
-            seconds = dataclasses.replace(e, images_per_s=images_per_s, device=device).total_seconds
-            total += seconds
-            parts.append(f"{size} px {E.format_seconds(seconds)}")
-    slot.caption(f"Sweep estimate: **{E.format_seconds(total)}** for {cfg.epochs} epoch(s) at each size "
-                 f"({' + '.join(parts)}), one size after another.",
-                 help=f"Speed measured once per size on this machine; every size assumed to have this size's split "
-                      f"({_images(e)}). An upper bound when early stopping ends runs sooner.")
+        seconds = one.total_seconds - one.start_seconds
+        total, start = total + seconds, one.start_seconds
+        parts.append(f"{size} px {E.format_seconds(seconds)}")
+    st.caption(f"Sweep estimate (**Same recipe at every size**): **{E.format_seconds(total + start)}** for "
+               f"{cfg.epochs} epoch(s) at each size ({' + '.join(parts)}), one size after another in one process.",
+               help=f"Speed measured once per size on this machine; every size assumed to have this size's split "
+                    f"({_images(e)}). An upper bound when early stopping ends runs sooner.")
+
+
+@st.fragment(run_every=2)
+def estimates(cfg: C.TrainConfig, present: list[int]) -> None:
+    """The estimate and the sweep's, refreshed every 2 s: speeds are measured in the background and
+    show up here when ready, so the page never waits for them."""
+    e = show_estimate(cfg)
+    if e is not None and present:
+        sweep_total(cfg, present, e)
 
 
 def _launched(run_dirs) -> None:
@@ -217,15 +300,14 @@ def launch_notes(active_ids: set[str]) -> None:
                        "this page; its output is logged in the first run's folder.")
 
 
-def start_buttons(cfg: C.TrainConfig, present: list[int]):
-    """The Train and sweep buttons (and what they do when clicked); the empty slot under the sweep button."""
+def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
+    """The Train and sweep buttons, and what they do when clicked."""
     left, right = st.columns(2)
     sizes = ", ".join(map(str, present)) or "none present"
     train_clicked = left.button("Train", type="primary", key="train_go", width="stretch")
     sweep_clicked = right.button(f"Same recipe at every size ({sizes} px)", key="train_sweep", width="stretch",
                                  help="One run per size present under the data root, trained one after another "
                                       "in a single background process: the study's resolution sweep.")
-    slot = right.empty()
     if train_clicked:
         try:
             runs.check_runs_dir(cfg.runs_dir)
@@ -248,7 +330,6 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]):
             st.error(f"Sweep not started (at {size} px): {e}")
         else:
             start(prepared)
-    return slot
 
 
 def progress_of(r: runs.RunInfo) -> tuple[float, str]:
@@ -287,8 +368,11 @@ def curves(rows: list[dict], key: str, name: str) -> alt.Chart:
                  autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
-def _recently_launched(run_id: str) -> bool:
-    return time.time() - st.session_state.get("launched", {}).get(run_id, 0.0) < LAUNCH_GRACE_S
+def _recently_launched(r: runs.RunInfo) -> bool:
+    """Started or resumed from this session in the last LAUNCH_GRACE_S, and its status not written since:
+    once the trainer has said anything (running, stopped, failed) the grace is over."""
+    launched = st.session_state.get("launched", {}).get(r.id, 0.0)
+    return time.time() - launched < LAUNCH_GRACE_S and runs.read_status(r.path).get("updated", 0.0) <= launched
 
 
 def resume(r: runs.RunInfo) -> None:
@@ -301,7 +385,7 @@ def show_active(r: runs.RunInfo, anything_running: bool) -> None:
     with st.container(border=True):
         st.markdown(f"**{run_label(r)}**")
         if r.state == "queued":
-            if anything_running or _recently_launched(r.id):
+            if anything_running or _recently_launched(r):
                 st.caption("Queued: it starts when the runs before it in its background queue are done.")
             else:
                 st.caption("Queued, but no run is training now: its queue was stopped or never started.")
@@ -328,7 +412,7 @@ def show_attention(r: runs.RunInfo) -> None:
             (st.error if r.state == "failed" else st.caption)(r.error)
         if not runs.is_run_dir(r.path):
             return
-        if _recently_launched(r.id):
+        if _recently_launched(r):
             st.caption("Starting…")
         elif st.button("Resume" if r.state != "failed" else "Retry (resumes from the last finished epoch)",
                        key=f"resume-{r.id}"):
@@ -360,9 +444,9 @@ def live(rdir) -> None:
     if finished:
         st.subheader("Recently finished")
         st.dataframe(pd.DataFrame([{"run": r.id, "size (px)": r.size, "model": r.model, "epochs": r.epochs_done,
-                                    **run_metrics(r)} for r in finished]), hide_index=True,
-                     column_config=RUN_METRIC_COLUMNS)
-        page_link("pages/compare.py", "Compare runs", icon="📈")
+                                    **run_metrics(r), "details": run_url(r.id)} for r in finished]), hide_index=True,
+                     column_config={**RUN_METRIC_COLUMNS, "details": RUN_LINK_COLUMN})
+        page_link("pages/compare.py", "Compare runs", icon=":material/monitoring:")
 
 
 through_app()
@@ -373,19 +457,16 @@ if not present:
     st.info(f"No ChestMNIST data under {root}. Download or import a size on the Data & runs page first; "
             "the cost estimate below still works.")
 cfg = recipe(root, rdir, present)
-try:
-    running_now = runs.any_running(rdir)
-except OSError:  # live() below says the folder cannot be read
-    running_now = False
-estimate = None
-try:
-    cfg.validate()
-except C.ConfigError as e:
-    st.error(f"{e}")
-else:
-    estimate = show_estimate(cfg, running_now)
-sweep_slot = start_buttons(cfg, present)
+estimate_slot = st.container()
+start_buttons(cfg, present)
 st.divider()
 live(rdir)
-if estimate and present:  # last: measuring the other sizes' speed must not hold up the page
-    sweep_total(cfg, present, estimate, sweep_slot, running_now)
+# Last, though shown above the buttons: a speed not measured yet starts its background measurement
+# here, once the rest of the page is on screen, so the first visit is not slowed by it.
+with estimate_slot:
+    try:
+        cfg.validate()
+    except C.ConfigError as e:
+        st.error(f"{e}")
+    else:
+        estimates(cfg, present)

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -17,13 +18,6 @@ def texts(elements) -> list[str]:
     return [e.value for e in elements]
 
 
-def chart(at, i: int) -> tuple[dict, "pd.DataFrame"]:  # noqa: F821
-    """(Vega-Lite spec, its data) of the i-th altair chart on the page."""
-    proto = at.get("vega_lite_chart")[i].proto
-    (dataset,) = proto.datasets
-    return json.loads(proto.spec), pa.ipc.open_stream(dataset.data.data).read_all().to_pandas()
-
-
 def table_with(at, column: str):
     return next(df for df in at.dataframe if column in df.value.columns)
 
@@ -31,8 +25,8 @@ def table_with(at, column: str):
 def summary(at):
     """The two summary tables (validation/test scores, compute cost) joined on the run id."""
     scores = table_with(at, "test AUC (medmnist)").value.set_index("run id")
-    cost = table_with(at, "GFLOPs per image").value.set_index("run id")
-    return scores.join(cost.drop(columns=["run"]))
+    cost = table_with(at, "parameters").value.set_index("run id")
+    return scores.join(cost.drop(columns=["run", "details"]))
 
 
 def shown_columns(df) -> list[str]:
@@ -59,28 +53,65 @@ def test_no_runs_is_guidance_not_an_error(open_page, data_root, tmp_path):
     assert any("has finished an epoch" in i for i in texts(at.info))
 
 
-def test_default_selection_and_one_colour_per_size(open_page, data_root, finished_runs):
+def chart_by(at, test) -> tuple[dict, "pd.DataFrame"]:  # noqa: F821
+    """(spec, every dataset concatenated) of the first altair chart whose spec satisfies `test`."""
+    import pandas as pd
+
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        if test(spec):
+            # Layers over one frame share its rows (the hover readout adds a pivot key): count each row once.
+            frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas().drop(columns=["key"], errors="ignore")
+                      for d in element.proto.datasets]
+            return spec, pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
+    raise AssertionError("no such chart")
+
+
+def is_curves(spec) -> bool:
+    return "vconcat" in spec and ("hconcat" in spec["vconcat"][0] or "facet" in spec["vconcat"][0])
+
+
+def is_tradeoff(spec) -> bool:
+    return "layer" in spec and any(lay.get("mark", {}).get("shape") == "diamond" for lay in spec["layer"]
+                                   if isinstance(lay.get("mark"), dict))
+
+
+def is_heat(spec) -> bool:
+    return "layer" in spec and any((lay.get("mark") == "rect" or lay.get("mark", {}) == {"type": "rect"}
+                                    or (isinstance(lay.get("mark"), dict) and lay["mark"].get("type") == "rect"))
+                                   for lay in spec["layer"])
+
+
+def is_reliability(spec) -> bool:
+    return "layer" in spec and any(lay.get("encoding", {}).get("y", {}).get("field") == "frac_pos"
+                                   for lay in spec["layer"])
+
+
+def test_default_selection_and_one_colour_per_run(open_page, data_root, finished_runs):
     runs_dir = finished_runs[28].parent
     at = open_page("compare.py", data_root, runs_dir).run()
     assert not at.exception and not at.error
     assert sorted(at.multiselect(key="compare_runs").value) == sorted(p.name for p in finished_runs.values())
-    assert len(at.get("vega_lite_chart")) == 3  # curves, AUC vs compute, per-class heat table
+    assert len(at.get("vega_lite_chart")) == 4  # AUC vs compute, curves, reliability, per-class heat table
 
-    spec, df = chart(at, 0)
+    spec, df = chart_by(at, is_curves)
     # Five metric panels in rows of three and two: no empty cell with a stray axis.
     assert [[p["title"] for p in row] for row in panels(spec)] == [
         ["loss", "AUC (medmnist)", "ACC (medmnist, 0.5)"], ["macro F1 (fixed threshold)", "micro F1 (fixed threshold)"]]
     enc = line_encoding(panels(spec)[0][0])
     assert enc["color"]["field"] == "series"
-    assert enc["color"]["scale"]["domain"] == ["28 px", "64 px"]
-    assert {t["field"] for t in enc["tooltip"]} >= {"run", "size", "epoch", "value"}
+    names = ["28 px · res-cnn", "64 px · res-cnn"]  # one run per group: no seed in the name
+    assert enc["color"]["scale"]["domain"] == names
+    assert {t["field"] for t in enc["tooltip"]} >= {"run", "series", "epoch", "value", "raw"}
     # The split legend shows line samples, so its solid/dashed key is visible (not two identical dots).
     assert enc["strokeDash"]["field"] == "split" and enc["strokeDash"]["legend"]["symbolType"] == "stroke"
-    assert sorted(df["series"].unique()) == ["28 px", "64 px"]
+    assert enc["y"]["scale"]["type"] == "log"  # loss on a log axis (the default)
+    df = df.dropna(subset=["metric"])
+    assert sorted(df["series"].unique()) == names
     assert set(df["metric"]) == {"loss", "AUC (medmnist)", "ACC (medmnist, 0.5)", "macro F1 (fixed threshold)",
                                  "micro F1 (fixed threshold)"}
     assert set(df["split"]) == {"train", "val"}
-    for size, run_dir in finished_runs.items():  # the plotted values are the logged ones
+    for size, run_dir in finished_runs.items():  # the plotted values are the logged ones (no smoothing by default)
         rows = runs.read_metrics(run_dir)
         mine = df[(df["run"] == run_dir.name) & (df["split"] == "val") & (df["metric"] == "AUC (medmnist)")]
         np.testing.assert_allclose(mine.sort_values("epoch")["value"], [r["val_auc"] for r in rows])
@@ -91,10 +122,45 @@ def test_default_selection_and_one_colour_per_size(open_page, data_root, finishe
     assert warning.startswith("Not ChestMNIST") and all(p.name in warning for p in finished_runs.values())
 
 
+def hover_rules(spec) -> list[dict]:
+    return [lay for row in panels(spec) for p in row for lay in p["layer"]
+            if (lay["mark"]["type"] if isinstance(lay["mark"], dict) else lay["mark"]) == "rule"]
+
+
+def test_hover_readout_lists_every_run_with_its_full_name(open_page, data_root, finished_runs):
+    at = open_page("compare.py", data_root, finished_runs[28].parent).run()
+    spec, _ = chart_by(at, is_curves)
+    rules = hover_rules(spec)
+    assert len(rules) == 5  # one per panel, each with its own nearest-epoch selection
+    for rule in rules:
+        assert any(t["op"] == "pivot" if "op" in t else "pivot" in t for t in rule["transform"])
+        titles = [t.get("title") for t in rule["encoding"]["tooltip"]]
+        assert titles[1:] == ["28 px · res-cnn (val)", "28 px · res-cnn (train)", "64 px · res-cnn (val)",
+                              "64 px · res-cnn (train)"]
+    params = [p["name"] for p in spec.get("params", [])] or [p["name"] for r in rules for p in r.get("params", [])]
+    assert len(set(params)) == 5
+
+
+def test_smoothing_is_tensorboards_and_keeps_the_logged_value(open_page, data_root, finished_runs):
+    at = open_page("compare.py", data_root, finished_runs[28].parent).run()
+    at.slider(key="compare_smooth").set_value(0.5).run()
+    assert not at.exception
+    _, df = chart_by(at, is_curves)
+    run_dir = finished_runs[28]
+    rows = runs.read_metrics(run_dir)
+    mine = df[(df["run"] == run_dir.name) & (df["split"] == "val") & (df["metric"] == "AUC (medmnist)")]
+    mine = mine.sort_values("epoch")
+    a, b = (r["val_auc"] for r in rows)
+    np.testing.assert_allclose(mine["raw"], [a, b])
+    # Debiased EMA: the first point is the logged one, the second (0.25 a + 0.5 b) / 0.75.
+    np.testing.assert_allclose(mine["value"], [a, (0.25 * a + 0.5 * b) / 0.75])
+    assert at.get("download_button")  # CSV exports are offered
+
+
 def test_small_multiples_toggle(open_page, data_root, finished_runs):
     at = open_page("compare.py", data_root, finished_runs[28].parent).run()
     at.toggle(key="compare_overlay").set_value(False).run()
-    spec, df = chart(at, 0)
+    spec, df = chart_by(at, is_curves)
     assert len(spec["vconcat"]) == 5  # one row per metric
     for row in spec["vconcat"]:
         assert row["facet"]["column"]["field"] == "series"  # one column per run
@@ -130,15 +196,16 @@ def test_summary_equals_the_run_files(open_page, data_root, finished_runs):
     # Two tables with short labels (full names in each header's help), so each fits a 1400 px window.
     assert shown_columns(table_with(at, "test AUC (medmnist)")) == [
         "run", "epochs", "best val AUC", "at epoch", "val loss", "tested epoch", "test AUC", "95% CI", "test ACC",
-        "macro F1", "micro F1", "exact match"]
-    assert shown_columns(table_with(at, "GFLOPs per image")) == [
-        "run", "size (px)", "model", "parameters", "GFLOPs/image", "s/epoch", "train img/s", "inference ms/image"]
+        "macro F1", "micro F1", "exact match", "details"]
+    assert shown_columns(table_with(at, "parameters")) == [
+        "run", "size (px)", "model", "parameters", "GFLOPs/image", "s/epoch", "train img/s", "inference ms/image",
+        "details"]
 
-    # AUC against compute: one point per run, coloured by resolution, CI bars from test_metrics.json.
-    spec, df = chart(at, 1)
+    # AUC against compute: one point per run, coloured by group, CI bars from test_metrics.json.
+    spec, df = chart_by(at, is_tradeoff)
     points = spec["layer"][1]["encoding"]
-    assert points["color"]["field"] == "size" and points["x"]["scale"]["type"] == "log"
-    df = df.set_index("run id")
+    assert points["color"]["field"] == "group" and points["x"]["scale"]["type"] == "log"
+    df = df[df["kind"] == "run"].set_index("run id")
     for run_dir in finished_runs.values():
         test = json.loads((run_dir / "test_metrics.json").read_text())
         assert (df.loc[run_dir.name, "auc"], df.loc[run_dir.name, "lo"], df.loc[run_dir.name, "hi"]) == \
@@ -155,7 +222,7 @@ def test_heat_table_has_every_class_and_undefined_cells(open_page, data_root, ru
 
     at = open_page("compare.py", data_root, runs_copy[28].parent).run()
     assert not at.exception
-    spec, df = chart(at, 2)
+    spec, df = chart_by(at, is_heat)
     assert len(df) == D.N_CLASSES * 2 and set(df["class"]) == set(D.CLASS_NAMES)
     assert spec["layer"][0]["encoding"]["color"]["field"] == "auc"
     for size, run_dir in runs_copy.items():
@@ -172,17 +239,126 @@ def test_heat_table_has_every_class_and_undefined_cells(open_page, data_root, ru
     assert (df["test AUC"] == "undefined (no positives)").sum() == 1
 
 
-def test_runs_sharing_a_size_get_their_own_colour(open_page, data_root, runs_copy):
-    twin = runs_copy[28].parent / (runs_copy[28].name + "-twin")
-    shutil.copytree(runs_copy[28], twin)
+def _second_seed(run_dir, auc_shift: float):
+    """A copy of `run_dir` as seed 1 of its recipe, its logged val AUC and test AUC moved by `auc_shift`."""
+    twin = run_dir.parent / (run_dir.name + "-seed1")
+    shutil.copytree(run_dir, twin)
+    config = json.loads((twin / "config.json").read_text())
+    config["train"]["seed"] = 1
+    runs.write_json(twin / "config.json", config)
+    rows = [dict(r, val_auc=r["val_auc"] + auc_shift) for r in runs.read_metrics(twin)]
+    (twin / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test = json.loads((twin / "test_metrics.json").read_text())
+    runs.write_json(twin / "test_metrics.json", dict(test, auc=test["auc"] + auc_shift))
+    return twin
+
+
+def test_seeds_form_groups_with_mean_and_sd(open_page, data_root, runs_copy):
+    twin = _second_seed(runs_copy[28], -0.1)
     at = open_page("compare.py", data_root, twin.parent).run()
-    at.multiselect(key="compare_runs").set_value([runs_copy[28].name, twin.name, runs_copy[64].name]).run()
-    assert not at.exception
-    spec, df = chart(at, 0)
+    assert not at.exception and not at.error
+    # Seeds are first-class: the default selection brings the best run's other seeds along.
+    assert sorted(at.multiselect(key="compare_runs").value) == sorted([runs_copy[28].name, twin.name,
+                                                                       runs_copy[64].name])
+    aucs = [json.loads((d / "test_metrics.json").read_text())["auc"] for d in (runs_copy[28], twin)]
+
+    groups = table_with(at, "seeds").value.set_index("group")
+    assert list(groups.index) == ["28 px · res-cnn", "64 px · res-cnn"]
+    row = groups.loc["28 px · res-cnn"]
+    assert row["runs"] == 2 and row["seeds"] == "0, 1"
+    assert row["test AUC mean"] == pytest.approx(np.mean(aucs))
+    assert row["test AUC sd"] == pytest.approx(np.std(aucs, ddof=1))
+    assert groups.loc["64 px · res-cnn", "runs"] == 1 and pd.isna(groups.loc["64 px · res-cnn", "test AUC sd"])
+
+    # Curves: one line per group (mean over seeds) with a ±sd band, on by default when a group has seeds.
+    assert at.toggle(key="compare_bands").value
+    spec, df = chart_by(at, is_curves)
+    first = panels(spec)[0][1]  # the AUC panel
+    assert line_encoding(first)["color"]["scale"]["domain"] == list(groups.index)
+    (band,) = [lay for lay in first["layer"] if (lay["mark"]["type"] if isinstance(lay["mark"], dict)
+                                                 else lay["mark"]) == "area"]
+    assert band["encoding"]["y"]["field"] == "lo" and band["encoding"]["y2"]["field"] == "hi"
+    val = [[r["val_auc"] for r in runs.read_metrics(d)] for d in (runs_copy[28], twin)]
+    mine = df[(df["series"] == "28 px · res-cnn") & (df["split"] == "val") & (df["metric"] == "AUC (medmnist)")]
+    mine = mine.dropna(subset=["mean"]).drop_duplicates(subset=["epoch"]).sort_values("epoch")
+    np.testing.assert_allclose(mine["mean"], np.mean(val, axis=0))
+    np.testing.assert_allclose(mine["hi"] - mine["lo"], 2 * np.std(val, axis=0, ddof=1))
+
+    # AUC against cost: the group's diamond at mean ± sd over its seeds.
+    _, points = chart_by(at, is_tradeoff)
+    g = points[(points["kind"] == "group") & (points["group"] == "28 px · res-cnn")].iloc[0]
+    assert (g["auc"], g["hi"] - g["lo"]) == pytest.approx((np.mean(aucs), 2 * np.std(aucs, ddof=1)))
+
+    # Off: one distinct colour per run, named in full (seed where a group has several).
+    at.toggle(key="compare_bands").set_value(False).run()
+    spec, df = chart_by(at, is_curves)
     domain = line_encoding(panels(spec)[0][0])["color"]["scale"]["domain"]
-    assert len(domain) == 3 and len(set(domain)) == 3 and "64 px" in domain
-    assert all(name.startswith("28 px · ") for name in domain if name != "64 px")
+    assert domain == ["28 px · res-cnn · seed 0", "28 px · res-cnn · seed 1", "64 px · res-cnn"]
     assert df.groupby("series")["run"].nunique().to_dict() == {name: 1 for name in domain}
+
+
+def test_paired_differences_between_sizes_answer_first(open_page, data_root, finished_runs):
+    from core import metrics as M
+
+    at = open_page("compare.py", data_root, finished_runs[28].parent).run()
+    assert at.header[0].value == "Does resolution matter here?"
+    (row,) = table_with(at, "verdict").value.to_dict("records")
+    (s28, labels), (s64, labels64) = (runs.load_scores(finished_runs[s], "test") for s in (28, 64))
+    want = M.paired_auc_difference(labels, s64, s28, n_boot=2000)
+    assert row["comparison"] == "64 px · res-cnn vs 28 px" and row["against"] == "previous size"
+    assert (row["delta"], row["CI low"], row["CI high"], row["p"]) == pytest.approx(
+        (want["delta"], *want["ci"], want["p_value"]))
+    assert row["verdict"] == M.verdict(want, "64 px", "28 px")
+
+
+def test_runs_scored_on_other_images_are_not_paired(open_page, data_root, runs_copy):
+    scores, labels = runs.load_scores(runs_copy[64], "test")
+    labels[0, 0] = 1 - labels[0, 0]
+    runs.save_scores(runs_copy[64], "test", scores, labels)
+    at = open_page("compare.py", data_root, runs_copy[28].parent).run()
+    assert not at.exception
+    (row,) = table_with(at, "verdict").value.to_dict("records")
+    assert row["verdict"].startswith("not paired: ") and "different test labels on 1 of 96 images" in row["verdict"]
+    assert pd.isna(row["delta"])
+
+
+def test_calibration_per_class_with_positives(open_page, data_root, finished_runs):
+    from core import metrics as M
+
+    at = open_page("compare.py", data_root, finished_runs[28].parent).run()
+    run_dir = finished_runs[28]
+    scores, labels = runs.load_scores(run_dir, "test")
+    cal = M.calibration(labels, scores)
+    _, rel = chart_by(at, is_reliability)
+    mine = rel[rel["run id"] == run_dir.name].dropna(subset=["count"])
+    pooled = cal["pooled"]
+    kept = pooled["count"] > 0
+    np.testing.assert_allclose(mine["count"], pooled["count"][kept])
+    np.testing.assert_allclose(mine["frac_pos"], pooled["frac_pos"][kept])
+    at.selectbox(key="compare_calibration_class").set_value(D.CLASS_NAMES[2]).run()
+    _, rel = chart_by(at, is_reliability)
+    mine = rel[rel["run id"] == run_dir.name].dropna(subset=["count"])
+    assert mine["count"].sum() == len(labels)  # one class: every test image once
+
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    at.selectbox(key="compare_calibration_run").set_value("28 px · res-cnn").run()
+    classes = table_with(at, "sensitivity at 90% specificity").value.set_index("class")
+    assert list(classes.columns[:2]) == ["test positives", "test AUC"]
+    for c in D.CLASS_NAMES:
+        pc = test["per_class"][c]
+        assert classes.loc[c, "test positives"] == pc["support"] == int(labels[:, D.CLASS_NAMES.index(c)].sum())
+        assert classes.loc[c, "ECE"] == pytest.approx(pc["ece"], nan_ok=True)
+        assert classes.loc[c, "sensitivity at 95% specificity"] == pytest.approx(pc["sens_at_spec95"], nan_ok=True)
+    runs_table = table_with(at, "ECE (pooled)").value.set_index("run")
+    assert runs_table.loc["28 px · res-cnn", "Brier"] == pytest.approx(test["brier"])
+
+
+def test_every_table_links_to_the_run_page(open_page, data_root, finished_runs):
+    at = open_page("compare.py", data_root, finished_runs[28].parent).run()
+    for column in ("test AUC (medmnist)", "parameters"):
+        table = table_with(at, column).value.set_index("run id")
+        for run_dir in finished_runs.values():
+            assert table.loc[run_dir.name, "details"] == f"run?run={run_dir.name}"
 
 
 def test_official_data_is_not_flagged_and_unevaluated_runs_are_noted(open_page, data_root, runs_copy):
@@ -200,7 +376,7 @@ def test_official_data_is_not_flagged_and_unevaluated_runs_are_noted(open_page, 
     table = summary(at)
     assert np.isnan(table.loc[stopped.name, "test AUC (medmnist)"])
     assert any("Not evaluated on test yet" in c and "64 px" in c for c in texts(at.caption))
-    _, heat = chart(at, 2)
+    _, heat = chart_by(at, is_heat)
     assert set(heat["run id"]) == {official.name}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -30,6 +31,36 @@ def page(open_page, root, runs_dir, **recipe):
     return at
 
 
+@pytest.fixture(autouse=True)
+def fresh_speeds(monkeypatch):
+    """No speed measured in another test answers here; a trainer's start costs nothing unless a test says so
+    (the arithmetic below is about epochs and scoring; test_start_is_part_of_the_total prices it), and the
+    machine reads as idle (no range) unless a test sets its load."""
+    monkeypatch.setattr(E, "start_seconds", lambda: 0.0)
+    monkeypatch.setattr(E, "load_per_cpu", lambda: 0.0)  # an idle machine, unless a test says otherwise
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def measuring(at) -> bool:
+    return (any(t.startswith("Measuring the training speed") for t in texts(at.info))
+            or any(t.startswith("Sweep estimate: measuring") for t in texts(at.caption)))
+
+
+def estimated(at, timeout: float = 90):
+    """Run the page until the background speed measurements it started are shown (the page never waits)."""
+    at.run()
+    deadline = time.time() + timeout
+    while measuring(at) and not at.exception:
+        assert time.time() < deadline, "the speed estimate never showed up"
+        time.sleep(0.2)
+        at.run()
+    return at
+
+
 @pytest.fixture
 def launches(monkeypatch):
     """Record core.launch.launch calls instead of spawning trainers."""
@@ -47,7 +78,7 @@ def run_dirs_in(runs_dir):
 
 
 def test_estimate_uses_the_real_split_sizes(open_page, data_root, tmp_path):
-    at = page(open_page, data_root, tmp_path / "runs", **FAST).run()
+    at = estimated(page(open_page, data_root, tmp_path / "runs", **FAST))
     assert not at.exception and not at.error
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Device"] == "cpu"
@@ -73,7 +104,7 @@ def test_estimate_at_128_px_does_not_unpack_the_images(open_page, tmp_path, monk
     monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (50.0, "cpu"))
     st.cache_data.clear()
     try:
-        at = page(open_page, tmp_path / "data", tmp_path / "runs", train_size=128, **FAST).run()
+        at = estimated(page(open_page, tmp_path / "data", tmp_path / "runs", train_size=128, **FAST))
     finally:
         st.cache_data.clear()
     assert not at.exception and not at.error
@@ -92,7 +123,7 @@ def test_unreadable_data_file_is_an_error_under_the_recipe(open_page, tmp_path):
 
 
 def test_subset_changes_what_is_estimated_without_measuring_again(open_page, data_root, tmp_path, monkeypatch):
-    at = page(open_page, data_root, tmp_path / "runs", train_subset=100, **FAST).run()
+    at = estimated(page(open_page, data_root, tmp_path / "runs", train_subset=100, **FAST))
     assert any("100 training and 96 validation images" in c for c in texts(at.caption))
     # The subset box steps by 100 up to the training split (256 generated images here).
     box = at.number_input(key="train_subset")
@@ -113,7 +144,7 @@ def test_subset_changes_what_is_estimated_without_measuring_again(open_page, dat
 
 
 def test_subset_is_capped_at_the_training_split(open_page, data_root, tmp_path):
-    at = page(open_page, data_root, tmp_path / "runs", train_subset=100_000, **FAST).run()
+    at = estimated(page(open_page, data_root, tmp_path / "runs", train_subset=100_000, **FAST))
     assert not at.exception and not at.error
     assert at.number_input(key="train_subset").value == 256
     assert any("256 training and 96 validation images" in c for c in texts(at.caption))
@@ -125,8 +156,8 @@ def test_sweep_shows_its_total_over_the_sizes(open_page, data_root, tmp_path, mo
     monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (speeds[config.size], "cpu"))
     st.cache_data.clear()
     try:
-        at = page(open_page, data_root, tmp_path / "runs", train_subset=200, train_epochs=2, train_batch=64,
-                  train_model="seed-cnn").run()
+        at = estimated(page(open_page, data_root, tmp_path / "runs", train_subset=200, train_epochs=2, train_batch=64,
+                  train_model="seed-cnn"))
     finally:
         st.cache_data.clear()
     assert not at.exception and not at.error
@@ -141,7 +172,7 @@ def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_p
     monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (10.0, "cpu"))  # 10 training images/s
     st.cache_data.clear()  # no real measurement may answer for the fake one, nor the reverse
     try:
-        at = page(open_page, data_root, tmp_path / "runs", train_epochs=100, train_batch=96).run()
+        at = estimated(page(open_page, data_root, tmp_path / "runs", train_epochs=100, train_batch=96))
     finally:
         st.cache_data.clear()
     # (256 + 0.5 x 96) / 10 = 30.4 s per epoch: 100 epochs take 51 min, 150 take 76 min.
@@ -157,6 +188,58 @@ def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_p
     # 239.4 image-steps, minus 0.5 x 96 for validation -> 191 training images (192 without the final scoring);
     # or 3,590.4 // 30.4 = 118 epochs.
     assert "more than an hour" in warning and "191 images" in warning and "at most 118 epoch(s)" in warning
+
+
+def test_the_page_never_waits_for_the_speed(open_page, data_root, tmp_path, monkeypatch):
+    release = threading.Event()
+
+    def slow(config, **kw):
+        release.wait(30)
+        return 80.0, "cpu"
+    monkeypatch.setattr(E, "measure_speed", slow)
+    at = page(open_page, data_root, tmp_path / "runs", **FAST).run()  # returns while the speed is measured
+    assert not at.exception and measuring(at)
+    assert at.number_input(key="train_epochs").value == 1 and at.button(key="train_go")  # the page works meanwhile
+    assert not [m for m in at.metric if m.label == "Training images/s"]
+    release.set()
+    at = estimated(at)
+    assert next(m.value for m in at.metric if m.label == "Training images/s") == "80"
+
+
+def test_start_is_part_of_the_total(open_page, data_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (10.0, "cpu"))
+    monkeypatch.setattr(E, "start_seconds", lambda: 30.0)
+    at = estimated(page(open_page, data_root, tmp_path / "runs", **FAST))
+    # 30 s to start, (256 + 0.5 x 96) / 10 = 30.4 s for the epoch, 0.5 x (96 + 96) / 10 = 9.6 s scoring.
+    assert {m.label: m.value for m in at.metric}["Total for 1 epochs"] == "1m 10s"
+    assert any("takes 30s to start" in c for c in texts(at.caption))
+
+
+def test_a_busy_machine_gets_a_range_and_a_load_change_measures_again(open_page, data_root, tmp_path, monkeypatch):
+    load = {"now": 3.0}
+    monkeypatch.setattr(E, "load_per_cpu", lambda: load["now"])
+    monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (10.0 if load["now"] > 1 else 30.0, "cpu"))
+    at = estimated(page(open_page, data_root, tmp_path / "runs", train_epochs=10, train_model="seed-cnn"))
+    # 10 x 30.4 + 9.6 = 313.6 s measured at load 3 per CPU; about a third of that on an idle machine.
+    assert {m.label: m.value for m in at.metric}["Total for 10 epochs"] == "1m 45s–5m 14s"
+    assert any("busy (load 3.0 per CPU)" in c for c in texts(at.caption))
+    load["now"] = 0.2  # the machine went idle: the old figure is shown while it is measured again
+    at = estimated(at)
+    at = estimated(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Training images/s"] == "30" and metrics["Total for 10 epochs"] == "1m 45s"
+
+
+def test_a_run_stopped_just_after_its_start_offers_resume_at_once(open_page, data_root, tmp_path, launches):
+    runs_dir = tmp_path / "runs"
+    at = page(open_page, data_root, runs_dir, **FAST).run()
+    at.button(key="train_go").click().run()
+    (run_dir,) = run_dirs_in(runs_dir)
+    time.sleep(0.01)
+    runs.set_status(run_dir, "stopped", error="Stopped by request; resume to continue.")  # within the 30 s grace
+    at.run()
+    assert not any(c == "Starting…" for c in texts(at.caption))
+    assert at.button(key=f"resume-{run_dir.name}").label == "Resume"
 
 
 def test_train_prepares_a_run_and_launches_it(open_page, data_root, tmp_path, launches):

@@ -302,6 +302,36 @@ def test_stats_figures():
     _sane(stats.bench_clinical(FAST), ["stats.calibration_ms", "stats.sens_at_spec_ms"])
 
 
+# ---------------------------------------------------------------- app_speed
+
+
+def test_bench_app_import_figures():
+    from bench import app_speed
+
+    figs = app_speed.import_figures()
+    _sane(figs, ["app_speed.import.pages.common_s"])
+    import subprocess
+    import sys
+    loaded = subprocess.run([sys.executable, "-c", "import sys, pages.common; print('torch' in sys.modules)"],
+                            cwd=app_speed.REPO, capture_output=True, text=True, check=True).stdout.strip()
+    assert figs["app_speed.import.pages.common_loads_torch"] is (loaded == "True")
+
+
+def test_bench_app_paint_figures(tmp_path):
+    import shutil
+
+    from bench import app_speed
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("Chromium not installed")
+    pytest.importorskip("playwright")
+    figs = app_speed.paint_figures(tmp_path)
+    _sane(figs, ["app_speed.bare_first_paint_s", "app_speed.first_paint_s", "app_speed.train_first_visit_s",
+                 "app_speed.train_usable_s", "app_speed.train_estimate_shown_s"])
+    assert figs["app_speed.train_estimate_shown_s"] >= figs["app_speed.train_usable_s"] >= figs[
+        "app_speed.train_first_visit_s"]
+
+
 # ---------------------------------------------------------------- the command line
 
 

@@ -303,9 +303,9 @@ def test_browser_end_to_end(browser, server):  # browser first: no server starte
     for i in range(charts.count()):
         charts.nth(i).scroll_into_view_if_needed()
         charts.nth(i).locator("canvas, svg").first.wait_for(state="attached", timeout=30_000)
-    summary = grid_rows(page, 0)
+    summary = grid_rows(page, 2)  # after the paired differences and the seed groups
     header, rows = summary[0], summary[1:]
-    assert [r[header.index("run")] for r in rows] == ["28 px", "64 px"], summary
+    assert [r[header.index("run")] for r in rows] == ["28 px · res-cnn", "64 px · res-cnn"], summary
     assert all(r[header.index("epochs")] == "2" for r in rows), summary
     assert_no_errors(page, "Compare")
     step("Compare: 3+ charts drawn, summary lists the 28 and 64 px runs")

@@ -1,0 +1,118 @@
+"""One run: its state, data, config, curves, test metrics, log and files.
+
+Opened from every run table (a link to `run?run=<id>`, pages.common.run_url) or by picking a run
+here. Everything is read from the run folder through core.runs.
+"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from core import runs
+from core.summary import run_data_label
+from pages import charts
+from pages import compare_data as CD
+from pages.common import page_link, read_runs, run_label, runs_dir, through_app
+
+LOG_TAIL = 200  # lines of train.log shown; the whole file is a download
+
+
+def pick(infos: list[runs.RunInfo]) -> runs.RunInfo | None:
+    """The run named by `?run=<id>`, else the one picked here (kept in the URL, so a reload shows it)."""
+    by_id = {r.id: r for r in infos}
+    wanted = st.query_params.get("run")
+    if wanted and wanted not in by_id:
+        st.warning(f"No run {wanted!r} in {runs_dir()}: it was deleted, or the link names another runs folder. "
+                   "Pick one below.")
+    # A new link wins over the picker; the picker's own choice is then written to the URL.
+    if wanted in by_id and wanted != st.session_state.get("run_page_from_url"):
+        st.session_state["run_page_run"] = wanted
+    chosen = st.selectbox("Run", list(by_id), key="run_page_run", format_func=lambda i: run_label(by_id[i]))
+    if chosen and st.query_params.get("run") != chosen:
+        st.query_params["run"] = chosen
+    st.session_state["run_page_from_url"] = chosen
+    return by_id.get(chosen)
+
+
+def files_frame(run_dir) -> pd.DataFrame:
+    rows = [{"file": p.name, "bytes": p.stat().st_size, "modified": time.strftime("%Y-%m-%d %H:%M:%S",
+                                                                                   time.localtime(p.stat().st_mtime))}
+            for p in sorted(run_dir.iterdir()) if p.is_file()]
+    return pd.DataFrame(rows, columns=["file", "bytes", "modified"])
+
+
+def show_curves(run: dict) -> None:
+    name = f"{run['info'].size} px · {run['info'].model}"
+    groups = CD.seed_groups([run])
+    epochs = CD.epoch_frame([run], {run["info"].id: name}, groups)
+    if not len(epochs):
+        st.caption("No epoch finished yet.")
+        return
+    labels = [label for _, label in CD.EPOCH_METRICS]
+    st.altair_chart(charts.curves_chart(epochs, [name], labels, log_loss=True), width="stretch")
+
+
+def _f(v) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+def show_test(run: dict) -> None:
+    test = run["test"]
+    if not test:
+        st.caption("Not evaluated on test yet (still training, stopped or failed).")
+        return
+    c = st.columns(4)
+    ci = test.get("auc_ci") or [None, None]
+    c[0].metric("test AUC (medmnist)", _f(test.get("auc")),
+                help=None if ci[0] is None else f"95% bootstrap CI {ci[0]:.4f}–{ci[1]:.4f}")
+    c[1].metric("test ACC (medmnist, 0.5)", _f(test.get("acc")))
+    c[2].metric("ECE (pooled)", _f(test.get("ece")))
+    c[3].metric("Brier", _f(test.get("brier")))
+    per_class = pd.DataFrame([{"class": c, **v} for c, v in (test.get("per_class") or {}).items()])
+    if len(per_class):
+        first = [k for k in ("class", "support", "auc", "auc_ci_low", "auc_ci_high") if k in per_class]
+        st.dataframe(per_class[first + [k for k in per_class if k not in first]], hide_index=True,
+                     column_config={"support": st.column_config.NumberColumn("test positives", format="%d")})
+
+
+def main() -> None:
+    st.title("Run")
+    infos = read_runs(runs_dir())
+    if infos is None:
+        st.stop()
+    if not infos:
+        st.info(f"No runs in {runs_dir()} yet. Train one on the Train page.")
+        page_link("pages/train.py", "Train", icon=":material/model_training:")
+        st.stop()
+    r = pick(infos)
+    run = CD.load_run(r)
+    official, data = run_data_label(run["config"]) if run["config"] else (False, "unknown (no readable run config)")
+    st.markdown(f"**{run_label(r)}**  \nState: **{r.state}** · {r.epochs_done}/{r.epochs or '?'} epochs · folder "
+                f"`{r.path}`")
+    (st.caption if official else st.warning)(f"Data: {data}")
+    if run["error"] or r.error:
+        st.error(run["error"] or r.error)
+    curves, test, config, log, files = st.tabs(["Curves", "Test metrics", "Config", "Log", "Files"])
+    with curves:
+        show_curves(run)
+    with test:
+        show_test(run)
+    with config:
+        st.json(run["config"] or {}, expanded=2)
+    with log:
+        path = runs.log_path(r.path)
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            st.code("\n".join(text.splitlines()[-LOG_TAIL:]) or "(empty)", language=None)
+            st.download_button("Download the whole log", text.encode(), file_name=f"{r.id}.log", key="run_log")
+        else:
+            st.caption("No log: the run was trained from the command line (its output went to that terminal).")
+    with files:
+        st.dataframe(files_frame(r.path), hide_index=True,
+                     column_config={"bytes": st.column_config.NumberColumn(format="localized")})
+
+
+through_app()
+main()

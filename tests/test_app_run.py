@@ -1,0 +1,84 @@
+"""pages/run.py and pages/reports.py through streamlit's AppTest, against real run folders and a built report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core import runs
+from core.study import build_report
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def run_page(open_page, data_root, runs_dir, run_id: str | None = None):
+    at = open_page("run.py", data_root, runs_dir)
+    if run_id:
+        at.query_params["run"] = run_id
+    return at.run()
+
+
+def test_a_link_opens_that_run_with_config_curves_metrics_log_and_files(open_page, data_root, runs_copy):
+    run_dir = runs_copy[64]
+    runs.log_path(run_dir).write_text("epoch 1 done\nepoch 2 done\n")
+    at = run_page(open_page, data_root, run_dir.parent, run_dir.name)
+    assert not at.exception and not at.error
+    assert at.selectbox(key="run_page_run").value == run_dir.name
+    assert any(run_dir.name in m and "finished" in m for m in texts(at.markdown))
+    assert any(w.startswith("Data: NOT ChestMNIST") for w in texts(at.warning))  # planted data is labelled
+    config = json.loads((run_dir / "config.json").read_text())
+    assert at.json[0].value == json.dumps(config) or json.loads(at.json[0].value) == config
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert {m.label: m.value for m in at.metric}["test AUC (medmnist)"] == f"{test['auc']:.4f}"
+    per_class = next(df.value for df in at.dataframe if "support" in df.value.columns).set_index("class")
+    assert per_class.loc["hernia", "support"] == test["per_class"]["hernia"]["support"]
+    assert list(per_class.columns[:1]) == ["support"]  # positives first, beside every per-class number
+    assert at.code[0].value == "epoch 1 done\nepoch 2 done"
+    files = next(df.value for df in at.dataframe if "bytes" in df.value.columns).set_index("file")
+    assert files.loc["config.json", "bytes"] == (run_dir / "config.json").stat().st_size
+    assert "test_scores.npz" in files.index
+    assert len(at.get("vega_lite_chart")) == 1  # the run's curves
+
+
+def test_without_a_link_it_offers_a_run_and_puts_it_in_the_url(open_page, data_root, runs_copy):
+    at = run_page(open_page, data_root, runs_copy[28].parent)
+    assert not at.exception
+    chosen = at.selectbox(key="run_page_run").value
+    assert chosen in {p.name for p in runs_copy.values()} and at.query_params["run"] == chosen
+    at.selectbox(key="run_page_run").set_value(runs_copy[28].name).run()
+    assert at.query_params["run"] == runs_copy[28].name
+
+
+def test_an_unknown_run_in_the_link_is_said_not_a_traceback(open_page, data_root, runs_copy):
+    at = run_page(open_page, data_root, runs_copy[28].parent, "no-such-run")
+    assert not at.exception
+    assert any("No run 'no-such-run'" in w for w in texts(at.warning))
+
+
+def test_no_runs_is_guidance(open_page, data_root, tmp_path):
+    at = run_page(open_page, data_root, tmp_path / "none")
+    assert not at.exception and any("No runs in" in i for i in texts(at.info))
+
+
+def test_reports_page_lists_and_shows_a_built_study(open_page, data_root, finished_runs, tmp_path):
+    out = tmp_path / "reports" / "demo-study"
+    report = build_report(list(finished_runs.values()), out, measure_inference_time=False)
+    at = open_page("reports.py", data_root, tmp_path / "runs")
+    at.session_state["reports_dir"] = str(tmp_path / "reports")
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="reports_pick").value == out
+    assert at.header[0].value == report.name
+    assert any(report.data_warning == w for w in texts(at.warning))  # not ChestMNIST: said first
+    assert len(at.dataframe) == len(report.tables())
+    assert [i.proto.imgs[0].caption for i in at.get("image")] == [k.replace("_", " ") for k, p in report.figures.items()
+                                                               if p.is_file()]
+
+
+def test_reports_page_with_no_reports_says_how_to_build_one(open_page, data_root, tmp_path):
+    at = open_page("reports.py", data_root, tmp_path / "runs")
+    at.session_state["reports_dir"] = str(tmp_path / "nothing")
+    at.run()
+    assert not at.exception and any("python -m core.study" in i for i in texts(at.info))
