@@ -33,7 +33,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import time
 import contextlib
