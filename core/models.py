@@ -55,19 +55,26 @@ class SeedCNN(nn.Module):
         return self.head(self.features(x))
 
 
-class BasicBlock(nn.Module):
-    """ResNet basic block; a strided 1x1 projection on the skip when shape changes."""
+class _Residual(nn.Module):
+    """relu(body(x) + skip(x)), the skip a strided 1x1 projection when the shape changes."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, body: nn.Module, cin: int, cout: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn_relu(cin, cout, stride), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(cout))
+        self.body = body
         self.skip = (nn.Identity() if stride == 1 and cin == cout else
                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.body(x) + self.skip(x))
+
+
+class BasicBlock(_Residual):
+    """ResNet basic block: two 3x3 convolutions, the first strided."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__(nn.Sequential(*_conv_bn_relu(cin, cout, stride), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                       nn.BatchNorm2d(cout)), cin, cout, stride)
 
 
 def stem_stride(size: int) -> int:
@@ -121,24 +128,16 @@ class ResCNN(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-class Bottleneck(nn.Module):
-    """ResNet-50's block: 1x1 reduce, 3x3 (strided, as in torchvision), 1x1 expand to 4x width;
-    a strided 1x1 projection on the skip when shape changes."""
+class Bottleneck(_Residual):
+    """ResNet-50's block: 1x1 reduce, 3x3 (strided, as in torchvision), 1x1 expand to 4x width."""
 
     expansion = 4
 
     def __init__(self, cin: int, width: int, stride: int):
-        super().__init__()
         cout = width * self.expansion
-        self.body = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                                  *_conv_bn_relu(width, width, stride), nn.Conv2d(width, cout, 1, bias=False),
-                                  nn.BatchNorm2d(cout))
-        self.skip = (nn.Identity() if stride == 1 and cin == cout else
-                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.body(x) + self.skip(x))
+        super().__init__(nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                                       *_conv_bn_relu(width, width, stride), nn.Conv2d(width, cout, 1, bias=False),
+                                       nn.BatchNorm2d(cout)), cin, cout, stride)
 
 
 class ResNet(nn.Module):
