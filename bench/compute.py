@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from bench.common import Context, Mode, Row, at_least, at_most, core_choice, interleaved, median, torch_threads
+from core import batching
 from core import data as D
 from core import metrics
 from core.models import DEFAULT_MODEL, build_model, fold_batchnorm
@@ -62,7 +63,7 @@ def _variant(name: str) -> tuple[bool, torch.dtype | None, bool]:
 
 def _inputs(size: int, batch: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(size)
-    x = D.to_tensor(rng.integers(0, 256, (batch, size, size), dtype=np.uint8), "cpu", channels_last)
+    x = batching.to_tensor(rng.integers(0, 256, (batch, size, size), dtype=np.uint8), "cpu", channels_last)
     y = torch.from_numpy((rng.random((batch, D.N_CLASSES)) < 0.05).astype(np.float32))
     return x, y
 
@@ -181,7 +182,7 @@ def score_with(call: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray,
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-        x = D.to_tensor(chunk, "cpu", channels_last)
+        x = batching.to_tensor(chunk, "cpu", channels_last)
         out[start:start + n] = torch.sigmoid(call(x).float())[:n].numpy()
     return out
 

@@ -8,12 +8,12 @@ from /proc/self/status, the figure getrusage's ru_maxrss gives) and the anonymou
 split of its RSS, sampled after every batch.
 
 * train: core's default model and training step at 224 px over one shuffled pass of the whole
-  train split in batches of 128, reading every batch (core.data.to_tensor on the indexed rows,
+  train split in batches of 128, reading every batch (core.batching.to_tensor on the indexed rows,
   as core.train does) and training on every k-th batch so that `steps` training steps spread
   over the pass: the page footprint of a whole epoch with the activations of training.
 * infer: core.evaluate.predict over the test split.
 
-`reader=rows` is core as it is (core.data.NpyRows: plain file reads, so no file page is ever
+`reader=rows` is core as it is (core.npz.NpyRows: plain file reads, so no file page is ever
 mapped into the process; the kernel's page cache still caches them, outside the process's RSS).
 `reader=mmap` is the baseline core used before: np.memmap over the same .npy file, whose pages
 count toward RSS once a shuffled epoch has touched them.
@@ -55,6 +55,7 @@ def child(args: argparse.Namespace) -> dict:
     import torch
     from torch import nn
 
+    from core import batching
     from core import data as D
     from core.evaluate import predict
     from core.models import build_model
@@ -78,7 +79,7 @@ def child(args: argparse.Namespace) -> dict:
     if args.what == "train":
         n = len(split)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=D.pos_weight(split.labels, 10.0))
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=batching.pos_weight(split.labels, 10.0))
         order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).numpy()
         n_batches = -(-n // args.batch)
         every = max(1, n_batches // max(1, args.steps))
@@ -86,7 +87,7 @@ def child(args: argparse.Namespace) -> dict:
         model.train()
         for b, start in enumerate(range(0, n, args.batch)):
             idx = np.sort(order[start:start + args.batch])
-            x = D.to_tensor(images[idx], "cpu", True)
+            x = batching.to_tensor(images[idx], "cpu", True)
             y = torch.from_numpy(split.labels[idx].astype(np.float32))
             reads += len(idx)
             if b % every == 0 and steps < args.steps:
@@ -192,9 +193,9 @@ def read_speed(train_npy: Path, size: int, batch: int, repeats: int) -> dict:
     NpyRows vs np.memmap fancy indexing, interleaved, same sorted random indices for both (page
     cache warm after the children)."""
     from bench.common import interleaved, median
-    from core import data as D
+    from core import npz
 
-    rows = D.NpyRows(train_npy)
+    rows = npz.NpyRows(train_npy)
     images = np.load(rows.path, mmap_mode="r")
     rng = np.random.default_rng(0)
     batches = [np.sort(rng.choice(len(images), min(batch, len(images)), replace=False)) for _ in range(repeats + 2)]

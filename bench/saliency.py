@@ -78,7 +78,7 @@ def pointing(name: str, size: int, n_test: int = 300) -> dict:
     """Train `name` at `size` on planted lesions; AUC, the declared layer's pointing rate and every
     stage's rates under both weightings."""
     from core import saliency as S
-    from core.data import to_tensor
+    from core.batching import to_tensor
     from core.metrics import auc_per_class
     from tests import planted_lesions as PL
 

@@ -5,7 +5,7 @@ on one CPU with AVX512-BF16 trains slower than fp32 on another (see docs/machine
 (core.device, for core.train) and core.evaluate.predict's default layout ask here. The first time a (machine, model,
 size, batch) combination is seen, a few training steps (or inference batches) of each candidate are
 timed, interleaved, on random images, and the fastest is kept; the decision goes into `autotune.json`
-in core's cache folder (core.data.cache_root) and is reused from then on. An entry written for another
+in core's cache folder (core.npz.cache_root) and is reused from then on. An entry written for another
 machine, thread count, torch version or file format is never used, and a damaged file is measured
 again and rewritten.
 
@@ -39,8 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from core import batching
 from core import data as D
 from core.files import atomic_write
+from core.npz import cache_root
 from core.models import build_model, count_params, fold_batchnorm
 from core.step import grad_scaler, train_step
 
@@ -157,7 +159,7 @@ def fixed_rule(task: str, device: torch.device, cpu_bf16: bool, reason: str) -> 
 
 
 def cache_path() -> Path:
-    return D.cache_root() / FILE_NAME
+    return cache_root() / FILE_NAME
 
 
 def _entry_key(key: dict) -> str:
@@ -275,7 +277,7 @@ def measure_train(model_name: str, size: int, batch_size: int, device: torch.dev
             first = c.name not in losses
             if first:  # the same dropout masks for every candidate's first step, whose losses are compared
                 torch.manual_seed(1)
-            x = D.to_tensor(images, device, c.channels_last)
+            x = batching.to_tensor(images, device, c.channels_last)
             value = train_step(model, opt, loss_fn, x, y, _DTYPES[c.amp], scaler)[0].item()
             if first:
                 losses[c.name] = value
@@ -294,7 +296,7 @@ def measure_infer(model: nn.Module, size: int, batch_size: int, device: torch.de
     for c in candidates:
         net = fold_batchnorm(model) if c.fold_bn else copy.deepcopy(model).eval()
         net = net.to(device, memory_format=torch.channels_last) if c.channels_last else net.to(device)
-        fns[c.name] = lambda net=net, c=c: net(D.to_tensor(images, device, c.channels_last)).float().sum().item()
+        fns[c.name] = lambda net=net, c=c: net(batching.to_tensor(images, device, c.channels_last)).float().sum().item()
     return {k: n / s for k, s in time_interleaved(fns, device).items()}
 
 

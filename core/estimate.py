@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core import batching
 from core import data as D
 from core.config import TrainConfig, check_subset
 from core.device import amp_dtype, resolve_device, train_layout
@@ -107,7 +108,7 @@ def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None
     times = []
     for _ in range(n_batches + 1):
         t = time.perf_counter()
-        x = D.to_tensor(images, device, channels_last)
+        x = batching.to_tensor(images, device, channels_last)
         train_step(model, opt, loss_fn, x, y, dtype, scaler)
         if device.type == "cuda":
             torch.cuda.synchronize()

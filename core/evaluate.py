@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from core import autotune
+from core import batching
 from core import data as D
 from core import metrics, runs, thresholds
 from core.config import check_same_data, config_of, run_data
@@ -52,7 +53,7 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, d
     out = np.empty((len(images), D.N_CLASSES), dtype=np.float32)
     device = torch.device(device)
     for start in range(0, len(images), batch_size):
-        x = D.to_tensor(images[start:start + batch_size], device, channels_last)
+        x = batching.to_tensor(images[start:start + batch_size], device, channels_last)
         # fp32 always: bf16 rounding reorders nearly tied scores, and these are the scores metrics are computed on.
         out[start:start + len(x)] = torch.sigmoid(net(x).float()).cpu().numpy()
     return out

@@ -9,7 +9,7 @@ Every method keeps only positive evidence for the class (what raised its logit),
 resolution, min-max normalised per image: a map says where *this* image's evidence lies, not how
 strong it is (compare the predicted probability for that). An all-zero map means no part of the
 image raised the class. Inputs are uint8 (N, H, W) as stored in the npz, normalised with
-core.data.to_tensor exactly as in training and evaluation.
+core.batching.to_tensor exactly as in training and evaluation.
 
 Grad-CAM here reads the model's declared `cam_layer` and weights each activation by its own
 gradient before summing over channels (element-wise weights, HiResCAM; Draelos & Carin 2020),
@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data import N_CLASSES, to_tensor
+from core.batching import to_tensor
+from core.data import N_CLASSES
 
 __all__ = ["SaliencyError", "METHODS", "METHOD_LABELS", "grad_cam", "grad_cam_all_classes", "attribute",
            "check_images", "check_targets", "overlay", "COLORMAPS"]

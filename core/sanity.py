@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data import to_tensor
+from core.batching import to_tensor
 from core.saliency import Progress, SaliencyError, check_targets, model_placement, attribute, check_images
 
 __all__ = ["Randomisation", "randomisation", "cascade_groups", "Faithfulness", "faithfulness", "spearman"]

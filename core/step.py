@@ -21,7 +21,7 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callab
                scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Update `net` on one batch; returns (loss, logits), both detached.
 
-    x : float tensor of shape (B, 1, H, W), normalised (core.data.batches)
+    x : float tensor of shape (B, 1, H, W), normalised (core.batching.batches)
     y : float tensor of shape (B, 14), 0/1 labels
     dtype : autocast dtype (core.device.amp_dtype) or None for fp32
     """

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from core import batching
 from core import data as D
 from core import metrics, runs
 from core.config import (AMP_HELP, SELECT_BY, ConfigError, TrainConfig, check_selectable, check_subset, config_of,
@@ -289,7 +290,7 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
                 on_progress, on_epoch, stop) -> str:
     main_rank = rank == 0
     train_idx = D.subset_indices(len(data.train), cfg.subset, cfg.seed)
-    pw = D.pos_weight(data.train.labels[train_idx], cfg.pos_weight_clip)
+    pw = batching.pos_weight(data.train.labels[train_idx], cfg.pos_weight_clip)
     channels_last = train_layout(cfg, device)
     model, optimizer, loss_fn = _build(cfg, device, pw, channels_last)
     dtype = amp_dtype(cfg, device)
@@ -309,7 +310,7 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
         aug_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) * 31 + rank)
         net.train()
         loss_sum, seen, scores, labels = 0.0, 0, [], []
-        batches = D.batches(data.train.images, data.train.labels, _shard(train_idx, cfg.seed, epoch, rank, world),
+        batches = batching.batches(data.train.images, data.train.labels, _shard(train_idx, cfg.seed, epoch, rank, world),
                             per_rank, device=device, generator=aug_gen, do_augment=cfg.augment,
                             channels_last=channels_last)
         for b, (x, y) in enumerate(batches):

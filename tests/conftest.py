@@ -5,7 +5,6 @@ serves every test that only reads it.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

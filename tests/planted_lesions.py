@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data import N_CLASSES, to_tensor
+from core.batching import to_tensor
+from core.data import N_CLASSES
 from core.models import build_model
 
 GRID = 4

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from core import data as D
+from core import npz
 from core.files import DiskFullError, atomic_write
 from core.importer import DataImportError, import_folder, main
 from tests.synthetic import write_planted
@@ -103,7 +104,7 @@ def test_unpacking_images_to_a_full_cache_disk_is_not_called_corrupt(tiny_disk, 
     msg = str(e.value)
     assert msg.startswith("Disk full") and str(tiny_disk / "cache") in msg and "CHESTMNIST_CACHE" in msg
     # The disk fills while unpacking (free space unknown beforehand): the same diagnosis, no debris.
-    monkeypatch.setattr(D, "_free_disk", lambda folder: None)
+    monkeypatch.setattr(npz, "_free_disk", lambda folder: None)
     with pytest.raises(D.DataError) as e:
         D.load(tmp_path / "root", 128)
     msg = str(e.value)

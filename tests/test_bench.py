@@ -9,7 +9,6 @@ import json
 import math
 import os
 from argparse import Namespace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,9 @@ import torch
 
 from bench import autotune, common, compute, efficiency, interaction, memory, pipeline, saliency, stats
 from bench.common import MODES, Context, RunCache
+from core import batching
 from core import data as D
+from core import npz
 
 TINY = MODES["tiny"]
 FAST = dataclasses.replace(TINY, repeats=1, warmup=0, compute_batch=8)  # code paths, not timings
@@ -47,8 +48,8 @@ def test_medmnist_example_transform_matches_core_normalisation():
     x, y = ds[3]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32
     assert y.dtype.kind == "i" and y.tolist() == labels[3].tolist()
-    # ToTensor + Normalize(.5, .5) and core.data.to_tensor map uint8 to the same [-1, 1] floats
-    torch.testing.assert_close(x, D.to_tensor(images[3:4])[0], atol=1e-6, rtol=0)
+    # ToTensor + Normalize(.5, .5) and core.batching.to_tensor map uint8 to the same [-1, 1] floats
+    torch.testing.assert_close(x, batching.to_tensor(images[3:4])[0], atol=1e-6, rtol=0)
     batch_x, batch_y = next(iter(pipeline.medmnist_loader(images, labels, batch_size=4)))
     assert batch_x.shape == (4, 1, 28, 28) and batch_y.shape == (4, 14)
 
@@ -81,7 +82,7 @@ def test_bench_pipeline_compiled_row(monkeypatch, ctx):
 def test_numpy_normalisation_candidate_is_bit_identical(size):
     images = np.random.default_rng(size).integers(0, 256, (5, size, size), dtype=np.uint8)
     for cl in (False, True):
-        got, want = pipeline.numpy_to_tensor(images, cl), D.to_tensor(images, "cpu", cl)
+        got, want = pipeline.numpy_to_tensor(images, cl), batching.to_tensor(images, "cpu", cl)
         assert torch.equal(got, want) and got.stride() == want.stride()
 
 
@@ -194,7 +195,7 @@ def test_large_npz_is_valid_chestmnist_layout_read_by_row(tmp_path):
     gb = common.write_large_npz(path, 128, (40, 8, 9), chunk=16)
     assert gb > 0
     data = D.load(tmp_path, 128)  # validated; read by row from the .npy cache
-    assert isinstance(data.train.images, D.NpyRows) and len(data.train) == 40 and len(data.test) == 9
+    assert isinstance(data.train.images, npz.NpyRows) and len(data.train) == 40 and len(data.test) == 9
     with np.load(path) as z:
         np.testing.assert_array_equal(data.train.images[np.array([0, 1, 2, 7, 9, 10, 39])],
                                       z["train_images"][[0, 1, 2, 7, 9, 10, 39]])
@@ -267,8 +268,8 @@ def test_stage_candidates_include_the_declared_layer_and_weightings_differ(name)
     x, y = lesion_split(6, 28, seed=3)
     cls = np.arange(6) % 14
     layer = model.cam_layer
-    element = saliency._weighted_maps(model, D.to_tensor(x), cls, layer, 28, mean_weights=False)
-    mean = saliency._weighted_maps(model, D.to_tensor(x), cls, layer, 28, mean_weights=True)
+    element = saliency._weighted_maps(model, batching.to_tensor(x), cls, layer, 28, mean_weights=False)
+    mean = saliency._weighted_maps(model, batching.to_tensor(x), cls, layer, 28, mean_weights=True)
     core = S.grad_cam(model, x, cls)
     # The element-wise candidate is core's Grad-CAM before min-max scaling; the channel-mean one is not.
     assert (element.reshape(6, -1).argmax(1) == core.reshape(6, -1).argmax(1)).all()

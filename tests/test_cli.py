@@ -1,7 +1,6 @@
 """The command line: python -m core.train / core.evaluate / core.data, as a user runs them."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
+from core import batching
 from core import data as D
+from core import npz
 from tests.synthetic import write_planted
 
 
@@ -26,17 +28,17 @@ def test_large_sizes_are_read_by_row_from_an_npy_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path / "cache"))
     write_planted(tmp_path / "root", 128, n=(8, 4, 4))
     d = D.load(tmp_path / "root", 128)
-    assert isinstance(d.train.images, D.NpyRows) and d.train.images.shape == (8, 128, 128)
+    assert isinstance(d.train.images, npz.NpyRows) and d.train.images.shape == (8, 128, 128)
     with np.load(D.npz_path(tmp_path / "root", 128)) as z:
         assert np.array_equal(np.asarray(d.train.images), z["train_images"])
         assert np.array_equal(d.test.images[[0, 2, 3]], z["test_images"][[0, 2, 3]])
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3
     assert not list((tmp_path / "root").glob("*npy*")), "the cache must stay out of the data root"
     # the same folder loaded into RAM gives the same batches
-    x_disk, _ = next(D.batches(d.train.images, d.train.labels, np.arange(8), 8))
+    x_disk, _ = next(batching.batches(d.train.images, d.train.labels, np.arange(8), 8))
     ram = D.load(tmp_path / "root", 128, on_disk=False)
     assert isinstance(ram.train.images, np.ndarray)
-    assert torch.equal(x_disk, next(D.batches(ram.train.images, ram.train.labels, np.arange(8), 8))[0])
+    assert torch.equal(x_disk, next(batching.batches(ram.train.images, ram.train.labels, np.arange(8), 8))[0])
 
 
 @pytest.mark.parametrize("key", [0, -1, 7, slice(None), slice(3, 40), slice(30, 2, -4), [5, 1, 1, 30],
@@ -44,7 +46,7 @@ def test_large_sizes_are_read_by_row_from_an_npy_cache(tmp_path, monkeypatch):
 def test_npy_rows_index_like_the_array(tmp_path, key):
     a = np.random.default_rng(1).integers(0, 256, (40, 6, 5), dtype=np.uint8)
     np.save(tmp_path / "a.npy", a)
-    rows = D.NpyRows(tmp_path / "a.npy")
+    rows = npz.NpyRows(tmp_path / "a.npy")
     got = rows[key]
     assert got.dtype == a.dtype and np.array_equal(got, a[key])
     assert (len(rows), rows.shape, rows.ndim) == (40, (40, 6, 5), 3)
@@ -53,7 +55,7 @@ def test_npy_rows_index_like_the_array(tmp_path, key):
 def test_npy_rows_drop_a_channel_axis_of_one_and_reject_bad_keys(tmp_path):
     a = np.random.default_rng(2).integers(0, 256, (9, 4, 4, 1), dtype=np.uint8)
     np.save(tmp_path / "a.npy", a)
-    rows = D.NpyRows(tmp_path / "a.npy")
+    rows = npz.NpyRows(tmp_path / "a.npy")
     assert rows.shape == (9, 4, 4) and np.array_equal(rows[2:5], a[2:5, ..., 0])
     for bad in (9, -10, np.array([3, 9]), 1.5, np.ones((2, 2), int), np.ones(4, bool)):
         with pytest.raises(IndexError):
@@ -68,7 +70,7 @@ def test_truncated_npy_cache_is_rebuilt_and_a_bad_npy_is_a_data_error(tmp_path, 
     with open(cached, "r+b") as f:
         f.truncate(cached.stat().st_size - 100)
     with pytest.raises(D.DataError, match="truncated or corrupt") as e:
-        D.NpyRows(cached)
+        npz.NpyRows(cached)
     assert str(cached) in str(e.value) and "Delete it" in str(e.value)
     assert np.array_equal(np.asarray(D.load(tmp_path / "root", 128).train.images), first)  # rebuilt from the npz
 
@@ -99,11 +101,11 @@ def test_an_npz_header_declaring_a_huge_array_is_refused_before_allocating(tmp_p
 def test_arrays_larger_than_available_memory_are_refused_with_the_sizes(tmp_path, monkeypatch):
     # A real npz whose arrays (6.3 MB of images and labels) need more than the memory this test says is free.
     write_planted(tmp_path, 64, n=(1000, 300, 300))
-    monkeypatch.setattr(D, "_available_memory", lambda: 2 * 2**20)
+    monkeypatch.setattr(npz, "_available_memory", lambda: 2 * 2**20)
     with pytest.raises(D.DataError, match=r"needs 6\.3 MB of memory for its arrays, but only 2\.0 MB is available"):
         D.load(tmp_path, 64)
     assert D.split_counts(tmp_path, 64)["train"] == 1000  # labels alone (22 KB) still fit
-    assert D._available_memory() is None or D._available_memory() > 0
+    assert npz._available_memory() is None or npz._available_memory() > 0
 
 
 def test_missing_size_names_file_folder_and_record(data_root):
@@ -125,11 +127,11 @@ def test_pos_weight_is_neg_over_pos_clipped():
     labels[:50, 0] = 1  # 50/50 -> 1
     labels[:5, 1] = 1  # 95/5 = 19 -> clipped to 10
     labels[:20, 2] = 1  # 80/20 = 4
-    w = D.pos_weight(labels, clip=10)
+    w = batching.pos_weight(labels, clip=10)
     assert w[0] == pytest.approx(1.0) and w[1] == pytest.approx(10.0) and w[2] == pytest.approx(4.0)
     assert w[3] == pytest.approx(10.0)  # no positives: the clip value, never inf
-    assert D.pos_weight(labels, clip=0) is None
-    assert D.pos_weight(labels, clip=30)[1] == pytest.approx(19.0)
+    assert batching.pos_weight(labels, clip=0) is None
+    assert batching.pos_weight(labels, clip=30)[1] == pytest.approx(19.0)
 
 
 def test_batches_normalise_and_cover_indices_once():
@@ -139,12 +141,12 @@ def test_batches_normalise_and_cover_indices_once():
     labels = np.eye(14, dtype=np.uint8)[:10]
     gen = torch.Generator().manual_seed(0)
     seen = []
-    for x, y in D.batches(images, labels, np.arange(10), 4, shuffle=True, generator=gen):
+    for x, y in batching.batches(images, labels, np.arange(10), 4, shuffle=True, generator=gen):
         assert x.shape[1:] == (1, 4, 4) and x.dtype == torch.float32
         seen += y.argmax(1).tolist()
         assert x.min() >= -1 and x.max() <= 1
     assert sorted(seen) == list(range(10))
-    first = D.to_tensor(images[:2])
+    first = batching.to_tensor(images[:2])
     assert first[0].max() == -1 and first[1].min() == 1
 
 
@@ -152,7 +154,7 @@ def test_augment_keeps_shape_and_moves_pixels_without_flipping():
     x = torch.zeros(8, 1, 32, 32)
     x[:, :, 8:12, 4:8] = 1  # a mark on the left
     gen = torch.Generator().manual_seed(0)
-    y = D.augment(x, gen)
+    y = batching.augment(x, gen)
     assert y.shape == x.shape and not torch.equal(x, y)
     # Still on the left half: small shifts/rotations, never a horizontal flip.
     assert (y[..., :16].sum() > 5 * y[..., 16:].sum())

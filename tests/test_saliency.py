@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from core import batching
 from core import data as D
 from core import saliency as S
 from core import sanity as Q
@@ -238,7 +239,7 @@ def test_trained_model_looks_at_the_planted_square():
     model.train()
     for _ in range(15):
         idx = rng.choice(len(images), 48, replace=False)
-        loss = loss_fn(model(D.to_tensor(images[idx], channels_last=True)),
+        loss = loss_fn(model(batching.to_tensor(images[idx], channels_last=True)),
                        torch.from_numpy(labels[idx].astype(np.float32)))
         opt.zero_grad()
         loss.backward()
@@ -246,7 +247,7 @@ def test_trained_model_looks_at_the_planted_square():
     model.eval()
     test_images, test_labels = _planted(64, np.random.default_rng(1), square)
     with torch.no_grad():
-        prob = torch.sigmoid(model(D.to_tensor(test_images, channels_last=True)))[:, 2].numpy()
+        prob = torch.sigmoid(model(batching.to_tensor(test_images, channels_last=True)))[:, 2].numpy()
     pos = test_labels[:, 2] == 1
     assert prob[pos].min() > prob[~pos].max(), "the model did not learn the planted square"
 

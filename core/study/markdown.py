@@ -55,7 +55,7 @@ def _intro(summary: dict) -> list[str]:
           + (f" by `{' '.join(summary['command'])}`." if summary.get("command") else "."), ""]
     knobs = ", ".join(f"{k} {recipe.get(k)}" for k in ("model", "epochs", "batch_size", "lr", "pos_weight_clip",
                                                       "threshold", "select_by", "patience", "subset", "augment"))
-    L += [f"**Recipe** (the same for every size" + (", of the most common candidate" if several_candidates(summary)
+    L += ["**Recipe** (the same for every size" + (", of the most common candidate" if several_candidates(summary)
                                                      else "") + f"): {knobs}.", ""]
     if several_candidates(summary):
         L += ["**Candidates** (model, plus the settings in which it differs from that recipe): "
