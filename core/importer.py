@@ -22,15 +22,7 @@ What goes wrong is collected and judged per kind, so one bad file never hides th
 - ignored (listed in the report): files in the folder that the CSV does not name, including
   non-image files; subfolders that cannot be read are named in a warning.
 
-Pixel handling, chosen to match how medmnist built ChestMNIST from the NIH PNGs:
-
-- any mode becomes 8-bit grayscale (colour by ITU-R 601 luma, alpha dropped, EXIF rotation
-  applied); integer images deeper than 8 bits are scaled by the full range of their bit depth,
-  taken as the smallest even depth >= 8 that holds the image's maximum, because 10-16 bit detector
-  data is usually stored in 16-bit containers without saying how many bits are real;
-- non-square images are centre-cropped to a square (NIH images are square already): padding would
-  add borders ChestMNIST never has and stretching would distort the anatomy;
-- the square is resized to `size` with PIL bicubic, as medmnist did.
+Pixels are decoded as core.import_pixels describes (as medmnist built ChestMNIST from the NIH PNGs).
 """
 from __future__ import annotations
 
@@ -46,17 +38,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 
 from core.data import CLASS_NAMES, SIZES, SPLITS, DataError, check_size, npz_name, write_npz
 from core.files import DiskFullError, atomic_write
+from core.import_pixels import image_extensions, load_or_reason
 from core.import_table import DataImportError, Table, deduplicate, examples, read_table
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.1, 0.2)
-# Decoded pixels allowed per image, checked from the header before decoding: a small compressed
-# PNG can declare gigapixels. Digital radiographs are up to about 4300 x 4300 (18.5 M); an image
-# of 40 M pixels already takes about 0.5 GB to decode and scale, in each of up to 8 threads.
-MAX_PIXELS = 40_000_000
 @dataclass
 class ImportReport:
     """What `import_folder` wrote and what it had to leave out.
@@ -101,10 +89,6 @@ class ImportReport:
 
 def _pairs(items: list[tuple[str, str]]) -> str:
     return examples([f"{name} ({reason})" for name, reason in items])
-
-
-class _Unusable(Exception):
-    """One image cannot be used; the message is the reason shown in the report."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,72 +173,6 @@ def _resolve(names: list[str], files: dict[str, Path]) -> tuple[list[str | None]
     return found, reasons
 
 
-def _to_gray8(im: Image.Image) -> tuple[Image.Image, int]:
-    """8-bit grayscale version of `im` and the bit depth its values were scaled from."""
-    if im.mode.startswith("I"):  # I, I;16, I;16B, ...: integer data, possibly deeper than 8 bits
-        a = np.asarray(im)
-        if a.size and a.min() < 0:
-            raise _Unusable(f"signed {im.mode} pixels with negative values")
-        top = int(a.max()) if a.size else 0
-        bits = max(8, top.bit_length())
-        bits += bits % 2
-        scaled = np.rint(a.astype(np.float64) * (255.0 / (2**bits - 1))).astype(np.uint8)
-        return Image.fromarray(scaled), bits
-    if im.mode == "F":
-        a = np.asarray(im)
-        if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
-            raise _Unusable("floating-point pixels outside 0..1")
-        return Image.fromarray(np.rint(a * 255.0).astype(np.uint8)), 8
-    return im.convert("L"), 8
-
-
-def _load_image(path: Path, size: int) -> tuple[np.ndarray, bool, int]:
-    """(size, size) uint8 image, whether it was centre-cropped, and its source bit depth."""
-    if path.stat().st_size == 0:
-        raise _Unusable("empty file (0 bytes)")
-    try:
-        with Image.open(path) as opened:
-            w, h = opened.size
-            if w * h > MAX_PIXELS:
-                raise _Unusable(f"too large to decode: {w} x {h} = {w * h:,} pixels, over the limit of "
-                                f"{MAX_PIXELS:,}; downscale it first")
-            opened.load()
-            # Phone or scanner JPEGs may be stored rotated with an EXIF flag saying so.
-            im = ImageOps.exif_transpose(opened)
-    except _Unusable:
-        raise
-    except PermissionError:
-        raise _Unusable("not readable by this user (permission denied); make it readable or run as its owner") \
-            from None
-    except Image.DecompressionBombError as e:  # PIL's own, larger limit, raised while opening
-        raise _Unusable(f"too large to decode: {e}") from None
-    # Corrupt files surface as many exception types (OSError, SyntaxError, zlib, struct...);
-    # any of them means this one file is unusable, not that the import should stop.
-    except Exception as e:
-        raise _Unusable(f"unreadable image: {type(e).__name__}: {e}") from None
-    gray, bits = _to_gray8(im)
-    w, h = gray.size
-    cropped = w != h
-    if cropped:
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        gray = gray.crop((left, top, left + side, top + side))
-    return np.asarray(gray.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8), cropped, bits
-
-
-def _load_or_reason(path: Path, size: int) -> tuple[np.ndarray, bool, int] | str:
-    """`_load_image`, or the reason the image is unusable (so one bad file cannot end a pool map)."""
-    try:
-        return _load_image(path, size)
-    except _Unusable as e:
-        return str(e)
-
-
-def _image_extensions() -> set[str]:
-    Image.init()
-    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-
-
 # ---------------------------------------------------------------------------------------------
 # Splitting and writing
 
@@ -301,7 +219,7 @@ def _decode(files: dict[str, Path], found: list[str | None], names: list[str], s
     # PIL decodes and resizes with the GIL released, so threads scale with cores; map keeps CSV order. Cancelling on exit stops the work if on_progress raises.
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
     try:
-        results = pool.map(lambda i: _load_or_reason(files[found[i]], size), todo)
+        results = pool.map(lambda i: load_or_reason(files[found[i]], size), todo)
         for done, (i, result) in enumerate(zip(todo, results), 1):
             if isinstance(result, str):
                 skipped.append((names[i], result))
@@ -374,7 +292,7 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
         warnings.append(_unreadable_note(folder.unreadable))
 
     used = {rel for rel in found if rel is not None}
-    extensions = _image_extensions()
+    extensions = image_extensions()
     ignored = [(rel, "not named in the CSV" if Path(rel).suffix.lower() in extensions else "not an image file")
                for rel in files if rel not in used]
 
@@ -388,12 +306,7 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     kept_files = [found[i] for i in np.flatnonzero(ok)]
     split_idx, split_source = _assign_splits(table, rows, kept_names, patients, fractions, seed, warnings)
 
-    if n_cropped:
-        warnings.append(f"{n_cropped} non-square image(s) were centre-cropped to a square before resizing.")
-    deep = {b: n for b, n in sorted(depths.items()) if b > 8}
-    if deep:
-        warnings.append("Images deeper than 8 bits were scaled by the range of their bit depth (inferred from "
-                        "each image's maximum): " + ", ".join(f"{n} at {b}-bit" for b, n in deep.items()) + ".")
+    warnings += _decode_notes(n_cropped, depths)
 
     arrays: dict[str, np.ndarray] = {}
     index_rows = []
@@ -403,6 +316,27 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
         arrays[f"{s}_labels"] = labels[sel]
         index_rows += [(s, j, kept_names[r], kept_files[r], patients[r]) for j, r in enumerate(sel)]
 
+    path, index_path = _write(out_dir, size, arrays, index_rows, warnings)
+    return ImportReport(
+        path=path, index_path=index_path, size=size,
+        n_images={s: len(arrays[f"{s}_labels"]) for s in SPLITS},
+        class_counts={s: dict(zip(CLASS_NAMES, arrays[f"{s}_labels"].sum(axis=0).tolist())) for s in SPLITS},
+        layout=table.layout, split_source=split_source, skipped=skipped, ignored_files=ignored, warnings=warnings)
+
+
+def _decode_notes(n_cropped: int, depths: dict[int, int]) -> list[str]:
+    """What decoding changed about the images, for the report's warnings."""
+    notes = [f"{n_cropped} non-square image(s) were centre-cropped to a square before resizing."] if n_cropped else []
+    deep = {b: n for b, n in sorted(depths.items()) if b > 8}
+    if deep:
+        notes.append("Images deeper than 8 bits were scaled by the range of their bit depth (inferred from "
+                     "each image's maximum): " + ", ".join(f"{n} at {b}-bit" for b, n in deep.items()) + ".")
+    return notes
+
+
+def _write(out_dir: Path, size: int, arrays: dict[str, np.ndarray], index_rows: list[tuple],
+           warnings: list[str]) -> tuple[Path, Path]:
+    """Write the npz and its index CSV into `out_dir`; (npz path, index path)."""
     path = out_dir / npz_name(size)
     index_path = out_dir / f"{path.stem}_index.csv"
     if path.exists():
@@ -419,11 +353,7 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
         raise DataImportError(f"Could not write to {out_dir} ({e.strerror or e}). Choose a writable output folder "
                               "with enough free space.") from None
 
-    return ImportReport(
-        path=path, index_path=index_path, size=size,
-        n_images={s: len(arrays[f"{s}_labels"]) for s in SPLITS},
-        class_counts={s: dict(zip(CLASS_NAMES, arrays[f"{s}_labels"].sum(axis=0).tolist())) for s in SPLITS},
-        layout=table.layout, split_source=split_source, skipped=skipped, ignored_files=ignored, warnings=warnings)
+    return path, index_path
 
 
 def _check_usable(n_bad: int, n_rows: int, skipped: list[tuple[str, str]], folder: _Folder, labels_csv: Path,

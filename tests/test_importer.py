@@ -12,7 +12,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from core.data import CLASS_NAMES, SPLITS, load, npz_name
-from core.importer import MAX_PIXELS, DataImportError, ImportReport, import_folder, main
+from core.import_pixels import MAX_PIXELS
+from core.importer import DataImportError, ImportReport, import_folder, main
 
 NIH1000 = Path(__file__).resolve().parents[2] / "shared/data/nih1000"
 KEYS = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
