@@ -274,12 +274,12 @@ def auc_effects(ctx: Context, size: int, datasets: dict, variants=tuple(TRAINED_
 def infer_auc_effects(ctx: Context, size: int, datasets: dict, variants: dict[str, Infer]) -> dict:
     """Val AUC of the default run's model scored through each inference variant (loaded with its
     weights) and the largest score difference to fp32 NCHW eager. Figures dict."""
-    from core import runs
+    from core import checkpoints
 
     out = {}
     for ds, root in datasets.items():
         p = f"compute.{size}.auc.{ds}."
-        trained = runs.load_model(ctx.runs.train(root, size, ctx.mode.auc_epochs)["run_dir"], "best")
+        trained = checkpoints.load_model(ctx.runs.train(root, size, ctx.mode.auc_epochs)["run_dir"], "best")
         val = D.load(root, size).val
         scores = {}
         for v, inf in variants.items():
@@ -296,99 +296,127 @@ def infer_auc_effects(ctx: Context, size: int, datasets: dict, variants: dict[st
 # ---------------------------------------------------------------- rows
 
 
-def run(ctx: Context) -> list[Row]:
+def _vs(f: dict, p: str, v: str, base: str, name: str, note: str, target: str = "", limit: float | None = None,
+        unit: str = "img/s") -> Row:
+    """Row of variant `v` against `base`, both read from figures `f` under prefix `p`."""
+    val, b = f[p + v + "_img_s"], f[p + base + "_img_s"]
+    best = f[p + v + "_best_img_s"] / f[p + base + "_best_img_s"]
+    return Row(p + name, val, unit, b, val / b, target, None if limit is None else at_least(val / b, limit), note, best)
+
+
+def _train_rows(ctx: Context, size: int) -> list[Row]:
+    mode, rows = ctx.mode, []
+    ctx.log(f"compute: train variants at {size} px")
+    tr = bench_train(size, mode)
+    p = f"compute.{size}.train."
+    core_v = core_train_variant(size, mode.compute_batch)
+    for v in TRAIN_VARIANTS[1:]:
+        target, limit = (">= 1.5x", 1.5) if (size == 64 and v == core_v) else ("", None)
+        note = f"vs fp32 NCHW, batch {mode.compute_batch}" + ("; core's training step" if v == core_v else "")
+        rows.append(_vs(tr, p, v, "fp32_nchw", v, note, target, limit))
+    rows.append(_vs(tr, p, "bf16_cl", "fp32_cl", "bf16_cl_vs_fp32_cl", "bf16 autocast on top of channels_last"))
+    rows.append(_vs(tr, p, "fp32_cl", "fp32_cl_1t", "threads_default_vs_1",
+                    f"{torch.get_num_threads()} threads (torch default) vs torch.set_num_threads(1), in this process"))
+    ctx.log(f"compute: train variants at {size} px on 1 thread")
+    tr1 = bench_train(size, mode, variants=HW_VARIANTS, threads=1)
+    p1 = f"compute.{size}.train_1t."
+    for v in HW_VARIANTS[1:]:
+        rows.append(_vs(tr1, p1, v, "fp32_nchw", v, "vs fp32 NCHW, all on 1 thread (no OpenMP waits: the hardware ratio)"))
+    rows.append(_vs(tr1, p1, "bf16_cl", "fp32_cl", "bf16_cl_vs_fp32_cl", "bf16 autocast on top of channels_last, 1 thread"))
+    return rows
+
+
+def _auc_datasets(ctx: Context, size: int) -> dict:
+    """{dataset name: data root} the AUC effect of precision is checked on at `size` ({} if none)."""
+    mode, datasets = ctx.mode, {}
+    if size in mode.auc_sizes:
+        if "planted" in mode.auc_datasets:
+            datasets["planted"] = ctx.planted_root(size)
+        if "nih1000" in mode.auc_datasets and ctx.nih is not None:
+            datasets["nih1000"] = ctx.nih
+    return datasets
+
+
+def _infer_rows(ctx: Context, size: int, made: tuple) -> list[Row]:
+    mode, rows = ctx.mode, []
+    inf = bench_infer(size, mode, made=made)
+    p = f"compute.{size}.infer."
+    for v in made[0]:
+        if v == "fp32_nchw":
+            continue
+        target, limit = (">= 2x", 2.0) if (size == 64 and v == "folded_cl") else ("", None)
+        note = f"vs fp32 NCHW eager, batch {2 * mode.compute_batch}"
+        if v == "folded_cl":
+            note += "; core's inference path (core.evaluate.predict)"
+        if v.startswith("compiled"):
+            note += f"; compiling took {inf[p + v + '_compile_s']:.0f} s"
+        rows.append(_vs(inf, p, v, "fp32_nchw", v, note, target, limit))
+    rows.append(_vs(inf, p, "folded_cl", "fp32_cl", "folded_vs_cl",
+                    "batch norm folded into the convolutions vs not, both channels_last fp32"))
+    if "compiled_cl" in made[0]:
+        rows.append(_vs(inf, p, "compiled_cl", "fp32_cl", "compiled_vs_eager_cl",
+                        "torch.compile vs eager, both channels_last fp32"))
+    ctx.log(f"compute: inference variants at {size} px on 1 thread")
+    inf1 = bench_infer(size, mode, made=made, threads=1)
+    p1 = f"compute.{size}.infer_1t."
+    for v in made[0]:
+        if v not in ("fp32_nchw", "fp32_cl_1t"):
+            rows.append(_vs(inf1, p1, v, "fp32_nchw", v, "vs fp32 NCHW eager, all on 1 thread"))
+    return rows
+
+
+def _infer_auc_rows(ctx: Context, size: int, datasets: dict, variants) -> list[Row]:
     mode, rows = ctx.mode, []
     gate = mode.auc_epochs >= MIN_EPOCHS_FOR_INFER_CHECK  # inference-precision AUC checks hold only for trained models
+    f = infer_auc_effects(ctx, size, datasets, variants)
+    for ds in datasets:
+        p = f"compute.{size}.auc.{ds}."
+        ref = f[p + "infer_fp32_nchw_val_auc"]
+        for v in variants:
+            if p + f"infer_{v}_val_auc" not in f or v == "fp32_nchw":
+                continue
+            val = f[p + f"infer_{v}_val_auc"]
+            # After a couple of epochs the scores are nearly tied, and bf16 rounding alone
+            # reorders them: the check needs a model that has learned something.
+            rows.append(Row(p + f"infer_{v}_val_auc", val, "val AUC", ref, None, "|diff| <= 0.005" if gate else "",
+                            at_most(abs(val - ref), 0.005) if gate else None,
+                            f"same trained model as fp32 NCHW; max |score diff| {f[p + f'infer_{v}_max_abs_diff']:.2g}"
+                            + ("" if gate else f"; {mode.auc_epochs}-epoch model, not held to the target")))
+    return rows
+
+
+def _thread_rows(ctx: Context, size: int) -> list[Row]:
+    mode = ctx.mode
+    ctx.log(f"compute: thread settings in fresh processes at {size} px")
+    f = bench_thread_env(size, mode)
+    p = f"compute.{size}.threads."
+    b = f[p + "default_img_s"]
+    return [Row(p + name, f[p + name + "_img_s"], "train img/s", b, f[p + name + "_img_s"] / b, "", None,
+                f"{note}; vs torch's default ({torch.get_num_threads()} threads, OpenMP spin-wait); "
+                f"fresh process each, {mode.thread_env_rounds} round(s) of {mode.thread_env_seconds:g} s",
+                f[p + name + "_best_img_s"] / f[p + "default_best_img_s"])
+            for name, note in (("omp_passive", "OMP_WAIT_POLICY=PASSIVE set before torch loads"),
+                               ("1thread", "torch.set_num_threads(1)"))]
+
+
+def run(ctx: Context) -> list[Row]:
+    mode, rows = ctx.mode, []
     for size in mode.compute_sizes:
-        ctx.log(f"compute: train variants at {size} px")
-        tr = bench_train(size, mode)
-        p = f"compute.{size}.train."
-        def vs(f: dict, p: str, v: str, base: str, name: str, note: str, target: str = "", limit: float | None = None,
-               unit: str = "img/s") -> Row:
-            val, b = f[p + v + "_img_s"], f[p + base + "_img_s"]
-            best = f[p + v + "_best_img_s"] / f[p + base + "_best_img_s"]
-            return Row(p + name, val, unit, b, val / b, target, None if limit is None else at_least(val / b, limit),
-                       note, best)
-
-        core_v = core_train_variant(size, mode.compute_batch)
-        for v in TRAIN_VARIANTS[1:]:
-            target, limit = (">= 1.5x", 1.5) if (size == 64 and v == core_v) else ("", None)
-            note = f"vs fp32 NCHW, batch {mode.compute_batch}" + ("; core's training step" if v == core_v else "")
-            rows.append(vs(tr, p, v, "fp32_nchw", v, note, target, limit))
-        rows.append(vs(tr, p, "bf16_cl", "fp32_cl", "bf16_cl_vs_fp32_cl", "bf16 autocast on top of channels_last"))
-        rows.append(vs(tr, p, "fp32_cl", "fp32_cl_1t", "threads_default_vs_1",
-                       f"{torch.get_num_threads()} threads (torch default) vs torch.set_num_threads(1), in this process"))
-        ctx.log(f"compute: train variants at {size} px on 1 thread")
-        tr1 = bench_train(size, mode, variants=HW_VARIANTS, threads=1)
-        p1 = f"compute.{size}.train_1t."
-        for v in HW_VARIANTS[1:]:
-            rows.append(vs(tr1, p1, v, "fp32_nchw", v, "vs fp32 NCHW, all on 1 thread (no OpenMP waits: the hardware ratio)"))
-        rows.append(vs(tr1, p1, "bf16_cl", "fp32_cl", "bf16_cl_vs_fp32_cl", "bf16 autocast on top of channels_last, 1 thread"))
-
-        datasets = {}
-        if size in mode.auc_sizes:
-            if "planted" in mode.auc_datasets:
-                datasets["planted"] = ctx.planted_root(size)
-            if "nih1000" in mode.auc_datasets and ctx.nih is not None:
-                datasets["nih1000"] = ctx.nih
+        rows += _train_rows(ctx, size)
+        datasets = _auc_datasets(ctx, size)
+        if datasets:
             variants = (tuple(TRAINED_VARIANTS) if size == min(mode.auc_sizes) and mode.auc_all_variants
                         else ("fp32_cl", "fp32_cl_seed1", "bf16_cl", "bf16_cl_seed1") if mode.auc_all_variants
                         else ("fp32_cl", "fp32_cl_seed1", "bf16_cl"))
             ctx.log(f"compute: training for the AUC effect at {size} px ({', '.join(datasets)}; {', '.join(variants)})")
             rows += _auc_rows(size, mode, auc_effects(ctx, size, datasets, variants), datasets, variants)
-
         ctx.log(f"compute: inference variants at {size} px")
         made = infer_variants(size, mode)
-        inf = bench_infer(size, mode, made=made)
-        p = f"compute.{size}.infer."
-        for v in made[0]:
-            if v == "fp32_nchw":
-                continue
-            target, limit = (">= 2x", 2.0) if (size == 64 and v == "folded_cl") else ("", None)
-            note = f"vs fp32 NCHW eager, batch {2 * mode.compute_batch}"
-            if v == "folded_cl":
-                note += "; core's inference path (core.evaluate.predict)"
-            if v.startswith("compiled"):
-                note += f"; compiling took {inf[p + v + '_compile_s']:.0f} s"
-            rows.append(vs(inf, p, v, "fp32_nchw", v, note, target, limit))
-        rows.append(vs(inf, p, "folded_cl", "fp32_cl", "folded_vs_cl",
-                       "batch norm folded into the convolutions vs not, both channels_last fp32"))
-        if "compiled_cl" in made[0]:
-            rows.append(vs(inf, p, "compiled_cl", "fp32_cl", "compiled_vs_eager_cl",
-                           "torch.compile vs eager, both channels_last fp32"))
-        ctx.log(f"compute: inference variants at {size} px on 1 thread")
-        inf1 = bench_infer(size, mode, made=made, threads=1)
-        p1 = f"compute.{size}.infer_1t."
-        for v in made[0]:
-            if v in ("fp32_nchw", "fp32_cl_1t"):
-                continue
-            rows.append(vs(inf1, p1, v, "fp32_nchw", v, "vs fp32 NCHW eager, all on 1 thread"))
+        rows += _infer_rows(ctx, size, made)
         if datasets:
-            f = infer_auc_effects(ctx, size, datasets, made[0])
-            for ds in datasets:
-                p = f"compute.{size}.auc.{ds}."
-                ref = f[p + "infer_fp32_nchw_val_auc"]
-                for v in made[0]:
-                    if p + f"infer_{v}_val_auc" not in f or v == "fp32_nchw":
-                        continue
-                    val = f[p + f"infer_{v}_val_auc"]
-                    # After a couple of epochs the scores are nearly tied, and bf16 rounding alone
-                    # reorders them: the check needs a model that has learned something.
-                    rows.append(Row(p + f"infer_{v}_val_auc", val, "val AUC", ref, None, "|diff| <= 0.005" if gate else "",
-                                    at_most(abs(val - ref), 0.005) if gate else None,
-                                    f"same trained model as fp32 NCHW; max |score diff| {f[p + f'infer_{v}_max_abs_diff']:.2g}"
-                                    + ("" if gate else f"; {mode.auc_epochs}-epoch model, not held to the target")))
+            rows += _infer_auc_rows(ctx, size, datasets, made[0])
     for size in mode.thread_env_sizes:
-        ctx.log(f"compute: thread settings in fresh processes at {size} px")
-        f = bench_thread_env(size, mode)
-        p = f"compute.{size}.threads."
-        b = f[p + "default_img_s"]
-        for name, note in (("omp_passive", "OMP_WAIT_POLICY=PASSIVE set before torch loads"),
-                           ("1thread", "torch.set_num_threads(1)")):
-            rows.append(Row(p + name, f[p + name + "_img_s"], "train img/s", b, f[p + name + "_img_s"] / b, "", None,
-                            f"{note}; vs torch's default ({torch.get_num_threads()} threads, OpenMP spin-wait); "
-                            f"fresh process each, {mode.thread_env_rounds} round(s) of {mode.thread_env_seconds:g} s",
-                            f[p + name + "_best_img_s"] / f[p + "default_best_img_s"]))
+        rows += _thread_rows(ctx, size)
     return rows
 
 
