@@ -5,7 +5,6 @@ closed tabs and even a restart of the app; this page only reads the run folders.
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -16,11 +15,14 @@ import streamlit as st
 
 from core import data as D
 from core import runs
+from core import runs_folder
 from core import config as C
 from core import estimate as E
 from core import launch as L
 from core import train as T
 from core.models import DEFAULT_MODEL, MODELS
+from core.study.recipe import slug
+from core.study.runner import plan_runs
 from pages.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs, run_label,
                           run_metrics, run_url, runs_dir, through_app)
 
@@ -310,7 +312,7 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
                                       "in a single background process: the study's resolution sweep.")
     if train_clicked:
         try:
-            runs.check_runs_dir(cfg.runs_dir)
+            runs_folder.check_runs_dir(cfg.runs_dir)
             run_dir = T.prepare_run(cfg)
         except (C.ConfigError, D.DataError, runs.RunError) as e:
             st.error(f"Not started: {e}")
@@ -319,20 +321,31 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
     if sweep_clicked and not present:
         st.error(f"No data under {cfg.data_root}: download or import at least one size on the Data & runs page.")
     elif sweep_clicked:
-        prepared = []
-        try:
-            runs.check_runs_dir(cfg.runs_dir)
-            for size in present:
-                prepared.append(T.prepare_run(dataclasses.replace(cfg, size=size, name=cfg.name or "sweep")))
-        except (C.ConfigError, D.DataError, runs.RunError) as e:
-            for p in prepared:  # never launched, so nothing else knows about them
-                runs.delete_run(cfg.runs_dir, p.name)
-            st.error(f"Sweep not started (at {size} px): {e}")
-        else:
-            start(prepared)
+        sweep(cfg, present)
 
 
-def progress_of(r: runs.RunInfo) -> tuple[float, str]:
+def sweep(cfg: C.TrainConfig, present: list[int]) -> None:
+    """The study's plan (core.study.runner.plan_runs) for one seed at every size present: runs of the
+    same name and recipe are re-used (finished) or resumed, the others prepared; then one queue."""
+    try:
+        runs_folder.check_runs_dir(cfg.runs_dir)
+        plan = plan_runs(cfg, slug(cfg.name) or "sweep", present, [cfg.seed], previous=None)
+    except (C.ConfigError, D.DataError, runs.RunError) as e:
+        st.error(f"Sweep not started {e}")
+        return
+    busy = [p for p in plan if p.state in ("running", "queued")]
+    todo = [p.run_dir for p in plan if p.state not in ("finished", "running", "queued")]
+    done = [p for p in plan if p.state == "finished"]
+    if done:
+        st.info("Already trained with this recipe, re-used: " + ", ".join(f"{p.size} px ({p.run_dir.name})" for p in done)
+                + ". Change the run name or seed for new runs.")
+    if busy:
+        st.warning("Being trained by another process: " + ", ".join(f"{p.size} px ({p.run_dir.name})" for p in busy))
+    if todo:
+        start(todo)
+
+
+def progress_of(r: runs_folder.RunInfo) -> tuple[float, str]:
     """(fraction done, text) from the run's progress, which the trainer writes about once a second."""
     latest = runs.read_progress(r.path)
     if latest is None:
@@ -368,20 +381,20 @@ def curves(rows: list[dict], key: str, name: str) -> alt.Chart:
                  autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
-def _recently_launched(r: runs.RunInfo) -> bool:
+def _recently_launched(r: runs_folder.RunInfo) -> bool:
     """Started or resumed from this session in the last LAUNCH_GRACE_S, and its status not written since:
     once the trainer has said anything (running, stopped, failed) the grace is over."""
     launched = st.session_state.get("launched", {}).get(r.id, 0.0)
     return time.time() - launched < LAUNCH_GRACE_S and runs.read_status(r.path).get("updated", 0.0) <= launched
 
 
-def resume(r: runs.RunInfo) -> None:
+def resume(r: runs_folder.RunInfo) -> None:
     # 'queued' tells the trainer (and other tabs) that a process is on its way; train() sets 'running'.
     runs.set_status(r.path, "queued")
     start([r.path])
 
 
-def show_active(r: runs.RunInfo, anything_running: bool) -> None:
+def show_active(r: runs_folder.RunInfo, anything_running: bool) -> None:
     with st.container(border=True):
         st.markdown(f"**{run_label(r)}**")
         if r.state == "queued":
@@ -405,7 +418,7 @@ def show_active(r: runs.RunInfo, anything_running: bool) -> None:
             st.info("Stop requested: it stops after the current batch. Resume it here later.")
 
 
-def show_attention(r: runs.RunInfo) -> None:
+def show_attention(r: runs_folder.RunInfo) -> None:
     with st.container(border=True):
         st.markdown(f"**{run_label(r)}** ({r.epochs_done}/{r.epochs or '?'} epochs done)")
         if r.error:

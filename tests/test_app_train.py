@@ -278,7 +278,21 @@ def test_sweep_prepares_one_run_per_size_in_one_queue(open_page, data_root, tmp_
     configs = [runs.read_config(d)["train"] for d in launches[0]]
     assert sorted(c["size"] for c in configs) == [28, 64]
     for c in configs:  # the same recipe apart from the size
-        assert (c["model"], c["epochs"], c["batch_size"], c["lr"], c["name"]) == ("seed-cnn", 1, 64, 0.002, "sweep")
+        assert (c["model"], c["epochs"], c["batch_size"], c["lr"], c["name"]) == ("seed-cnn", 1, 64, 0.002, "study-sweep-s0")
+
+
+def test_sweep_reuses_finished_runs_of_the_same_recipe_like_the_study(open_page, data_root, tmp_path, launches):
+    runs_dir = tmp_path / "runs"
+    at = page(open_page, data_root, runs_dir, train_lr=0.002, **FAST).run()
+    at.button(key="train_sweep").click().run()
+    first = {runs.read_config(d)["train"]["size"]: d for d in launches[0]}
+    runs.set_status(first[28], "finished")  # 28 px done; 64 px stopped part-way (its process is gone)
+    runs.set_status(first[64], "stopped")
+    at.button(key="train_sweep").click().run()
+    assert not at.exception and not at.error
+    assert launches[1] == [first[64].resolve()]  # only the unfinished run is queued again, no new folder
+    assert len(run_dirs_in(runs_dir)) == 2
+    assert any("re-used" in i and "28 px" in i for i in texts(at.info))
 
 
 def test_bad_config_is_an_error_and_leaves_no_run(open_page, data_root, tmp_path, launches):
@@ -297,7 +311,7 @@ def test_sweep_failing_at_one_size_leaves_no_half_sweep(open_page, tmp_path, lau
     write_planted(root, 64, n=(100, 40, 40))
     at = page(open_page, root, runs_dir, train_subset=150, **FAST).run()
     at.button(key="train_sweep").click().run()
-    assert any(e.startswith("Sweep not started (at 64 px)") for e in texts(at.error))
+    assert any(e.startswith("Sweep not started at 64 px") for e in texts(at.error))
     assert run_dirs_in(runs_dir) == [] and launches == []  # the 28 px run it had prepared is gone
 
 

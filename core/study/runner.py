@@ -147,18 +147,29 @@ def _check_same_study(previous: dict | None, name: str, recipe: dict, out_dir: P
 
 def plan_runs(base: TrainConfig, name: str, sizes: list[int], seeds: list[int], previous: dict | None) -> list[PlannedRun]:
     """The study's run for every (size, seed): the existing one (study.json's, else found by name in
-    the runs folder) or a newly prepared one (core.train.prepare_run)."""
+    the runs folder) or a newly prepared one (core.train.prepare_run).
+
+    All or nothing: when one run cannot be prepared (bad settings or data at one size), the runs this
+    call prepared are removed before the error is raised, so no half-made sweep is left behind."""
     recipe, runs_dir = recipe_of(base), Path(base.runs_dir).expanduser()
     plan: list[PlannedRun] = []
-    for size in sizes:
-        for seed in seeds:
-            config = dataclasses.replace(base, size=size, seed=seed, name=run_name(name, seed))
-            config.validate()
-            found = find_existing(previous, runs_dir, name, size, seed, recipe)
-            if found is None:
-                plan.append(PlannedRun(size, seed, prepare_run(config).resolve(), "new"))
-            else:
-                plan.append(PlannedRun(size, seed, found, runs.read_status(found).get("state", "failed")))
+    try:
+        for size in sizes:
+            for seed in seeds:
+                config = dataclasses.replace(base, size=size, seed=seed, name=run_name(name, seed))
+                config.validate()
+                found = find_existing(previous, runs_dir, name, size, seed, recipe)
+                if found is None:
+                    plan.append(PlannedRun(size, seed, prepare_run(config).resolve(), "new"))
+                else:
+                    plan.append(PlannedRun(size, seed, found, runs.read_status(found).get("state", "failed")))
+    except BaseException as e:
+        for p in plan:
+            if p.state == "new":
+                runs.discard_new_run(p.run_dir)
+        if isinstance(e, (ConfigError, D.DataError, runs.RunError)):
+            raise type(e)(f"at {size} px, seed {seed}: {e}") from None
+        raise
     return plan
 
 
