@@ -14,6 +14,7 @@ import numpy as np
 
 from core import data as D
 from core import runs
+from core import runs_folder
 from core.models import DEFAULT_MODEL, MODELS
 
 SELECT_BY = {"val_auc": 1, "val_loss": -1, "val_acc": 1}  # +1: higher is better
@@ -43,7 +44,7 @@ class TrainConfig:
     amp: str = "auto"  # auto = measured on this machine (core.autotune); or off / bf16 / fp16
     channels_last: bool = True  # False forces NCHW; True = channels_last, or the measured layout with amp auto
     data_root: str = field(default_factory=lambda: str(D.default_root()))
-    runs_dir: str = field(default_factory=lambda: str(runs.default_runs_dir()))
+    runs_dir: str = field(default_factory=lambda: str(runs_folder.default_runs_dir()))
     name: str = ""
 
     def train_images(self, n_train: int) -> int:

@@ -13,6 +13,7 @@ import argparse
 import copy
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from core import metrics, runs, thresholds
 from core.config import check_same_data, config_of, run_data
 from core.device import resolve_device
 from core.models import fold_batchnorm
-from core.runs import RunError, load_model, load_scores, read_config, save_scores
+from core.checkpoints import load_model
+from core.runs import RunError, load_scores, read_config, save_scores
 
 
 @torch.no_grad()
@@ -163,6 +165,31 @@ def _check_export_dir(out_dir: Path) -> None:
         raise RunError(f"--export-csv {out_dir}: {target} is a file, not a folder. Give a folder for the CSV.")
     if not os.access(target, os.W_OK | os.X_OK):
         raise RunError(f"--export-csv {out_dir}: {target} cannot be written by this user. Give a writable folder.")
+
+
+def measure_inference(run_dir: str | Path, images: np.ndarray, device: str | torch.device = "auto",
+                      batch_size: int = 256, repeats: int = 3) -> dict:
+    """Inference time of the run's best model on `images` (uint8 (N, H, W)), ms per image.
+
+    Batches of `batch_size` through `predict` (evaluation's path: fp32, in the layout and
+    with batch norm folded or not as core.autotune.choose_infer measured fastest, folded once) on
+    `device`: one warm-up batch, then the median of `repeats` timed passes over all of `images`.
+    """
+    cfg = config_of(run_dir)
+    dev = resolve_device(device)
+    model = load_model(run_dir, "best", dev)
+    choice = autotune.choose_infer(model, cfg.size, batch_size, dev)
+    model = fold_batchnorm(model) if choice.fold_bn else model.eval()
+    images = np.ascontiguousarray(images)
+    kw = dict(batch_size=batch_size, device=dev, channels_last=choice.channels_last, fold_bn=False)
+    predict(model, images[:batch_size], **kw)  # first-call allocations are not inference
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        predict(model, images, **kw)  # copies scores back to the CPU, so CUDA work is finished
+        times.append(time.perf_counter() - t)
+    return {"inference_ms_per_image": float(np.median(times)) / len(images) * 1000, "inference_images": len(images),
+            "inference_batch": batch_size, "inference_device": str(dev), "inference_threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,17 @@
-"""Atomic file writes: the one way every module writes a file another process may be reading."""
+"""Atomic file writes, the one way every module writes a file another process may be reading, and
+the conversion of numpy values to strict JSON that every JSON file here goes through."""
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
 
 # atomic_write's temp files: `.<name>.<32 hex>.tmp` beside the file they will replace.
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
@@ -69,3 +74,26 @@ def temp_files(folder: str | os.PathLike[str]) -> list[Path]:
     except OSError:
         return []
     return [folder / n for n in names if _TEMP.match(n) and (folder / n).is_file() and not (folder / n).is_symlink()]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy values and containers into plain JSON types, NaN/inf becoming None.
+
+    The result passes ``json.dumps(..., allow_nan=False)``: dicts (keys made
+    str), lists/tuples/arrays become lists, numpy scalars become Python
+    bool/int/float.
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return [to_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    return obj

@@ -21,8 +21,7 @@ must stay importable without torch.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from core.arrays import check_inputs, defined_mask, nanmean_or_nan, safe_ratio
 from core.bootstrap import (ResampledAuc, bootstrap_auc_ci, mean_auc_ci, mean_ci, medmnist_acc_ci, per_class_ci,
                             resampled_aucs)
 from core.calibration import brier_score, calibration, expected_calibration_error, reliability_bins
+from core.files import to_jsonable
 from core.paired import (PairingError, check_same_images, paired_auc_difference, seed_group_difference,
                          verdict)
 
@@ -258,29 +258,6 @@ def specificity_at_sensitivity(labels: np.ndarray, scores: np.ndarray, sensitivi
     return _operating_point(_roc_points(labels, scores), labels, "sensitivity", sensitivity)
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Convert numpy values and containers into plain JSON types, NaN/inf becoming None.
-
-    The result passes ``json.dumps(..., allow_nan=False)``: dicts (keys made
-    str), lists/tuples/arrays become lists, numpy scalars become Python
-    bool/int/float.
-    """
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return [to_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    return obj
-
-
 def _clinical(labels: np.ndarray, scores: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """summarize's operating points and calibration: (C,) arrays per name, and the overall figures."""
     roc = _roc_points(labels, scores)  # one ROC curve per class serves every operating point
@@ -291,6 +268,15 @@ def _clinical(labels: np.ndarray, scores: np.ndarray) -> tuple[dict[str, np.ndar
     cal = calibration(labels, scores)
     per_class |= {"ece": cal["ece"], "brier": cal["brier"]}
     return per_class, {"ece": cal["pooled"]["ece"], "ece_macro": cal["ece_macro"], "brier": cal["brier_macro"]}
+
+
+# threshold_metrics' entries reported per class, and its overall figures under their report names
+# (the accuracies named for what they are: at the tuned thresholds, and exact match of all 14 labels).
+_PER_CLASS_AT_THRESHOLD = ("precision", "recall", "specificity", "f1", "support", "tp", "fp", "fn", "tn")
+_OVERALL_AT_THRESHOLD = {"macro_f1": "macro_f1", "micro_f1": "micro_f1", "macro_precision": "macro_precision",
+                         "macro_recall": "macro_recall", "micro_precision": "micro_precision",
+                         "micro_recall": "micro_recall", "label_accuracy_tuned": "label_accuracy",
+                         "exact_match_accuracy": "exact_match"}
 
 
 def summarize(
@@ -350,43 +336,20 @@ def summarize(
         if not defined[c]
     ]
     per_class = {
-        name: {
-            "auc": aucs[c],
-            "auc_ci_low": class_ci[c, 0],
-            "auc_ci_high": class_ci[c, 1],
-            "threshold": thr[c],
-            "precision": tm["precision"][c],
-            "recall": tm["recall"][c],
-            "specificity": tm["specificity"][c],
-            "f1": tm["f1"][c],
-            "support": tm["support"][c],
-            "tp": tm["tp"][c],
-            "fp": tm["fp"][c],
-            "fn": tm["fn"][c],
-            "tn": tm["tn"][c],
-            **{k: v[c] for k, v in clinical.items()},
-        }
+        name: {"auc": aucs[c], "auc_ci_low": class_ci[c, 0], "auc_ci_high": class_ci[c, 1], "threshold": thr[c],
+               **{k: tm[k][c] for k in _PER_CLASS_AT_THRESHOLD}, **{k: v[c] for k, v in clinical.items()}}
         for c, name in enumerate(class_names)
     }
-    return to_jsonable(
-        {
-            "n_samples": n,
-            "auc": nanmean_or_nan(aucs),
-            "auc_ci": mean_ci(boot, defined, alpha),
-            "acc": medmnist_acc(labels, scores, 0.5),
-            "n_boot": n_boot,
-            "ci_level": 1 - alpha,
-            "auc_defined_classes": [name for c, name in enumerate(class_names) if defined[c]],
-            "auc_undefined_classes": undefined,
-            "per_class": per_class,
-            "macro_f1": tm["macro_f1"],
-            "micro_f1": tm["micro_f1"],
-            "macro_precision": tm["macro_precision"],
-            "macro_recall": tm["macro_recall"],
-            "micro_precision": tm["micro_precision"],
-            "micro_recall": tm["micro_recall"],
-            "label_accuracy_tuned": tm["label_accuracy"],
-            "exact_match_accuracy": tm["exact_match"],
-            **overall,
-        }
-    )
+    return to_jsonable({
+        "n_samples": n,
+        "auc": nanmean_or_nan(aucs),
+        "auc_ci": mean_ci(boot, defined, alpha),
+        "acc": medmnist_acc(labels, scores, 0.5),
+        "n_boot": n_boot,
+        "ci_level": 1 - alpha,
+        "auc_defined_classes": [name for c, name in enumerate(class_names) if defined[c]],
+        "auc_undefined_classes": undefined,
+        "per_class": per_class,
+        **{key: tm[k] for key, k in _OVERALL_AT_THRESHOLD.items()},
+        **overall,
+    })

@@ -1,7 +1,9 @@
-"""Run folders: the one owner of their files. Create, read, write, list, delete, load their models.
+"""Run folders: the one owner of their files. Create a run, read and write each of its files.
 
 A run is `<runs-dir>/<run-id>/` holding plain files a person can read. No other module spells
-these names or parses these files; it calls the readers and writers here.
+these names or parses these files; it calls the readers and writers here. Two neighbours work
+through them: core.checkpoints (de)serialises the .pt files with torch (so reading a run needs no
+torch), and core.runs_folder lists, deletes and guards the runs of one folder.
 
     config.json        write_config / read_config: {"format_version", "train": TrainConfig fields,
                        "data": {file, md5, n: {split: count}}, "model": {params, flops_per_image},
@@ -9,7 +11,7 @@ these names or parses these files; it calls the readers and writers here.
     status.json        set_status / read_status: {"state" (one of STATES), "pid", "host", "updated", ...}
     progress.json      write_progress / read_progress: the latest Progress and the time it was written
     metrics.jsonl      append_metrics / read_metrics / truncate_metrics: one JSON line per finished epoch
-    last.pt, best.pt   save_last / load_last, save_best / load_model (torch state dicts, weights only)
+    last.pt, best.pt   checkpoint_path; core.checkpoints: save_last / load_last, save_best / load_model
     thresholds.json    chosen_thresholds_path: chosen on val by core.evaluate (core.thresholds' format)
     thresholds-user.json  user_thresholds_path: the user's saved set (the Thresholds page); core never writes it
                        thresholds_path: the set in effect, the user's when there is one
@@ -42,12 +44,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 from core import process
-from core.files import atomic_write, temp_files
-from core.metrics import to_jsonable
-from core.models import build_model
+from core.files import atomic_write, temp_files, to_jsonable
 
 FORMAT_VERSION = 1
 STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
@@ -55,7 +54,9 @@ STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
 _CONFIG, _STATUS, _PROGRESS, _METRICS = "config.json", "status.json", "progress.json", "metrics.jsonl"
 _THRESHOLDS, _TEST_METRICS, _COST, _LOG = "thresholds.json", "test_metrics.json", "study_cost.json", "train.log"
 _USER_THRESHOLDS = "thresholds-user.json"
-_STOP, _LOCK, _MARKER = "STOP", ".lock", ".chestmnist-run"
+_STOP, _LOCK = "STOP", ".lock"
+# Written into a run folder when it is created; delete_run deletes only folders that carry it.
+MARKER = ".chestmnist-run"
 CHECKPOINTS = ("best", "last")
 # What new_run_dir names a run: time, size, model, optional name, random suffix.
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-\d+px-[A-Za-z0-9_-]+-[0-9a-f]{4}$")
@@ -63,11 +64,6 @@ _RUN_ID = re.compile(r"^\d{8}-\d{6}-\d+px-[A-Za-z0-9_-]+-[0-9a-f]{4}$")
 
 class RunError(ValueError):
     """A run folder is missing, incomplete or corrupt; the message says which file and what to do."""
-
-
-def default_runs_dir() -> Path:
-    """`CHESTMNIST_RUNS` if set, else `checkpoints/` in the current folder."""
-    return Path(os.environ.get("CHESTMNIST_RUNS") or "checkpoints").expanduser()
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -84,26 +80,6 @@ def read_json(path: str | Path) -> Any:
         raise RunError(f"{path} is missing.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is not valid JSON ({e}); the file is corrupt.") from None
-
-
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save atomically: a kill mid-write leaves the previous checkpoint intact."""
-    atomic_write(Path(path), lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with `weights_only=True`: tensors and plain containers only.
-
-    A file that would need to unpickle arbitrary objects (code execution) is refused.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"Checkpoint {path} is missing; the run has no saved model yet (or it was deleted).")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise RunError(f"Checkpoint {path} was refused: it is corrupt or holds something other than tensors "
-                       f"(loading it could run code). Only checkpoints written by this tool load. ({type(e).__name__})") from None
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
@@ -178,7 +154,7 @@ def new_run_dir(runs_dir: str | Path, size: int, model: str, name: str = "") -> 
         except OSError as e:
             raise RunError(f"Cannot create a run folder in {runs_dir}: {e.strerror}.") from None
         try:
-            write_json(path / _MARKER, {"run_id": path.name})
+            write_json(path / MARKER, {"run_id": path.name})
         except BaseException:
             discard_new_run(path)
             raise
@@ -191,23 +167,12 @@ def discard_new_run(run_dir: str | Path) -> None:
     Only the files a run's setup writes are removed, and the folder only when that empties it.
     """
     run_dir = Path(run_dir)
-    for name in (_CONFIG, _STATUS, _MARKER):
+    for name in (_CONFIG, _STATUS, MARKER):
         with contextlib.suppress(FileNotFoundError):
             (run_dir / name).unlink()
     _remove_temp_files(run_dir)
     with contextlib.suppress(OSError):
         run_dir.rmdir()
-
-
-def resolve_run(runs_dir: str | Path, run_id: str) -> Path:
-    """The folder of `run_id` inside `runs_dir`; refuses ids that point anywhere else."""
-    runs_dir = Path(runs_dir).expanduser().resolve()
-    if not run_id or run_id != Path(run_id).name or run_id in (".", ".."):
-        raise RunError(f"{run_id!r} is not a run id (a folder name inside {runs_dir}).")
-    path = runs_dir / run_id
-    if path.is_symlink() or path.resolve().parent != runs_dir:
-        raise RunError(f"{run_id!r} does not resolve to a folder inside {runs_dir}; refusing to touch it.")
-    return path
 
 
 def set_status(run_dir: str | Path, state: str, **extra: Any) -> None:
@@ -296,82 +261,29 @@ def clear_stop(run_dir: str | Path) -> None:
     (Path(run_dir) / _STOP).unlink(missing_ok=True)
 
 
-@dataclass
-class RunInfo:
-    """One line of the runs overview."""
-
-    path: Path
-    id: str
-    state: str
-    size: int | None
-    model: str | None
-    name: str
-    epochs_done: int
-    epochs: int | None
-    best_val_auc: float | None
-    test_auc: float | None
-    test_acc: float | None
-    data_root: str | None
-    created: float
-    error: str | None = None
-
-
-def run_info(run_dir: str | Path) -> RunInfo:
-    """Summarise a run folder; never raises for a damaged run (its error is reported instead)."""
-    run_dir = Path(run_dir)
-    status = read_status(run_dir)
-    error = status.get("error")
-    try:
-        train = read_config(run_dir)["train"]
-    except RunError as e:
-        train, error = {}, str(e)
-    rows = read_metrics(run_dir)
-    aucs = [r["val_auc"] for r in rows if r.get("val_auc") is not None]
-    test = {}
-    if has_test_metrics(run_dir):
-        try:
-            test = read_test_metrics(run_dir)
-        except RunError as e:
-            error = error or str(e)
-    return RunInfo(path=run_dir, id=run_dir.name, state=status.get("state", "failed"), size=train.get("size"),
-                   model=train.get("model"), name=train.get("name", ""), epochs_done=len(rows), epochs=train.get("epochs"),
-                   best_val_auc=max(aucs) if aucs else None, test_auc=test.get("auc"), test_acc=test.get("acc"),
-                   data_root=train.get("data_root"), created=run_dir.stat().st_mtime if run_dir.exists() else 0.0,
-                   error=error)
-
-
-def _run_dirs(runs_dir: str | Path | None) -> list[Path]:
-    """Every run folder (one holding config.json or status.json) in `runs_dir`."""
-    runs_dir = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
-    if not runs_dir.is_dir():
-        return []
-    return [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink()
-            and ((d / _CONFIG).exists() or (d / _STATUS).exists())]
-
-
-def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
-    """Every run folder (one holding config.json or status.json) in `runs_dir`, newest first."""
-    return sorted((run_info(d) for d in _run_dirs(runs_dir)), key=lambda r: r.id, reverse=True)
-
-
-def any_running(runs_dir: str | Path | None = None) -> bool:
-    """Whether a run in `runs_dir` is training now: its status files only, not what list_runs reads."""
-    return any(read_status(d).get("state") == "running" for d in _run_dirs(runs_dir))
-
-
-def _own_files(run_dir: Path) -> set[str]:
+def own_file_names(run_dir: str | Path) -> set[str]:
     """Names of the files this tool writes in a run folder (temp files of killed writes included)."""
     names = {_CONFIG, _STATUS, _PROGRESS, _METRICS, _THRESHOLDS, _USER_THRESHOLDS, _TEST_METRICS, _COST, _LOG,
-             _STOP, _LOCK, _MARKER, cost_child_path(run_dir).name}
+             _STOP, _LOCK, MARKER, cost_child_path(run_dir).name}
     names |= {checkpoint_path(run_dir, w).name for w in CHECKPOINTS} | {scores_path(run_dir, s).name for s in ("val", "test")}
     return names | {p.name for p in temp_files(run_dir)}
+
+
+def holds_run_files(path: str | Path) -> bool:
+    """Whether `path` holds a run's config or status file: a run folder, perhaps a damaged one."""
+    path = Path(path)
+    return (path / _CONFIG).exists() or (path / _STATUS).exists()
+
+
+def has_status(path: str | Path) -> bool:
+    return (Path(path) / _STATUS).is_file()
 
 
 def is_own_run(path: str | Path) -> bool:
     """Whether `path` is a run folder this tool created: a real folder (no symlink) with a run id
     for a name and the marker new_run_dir wrote (a regular file holding that id)."""
     path = Path(path)
-    marker = path / _MARKER
+    marker = path / MARKER
     if path.is_symlink() or not path.is_dir() or not _RUN_ID.match(path.name) \
             or marker.is_symlink() or not marker.is_file():
         return False
@@ -379,34 +291,6 @@ def is_own_run(path: str | Path) -> bool:
         return json.loads(marker.read_text()).get("run_id") == path.name
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def delete_run(runs_dir: str | Path, run_id: str) -> list[str]:
-    """Delete one run's files and its folder; returns the names of anything left (not ours).
-
-    Refuses a running run, anything outside `runs_dir`, symlinks, and folders this tool cannot
-    prove it created (is_own_run: the run-id name, the marker, a status file). Only the files a
-    run writes are removed, never through a symlink; anything else in the folder is kept (and the
-    folder with it) and named in the result.
-    """
-    path = resolve_run(runs_dir, run_id)
-    if not path.is_dir():
-        raise RunError(f"No run {run_id!r} in {runs_dir}.")
-    if not is_own_run(path) or not (path / _STATUS).is_file():
-        raise RunError(f"{path} was not created by this tool (it lacks the run marker {_MARKER}, a run id for a "
-                       "name or a status file), so it is not deleted. Delete it by hand if you are sure.")
-    if read_status(path).get("state") == "running":
-        raise RunError(f"Run {run_id} is still training; stop it before deleting it.")
-    ours = _own_files(path)
-    kept = []
-    for entry in sorted(os.scandir(path), key=lambda e: e.name != _MARKER):  # the marker last: a half-deleted run stays ours
-        if entry.name in ours and entry.is_file(follow_symlinks=False):
-            os.unlink(entry.path)
-        else:
-            kept.append(entry.name)
-    if not kept:
-        path.rmdir()
-    return kept
 
 
 def _remove_temp_files(run_dir: Path) -> None:
@@ -422,38 +306,6 @@ def clean_for_resume(run_dir: str | Path, epoch: int) -> None:
     truncate_metrics(run_dir, epoch)
     if epoch == 0:
         checkpoint_path(run_dir, "best").unlink(missing_ok=True)
-
-
-_SYSTEM = tuple(Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin",
-                                  "/sys", "/usr"))
-
-
-def check_runs_dir(path: str | Path) -> Path:
-    """`path`, resolved, if runs may be written there; RunError saying why not and what to do otherwise.
-
-    A runs folder is one that does not exist yet (it is created), is empty, or holds only run folders
-    (a config or status file inside) and hidden files (`.gitkeep`). Never the root folder or a system
-    folder (/etc, /proc, /usr, ...), nor a file. Reading any folder is fine; this guards writing.
-    """
-    path = Path(path).expanduser().resolve()
-    if path == Path("/") or any(path == s or s in path.parents for s in _SYSTEM):
-        raise RunError(f"{path} is a system folder; runs are not written there. Choose a folder of your own "
-                       "(e.g. ~/chestmnist-runs) for the runs folder.")
-    if not path.exists():
-        return path
-    if not path.is_dir():
-        raise RunError(f"The runs folder {path} is a file, not a folder. Choose a folder for the runs.")
-    try:
-        entries = list(path.iterdir())
-    except OSError as e:
-        raise RunError(f"The runs folder {path} cannot be read ({e.strerror}); choose another folder.") from None
-    foreign = sorted(e.name for e in entries if not e.name.startswith(".")
-                     and not (e.is_dir() and not e.is_symlink() and ((e / _CONFIG).exists() or (e / _STATUS).exists())))
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise RunError(f"{path} holds things that are not runs ({shown}), so it is not used as a runs folder. "
-                       "Choose an empty folder, a new one, or one that holds only runs.")
-    return path
 
 
 def load_scores(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -472,20 +324,6 @@ def load_scores(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 def save_scores(run_dir: str | Path, split: str, scores: np.ndarray, labels: np.ndarray) -> None:
     path = scores_path(run_dir, split)
     atomic_write(path, lambda f: np.savez(f, scores=scores.astype(np.float32), labels=labels.astype(np.uint8)))
-
-
-def load_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The run's model (`best` or `last` checkpoint) in eval mode on `device`."""
-    run_dir = Path(run_dir)
-    train = read_config(run_dir)["train"]
-    state = load_checkpoint(checkpoint_path(run_dir, which), map_location=device)
-    model = build_model(train["model"], train["size"])
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as e:
-        raise RunError(f"{checkpoint_path(run_dir, which)} does not match the model in config.json "
-                       f"({train['model']} at {train['size']} px): {str(e)[:200]}") from None
-    return model.to(device).eval()
 
 
 # --------------------------------------------------------------------------- the other files
@@ -564,20 +402,6 @@ def write_test_metrics(run_dir: str | Path, result: dict) -> None:
 def append_metrics(run_dir: str | Path, row: dict) -> None:
     """Append one finished epoch's row to metrics.jsonl."""
     append_jsonl(Path(run_dir) / _METRICS, row)
-
-
-def save_best(run_dir: str | Path, state: dict) -> None:
-    save_checkpoint(checkpoint_path(run_dir, "best"), state)
-
-
-def save_last(run_dir: str | Path, state: dict) -> None:
-    save_checkpoint(checkpoint_path(run_dir, "last"), state)
-
-
-def load_last(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict | None:
-    """The resumable state in last.pt, or None when the run has not finished an epoch."""
-    path = checkpoint_path(run_dir, "last")
-    return load_checkpoint(path, map_location) if path.exists() else None
 
 
 @dataclass

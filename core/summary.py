@@ -3,24 +3,17 @@
 The kept checkpoint's epoch (`best_epoch`: by the run's select-by metric, the best checkpoint), seconds per
 epoch and training images/s as the median over the epochs (robust to one slow epoch on a busy
 machine), which data it used (`data_provenance`: official ChestMNIST or not), and inference time
-measured one way (`measure_inference`).
+measured one way (core.evaluate.measure_inference).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from core import autotune
 from core import data as D
 from core import runs
-from core.config import config_of
-from core.device import resolve_device
-from core.evaluate import predict
-from core.models import fold_batchnorm
 
 
 @dataclass(frozen=True)
@@ -95,28 +88,3 @@ def run_data_label(config: dict) -> tuple[bool, str]:
         return True, f"ChestMNIST (official file): {where}"
     sizes = "/".join(f"{n[s]:,}" for s in D.SPLITS if s in n)
     return False, f"NOT ChestMNIST: {where}" + (f" ({sizes} train/val/test images)" if sizes else "")
-
-
-def measure_inference(run_dir: str | Path, images: np.ndarray, device: str | torch.device = "auto",
-                      batch_size: int = 256, repeats: int = 3) -> dict:
-    """Inference time of the run's best model on `images` (uint8 (N, H, W)), ms per image.
-
-    Batches of `batch_size` through core.evaluate.predict (evaluation's path: fp32, in the layout and
-    with batch norm folded or not as core.autotune.choose_infer measured fastest, folded once) on
-    `device`: one warm-up batch, then the median of `repeats` timed passes over all of `images`.
-    """
-    cfg = config_of(run_dir)
-    dev = resolve_device(device)
-    model = runs.load_model(run_dir, "best", dev)
-    choice = autotune.choose_infer(model, cfg.size, batch_size, dev)
-    model = fold_batchnorm(model) if choice.fold_bn else model.eval()
-    images = np.ascontiguousarray(images)
-    kw = dict(batch_size=batch_size, device=dev, channels_last=choice.channels_last, fold_bn=False)
-    predict(model, images[:batch_size], **kw)  # first-call allocations are not inference
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        predict(model, images, **kw)  # copies scores back to the CPU, so CUDA work is finished
-        times.append(time.perf_counter() - t)
-    return {"inference_ms_per_image": float(np.median(times)) / len(images) * 1000, "inference_images": len(images),
-            "inference_batch": batch_size, "inference_device": str(dev), "inference_threads": torch.get_num_threads()}

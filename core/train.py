@@ -32,6 +32,7 @@ from torch import nn
 from core import batching
 from core import data as D
 from core import metrics, runs
+from core import checkpoints
 from core.config import (AMP_HELP, SELECT_BY, ConfigError, TrainConfig, check_selectable, check_subset, config_of,
                          data_md5, run_data)
 from core.device import amp_dtype, describe_devices, precision_name, resolve_device, train_layout, training_choice
@@ -239,7 +240,7 @@ def _resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, d
     Rank 0 first makes the folder agree with that checkpoint (runs.clean_for_resume): whatever a kill
     left of a later epoch goes, and a best checkpoint the kill kept from being written is written.
     """
-    ckpt = runs.load_last(run_dir, map_location=device)
+    ckpt = checkpoints.load_last(run_dir, map_location=device)
     if main_rank:
         runs.clean_for_resume(run_dir, ckpt["epoch"] if ckpt else 0)
     if ckpt is None:
@@ -255,14 +256,14 @@ def _resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, d
         if ckpt.get("row") is not None and ckpt["epoch"] not in {r["epoch"] for r in runs.read_metrics(run_dir)}:
             runs.append_metrics(run_dir, ckpt["row"])
         if ckpt["best_epoch"] == ckpt["epoch"] and _best_epoch(run_dir) != ckpt["epoch"]:
-            runs.save_best(run_dir, {"model": ckpt["model"], "epoch": ckpt["epoch"]})
+            checkpoints.save_best(run_dir, {"model": ckpt["model"], "epoch": ckpt["epoch"]})
     return _State(ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad_epochs"], ckpt["done"])
 
 
 def _best_epoch(run_dir: Path) -> int | None:
     """The epoch of the best checkpoint on disk, None without one (or an unreadable one)."""
     try:
-        return runs.load_checkpoint(runs.checkpoint_path(run_dir, "best")).get("epoch")
+        return checkpoints.load_checkpoint(runs.checkpoint_path(run_dir, "best")).get("epoch")
     except runs.RunError:
         return None
 
@@ -357,7 +358,7 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
 
     if main_rank:
         on_progress(Progress(run_dir, cfg.epochs, cfg.epochs, "test", 0, 0, 0.0, 0.0))
-        evaluate_run(run_dir, str(device), data=data, model=runs.load_model(run_dir, "best", device))
+        evaluate_run(run_dir, str(device), data=data, model=checkpoints.load_model(run_dir, "best", device))
     return "finished"
 
 
@@ -376,12 +377,12 @@ def _record_epoch(run_dir: Path, cfg: TrainConfig, state: _State, row: dict, mod
     if main_rank:
         # last.pt first, with the epoch's row: it is what a resume trusts. A kill before the row or
         # best.pt is written leaves them one epoch behind, and _resume writes them from last.pt.
-        runs.save_last(run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+        checkpoints.save_last(run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                                  "best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
                                  "done": state.done, "row": metrics.to_jsonable(row)})
         runs.append_metrics(run_dir, row)
         if improved:
-            runs.save_best(run_dir, {"model": model.state_dict(), "epoch": epoch})
+            checkpoints.save_best(run_dir, {"model": model.state_dict(), "epoch": epoch})
 
 
 def _parser() -> argparse.ArgumentParser:

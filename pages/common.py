@@ -12,6 +12,7 @@ import streamlit as st
 
 from core import data as D
 from core import runs, settings
+from core import runs_folder
 
 
 # The metrics of a run in the run tables (Data & runs, Train): 4 decimals, short headers, full names as help.
@@ -52,7 +53,7 @@ def data_root() -> Path:
 
 
 def runs_dir() -> Path:
-    return Path(st.session_state.get("runs_dir") or runs.default_runs_dir()).expanduser()
+    return Path(st.session_state.get("runs_dir") or runs_folder.default_runs_dir()).expanduser()
 
 
 def _remember(key: str) -> None:
@@ -77,7 +78,7 @@ def sidebar_settings() -> None:
     CHESTMNIST_ROOT / CHESTMNIST_RUNS and their defaults. A change is saved to the file and put in
     the URL. With no ChestMNIST file under the data root, the bundled demo is one click away.
     """
-    defaults = {"data_root": str(D.default_root()), "runs_dir": str(runs.default_runs_dir())}
+    defaults = {"data_root": str(D.default_root()), "runs_dir": str(runs_folder.default_runs_dir())}
     if any(key not in st.session_state for key in defaults):
         try:
             saved = settings.load()
@@ -100,7 +101,7 @@ def sidebar_settings() -> None:
         st.text_input("Runs folder", key="runs_dir", on_change=_remember, args=("runs_dir",),
                       help=f"Where run folders are written (default: CHESTMNIST_RUNS, else checkpoints/). {remembered}")
         try:
-            runs.check_runs_dir(runs_dir())
+            runs_folder.check_runs_dir(runs_dir())
         except runs.RunError as e:  # reading it is fine; training, saving and deleting there are refused
             st.warning(f"{e} Runs there can be read, but nothing is written or deleted there.")
         if msg := st.session_state.pop("settings_error", None):
@@ -130,16 +131,6 @@ def load_data(root: str | Path, size: int) -> D.ChestData:
     return _load_data(str(root), size, file_mtime(D.npz_path(root, size)))
 
 
-@st.cache_resource(max_entries=8, show_spinner="Loading model…")
-def _load_model(run_dir: str, mtime: float):
-    return runs.load_model(run_dir, "best")
-
-
-def load_model(run_dir: str | Path):
-    """The run's best model in eval mode, cached until its best checkpoint changes (raises RunError)."""
-    return _load_model(str(run_dir), file_mtime(runs.checkpoint_path(run_dir, "best")))
-
-
 @st.cache_data(max_entries=32, show_spinner=False)
 def _load_scores(run_dir: str, split: str, mtime: float):
     return runs.load_scores(run_dir, split)
@@ -150,33 +141,33 @@ def load_scores(run_dir: str | Path, split: str):
     return _load_scores(str(run_dir), split, file_mtime(runs.scores_path(run_dir, split)))
 
 
-def run_label(info: runs.RunInfo) -> str:
+def run_label(info: runs_folder.RunInfo) -> str:
     auc = f", test AUC {info.test_auc:.3f}" if info.test_auc is not None else ""
     return f"{info.size} px · {info.model} · {info.state}{auc} · {info.id}"
 
 
-def read_runs(where: Path) -> list[runs.RunInfo] | None:
+def read_runs(where: Path) -> list[runs_folder.RunInfo] | None:
     """The runs in `where`, newest first; None after showing why the folder cannot be read."""
     try:
-        return runs.list_runs(where)
+        return runs_folder.list_runs(where)
     except OSError as e:
         st.error(f"Cannot read the runs folder {where}: {e.strerror or e}. Choose another folder in the sidebar.")
         return None
 
 
-def run_metrics(r: runs.RunInfo) -> dict[str, float | None]:
+def run_metrics(r: runs_folder.RunInfo) -> dict[str, float | None]:
     """A run's cells under RUN_METRIC_COLUMNS in the run tables."""
     return dict(zip(RUN_METRIC_COLUMNS, (r.best_val_auc, r.test_auc, r.test_acc)))
 
 
-def evaluated_runs() -> list[runs.RunInfo] | None:
+def evaluated_runs() -> list[runs_folder.RunInfo] | None:
     """Runs that have test scores (finished, or evaluated after a stop); None when the runs folder
     cannot be read (said on the page)."""
     infos = read_runs(runs_dir())
     return None if infos is None else [r for r in infos if runs.has_scores(r.path, "test")]
 
 
-def pick_run(available: list[runs.RunInfo] | None, label: str = "Run", key: str = "run") -> runs.RunInfo | None:
+def pick_run(available: list[runs_folder.RunInfo] | None, label: str = "Run", key: str = "run") -> runs_folder.RunInfo | None:
     """A selectbox over `available` (evaluated_runs()); None (with guidance shown) when there are none."""
     if available is None:
         return None

@@ -4,7 +4,7 @@ The question is the study's: what does resolution buy in AUC, and at what cost? 
 the answer for the selected runs (paired differences between sizes on the same test images, and
 test AUC against cost with mean ± sd over seeds), then the evidence. Every number is read from the
 run folders (pages.compare_data) except the inference time, which is measured here with
-core.summary.measure_inference (once per checkpoint, cached, after the rest of the page is drawn).
+core.evaluate.measure_inference (once per checkpoint, cached, after the rest of the page is drawn).
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import streamlit as st
 
 from core import data as D
 from core import runs
-from core.summary import measure_inference, run_data_label
+from core import runs_folder
+from core.evaluate import measure_inference
+from core.summary import run_data_label
 from pages import charts
 from pages import compare_data as CD
 from pages.common import (RUN_LINK_COLUMN, file_mtime, load_data, page_link, read_runs, run_label, run_url, runs_dir,
@@ -28,7 +30,7 @@ INFER_COL = f"inference ms per image (CPU, {INFER_N} test images)"
 @st.cache_data(max_entries=64, show_spinner=False)  # the page shows its own spinner, naming the run
 def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int = INFER_N) -> float | None:
     """Milliseconds per image for the best checkpoint on up to `n` test images, on CPU, one batch
-    (core.summary.measure_inference, the study's way of timing).
+    (core.evaluate.measure_inference, the study's way of timing).
 
     `mtime` (of the best checkpoint) is part of the cache key, so a new checkpoint is timed again.
     """
@@ -39,10 +41,10 @@ def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int =
         return None
 
 
-def default_selection(infos: list[runs.RunInfo]) -> list[str]:
+def default_selection(infos: list[runs_folder.RunInfo]) -> list[str]:
     """The best run per size by best val AUC (runs without a val AUC only when a size has nothing else),
     with the other seeds of its recipe at that size."""
-    best: dict[int | None, runs.RunInfo] = {}
+    best: dict[int | None, runs_folder.RunInfo] = {}
     for r in infos:
         cur = best.get(r.size)
         score = -1.0 if r.best_val_auc is None else r.best_val_auc
@@ -165,7 +167,7 @@ def per_class_frame(loaded: list[dict], names: dict[str, str]) -> pd.DataFrame:
                                        "test AUC"])
 
 
-def pick_runs(infos: list[runs.RunInfo]) -> list[runs.RunInfo]:
+def pick_runs(infos: list[runs_folder.RunInfo]) -> list[runs_folder.RunInfo]:
     by_id = {r.id: r for r in infos}
     key = "compare_runs"
     if key not in st.session_state:

@@ -17,6 +17,7 @@ import streamlit as st
 from core import data as D
 from core import metrics as M
 from core import runs
+from core import runs_folder
 from core.study.recipe import recipe_settings
 from core.summary import summarize
 from pages.common import file_mtime, load_scores
@@ -31,7 +32,7 @@ def num(v) -> float | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
 
 
-def load_run(r: runs.RunInfo) -> dict:
+def load_run(r: runs_folder.RunInfo) -> dict:
     """Everything the page shows about one run, from its files; `error` set when something is unreadable."""
     out = {"info": r, "rows": runs.read_metrics(r.path), "config": {}, "test": None, "error": None}
     try:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from core import data as D
 from core import runs
+from core import runs_folder
 from core.importer import ImportReport, import_folder
 from core.summary import official_split_sizes, run_data_label
 from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_metrics, runs_dir,
@@ -234,7 +235,7 @@ def import_section(root: Path, expanded: bool) -> None:
             show_report(report)
 
 
-def _fmt_epochs(r: runs.RunInfo) -> str:
+def _fmt_epochs(r: runs_folder.RunInfo) -> str:
     return f"{r.epochs_done}/{r.epochs if r.epochs is not None else '?'}"
 
 
@@ -293,8 +294,8 @@ def runs_section(where: Path) -> None:
             if yes.button("Yes, delete", type="primary", key="delete_yes"):
                 st.session_state.pop("delete_pending", None)
                 try:
-                    runs.check_runs_dir(where)
-                    kept = runs.delete_run(where, pending)
+                    runs_folder.check_runs_dir(where)
+                    kept = runs_folder.delete_run(where, pending)
                 except (runs.RunError, OSError) as e:
                     st.error(f"Not deleted: {e}")
                 else:

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core import runs
+from core import runs_folder
 from core.summary import run_data_label
 from pages import charts
 from pages import compare_data as CD
@@ -19,7 +20,7 @@ from pages.common import page_link, read_runs, run_label, runs_dir, through_app
 LOG_TAIL = 200  # lines of train.log shown; the whole file is a download
 
 
-def pick(infos: list[runs.RunInfo]) -> runs.RunInfo | None:
+def pick(infos: list[runs_folder.RunInfo]) -> runs_folder.RunInfo | None:
     """The run named by `?run=<id>`, else the one picked here (kept in the URL, so a reload shows it)."""
     by_id = {r.id: r for r in infos}
     wanted = st.query_params.get("run")

@@ -21,14 +21,24 @@ from core import sanity as Q
 from core import thresholds as T
 from core.metrics import bootstrap_auc_ci
 from core.data import CLASS_NAMES, N_CLASSES, DataError
-from core import runs
-from core.runs import RunError, RunInfo
-from pages.common import (evaluated_runs, file_mtime, load_data, load_model, load_scores, pick_run, run_label,
-                          through_app)
+from core import checkpoints, runs
+from core.runs import RunError
+from core.runs_folder import RunInfo
+from pages.common import (evaluated_runs, file_mtime, load_data, load_scores, pick_run, run_label, through_app)
 
 MODES = ("Index", "Finding", "Outcome", "Confidence")
 OUTCOMES = ("TP", "FP", "FN", "TN")
 SHOW_PX = 256
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading model…")
+def _load_model(run_dir: str, mtime: float):
+    return checkpoints.load_model(run_dir, "best")
+
+
+def load_model(run_dir: str | Path):
+    """The run's best model in eval mode, cached until its best checkpoint changes (raises RunError)."""
+    return _load_model(str(run_dir), file_mtime(runs.checkpoint_path(run_dir, "best")))
 
 
 def _big(rgb_or_gray: np.ndarray, px: int = SHOW_PX) -> np.ndarray:

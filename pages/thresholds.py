@@ -17,6 +17,7 @@ import streamlit as st
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from core import metrics, runs
+from core import runs_folder
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES
 from core.runs import RunError
@@ -280,7 +281,7 @@ left, right = st.columns(2)
 if left.button("Save thresholds to run", key="thr_save", type="primary",
                help=f"Writes your set, {user_path}; the Saliency page uses it. The validation-chosen set stays."):
     try:
-        runs.check_runs_dir(runs_dir())
+        runs_folder.check_runs_dir(runs_dir())
         T.save_thresholds(user_path, T.ThresholdChoice(current, method, fallback), CLASS_NAMES, split=chosen_on)
         st.session_state["thr_source"] = (info.id, file_mtime(user_path), file_mtime(chosen_path))
         st.session_state["thr_shown"] = user_path.name

@@ -13,6 +13,7 @@ from PIL import Image
 
 from core import data as D
 from core import runs, settings
+from core import runs_folder
 from tests.synthetic import write_planted
 
 
@@ -321,7 +322,7 @@ def test_unreadable_runs_folder_is_said_not_raised(open_page, data_root, finishe
 
     def denied(runs_dir=None):
         raise PermissionError(13, "Permission denied", str(runs_dir))
-    monkeypatch.setattr(runs, "list_runs", denied)
+    monkeypatch.setattr(runs_folder, "list_runs", denied)
     at = open_page(page, data_root, where).run()
     assert not at.exception
     errors = [e.value for e in at.error]

@@ -10,6 +10,7 @@ from PIL import Image
 
 from core import data as D
 from core import runs as R
+from core import checkpoints
 from core import saliency as S
 from core import thresholds as T
 from core.data import CLASS_NAMES
@@ -81,7 +82,7 @@ def test_index_shows_that_image_and_its_grad_cam(open_page, data_root, finished_
     assert cap0.startswith("Test image 7")
     np.testing.assert_array_equal(plain, np.repeat(_big(image)[..., None], 3, axis=2))
     assert cam.shape == (256, 256, 3)
-    model = R.load_model(run)
+    model = checkpoints.load_model(run)
     expected = _big(S.overlay(image, S.grad_cam(model, image[None], 4)[0], 0.6, "viridis"))
     assert np.abs(cam.astype(int) - expected.astype(int)).max() <= 1
     scores, labels = R.load_scores(run, "test")
@@ -191,7 +192,7 @@ def test_side_by_side_one_panel_per_run_with_the_same_test_split(open_page, data
     assert img.shape == (256, 256, 3)
     # The 64 px panel shows the 64 px file's image 11 through the 64 px model.
     image64 = D.load(data_root, 64).test.images[11]
-    expected = _big(S.overlay(image64, S.grad_cam(R.load_model(run64), image64[None], 0)[0], 0.45, "jet"))
+    expected = _big(S.overlay(image64, S.grad_cam(checkpoints.load_model(run64), image64[None], 0)[0], 0.45, "jet"))
     assert np.abs(img.astype(int) - expected.astype(int)).max() <= 1
     assert any(odd.name in c.value for c in at.caption)  # reported as not shown
 
@@ -234,7 +235,7 @@ def test_chosen_method_is_the_map_shown(open_page, data_root, finished_runs, med
     assert not at.exception and not at.error
     image = D.load(data_root, 28).test.images[5]
     cap, img = next((c, i) for c, i in _images(at, media) if c.startswith(S.METHOD_LABELS[method]))
-    want = _big(S.overlay(image, S.attribute(R.load_model(run), image[None], 0, method)[0], 0.45, "jet"))
+    want = _big(S.overlay(image, S.attribute(checkpoints.load_model(run), image[None], 0, method)[0], 0.45, "jet"))
     assert np.abs(img.astype(int) - want.astype(int)).max() <= 1
     panels = [c for c, _ in _images(at, media) if re.fullmatch(r"(★ )?\d+ px · res-cnn · p = \d\.\d{3}", c)]
     assert len(panels) == 2  # the strip uses the same method (the selected run's panel is the map above)

@@ -88,9 +88,10 @@ def server(tmp_path):
         yield url, runs_dir, data_root
     finally:
         from core import runs
+        from core import runs_folder
 
         if runs_dir.is_dir():
-            for r in runs.list_runs(runs_dir):
+            for r in runs_folder.list_runs(runs_dir):
                 if r.state in ("running", "queued"):
                     runs.request_stop(r.path)
         proc.terminate()

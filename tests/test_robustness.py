@@ -19,6 +19,8 @@ import torch
 
 from core import data as D
 from core import runs, thresholds
+from core import checkpoints
+from core import runs_folder
 from core.train import TrainConfig, prepare_run, train
 from tests.synthetic import planted_split, write_planted
 
@@ -113,18 +115,18 @@ def test_cut_off_metrics_line_is_skipped_and_appending_still_works(small_run):
 def test_missing_and_corrupt_checkpoint(small_run):
     (small_run / "best.pt").write_bytes(b"\x80\x04garbage")
     with pytest.raises(runs.RunError, match="refused"):
-        runs.load_model(small_run)
+        checkpoints.load_model(small_run)
     (small_run / "best.pt").unlink()
     with pytest.raises(runs.RunError, match="missing"):
-        runs.load_model(small_run)
-    assert runs.run_info(small_run).state == "finished"  # the overview still lists it
+        checkpoints.load_model(small_run)
+    assert runs_folder.run_info(small_run).state == "finished"  # the overview still lists it
 
 
 def test_missing_or_foreign_config(small_run):
     (small_run / "config.json").unlink()
     with pytest.raises(runs.RunError, match="config.json is missing"):
-        runs.load_model(small_run)
-    info = runs.run_info(small_run)
+        checkpoints.load_model(small_run)
+    info = runs_folder.run_info(small_run)
     assert info.error and "config.json" in info.error
     (small_run / "config.json").write_text('{"size": 28}')  # some other tool's format
     with pytest.raises(runs.RunError, match="not a run config"):
@@ -138,7 +140,7 @@ def test_older_and_newer_format_runs(small_run):
     config = json.loads((small_run / "config.json").read_text())
     config.pop("format_version")  # runs written before the field existed still load
     (small_run / "config.json").write_text(json.dumps(config))
-    assert runs.load_model(small_run) is not None
+    assert checkpoints.load_model(small_run) is not None
     config["format_version"] = runs.FORMAT_VERSION + 1
     (small_run / "config.json").write_text(json.dumps(config))
     with pytest.raises(runs.RunError, match="newer version"):
@@ -169,7 +171,7 @@ def test_malicious_checkpoint_is_refused_and_its_code_never_runs(small_run, tmp_
     torch.save({"model": evil}, small_run / "last.pt")
     for name in ("best", "last"):
         with pytest.raises(runs.RunError, match="could run code"):
-            runs.load_model(small_run, name)
+            checkpoints.load_model(small_run, name)
     assert not marker.exists()
 
 
@@ -183,16 +185,16 @@ def test_names_and_ids_cannot_escape_the_runs_folder(tmp_path, data_root):
     (runs_dir / "link").symlink_to(outside)
     for bad in ("../precious", str(outside), "link", "..", ""):
         with pytest.raises(runs.RunError):
-            runs.delete_run(runs_dir, bad)
+            runs_folder.delete_run(runs_dir, bad)
     assert outside.is_dir()
-    runs.delete_run(runs_dir, run_dir.name)
+    runs_folder.delete_run(runs_dir, run_dir.name)
     assert not run_dir.exists()
 
 
 def test_a_running_run_cannot_be_deleted(small_run):
     runs.set_status(small_run, "running")  # this very process: alive
     with pytest.raises(runs.RunError, match="still training"):
-        runs.delete_run(small_run.parent, small_run.name)
+        runs_folder.delete_run(small_run.parent, small_run.name)
 
 
 # ---- faults --------------------------------------------------------------------------------------
@@ -234,7 +236,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     status = runs.read_status(run_dir)
     assert status["state"] == "interrupted" and "resume" in status["error"]
     assert [r["epoch"] for r in runs.read_metrics(run_dir)] == [1]
-    assert runs.load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    assert checkpoints.load_checkpoint(run_dir / "last.pt")["epoch"] == 1
     done = subprocess.run([sys.executable, "-m", "core.train", "--resume", str(run_dir)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -245,20 +247,20 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
 def test_disk_full_fails_the_run_and_keeps_earlier_epochs(tmp_path, data_root, monkeypatch):
     run_dir = prepare_run(TrainConfig(size=28, epochs=3, batch_size=64, data_root=str(data_root),
                                       runs_dir=str(tmp_path), device="cpu"))
-    real = runs.save_checkpoint
+    real = checkpoints.save_checkpoint
 
     def full_after_epoch_one(path, state):
         if state.get("epoch", 0) >= 2:
             raise OSError(28, "No space left on device")
         real(path, state)
-    monkeypatch.setattr(runs, "save_checkpoint", full_after_epoch_one)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", full_after_epoch_one)
     with pytest.raises(OSError):
         train(run_dir)
     status = runs.read_status(run_dir)
     assert status["state"] == "failed" and "No space left" in status["error"]
-    assert runs.load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    assert checkpoints.load_checkpoint(run_dir / "last.pt")["epoch"] == 1
     assert runs.read_metrics(run_dir)[0]["epoch"] == 1
-    monkeypatch.setattr(runs, "save_checkpoint", real)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", real)
     assert train(run_dir) == "finished"  # space freed: resume finishes it
 
 
@@ -305,16 +307,16 @@ def test_queued_run_whose_process_died_shows_interrupted(small_run):
 def test_any_running_reads_live_states_like_list_runs(small_run):
     """any_running is list_runs' notion of 'running' from the status files alone: a dead trainer is not running."""
     runs_dir = small_run.parent
-    assert not runs.any_running(runs_dir)  # finished
+    assert not runs_folder.any_running(runs_dir)  # finished
     runs.set_status(small_run, "running")  # this very process: alive
-    assert runs.any_running(runs_dir) and [r.state for r in runs.list_runs(runs_dir)] == ["running"]
+    assert runs_folder.any_running(runs_dir) and [r.state for r in runs_folder.list_runs(runs_dir)] == ["running"]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     runs.set_status(small_run, "running")
     status = json.loads((small_run / "status.json").read_text())
     (small_run / "status.json").write_text(json.dumps({**status, "pid": dead.pid}))
-    assert not runs.any_running(runs_dir) and [r.state for r in runs.list_runs(runs_dir)] == ["interrupted"]
-    assert not runs.any_running(runs_dir.parent / "nowhere")
+    assert not runs_folder.any_running(runs_dir) and [r.state for r in runs_folder.list_runs(runs_dir)] == ["interrupted"]
+    assert not runs_folder.any_running(runs_dir.parent / "nowhere")
 
 
 def test_atomic_write_keeps_the_old_file_on_failure_and_shares_like_any_file(tmp_path):
@@ -386,7 +388,7 @@ def test_sigkill_at_any_moment_keeps_each_epoch_once(tmp_path, data_root, event,
                    "--data-root", str(data_root), "--runs-dir", str(runs_dir))
     assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read()
     (run_dir,) = runs_dir.iterdir()
-    last = runs.load_last(run_dir)
+    last = checkpoints.load_last(run_dir)
     epochs = [r["epoch"] for r in runs.read_metrics(run_dir)]
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) <= (last["epoch"] if last else 0)
     assert runs.read_status(run_dir)["state"] == "interrupted"
@@ -394,6 +396,6 @@ def test_sigkill_at_any_moment_keeps_each_epoch_once(tmp_path, data_root, event,
     assert done.wait(timeout=300) == 0, done.stderr.read()
     rows = runs.read_metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert runs.load_last(run_dir)["epoch"] == 3 and runs.read_status(run_dir)["state"] == "finished"
-    assert runs.load_checkpoint(run_dir / "best.pt")["epoch"] == rows[-1]["best_epoch"]
+    assert checkpoints.load_last(run_dir)["epoch"] == 3 and runs.read_status(run_dir)["state"] == "finished"
+    assert checkpoints.load_checkpoint(run_dir / "best.pt")["epoch"] == rows[-1]["best_epoch"]
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]

@@ -15,6 +15,8 @@ import pytest
 
 from core import data as D
 from core import runs
+from core import checkpoints
+from core import runs_folder
 from core import thresholds as T
 from core.config import ConfigError
 from core.train import TrainConfig, prepare_run, train
@@ -53,7 +55,7 @@ def test_delete_refuses_a_downloaded_model_folder_with_a_config(tmp_path, runs_c
     (model / "status.json").write_text(json.dumps({"state": "finished"}))
     (model / "pytorch_model.bin").write_bytes(b"weights")
     with pytest.raises(runs.RunError, match="not created by this tool") as e:
-        runs.delete_run(runs_dir, model.name)
+        runs_folder.delete_run(runs_dir, model.name)
     assert "by hand" in str(e.value)
     assert sorted(p.name for p in model.iterdir()) == ["config.json", "pytorch_model.bin", "status.json"]
 
@@ -65,14 +67,14 @@ def test_delete_refuses_a_forged_or_linked_marker_and_keeps_foreign_files(runs_c
     twin = runs_dir / (run_dir.name[:-4] + "beef")
     shutil.copytree(run_dir, twin)
     with pytest.raises(runs.RunError, match="not created by this tool"):
-        runs.delete_run(runs_dir, twin.name)
+        runs_folder.delete_run(runs_dir, twin.name)
     # A marker that is a symlink proves nothing.
     marker = next(p for p in run_dir.iterdir() if p.name.startswith(".chestmnist"))
     (tmp_path / "elsewhere").write_text(marker.read_text())
     marker.unlink()
     marker.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(runs.RunError, match="not created by this tool"):
-        runs.delete_run(runs_dir, run_dir.name)
+        runs_folder.delete_run(runs_dir, run_dir.name)
     marker.unlink()
     (tmp_path / "elsewhere").rename(marker)
     # A file the user put in the run folder and a symlink inside it survive the delete; the run's files go.
@@ -81,17 +83,17 @@ def test_delete_refuses_a_forged_or_linked_marker_and_keeps_foreign_files(runs_c
     precious.write_text("never touched")
     (run_dir / "best.pt").unlink()
     (run_dir / "best.pt").symlink_to(precious)
-    kept = runs.delete_run(runs_dir, run_dir.name)
+    kept = runs_folder.delete_run(runs_dir, run_dir.name)
     assert sorted(kept) == ["best.pt", "my-notes.txt"]
     assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "my-notes.txt"]
     assert precious.read_text() == "never touched"
-    assert run_dir.name not in [r.id for r in runs.list_runs(runs_dir)]
+    assert run_dir.name not in [r.id for r in runs_folder.list_runs(runs_dir)]
 
 
 def test_delete_removes_a_whole_run_it_created(runs_copy):
     run_dir = runs_copy[64]
     (run_dir / ".last.pt.0123456789abcdef0123456789abcdef.tmp").write_bytes(b"half")  # a killed write
-    assert runs.delete_run(run_dir.parent, run_dir.name) == []
+    assert runs_folder.delete_run(run_dir.parent, run_dir.name) == []
     assert not run_dir.exists()
 
 
@@ -212,7 +214,7 @@ def test_a_reused_pid_does_not_keep_a_dead_run_running(runs_copy):
         (run_dir / "status.json").write_text(json.dumps({**status, "pid": stranger.pid, "started": None}))
         assert train(run_dir) == "finished"  # resume works
         (run_dir / "status.json").write_text(json.dumps({**status, "pid": stranger.pid, "started": None}))
-        assert runs.delete_run(run_dir.parent, run_dir.name) == []  # and so does delete
+        assert runs_folder.delete_run(run_dir.parent, run_dir.name) == []  # and so does delete
     finally:
         stranger.kill()
         stranger.wait()
@@ -228,7 +230,7 @@ def test_a_live_trainer_holding_the_lock_reads_running(runs_copy):
         assert holder.stdout.readline().strip() == "ok"
         assert runs.read_status(run_dir)["state"] == "running"
         with pytest.raises(runs.RunError, match="still training"):
-            runs.delete_run(run_dir.parent, run_dir.name)
+            runs_folder.delete_run(run_dir.parent, run_dir.name)
     finally:
         holder.kill()
         holder.wait()
@@ -240,20 +242,20 @@ def test_a_live_trainer_holding_the_lock_reads_running(runs_copy):
 def test_check_runs_dir_accepts_runs_folders_only(tmp_path, runs_copy):
     for bad in ("/", "/etc", "/proc", "/usr/lib", "/etc/new-runs"):
         with pytest.raises(runs.RunError, match="system folder"):
-            runs.check_runs_dir(bad)
+            runs_folder.check_runs_dir(bad)
     (tmp_path / "file").write_text("x")
     with pytest.raises(runs.RunError, match="is a file"):
-        runs.check_runs_dir(tmp_path / "file")
+        runs_folder.check_runs_dir(tmp_path / "file")
     home = tmp_path / "home"
     (home / "Documents").mkdir(parents=True)
     (home / "thesis.tex").write_text("x")
     with pytest.raises(runs.RunError, match=r"not runs \(Documents, thesis.tex\)"):
-        runs.check_runs_dir(home)
-    assert runs.check_runs_dir(tmp_path / "new" / "runs") == (tmp_path / "new" / "runs").resolve()
+        runs_folder.check_runs_dir(home)
+    assert runs_folder.check_runs_dir(tmp_path / "new" / "runs") == (tmp_path / "new" / "runs").resolve()
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / ".gitkeep").touch()
-    assert runs.check_runs_dir(tmp_path / "empty") == (tmp_path / "empty").resolve()
-    assert runs.check_runs_dir(runs_copy[28].parent) == runs_copy[28].parent.resolve()
+    assert runs_folder.check_runs_dir(tmp_path / "empty") == (tmp_path / "empty").resolve()
+    assert runs_folder.check_runs_dir(runs_copy[28].parent) == runs_copy[28].parent.resolve()
 
 
 # ---- the rest of the message list ------------------------------------------------------------------
@@ -264,9 +266,9 @@ def test_a_last_checkpoint_of_another_architecture_is_a_message(runs_copy):
     from core.models import build_model
 
     run28 = runs_copy[28]
-    state = runs.load_checkpoint(run28 / "last.pt")
+    state = checkpoints.load_checkpoint(run28 / "last.pt")
     other = build_model("seed-cnn", 28)
-    runs.save_last(run28, {**state, "model": other.state_dict(),
+    checkpoints.save_last(run28, {**state, "model": other.state_dict(),
                            "optimizer": torch.optim.Adam(other.parameters()).state_dict()})
     runs.set_status(run28, "stopped")
     p = cli("core.train", "--resume", str(run28))
@@ -293,7 +295,7 @@ def test_config_and_metrics_of_the_wrong_types(runs_copy):
     metrics.write_text(metrics.read_text() + json.dumps({"epoch": "3", "val_auc": 0.5}) + "\n"
                        + json.dumps({"epoch": 4, "val_auc": "high"}) + "\n")
     assert [r["epoch"] for r in runs.read_metrics(run_dir)] == [1, 2]
-    assert runs.run_info(run_dir).best_val_auc is not None
+    assert runs_folder.run_info(run_dir).best_val_auc is not None
 
 
 def test_export_csv_to_a_file_or_read_only_folder_and_no_rewrite(runs_copy, tmp_path):

@@ -13,6 +13,7 @@ import torch
 
 from core import data as D
 from core import runs
+from core import checkpoints
 from core.config import ConfigError, TrainConfig
 from core.estimate import Estimate, estimate, format_seconds
 from core.launch import launch
@@ -52,7 +53,7 @@ def test_run_folder_is_complete_and_readable(finished_runs):
     assert len(row["val_auc_per_class"]) == 14
     scores, labels = runs.load_scores(run_dir, "test")
     assert scores.shape == labels.shape == (96, 14) and 0 <= scores.min() and scores.max() <= 1
-    model = runs.load_model(run_dir)
+    model = checkpoints.load_model(run_dir)
     assert not model.training
 
 
@@ -73,8 +74,8 @@ def test_resume_equals_uninterrupted(tmp_path, data_root):
     for ra, rb in zip(a, b):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-6)
         assert ra["val_auc"] == pytest.approx(rb["val_auc"], abs=1e-6)
-    wa = runs.load_checkpoint(straight / "last.pt")["model"]
-    wb = runs.load_checkpoint(interrupted / "last.pt")["model"]
+    wa = checkpoints.load_checkpoint(straight / "last.pt")["model"]
+    wb = checkpoints.load_checkpoint(interrupted / "last.pt")["model"]
     assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
 
 
@@ -102,7 +103,7 @@ def test_best_checkpoint_is_the_selected_epoch(finished_runs):
     run_dir = finished_runs[64]
     rows = runs.read_metrics(run_dir)
     best_epoch = max(rows, key=lambda r: r["val_auc"])["epoch"]
-    assert runs.load_checkpoint(run_dir / "best.pt")["epoch"] == best_epoch
+    assert checkpoints.load_checkpoint(run_dir / "best.pt")["epoch"] == best_epoch
 
 
 def test_subset_uses_that_many_training_images(tmp_path, data_root):

@@ -14,7 +14,8 @@ import torch
 from core import data as D
 from core import runs
 from core.config import ConfigError
-from core.summary import data_provenance, measure_inference
+from core.evaluate import measure_inference
+from core.summary import data_provenance
 from core.study.common import COST_KEYS, STUDY_VERSION, TEST_KEYS, VAL_KEYS, StudyError, log
 from core.study.figures import draw_figures
 from core.study.markdown import markdown, observations
