@@ -1,6 +1,6 @@
 """A run's checkpoints as torch objects: save them atomically, load them safely, rebuild the model.
 
-Where they are is core.runs' business (checkpoint_path, the best.pt / last.pt names); this module
+Where they are is core.runs' business (checkpoint_path names the best and last checkpoints); this module
 only (de)serialises them, so that reading a run's record needs no torch.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def save_last(run_dir: str | Path, state: dict) -> None:
 
 
 def load_last(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict | None:
-    """The resumable state in last.pt, or None when the run has not finished an epoch."""
+    """The resumable state in the last checkpoint, or None when the run has not finished an epoch."""
     path = runs.checkpoint_path(run_dir, "last")
     return load_checkpoint(path, map_location) if path.exists() else None
 
@@ -58,6 +58,6 @@ def load_model(run_dir: str | Path, which: str = "best", device: str | torch.dev
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as e:
-        raise RunError(f"{runs.checkpoint_path(run_dir, which)} does not match the model in config.json "
+        raise RunError(f"{runs.checkpoint_path(run_dir, which)} does not match the model in {runs.config_path(run_dir)} "
                        f"({train['model']} at {train['size']} px): {str(e)[:200]}") from None
     return model.to(device).eval()

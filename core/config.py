@@ -123,7 +123,7 @@ def config_of(run_dir: str | Path) -> TrainConfig:
             problems.append(f"{f.name} is {value!r}")
         fields[f.name] = value
     if problems:
-        raise runs.RunError(f"{Path(run_dir) / 'config.json'} does not describe a run of this tool: "
+        raise runs.RunError(f"{runs.config_path(run_dir)} does not describe a run of this tool: "
                             + "; ".join(problems) + ". Restore the file, or start a new run.")
     return TrainConfig(**fields)
 
@@ -141,7 +141,7 @@ def data_md5(path: Path) -> str:
 
 
 def check_same_data(run_dir: str | Path, data: D.ChestData) -> None:
-    """RunError when `data` is not the file the run was trained on (its MD5 in config.json; split sizes
+    """RunError when `data` is not the file the run was trained on (the MD5 in its config; split sizes
     for a run recorded without one), saying how to evaluate on other data instead."""
     recorded = runs.read_config(run_dir).get("data") or {}
     md5, n = recorded.get("md5"), recorded.get("n") or {}
@@ -151,13 +151,13 @@ def check_same_data(run_dir: str | Path, data: D.ChestData) -> None:
         was = "/".join(str(n.get(s, "?")) for s in D.SPLITS)
         raise runs.RunError(
             f"{data.path} is not the data run {Path(run_dir).name} was trained on (its MD5 differs from the one in "
-            f"config.json; train/val/test {'/'.join(map(str, found.values()))} images here, {was} then). The run's "
+            f"{runs.config_path(run_dir)}; train/val/test {'/'.join(map(str, found.values()))} images here, {was} then). The run's "
             f"results are kept. Point --data-root at the original file, or evaluate on this data into a new folder: "
             f"python -m core.evaluate {run_dir} --other-data {data.root} --out NEW_DIR")
 
 
 def run_data(run_dir: str | Path, data_root: str | Path | None = None) -> D.ChestData:
-    """The run's data, MD5-checked against config.json.
+    """The run's data, MD5-checked against the run's config.
 
     From `data_root` when given (the data moved there), else from the folder the run recorded, else,
     when its file is gone from there, from CHESTMNIST_ROOT. A found file that differs, or none found,

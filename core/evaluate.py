@@ -99,8 +99,8 @@ def evaluate_other(run_dir: str | Path, other_root: str | Path, out_dir: str | P
     """Score the test split of other data (same size) with the run's best model into `out_dir`.
 
     `out_dir` must be new or empty and outside the run folder: the run's own results are never
-    touched. The run's validation-chosen thresholds are applied. Writes test_scores.npz and
-    test_metrics.json (with which data and run) there; returns the metrics dict.
+    touched. The run's validation-chosen thresholds are applied. Writes the test scores and
+    test metrics files (with which data and run) there, as a run folder holds them; returns the metrics dict.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir).expanduser()
     cfg = config_of(run_dir)

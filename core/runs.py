@@ -365,6 +365,11 @@ def log_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / _LOG
 
 
+def config_path(run_dir: str | Path) -> Path:
+    """The run's config file (see the module docstring); read it with read_config."""
+    return Path(run_dir) / _CONFIG
+
+
 def is_run_dir(path: str | Path) -> bool:
     """Whether `path` holds a run config (a prepared run, not just any folder)."""
     return (Path(path) / _CONFIG).is_file()

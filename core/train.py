@@ -250,7 +250,7 @@ def _resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, d
         optimizer.load_state_dict(ckpt["optimizer"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise runs.RunError(f"{runs.checkpoint_path(run_dir, 'last')} does not fit this run's model and optimizer "
-                            f"(another architecture or size?): {str(e)[:200]}. Delete last.pt to start the run "
+                            f"(another architecture or size?): {str(e)[:200]}. Delete that file to start the run "
                             "again from scratch.") from None
     if main_rank:
         if ckpt.get("row") is not None and ckpt["epoch"] not in {r["epoch"] for r in runs.read_metrics(run_dir)}:
@@ -375,8 +375,8 @@ def _record_epoch(run_dir: Path, cfg: TrainConfig, state: _State, row: dict, mod
     state.done = _rank0s(epoch == cfg.epochs or (cfg.patience > 0 and state.bad_epochs >= cfg.patience), world)
     row.update(best_epoch=state.best_epoch, is_best=improved)
     if main_rank:
-        # last.pt first, with the epoch's row: it is what a resume trusts. A kill before the row or
-        # best.pt is written leaves them one epoch behind, and _resume writes them from last.pt.
+        # The last checkpoint first, with the epoch's row: it is what a resume trusts. A kill before the row or
+        # the best checkpoint is written leaves them one epoch behind, and _resume writes them from it.
         checkpoints.save_last(run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                                  "best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
                                  "done": state.done, "row": metrics.to_jsonable(row)})

@@ -1,8 +1,8 @@
 """Compare's calibration section: reliability diagrams, ECE, Brier and operating points per class.
 
 Not a page (app.py lists the pages). The diagrams are computed from each run's saved test scores
-(core.metrics.calibration); the per-class table reads the figures every run's test_metrics.json
-carries (core.metrics.summarize), with the positives each number rests on beside it.
+(core.metrics.calibration); the per-class table reads the figures every run's test metrics
+carry (core.metrics.summarize), with the positives each number rests on beside it.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from pages import charts
 from pages import compare_data as CD
 from pages.common import page_link, read_runs, run_label, runs_dir, through_app
 
-LOG_TAIL = 200  # lines of train.log shown; the whole file is a download
+LOG_TAIL = 200  # lines of the training log shown; the whole file is a download
 
 
 def pick(infos: list[runs_folder.RunInfo]) -> runs_folder.RunInfo | None:

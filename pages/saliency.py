@@ -253,7 +253,7 @@ image, prob, truth = images[idx], scores[idx], labels[idx]
 present = [CLASS_NAMES[k] for k in np.flatnonzero(truth)]
 st.subheader(f"Test image {idx}")
 st.markdown("**True findings:** " + (", ".join(present) if present else "none (no finding)"))
-ci = _auc_ci(str(info.path), file_mtime(info.path / "test_scores.npz"), labels, scores)[c]
+ci = _auc_ci(str(info.path), file_mtime(runs.scores_path(info.path, "test")), labels, scores)[c]
 if not np.isfinite(ci).all():
     st.warning(f"The test set has no positive (or no negative) for {CLASS_NAMES[c]}: the model's AUC for it is "
                "undefined, so nothing says its maps mean anything.")

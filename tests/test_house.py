@@ -1,0 +1,123 @@
+"""The house rules that keep the code base readable, checked on the code itself (issue "One house").
+
+Each check reads the source, so it fails the moment a change breaks the rule: a run file's name
+spelled outside core/runs.py, an import cycle in core/, a module or function grown past what a
+reader can hold, a benchmark timing its own copy of the training step, or torch creeping into the
+modules the app's first page imports.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import runs
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE = sorted([*ROOT.glob("core/**/*.py"), *ROOT.glob("pages/*.py"), *ROOT.glob("bench/*.py"), ROOT / "app.py"])
+MAX_MODULE_LINES = 520  # "about 500"
+MAX_FUNCTION_LINES = 85  # "about 80"
+
+
+def run_file_names() -> set[str]:
+    """Every file name core.runs writes into a run folder, read from core.runs itself."""
+    names = runs.own_file_names(ROOT / "no-such-run")
+    return {n for n in names if "." in n.strip(".")} | {runs.MARKER}
+
+
+def test_run_file_names_are_spelled_only_in_core_runs():
+    names = run_file_names()
+    assert {"config.json", "metrics.jsonl", "best.pt", "test_scores.npz", ".chestmnist-run"} <= names
+    found = {(str(p.relative_to(ROOT)), n) for p in CODE if p.name != "runs.py" or p.parent.name != "core"
+             for n in names if n in p.read_text()}
+    assert not found, f"run file names outside core/runs.py: {sorted(found)}"
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and isinstance(node.test.left, ast.Name)
+            and node.test.left.id == "__name__")
+
+
+def core_imports(path: Path) -> set[str]:
+    """The core modules `path` imports, at any depth (function-level imports count: they must not hide a
+    cycle). An `if __name__ == "__main__":` block is left out: it runs only when the file is the program
+    (`python -m core.data`), as a module of its own, never when the module is imported."""
+    tree = ast.parse(path.read_text())
+    tree.body = [n for n in tree.body if not _is_main_guard(n)]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "core":
+                out |= {f"core.{a.name}" for a in node.names}
+            elif node.module.startswith("core."):
+                out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("core.")}
+    return out
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def test_core_has_no_import_cycle():
+    graph = {module_name(p): core_imports(p) for p in ROOT.glob("core/**/*.py")}
+    # A package's import of its own submodules is how it is assembled, not a cycle through it.
+    graph = {m: {d for d in deps if d in graph and not d.startswith(m + ".")} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(d):] + [d]) if d in path else d)
+            if d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
+    """The checker itself: two modules importing each other are reported."""
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "a.py").write_text("from core import b\n")
+    (tmp_path / "core" / "b.py").write_text("def f():\n    from core.a import g\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    with pytest.raises(pytest.fail.Exception, match=r"core\.a -> core\.b -> core\.a"):
+        test_core_has_no_import_cycle()
+
+
+@pytest.mark.parametrize("path", [p for p in CODE if p.parent.name in ("core", "study", "pages")],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_and_functions_stay_readable(path):
+    lines = path.read_text().splitlines()
+    assert len(lines) <= MAX_MODULE_LINES, f"{path.name} has {len(lines)} lines; split it by concern"
+    long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse("\n".join(lines)))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines in {path.name}: {long}"
+
+
+@pytest.mark.parametrize("bench", ["pipeline", "compute"])
+def test_benchmarks_time_cores_training_step_not_a_copy(bench):
+    assert "core.step" in core_imports(ROOT / "bench" / f"{bench}.py")
+    tree = ast.parse((ROOT / "bench" / f"{bench}.py").read_text())
+    assert any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "train_step" for n in ast.walk(tree))
+    # A hand-written backward is allowed only in the baseline it names (medmnist's getting-started step).
+    own_steps = [f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and not f.name.startswith("medmnist")
+                 and any(isinstance(c, ast.Call) and getattr(c.func, "attr", None) == "backward" for c in ast.walk(f))]
+    assert not own_steps, f"bench/{bench}.py times its own training step in {own_steps}; call core.step.train_step"
+
+
+def test_the_first_page_imports_no_torch():
+    """What the app imports before its first paint stays light: no torch, no scikit-learn (seconds each)."""
+    code = ("import sys, streamlit; import pages.common, pages.home, core.data, core.runs, core.runs_folder, core.summary; "
+            "heavy = sorted(m for m in ('torch', 'sklearn', 'medmnist') if m in sys.modules); print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
