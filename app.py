@@ -22,9 +22,8 @@ nav = st.navigation([
     st.Page("pages/run.py", title="Run details", icon=":material/description:", url_path="run"),
     st.Page("pages/reports.py", title="Study reports", icon=":material/summarize:", url_path="reports"),
 ])
-# Imported after the navigation is on screen: pages.common imports core (torch, medmnist), seconds on
-# the first request after a start.
-from pages.common import sidebar_settings  # noqa: E402
+from pages.common import sidebar_settings, warm_up  # noqa: E402
 
 sidebar_settings()
 nav.run()
+warm_up()

@@ -19,12 +19,11 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
-import medmnist
 import numpy as np
-import sklearn
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -41,6 +40,7 @@ from core.evaluate import evaluate_run, predict
 from core.models import MODELS, build_model, count_params, flops_per_image
 from core.runs import Progress
 from core.step import grad_scaler, train_step
+
 
 def prepare_run(config: TrainConfig) -> Path:
     """Validate `config`, create its run folder with its config and status 'queued'.
@@ -70,7 +70,7 @@ def _write_new_run(run_dir: Path, config: TrainConfig, data: D.ChestData, device
                  "n": {s: len(data.split(s)) for s in D.SPLITS}},
         "model": {"params": count_params(model), "flops_per_image": flops_per_image(model, config.size)},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-                     "medmnist": medmnist.__version__, "sklearn": sklearn.__version__},
+                     "medmnist": version("medmnist"), "sklearn": version("scikit-learn")},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
                     "amp": precision_name(amp_dtype(config, device)), "channels_last": train_layout(config, device),
                     **({"autotune": training_choice(config, device).describe()} if config.amp == "auto" else {})},

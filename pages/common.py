@@ -5,7 +5,9 @@ so a changed file is re-read and an unchanged one never is.
 """
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -112,6 +114,16 @@ def sidebar_settings() -> None:
             st.query_params[key] = value
         elif value == default and key in st.query_params:
             del st.query_params[key]
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Import the training stack (torch, scikit-learn: seconds on a small machine) in the background,
+    once per server and after the first page is drawn (app.py calls it last), so that the first visit
+    to Train, Compare or Saliency does not wait for it. The first page itself imports none of it."""
+    thread = threading.Thread(target=importlib.import_module, args=("core.train",), name="warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def file_mtime(path: Path) -> float:

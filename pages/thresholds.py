@@ -277,6 +277,10 @@ else:
 # --- save ------------------------------------------------------------------------------------
 tuned_on_test = bool(st.session_state.get("thr_tuned_on_test"))
 chosen_on = "test" if tuned_on_test else "val"
+if tuned_on_test:  # said before the Save button, not after it: the choice is the user's to make knowingly
+    st.warning("Sliders were moved while the test split was shown: saving records them as **chosen on test**, "
+               "and test numbers at these thresholds are then no longer an honest estimate. Apply a preset or "
+               "go **Back to the validation-chosen set** to tune on validation again.")
 left, right = st.columns(2)
 if left.button("Save thresholds to run", key="thr_save", type="primary",
                help=f"Writes your set, {user_path}; the Saliency page uses it. The validation-chosen set stays."):
@@ -293,8 +297,6 @@ if left.button("Save thresholds to run", key="thr_save", type="primary",
 if chosen_path.is_file():
     left.button("Back to the validation-chosen set", key="thr_revert", on_click=_load_set, args=(chosen_path,),
                 help=f"Load {chosen_path.name} into the sliders; your saved file is kept until you save again.")
-if tuned_on_test:
-    st.warning("Sliders were moved while the test split was shown: the file will record them as chosen on test.")
 right.download_button("Download thresholds JSON", key="thr_download", file_name=f"thresholds-{info.id}.json",
                       mime="application/json",
                       data=lambda: _json_bytes(current, method, fallback, chosen_on), on_click="ignore")

@@ -183,6 +183,11 @@ def test_tuning_while_showing_test_is_recorded(open_page, data_root, run28):
     at.toggle(key="thr_on_test").set_value(True).run()
     at.slider(key="thr_2").set_value(0.2).run()
     assert any("chosen on test" in w.value for w in at.warning)
+    # The warning is read before the Save button, not after it.
+    kinds = ["save" if getattr(n, "key", None) == "thr_save" else "test-warning"
+             for n in _walk(at.main) if getattr(n, "key", None) == "thr_save"
+             or (n in at.warning and "chosen on test" in n.value)]
+    assert "test-warning" in kinds and kinds.index("test-warning") < kinds.index("save")
     at.button(key="thr_save").click().run()
     assert json.loads(R.user_thresholds_path(run28).read_text())["split"] == "test"
 
@@ -282,3 +287,11 @@ def test_switching_runs_loads_that_runs_file(open_page, data_root, runs_copy):
     np.testing.assert_array_equal(_sliders(at), np.full(N_CLASSES, 0.65))
     scores, labels = R.load_scores(run64, "val")
     np.testing.assert_array_equal(_table(at)["Precision"], metrics.threshold_metrics(labels, scores, 0.65)["precision"])
+
+
+def _walk(node):
+    """Every element under `node`, in page order."""
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from _walk(child)
+

@@ -343,7 +343,7 @@ def test_atomic_write_keeps_the_old_file_on_failure_and_shares_like_any_file(tmp
 _KILLED_AT = """
 import os, signal, sys
 from pathlib import Path
-from core import runs, train
+from core import checkpoints, runs, train
 event, nth, seen = sys.argv[1], int(sys.argv[2]), [0]
 real_write, real_append = runs.atomic_write, runs.append_jsonl
 
@@ -373,6 +373,7 @@ def append_jsonl(path, row):
         hit()
 
 runs.atomic_write, runs.append_jsonl = atomic_write, append_jsonl
+checkpoints.atomic_write = atomic_write
 sys.exit(train.main(sys.argv[3:]))
 """
 
