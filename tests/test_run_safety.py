@@ -273,7 +273,7 @@ def test_a_last_checkpoint_of_another_architecture_is_a_message(runs_copy):
     runs.set_status(run28, "stopped")
     p = cli("core.train", "--resume", str(run28))
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert "does not fit this run's model" in p.stderr and "Delete last.pt" in p.stderr
+    assert "does not fit this run's model" in p.stderr and str(run28 / "last.pt") in p.stderr and "Delete that file" in p.stderr
 
 
 def test_config_and_metrics_of_the_wrong_types(runs_copy):
