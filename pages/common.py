@@ -118,10 +118,11 @@ def sidebar_settings() -> None:
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> threading.Thread:
-    """Import the training stack (torch, scikit-learn: seconds on a small machine) in the background,
+    """Import the training stack (torch, scikit-learn, matplotlib via the study runner the Train page uses:
+    seconds on a small machine) in the background,
     once per server and after the first page is drawn (app.py calls it last), so that the first visit
     to Train, Compare or Saliency does not wait for it. The first page itself imports none of it."""
-    thread = threading.Thread(target=importlib.import_module, args=("core.train",), name="warm-up", daemon=True)
+    thread = threading.Thread(target=importlib.import_module, args=("core.study.runner",), name="warm-up", daemon=True)
     thread.start()
     return thread
 

@@ -8,19 +8,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import altair as alt
-import numpy as np
-import pandas as pd
 import streamlit as st
-from PIL import Image
 
-from core import data as D
-from core import runs
-from core import runs_folder
-from core.importer import ImportReport, import_folder
-from core.summary import official_split_sizes, run_data_label
-from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_metrics, runs_dir,
-                          set_data_root, through_app)
+from pages.common import through_app
+
+through_app()
+# The heading first: what is imported below (pandas and altair, also behind the importer) takes about a
+# second at the first request after a start on a small machine, and this is the page a start opens.
+st.title("Data & runs")
+
+import altair as alt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from core import data as D  # noqa: E402
+from core import runs  # noqa: E402
+from core import runs_folder  # noqa: E402
+from core.importer import ImportReport, import_folder  # noqa: E402
+from core.summary import official_split_sizes, run_data_label  # noqa: E402
+from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_metrics,  # noqa: E402
+                          runs_dir, set_data_root)
 
 TILE = 96  # px of one montage tile
 PER_CLASS = 3  # positive images shown per finding
@@ -308,8 +316,6 @@ def runs_section(where: Path) -> None:
                 st.rerun()
 
 
-through_app()
-st.title("Data & runs")
 _notice()
 root = data_root()
 data_section(root)

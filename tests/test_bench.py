@@ -328,7 +328,8 @@ def test_bench_app_paint_figures(tmp_path):
     pytest.importorskip("playwright")
     figs = app_speed.paint_figures(tmp_path)
     _sane(figs, ["app_speed.bare_first_paint_s", "app_speed.first_paint_s", "app_speed.train_first_visit_s",
-                 "app_speed.train_usable_s", "app_speed.train_estimate_shown_s"])
+                 "app_speed.train_usable_s", "app_speed.train_estimate_shown_s", "app_speed.page_img_s",
+                 "app_speed.cli_img_s", "app_speed.train_visit_after_reading_s"])
     assert figs["app_speed.train_estimate_shown_s"] >= figs["app_speed.train_usable_s"] >= figs[
         "app_speed.train_first_visit_s"]
 
