@@ -74,10 +74,11 @@ def _weighted_maps(model, x, cls, layer, size: int, mean_weights: bool) -> np.nd
     return F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
-def pointing(name: str, size: int, n_test: int = 300, setup: tuple[int, int, int] | None = None) -> dict:
+def pointing(name: str, size: int, n_test: int = 300, setup: tuple[int, int, int] | None = None,
+             seed: int = 0) -> dict:
     """Train `name` at `size` on planted lesions; AUC, the declared layer's pointing rate and every
     stage's rates under both weightings. `setup` (train images, epochs, batch) overrides
-    tests.planted_lesions.setup, to try a cheaper training."""
+    tests.planted_lesions.setup, to try a cheaper training; `seed` is the training seed (same data)."""
     from core import saliency as S
     from core.data import to_tensor
     from core.metrics import auc_per_class
@@ -87,7 +88,7 @@ def pointing(name: str, size: int, n_test: int = 300, setup: tuple[int, int, int
     x_train, y_train = PL.lesion_split(n_train, size, seed=0)
     x, y = PL.lesion_split(n_test, size, seed=1)
     t = time.perf_counter()
-    model = PL.train_quick(name, x_train, y_train, epochs=epochs, batch=batch)
+    model = PL.train_quick(name, x_train, y_train, epochs=epochs, batch=batch, seed=seed)
     seconds = time.perf_counter() - t
     auc = float(np.nanmean(auc_per_class(y, PL.predict(model, x))))
     rows, cls = PL.single_finding(y)
@@ -98,7 +99,7 @@ def pointing(name: str, size: int, n_test: int = 300, setup: tuple[int, int, int
         stages[label] = tuple(float(PL.pointing_hits(_weighted_maps(model, xt, cls, layer, size, mean), cls).mean())
                               for mean in (True, False))
     return {"auc": auc, "rate": rate, "n": len(rows), "train_s": seconds, "stages": stages, "model": model,
-            "x": x[rows], "cls": cls, "setup": (n_train, epochs, batch), "layer": _layer_name(model)}
+            "x": x[rows], "cls": cls, "setup": (n_train, epochs, batch), "layer": _layer_name(model), "seed": seed}
 
 
 def _layer_name(model) -> str:
@@ -108,7 +109,7 @@ def _layer_name(model) -> str:
 def summary(name: str, size: int, f: dict) -> str:
     """One line per case, logged as soon as it is measured so that a full run stopped early keeps its figures."""
     n, e, b = f["setup"]
-    return (f"saliency: {name} {size} px ({n} x {e}, batch {b}): pointing {f['rate']:.2f} at {f['layer']} "
+    return (f"saliency: {name} {size} px ({n} x {e}, batch {b}, seed {f['seed']}): pointing {f['rate']:.2f} at {f['layer']} "
             f"({f['n']} images), test AUC {f['auc']:.3f}, {f['train_s']:.0f} s of training")
 
 
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("cases", nargs="+", metavar="MODEL:SIZE", help=f"models among {', '.join(MODELS)}")
     p.add_argument("--setup", default=None, metavar="IMAGES,EPOCHS,BATCH",
                    help="train with this instead of tests.planted_lesions.setup (to try a cheaper one)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the maps (training always uses 1)")
     args = p.parse_args(argv)
     cases = [c.rpartition(":") for c in args.cases]
@@ -260,9 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     setup = tuple(int(v) for v in args.setup.split(",")) if args.setup else None
     torch.set_num_threads(args.threads)
     for name, _, size in cases:
-        f = pointing(name, int(size), setup=setup)
+        f = pointing(name, int(size), setup=setup, seed=args.seed)
         print(summary(name, int(size), f), file=sys.stderr, flush=True)
-        print(json.dumps({"model": name, "size": int(size), "setup": f["setup"], "layer": f["layer"], "rate": f["rate"],
+        print(json.dumps({"model": name, "size": int(size), "setup": f["setup"], "seed": args.seed, "layer": f["layer"], "rate": f["rate"],
                           "auc": f["auc"], "n": f["n"], "train_s": round(f["train_s"], 1), "stages": f["stages"]}),
               flush=True)
     return 0
