@@ -109,8 +109,8 @@ def _layer_name(model) -> str:
 def summary(name: str, size: int, f: dict) -> str:
     """One line per case, logged as soon as it is measured so that a full run stopped early keeps its figures."""
     n, e, b = f["setup"]
-    return (f"saliency: {name} {size} px ({n} x {e}, batch {b}, seed {f['seed']}): pointing {f['rate']:.2f} at {f['layer']} "
-            f"({f['n']} images), test AUC {f['auc']:.3f}, {f['train_s']:.0f} s of training")
+    return (f"saliency: {name} {size} px ({n} x {e}, batch {b}, seed {f['seed']}): pointing {f['rate']:.2f} at "
+            f"{f['layer']} ({f['n']} images), test AUC {f['auc']:.3f}, {f['train_s']:.0f} s of training")
 
 
 def bench_grad_cam(size: int, mode: Mode) -> dict:
@@ -239,13 +239,14 @@ def run(ctx: Context) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.saliency MODEL:SIZE [...]`: the full run's pointing game for chosen cases only, one
-    JSON line each (the full run trains every model at every size, hours on a 2-core machine)."""
+    JSON line each (the full run trains every model at every size; docs/saliency.md gives its cost)."""
     import argparse
     import json
     import sys
 
     import torch
 
+    from core.data import SIZES
     from core.models import MODELS
 
     p = argparse.ArgumentParser(prog="python -m bench.saliency", description=main.__doc__.split("\n")[0])
@@ -256,17 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads for the maps (training always uses 1)")
     args = p.parse_args(argv)
     cases = [c.rpartition(":") for c in args.cases]
-    bad = [n + s + z for n, s, z in cases if n not in MODELS or z not in ("28", "64", "128", "224")]
+    bad = [n + s + z for n, s, z in cases if n not in MODELS or z not in map(str, SIZES)]
     if bad:
-        p.error(f"bad case(s) {', '.join(bad)}: write MODEL:SIZE, MODEL among {', '.join(MODELS)}, SIZE 28/64/128/224")
-    setup = tuple(int(v) for v in args.setup.split(",")) if args.setup else None
+        p.error(f"bad case(s) {', '.join(bad)}: write MODEL:SIZE, MODEL among {', '.join(MODELS)}, "
+                f"SIZE among {', '.join(map(str, SIZES))}")
+    setup = None
+    if args.setup:
+        parts = args.setup.split(",")
+        if len(parts) != 3 or not all(v.isdigit() and int(v) > 0 for v in parts):
+            p.error(f"--setup {args.setup!r}: write three positive whole numbers, IMAGES,EPOCHS,BATCH (e.g. 600,4,32)")
+        setup = tuple(int(v) for v in parts)
     torch.set_num_threads(args.threads)
     for name, _, size in cases:
         f = pointing(name, int(size), setup=setup, seed=args.seed)
         print(summary(name, int(size), f), file=sys.stderr, flush=True)
-        print(json.dumps({"model": name, "size": int(size), "setup": f["setup"], "seed": args.seed, "layer": f["layer"], "rate": f["rate"],
-                          "auc": f["auc"], "n": f["n"], "train_s": round(f["train_s"], 1), "stages": f["stages"]}),
-              flush=True)
+        keep = {k: f[k] for k in ("setup", "seed", "layer", "rate", "auc", "n", "stages")}
+        print(json.dumps({"model": name, "size": int(size), **keep, "train_s": round(f["train_s"], 1)}), flush=True)
     return 0
 
 

@@ -18,8 +18,11 @@ def test_one_case_gives_the_full_runs_figures(capsys):
     assert "seed-cnn 28 px (400 x 3, batch 64, seed 1): pointing" in err
 
 
-@pytest.mark.parametrize("case", ["seed-cnn:32", "vgg:28", "seed-cnn"])
-def test_bad_case_exits_2_saying_what_to_write(case, capsys):
+@pytest.mark.parametrize("args,hint", [(["seed-cnn:32"], "MODEL:SIZE"), (["vgg:28"], "MODEL:SIZE"),
+                                       (["seed-cnn"], "MODEL:SIZE"),
+                                       (["seed-cnn:28", "--setup", "400,3"], "IMAGES,EPOCHS"),
+                                       (["seed-cnn:28", "--setup", "400,0,64"], "IMAGES,EPOCHS")])
+def test_bad_input_exits_2_saying_what_to_write(args, hint, capsys):
     with pytest.raises(SystemExit) as e:
-        saliency.main([case])
-    assert e.value.code == 2 and "MODEL:SIZE" in capsys.readouterr().err
+        saliency.main(args)
+    assert e.value.code == 2 and hint in capsys.readouterr().err
