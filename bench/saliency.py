@@ -10,6 +10,8 @@
   and deletion/insertion areas against the random order (core.sanity), on the smallest size.
 * Milliseconds: Grad-CAM of one image for one class at each size; Integrated Gradients and
   Occlusion of one image at the largest size.
+
+`python -m bench.saliency MODEL:SIZE [...]` plays the pointing game of chosen cases only.
 """
 from __future__ import annotations
 
