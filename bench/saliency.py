@@ -10,6 +10,8 @@
   and deletion/insertion areas against the random order (core.sanity), on the smallest size.
 * Milliseconds: Grad-CAM of one image for one class at each size; Integrated Gradients and
   Occlusion of one image at the largest size.
+
+`python -m bench.saliency MODEL:SIZE [...]` plays the pointing game of chosen cases only.
 """
 from __future__ import annotations
 
@@ -74,19 +76,21 @@ def _weighted_maps(model, x, cls, layer, size: int, mean_weights: bool) -> np.nd
     return F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
-def pointing(name: str, size: int, n_test: int = 300) -> dict:
+def pointing(name: str, size: int, n_test: int = 300, setup: tuple[int, int, int] | None = None,
+             seed: int = 0) -> dict:
     """Train `name` at `size` on planted lesions; AUC, the declared layer's pointing rate and every
-    stage's rates under both weightings."""
+    stage's rates under both weightings. `setup` (train images, epochs, batch) overrides
+    tests.planted_lesions.setup, to try a cheaper training; `seed` is the training seed (same data)."""
     from core import saliency as S
     from core.batching import to_tensor
     from core.metrics import auc_per_class
     from tests import planted_lesions as PL
 
-    n_train, epochs, batch = PL.setup(name, size)
+    n_train, epochs, batch = setup or PL.setup(name, size)
     x_train, y_train = PL.lesion_split(n_train, size, seed=0)
     x, y = PL.lesion_split(n_test, size, seed=1)
     t = time.perf_counter()
-    model = PL.train_quick(name, x_train, y_train, epochs=epochs, batch=batch)
+    model = PL.train_quick(name, x_train, y_train, epochs=epochs, batch=batch, seed=seed)
     seconds = time.perf_counter() - t
     auc = float(np.nanmean(auc_per_class(y, PL.predict(model, x))))
     rows, cls = PL.single_finding(y)
@@ -97,7 +101,18 @@ def pointing(name: str, size: int, n_test: int = 300) -> dict:
         stages[label] = tuple(float(PL.pointing_hits(_weighted_maps(model, xt, cls, layer, size, mean), cls).mean())
                               for mean in (True, False))
     return {"auc": auc, "rate": rate, "n": len(rows), "train_s": seconds, "stages": stages, "model": model,
-            "x": x[rows], "cls": cls}
+            "x": x[rows], "cls": cls, "setup": (n_train, epochs, batch), "layer": _layer_name(model), "seed": seed}
+
+
+def _layer_name(model) -> str:
+    return next(n for n, m in model.named_modules() if m is model.cam_layer)
+
+
+def summary(name: str, size: int, f: dict) -> str:
+    """One line per case, logged as soon as it is measured so that a full run stopped early keeps its figures."""
+    n, e, b = f["setup"]
+    return (f"saliency: {name} {size} px ({n} x {e}, batch {b}, seed {f['seed']}): pointing {f['rate']:.2f} at "
+            f"{f['layer']} ({f['n']} images), test AUC {f['auc']:.3f}, {f['train_s']:.0f} s of training")
 
 
 def bench_grad_cam(size: int, mode: Mode) -> dict:
@@ -180,6 +195,7 @@ def run(ctx: Context) -> list[Row]:
             ctx.log(f"saliency: pointing game, {name} at {size} px")
             f = pointing(name, size)
             trained[(name, size)] = f
+            ctx.log(summary(name, size, f))
             p = f"saliency.pointing.{name}.{size}"
             note = (f"peak in the lesion's cell (chance 1/16), {f['n']} single-finding test images; test AUC "
                     f"{f['auc']:.3f} (needs > 0.95) after {f['train_s']:.0f} s of training")
@@ -221,3 +237,47 @@ def run(ctx: Context) -> list[Row]:
                         at_most(ms, SLOW_TARGET_MS), f"core.saliency.attribute, 1 image, {torch.get_num_threads()} "
                         f"threads, {DEFAULT_MODEL} at {big} px"))
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.saliency MODEL:SIZE [...]`: the full run's pointing game for chosen cases only, one
+    JSON line each (the full run trains every model at every size; docs/saliency.md gives its cost)."""
+    import argparse
+    import json
+    import sys
+
+    import torch
+
+    from core.data import SIZES
+    from core.models import MODELS
+
+    p = argparse.ArgumentParser(prog="python -m bench.saliency", description=main.__doc__.split("\n")[0])
+    p.add_argument("cases", nargs="+", metavar="MODEL:SIZE", help=f"models among {', '.join(MODELS)}")
+    p.add_argument("--setup", default=None, metavar="IMAGES,EPOCHS,BATCH",
+                   help="train with this instead of tests.planted_lesions.setup (to try a cheaper one)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the maps (training always uses 1)")
+    args = p.parse_args(argv)
+    cases = [c.rpartition(":") for c in args.cases]
+    bad = [n + s + z for n, s, z in cases if n not in MODELS or z not in map(str, SIZES)]
+    if bad:
+        p.error(f"bad case(s) {', '.join(bad)}: write MODEL:SIZE, MODEL among {', '.join(MODELS)}, "
+                f"SIZE among {', '.join(map(str, SIZES))}")
+    setup = None
+    if args.setup:
+        parts = args.setup.split(",")
+        if len(parts) != 3 or not all(v.isdigit() and int(v) > 0 for v in parts):
+            p.error(f"--setup {args.setup!r}: write three positive whole numbers, IMAGES,EPOCHS,BATCH (e.g. 600,4,32)")
+        setup = tuple(int(v) for v in parts)
+    torch.set_num_threads(args.threads)
+    for name, _, size in cases:
+        f = pointing(name, int(size), setup=setup, seed=args.seed)
+        print(summary(name, int(size), f), file=sys.stderr, flush=True)
+        keep = {k: f[k] for k in ("setup", "seed", "layer", "rate", "auc", "n", "stages")}
+        print(json.dumps({"model": name, "size": int(size), **keep, "train_s": round(f["train_s"], 1)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

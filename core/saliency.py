@@ -42,8 +42,10 @@ __all__ = ["SaliencyError", "METHODS", "METHOD_LABELS", "grad_cam", "grad_cam_al
 # Colour maps offered by the app; any matplotlib colormap name works in `overlay`.
 COLORMAPS: tuple[str, ...] = ("jet", "inferno", "viridis", "magma", "turbo", "hot")
 METHODS: tuple[str, ...] = ("grad-cam", "integrated-gradients", "occlusion", "guided-grad-cam")
-METHOD_LABELS: dict[str, str] = {"grad-cam": "Grad-CAM", "integrated-gradients": "Integrated Gradients",
-                                 "occlusion": "Occlusion", "guided-grad-cam": "Guided Grad-CAM"}
+# "grad-cam" is the element-wise (HiResCAM) weighting, not the classic channel-mean one: the label says so.
+METHOD_LABELS: dict[str, str] = {"grad-cam": "Grad-CAM (HiResCAM weighting)",
+                                 "integrated-gradients": "Integrated Gradients", "occlusion": "Occlusion",
+                                 "guided-grad-cam": "Guided Grad-CAM"}
 IG_STEPS = 50
 
 _LOCK = threading.RLock()

@@ -217,7 +217,10 @@ top = st.columns([1, 1, 1, 1])
 c = top[0].selectbox("Finding", range(N_CLASSES), key="sal_class", format_func=lambda i: CLASS_NAMES[i],
                      help="Used to filter images and for the map.")
 method = top[1].selectbox("Method", S.METHODS, key="sal_method", format_func=S.METHOD_LABELS.get,
-                          help="Grad-CAM is instant; the others take up to a few seconds per map at 224 px.")
+                          help="Grad-CAM here weights each activation by its own gradient (HiResCAM, Draelos & "
+                               "Carin 2020), not by its channel's mean gradient as classic Grad-CAM does; it is "
+                               "instant. Guided Grad-CAM is captum's (classic weights times guided backpropagation). "
+                               "The others take up to a few seconds per map at 224 px.")
 mode = top[2].radio("Browse test images by", MODES, key="sal_mode", horizontal=True)
 if mode == "Index":
     if "sal_index" not in st.session_state:  # open on an image with something to show, not image 0

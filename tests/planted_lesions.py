@@ -93,7 +93,8 @@ def pointing_hits(maps: np.ndarray, classes: np.ndarray) -> np.ndarray:
 # stride it costs about 8x res-cnn's CPU time per image), so they get less. docs/saliency.md has the figures.
 SETUP = {28: (800, 6, 64), 64: (1600, 8, 64), 128: (1600, 10, 64), 224: (1600, 10, 64)}
 LESS = {("resnet18", 28): (400, 4, 32), ("resnet18", 64): (800, 6, 32), ("resnet18", 128): (800, 6, 32),
-        ("resnet18", 224): (800, 6, 32), ("resnet50", 64): (800, 6, 32), ("resnet50", 128): (800, 6, 32)}
+        ("resnet18", 224): (800, 6, 32), ("resnet50", 64): (800, 6, 32), ("resnet50", 128): (800, 6, 32),
+        ("resnet50", 224): (800, 6, 32)}
 
 
 def setup(name: str, size: int) -> tuple[int, int, int]:

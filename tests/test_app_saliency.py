@@ -113,8 +113,12 @@ def test_opacity_and_colour_map_redraw_without_recomputing_grad_cam(open_page, d
     first = len(calls)
     assert first >= 1
 
+    label = S.METHOD_LABELS["grad-cam"]  # the element-wise weighting, and the page says so where it is picked
+    picker = at.selectbox(key="sal_method")
+    assert "HiResCAM" in label and label in picker.options and "HiResCAM" in picker.help
+
     def overlay():
-        return next(img for caption, img in _images(at, media) if caption.startswith("Grad-CAM"))
+        return next(img for caption, img in _images(at, media) if caption.startswith(label))
     before = overlay()
     at.slider(key="sal_alpha").set_value(0.8).run()
     at.selectbox(key="sal_cmap").set_value("viridis").run()
