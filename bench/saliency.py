@@ -7,7 +7,8 @@
   Reported for the declared `cam_layer` (the figure with the target) and, as the evidence behind
   that choice, for every stage output with both Grad-CAM weightings (channel-mean and element-wise).
 * Per method: cascading parameter randomisation (mean Spearman rho after every layer is random)
-  and deletion/insertion areas against the random order (core.sanity), on the smallest size.
+  and deletion/insertion areas against the random order (core.sanity), on the default model at
+  every size trained.
 * Milliseconds: Grad-CAM of one image for one class at each size; Integrated Gradients and
   Occlusion of one image at the largest size.
 
@@ -177,11 +178,45 @@ def _ms(fn, repeats: int) -> float:
     return median(times) * 1e3
 
 
+def checks(f: dict, k: int) -> dict:
+    """Per method: Spearman rho with the trained maps after each cascading randomisation step, and the
+    deletion/insertion areas with their random-order baselines, on the first `k` single-finding test
+    images of a pointing() result. {method: {"rho": [...], "deletion": a, "random_deletion": b, ...}}."""
+    from core import saliency as S
+    from core import sanity as Q
+
+    images, cls = f["x"][:k], f["cls"][:k]
+    out = {}
+    for method in S.METHODS:
+        rho = Q.randomisation(f["model"], images, cls, method).mean()
+        fa = Q.faithfulness(f["model"], images, cls, S.attribute(f["model"], images, cls, method))
+        out[method] = {"rho": [round(float(v), 3) for v in rho], "images": len(cls),
+                       **{c: round(float(fa.auc(c).mean()), 3)
+                          for c in ("deletion", "random_deletion", "insertion", "random_insertion")}}
+    return out
+
+
+def check_rows(name: str, size: int, f: dict, k: int) -> list[Row]:
+    rows = []
+    for method, c in checks(f, k).items():
+        p = f"saliency.{method}.{size}"
+        rho = c["rho"]
+        rows.append(Row(p + ".randomised_rho", rho[-1], "rho", rho[0], None, "", None,
+                        f"Spearman rho with the trained maps once every layer is random (baseline: after the head "
+                        f"only); cascade {', '.join(f'{v:.2f}' for v in rho)}; {name} {size} px, {c['images']} images"))
+        for curve in ("deletion", "insertion"):
+            a, base = c[curve], c["random_" + curve]
+            good = a < base if curve == "deletion" else a > base
+            rows.append(Row(p + f".{curve}_auc", a, "area", base, None,
+                            "< random" if curve == "deletion" else "> random", good,
+                            f"area under the {curve} curve (probability over share of pixels); baseline: random order"))
+    return rows
+
+
 def run(ctx: Context) -> list[Row]:
     import torch
 
     from core import saliency as S
-    from core import sanity as Q
     from core.models import DEFAULT_MODEL, MODELS, build_model
 
     mode, rows = ctx.mode, []
@@ -204,26 +239,11 @@ def run(ctx: Context) -> list[Row]:
             stage_note = "; ".join(f"{k}: {a:.2f} / {b:.2f}" for k, (a, b) in f["stages"].items())
             rows.append(Row(p + ".stages", None, "", note="channel-mean / element-wise weights: " + stage_note))
 
-    name0, size0 = DEFAULT_MODEL, min(sizes)
-    f = trained[(name0, size0)]
-    k = min(8 if mode.name == "tiny" else 16, len(f["cls"]))
-    images, cls = f["x"][:k], f["cls"][:k]
-    for method in S.METHODS:
-        ctx.log(f"saliency: randomisation and deletion/insertion, {method}")
-        r = Q.randomisation(f["model"], images, cls, method)
-        maps = S.attribute(f["model"], images, cls, method)
-        fa = Q.faithfulness(f["model"], images, cls, maps)
-        p = f"saliency.{method}"
-        rho = r.mean()
-        rows.append(Row(p + ".randomised_rho", float(rho[-1]), "rho", float(rho[0]), None, "", None,
-                        f"Spearman rho with the trained maps once every layer is random (baseline: after the head "
-                        f"only); cascade {', '.join(f'{v:.2f}' for v in rho)}; {name0} {size0} px, {k} images"))
-        for curve in ("deletion", "insertion"):
-            a, base = float(fa.auc(curve).mean()), float(fa.auc("random_" + curve).mean())
-            good = a < base if curve == "deletion" else a > base
-            rows.append(Row(p + f".{curve}_auc", a, "area", base, None,
-                            "< random" if curve == "deletion" else "> random", good,
-                            f"area under the {curve} curve (probability over share of pixels); baseline: random order"))
+    # The checks per method on the default model at every size trained (full mode: all four).
+    k = 8 if mode.name == "tiny" else 16
+    for size in sizes:
+        ctx.log(f"saliency: randomisation and deletion/insertion per method, {DEFAULT_MODEL} at {size} px")
+        rows += check_rows(DEFAULT_MODEL, size, trained[(DEFAULT_MODEL, size)], k)
 
     for size in mode.cam_sizes:
         ctx.log(f"saliency: Grad-CAM timing at {size} px")
@@ -257,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="train with this instead of tests.planted_lesions.setup (to try a cheaper one)")
     p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the maps (training always uses 1)")
+    p.add_argument("--checks", type=int, default=0, metavar="K",
+                   help="also run each method's randomisation and deletion/insertion checks on K test images")
     args = p.parse_args(argv)
     cases = [c.rpartition(":") for c in args.cases]
     bad = [n + s + z for n, s, z in cases if n not in MODELS or z not in map(str, SIZES)]
@@ -274,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         f = pointing(name, int(size), setup=setup, seed=args.seed)
         print(summary(name, int(size), f), file=sys.stderr, flush=True)
         keep = {k: f[k] for k in ("setup", "seed", "layer", "rate", "auc", "n", "stages")}
-        print(json.dumps({"model": name, "size": int(size), **keep, "train_s": round(f["train_s"], 1)}), flush=True)
+        extra = {"checks": checks(f, args.checks)} if args.checks else {}
+        print(json.dumps({"model": name, "size": int(size), **keep, "train_s": round(f["train_s"], 1), **extra}),
+              flush=True)
     return 0
 
 

@@ -18,6 +18,16 @@ def test_one_case_gives_the_full_runs_figures(capsys):
     assert "seed-cnn 28 px (400 x 3, batch 64, seed 1): pointing" in err
 
 
+def test_checks_per_method_at_a_case(capsys):
+    """--checks K adds each method's randomisation cascade and deletion/insertion areas with their baselines."""
+    assert saliency.main(["res-cnn:28", "--setup", "400,3,64", "--checks", "4"]) == 0
+    f = json.loads(capsys.readouterr()[0])
+    assert set(f["checks"]) == {"grad-cam", "integrated-gradients", "occlusion", "guided-grad-cam"}
+    for c in f["checks"].values():
+        assert c["images"] == 4 and len(c["rho"]) >= 2 and all(-1 <= r <= 1 for r in c["rho"])
+        assert all(0 <= c[k] <= 1 for k in ("deletion", "random_deletion", "insertion", "random_insertion"))
+
+
 @pytest.mark.parametrize("args,hint", [(["seed-cnn:32"], "MODEL:SIZE"), (["vgg:28"], "MODEL:SIZE"),
                                        (["seed-cnn"], "MODEL:SIZE"),
                                        (["seed-cnn:28", "--setup", "400,3"], "IMAGES,EPOCHS"),
