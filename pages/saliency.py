@@ -279,7 +279,7 @@ try:
     if own_cam[1]:
         view[1].warning(f"Empty map: no pixel raised {CLASS_NAMES[c]}; there is nothing here to read.")
     f = _curves(str(info.path), file_mtime(runs.checkpoint_path(info.path, "best")), image, c, _map_of(info, image, c, method))
-    view[0].altair_chart(_curve_chart(f, "This image: deletion and insertion"), width="stretch")
+    view[0].altair_chart(_curve_chart(f, "Deletion / insertion"), width="stretch")
 except (RunError, ValueError) as e:
     view[1].error(f"No map for this run: {e}")
 view[2].altair_chart(_probability_chart(prob, thr, truth, c), width="stretch")
