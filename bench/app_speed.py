@@ -87,7 +87,7 @@ def _heading(page, name: str, timeout_s: float) -> None:
     page.get_by_role("heading", name=name, exact=True).wait_for(timeout=timeout_s * 1000)
 
 
-def paint_figures(workdir: Path, repo: Path = REPO, timeout_s: float = 120) -> dict:
+def paint_figures(workdir: Path, repo: Path = REPO, timeout_s: float = 120, read_s: float = READ_S) -> dict:
     """First paint of the app and of a bare Streamlit app, and the Train page's first visit, in seconds
     from the request (a fresh server each). Figures dict."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -139,14 +139,14 @@ def paint_figures(workdir: Path, repo: Path = REPO, timeout_s: float = 120) -> d
                 _stop(proc)
             if out["app_speed.page_img_s"] is not None:  # the CLI's estimate of the same recipe, right after
                 out["app_speed.cli_img_s"] = cli_images_per_s(repo, env)
-            # A reader: the home page is read for READ_S before Train is clicked, on a fresh server again.
+            # A reader: the home page is read for `read_s` before Train is clicked, on a fresh server again.
             # app.py warms the training stack up in the background once the first page is drawn.
             proc, url = _serve("app.py", repo, env)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 page.goto(url)
                 _heading(page, "Data & runs", timeout_s)
-                page.wait_for_timeout(READ_S * 1000)
+                page.wait_for_timeout(read_s * 1000)
                 t = time.perf_counter()
                 page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Train", exact=True).click()
                 _heading(page, "Train", timeout_s)
