@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import Context, Row, at_most
@@ -87,6 +88,25 @@ def _heading(page, name: str, timeout_s: float) -> None:
     page.get_by_role("heading", name=name, exact=True).wait_for(timeout=timeout_s * 1000)
 
 
+@contextmanager
+def _served(browser, script: str, cwd: Path, env: dict, **page_kw):
+    """(a new browser page, the URL of a fresh server for `script`), the server stopped afterwards."""
+    proc, url = _serve(script, cwd, env)
+    try:
+        yield browser.new_page(**page_kw), url
+    finally:
+        _stop(proc)
+
+
+def _open_train(page, timeout_s: float) -> float:
+    """Click Train in the navigation; seconds until its heading and recipe are on screen."""
+    t = time.perf_counter()
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Train", exact=True).click()
+    _heading(page, "Train", timeout_s)
+    page.get_by_label("Epochs", exact=True).wait_for(timeout=timeout_s * 1000)
+    return time.perf_counter() - t
+
+
 def paint_figures(workdir: Path, repo: Path = REPO, timeout_s: float = 120, read_s: float = READ_S) -> dict:
     """First paint of the app and of a bare Streamlit app, and the Train page's first visit, in seconds
     from the request (a fresh server each). Figures dict."""
@@ -98,32 +118,24 @@ def paint_figures(workdir: Path, repo: Path = REPO, timeout_s: float = 120, read
            "CHESTMNIST_ROOT": "demo"}
     bare = workdir / "bare.py"
     bare.write_text("import streamlit as st\nst.title('Bare')\n")
+    wide = {"viewport": {"width": 1400, "height": 900}}
     out = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or shutil.which("chromium-browser"),
                                     headless=True, args=CHROMIUM_ARGS)
         try:
-            proc, url = _serve(str(bare), workdir, env)
-            try:
-                page = browser.new_page()
+            with _served(browser, str(bare), workdir, env) as (page, url):
                 t = time.perf_counter()
                 page.goto(url)
                 _heading(page, "Bare", timeout_s)
                 out["app_speed.bare_first_paint_s"] = time.perf_counter() - t
-            finally:
-                _stop(proc)
-            proc, url = _serve("app.py", repo, env)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
+            with _served(browser, "app.py", repo, env, **wide) as (page, url):
                 t = time.perf_counter()
                 page.goto(url)
                 _heading(page, "Data & runs", timeout_s)
                 out["app_speed.first_paint_s"] = time.perf_counter() - t
                 t = time.perf_counter()
-                page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Train", exact=True).click()
-                _heading(page, "Train", timeout_s)
-                page.get_by_label("Epochs", exact=True).wait_for(timeout=timeout_s * 1000)
-                out["app_speed.train_first_visit_s"] = time.perf_counter() - t
+                out["app_speed.train_first_visit_s"] = _open_train(page, timeout_s)
                 # Usable: the Train button, drawn under the estimate (before it was measured in the background,
                 # the page stopped above it until the speed was measured).
                 page.get_by_role("button", name="Train", exact=True).wait_for(timeout=timeout_s * 1000)
@@ -135,29 +147,18 @@ def paint_figures(workdir: Path, repo: Path = REPO, timeout_s: float = 120, read
                     out["app_speed.page_img_s"] = float(metric.inner_text().split("images/s", 1)[1].replace(",", ""))
                 except PlaywrightTimeout:  # the other figures stand; these are missing from the table
                     out["app_speed.train_estimate_shown_s"] = out["app_speed.page_img_s"] = None
-            finally:
-                _stop(proc)
             if out["app_speed.page_img_s"] is not None:  # the CLI's estimate of the same recipe, right after
                 out["app_speed.cli_img_s"] = cli_images_per_s(repo, env)
             # A reader: the home page is read for `read_s` before Train is clicked, on a fresh server again.
             # app.py warms the training stack up in the background once the first page is drawn.
-            proc, url = _serve("app.py", repo, env)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
+            with _served(browser, "app.py", repo, env, **wide) as (page, url):
                 page.goto(url)
                 _heading(page, "Data & runs", timeout_s)
                 page.wait_for_timeout(read_s * 1000)
-                t = time.perf_counter()
-                page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Train", exact=True).click()
-                _heading(page, "Train", timeout_s)
-                page.get_by_label("Epochs", exact=True).wait_for(timeout=timeout_s * 1000)
-                out["app_speed.train_visit_after_reading_s"] = time.perf_counter() - t
-            finally:
-                _stop(proc)
+                out["app_speed.train_visit_after_reading_s"] = _open_train(page, timeout_s)
         finally:
             browser.close()
     return out
-
 
 def run(ctx: Context) -> list[Row]:
     rows = []

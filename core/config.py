@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core import data as D
-from core import runs
-from core import runs_folder
+from core import runs, runs_folder
 from core.models import DEFAULT_MODEL, MODELS
 
 SELECT_BY = {"val_auc": 1, "val_loss": -1, "val_acc": 1}  # +1: higher is better

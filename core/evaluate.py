@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core import autotune
-from core import batching
+from core import autotune, batching
 from core import data as D
 from core import metrics, runs, thresholds
 from core.config import check_same_data, config_of, run_data

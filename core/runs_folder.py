@@ -73,13 +73,17 @@ def run_info(run_dir: str | Path) -> RunInfo:
                    error=error)
 
 
+def _is_run_folder(path: Path) -> bool:
+    """A real folder (not a symlink) holding a run's config or status: what listing shows and a runs folder may hold."""
+    return path.is_dir() and not path.is_symlink() and runs.holds_run_files(path)
+
+
 def _run_dirs(runs_dir: str | Path | None) -> list[Path]:
     """Every run folder (one holding a run's config or status) in `runs_dir`."""
     runs_dir = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
     if not runs_dir.is_dir():
         return []
-    return [d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink()
-            and runs.holds_run_files(d)]
+    return [d for d in runs_dir.iterdir() if _is_run_folder(d)]
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
@@ -143,8 +147,7 @@ def check_runs_dir(path: str | Path) -> Path:
         entries = list(path.iterdir())
     except OSError as e:
         raise RunError(f"The runs folder {path} cannot be read ({e.strerror}); choose another folder.") from None
-    foreign = sorted(e.name for e in entries if not e.name.startswith(".")
-                     and not (e.is_dir() and not e.is_symlink() and runs.holds_run_files(e)))
+    foreign = sorted(e.name for e in entries if not e.name.startswith(".") and not _is_run_folder(e))
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise RunError(f"{path} holds things that are not runs ({shown}), so it is not used as a runs folder. "

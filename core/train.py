@@ -30,8 +30,7 @@ from torch import nn
 
 from core import batching
 from core import data as D
-from core import metrics, runs
-from core import checkpoints
+from core import checkpoints, metrics, runs
 from core.config import (AMP_HELP, SELECT_BY, ConfigError, TrainConfig, check_selectable, check_subset, config_of,
                          data_md5, run_data)
 from core.device import amp_dtype, describe_devices, precision_name, resolve_device, train_layout, training_choice

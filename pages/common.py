@@ -13,8 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import data as D
-from core import runs, settings
-from core import runs_folder
+from core import runs, runs_folder, settings
 
 
 # The metrics of a run in the run tables (Data & runs, Train): 4 decimals, short headers, full names as help.
@@ -118,10 +117,10 @@ def sidebar_settings() -> None:
 
 @st.cache_resource(show_spinner=False)
 def warm_up() -> threading.Thread:
-    """Import the training stack (torch, scikit-learn, matplotlib via the study runner the Train page uses:
-    seconds on a small machine) in the background,
-    once per server and after the first page is drawn (app.py calls it last), so that the first visit
-    to Train, Compare or Saliency does not wait for it. The first page itself imports none of it."""
+    """Import the training stack in the background, once per server and after the first page is drawn
+    (app.py calls it last): torch, scikit-learn and matplotlib, through the study runner the Train page
+    imports, take seconds on a small machine, and a first visit to Train, Compare or Saliency then finds
+    them loaded. The first page itself imports none of them."""
     thread = threading.Thread(target=importlib.import_module, args=("core.study.runner",), name="warm-up", daemon=True)
     thread.start()
     return thread

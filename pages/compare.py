@@ -13,8 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core import data as D
-from core import runs
-from core import runs_folder
+from core import runs, runs_folder
 from core.evaluate import measure_inference
 from core.summary import run_data_label
 from pages import charts

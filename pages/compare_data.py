@@ -16,8 +16,7 @@ import streamlit as st
 
 from core import data as D
 from core import metrics as M
-from core import runs
-from core import runs_folder
+from core import runs, runs_folder
 from core.study.recipe import recipe_settings
 from core.summary import summarize
 from pages.common import file_mtime, load_scores

@@ -10,8 +10,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core import runs
-from core import runs_folder
+from core import runs, runs_folder
 from core.summary import run_data_label
 from pages import charts
 from pages import compare_data as CD

@@ -16,8 +16,7 @@ import pandas as pd
 import streamlit as st
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from core import metrics, runs
-from core import runs_folder
+from core import metrics, runs, runs_folder
 from core import thresholds as T
 from core.data import CLASS_NAMES, N_CLASSES
 from core.runs import RunError

@@ -14,8 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from core import data as D
-from core import runs
-from core import runs_folder
+from core import runs, runs_folder
 from core import config as C
 from core import estimate as E
 from core import launch as L

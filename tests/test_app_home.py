@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from core import data as D
-from core import runs, settings
-from core import runs_folder
+from core import runs, runs_folder, settings
 from tests.synthetic import write_planted
 
 

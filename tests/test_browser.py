@@ -87,8 +87,7 @@ def server(tmp_path):
             time.sleep(0.3)
         yield url, runs_dir, data_root
     finally:
-        from core import runs
-        from core import runs_folder
+        from core import runs, runs_folder
 
         if runs_dir.is_dir():
             for r in runs_folder.list_runs(runs_dir):

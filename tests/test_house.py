@@ -73,8 +73,8 @@ def test_core_has_no_import_cycle():
     def visit(m: str, path: list[str]) -> None:
         state[m] = 1
         for d in sorted(graph[m]):
-            if state.get(d) == 1:
-                pytest.fail("import cycle: " + " -> ".join(path[path.index(d):] + [d]) if d in path else d)
+            if state.get(d) == 1:  # d is on the path being walked: the path from d back to d is a cycle
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(d):] + [d]))
             if d not in state:
                 visit(d, path + [d])
         state[m] = 2

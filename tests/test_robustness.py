@@ -18,9 +18,7 @@ import pytest
 import torch
 
 from core import data as D
-from core import runs, thresholds
-from core import checkpoints
-from core import runs_folder
+from core import checkpoints, runs, runs_folder, thresholds
 from core.train import TrainConfig, prepare_run, train
 from tests.synthetic import planted_split, write_planted
 

@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 
 from core import data as D
-from core import runs
-from core import checkpoints
-from core import runs_folder
+from core import checkpoints, runs, runs_folder
 from core import thresholds as T
 from core.config import ConfigError
 from core.train import TrainConfig, prepare_run, train

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from core import data as D
-from core import runs
-from core import checkpoints
+from core import checkpoints, runs
 from core.config import ConfigError, TrainConfig
 from core.estimate import Estimate, estimate, format_seconds
 from core.launch import launch
