@@ -14,9 +14,10 @@ import numpy as np
 
 from core import data as D
 from core import runs, runs_folder
-from core.models import DEFAULT_MODEL, MODELS
+from core.models import BUILDABLE, DEFAULT_MODEL
 
 SELECT_BY = {"val_auc": 1, "val_loss": -1, "val_acc": 1}  # +1: higher is better
+SCHEDULES = ("constant", "cosine")
 AMP_HELP = ("auto (the fastest of fp32 and the precisions the GPU or CPU has natively, measured once per machine "
             "with the layout; see core/autotune.py), off, bf16, fp16")
 
@@ -31,6 +32,8 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
+    weight_decay: float = 0.0  # decoupled (AdamW) when > 0; 0 = the study's plain Adam
+    schedule: str = "constant"  # or "cosine": lr decays to 0 over the epochs
     pos_weight_clip: float = 10.0  # 0 = plain BCE
     threshold: float = 0.3  # the study's global threshold, for per-epoch F1
     model: str = DEFAULT_MODEL
@@ -61,12 +64,16 @@ class TrainConfig:
             problems.append(f"--batch-size {self.batch_size} must be at least 1")
         if not 0 < self.lr <= 1:
             problems.append(f"--lr {self.lr} must be in (0, 1]")
+        if not 0 <= self.weight_decay < 10:
+            problems.append(f"--weight-decay {self.weight_decay} must be in [0, 10)")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"--schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
         if self.pos_weight_clip < 0:
             problems.append(f"--pos-weight-clip {self.pos_weight_clip} must be >= 0 (0 turns pos_weight off)")
         if not 0 < self.threshold < 1:
             problems.append(f"--threshold {self.threshold} must be between 0 and 1")
-        if self.model not in MODELS:
-            problems.append(f"--model {self.model!r} is unknown (choose {', '.join(MODELS)})")
+        if self.model not in BUILDABLE:
+            problems.append(f"--model {self.model!r} is unknown (choose {', '.join(BUILDABLE)})")
         if self.select_by not in SELECT_BY:
             problems.append(f"--select-by {self.select_by!r} must be one of {', '.join(SELECT_BY)}")
         if self.patience < 0:

@@ -17,7 +17,7 @@ from core import data as D
 from core.config import TrainConfig, check_subset
 from core.device import amp_dtype, resolve_device, train_layout
 from core.models import build_model
-from core.step import grad_scaler, train_step
+from core.step import build_optimizer, grad_scaler, train_step
 
 
 # Validation (fp32, batch norm folded) scores an image in about this fraction of a training step's
@@ -98,7 +98,7 @@ def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None
     channels_last = train_layout(config, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = build_optimizer(model.parameters(), config.lr, config.weight_decay)
     bs = min(config.batch_size, max_batch or config.batch_size)
     images = np.random.default_rng(0).integers(0, 256, (bs, config.size, config.size), dtype=np.uint8)
     y = torch.zeros(bs, D.N_CLASSES, device=device)

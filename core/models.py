@@ -98,10 +98,10 @@ class ResCNN(nn.Module):
     """
 
     def __init__(self, size: int, n_classes: int = N_CLASSES, widths: tuple[int, ...] = (24, 48, 96, 192),
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, extra_stem_steps: int = 0):
         super().__init__()
         # Each stem step is one strided conv, so the full-resolution layers stay cheap.
-        n_steps = int(math.log2(stem_stride(size)))
+        n_steps = int(math.log2(stem_stride(size))) + extra_stem_steps
         stem_widths = [widths[0]] if n_steps == 0 else [widths[0] // 2] * (n_steps - 1) + [widths[0]]
         stem: list[nn.Module] = []
         cin = 1
@@ -194,14 +194,25 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {"res-cnn": ResCNN, "seed-cnn": 
                                                  "resnet18": functools.partial(ResNet, depth=18),
                                                  "resnet50": functools.partial(ResNet, depth=50)}
 DEFAULT_MODEL = "res-cnn"
+# res-cnn with one thing changed, for the selection study (docs/selection.md). They train, load and
+# report by name like MODELS, but the app offers MODELS only: they are questions, not choices.
+VARIANTS: dict[str, Callable[[int], nn.Module]] = {
+    "res-cnn-narrow": functools.partial(ResCNN, widths=(12, 24, 48, 96)),
+    "res-cnn-wide": functools.partial(ResCNN, widths=(32, 64, 128, 256)),
+    "res-cnn-3stage": functools.partial(ResCNN, widths=(24, 48, 96)),
+    "res-cnn-fast-stem": functools.partial(ResCNN, extra_stem_steps=1),
+    "res-cnn-drop0": functools.partial(ResCNN, dropout=0.0),
+    "res-cnn-drop0.5": functools.partial(ResCNN, dropout=0.5),
+}
+BUILDABLE = MODELS | VARIANTS
 
 
 def build_model(name: str, size: int) -> nn.Module:
-    """A fresh model `name` (a key of MODELS) for `size` px input."""
+    """A fresh model `name` (a key of MODELS or VARIANTS) for `size` px input."""
     check_size(size)
-    if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(MODELS)}.")
-    return MODELS[name](size)
+    if name not in BUILDABLE:
+        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(BUILDABLE)}.")
+    return BUILDABLE[name](size)
 
 
 def count_params(model: nn.Module) -> int:

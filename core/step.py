@@ -1,14 +1,37 @@
-"""One training step: forward under autocast, loss in fp32, backward, optimizer update.
+"""One training step: forward under autocast, loss in fp32, backward, optimizer update; and the
+optimizer and learning rate it updates with.
 
 The training loop (core.train), the speed measurement (core.estimate) and the benchmarks
 (bench/) all call `train_step`, so what is timed is what trains.
 """
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
+
+
+def build_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The study's Adam; AdamW (decoupled decay) when `weight_decay` > 0, since Adam's L2 penalty is
+    rescaled per weight by the gradient statistics and decays rarely-updated weights least."""
+    if weight_decay > 0:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr)
+
+
+def epoch_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of `epoch` (1-based) of `epochs`: `lr` throughout ("constant"), or a
+    half-cosine from `lr` in the first epoch towards 0 after the last ("cosine").
+
+    A function of the epoch alone, so a resumed run sets the same rate without a scheduler's state.
+    """
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
 def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:

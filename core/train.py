@@ -31,14 +31,14 @@ from torch import nn
 from core import batching
 from core import data as D
 from core import checkpoints, metrics, runs
-from core.config import (AMP_HELP, SELECT_BY, ConfigError, TrainConfig, check_selectable, check_subset, config_of,
+from core.config import (AMP_HELP, SCHEDULES, SELECT_BY, ConfigError, TrainConfig, check_selectable, check_subset, config_of,
                          data_md5, run_data)
 from core.device import amp_dtype, describe_devices, precision_name, resolve_device, train_layout, training_choice
 from core.estimate import estimate, format_seconds
 from core.evaluate import evaluate_run, predict
-from core.models import MODELS, build_model, count_params, flops_per_image
+from core.models import MODELS, VARIANTS, build_model, count_params, flops_per_image
 from core.runs import Progress
-from core.step import grad_scaler, train_step
+from core.step import build_optimizer, epoch_lr, grad_scaler, train_step
 
 
 def prepare_run(config: TrainConfig) -> Path:
@@ -228,7 +228,7 @@ def _build(cfg: TrainConfig, device: torch.device, pw: torch.Tensor | None,
     model = build_model(cfg.model, cfg.size).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = build_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     return model, optimizer, nn.BCEWithLogitsLoss(pos_weight=None if pw is None else pw.to(device))
 
 
@@ -306,6 +306,8 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
         if state.done:
             break
         t0 = time.time()
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(cfg.lr, cfg.schedule, epoch, cfg.epochs)
         torch.manual_seed(_epoch_seed(cfg.seed, epoch) + rank)
         aug_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) * 31 + rank)
         net.train()
@@ -393,9 +395,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, default=None, help="seeded random subset of train (val/test stay whole)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="> 0 trains with AdamW's decoupled decay")
+    p.add_argument("--schedule", default=d.schedule, help=f"learning rate over the epochs: {', '.join(SCHEDULES)}")
     p.add_argument("--pos-weight-clip", type=float, default=d.pos_weight_clip, help="0 = no pos_weight")
     p.add_argument("--threshold", type=float, default=d.threshold, help="global threshold for per-epoch F1")
-    p.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)}; study variants: {', '.join(VARIANTS)}")
     p.add_argument("--select-by", default=d.select_by, help=f"one of {', '.join(SELECT_BY)}")
     p.add_argument("--patience", type=int, default=d.patience, help="0 = no early stopping")
     p.add_argument("--augment", action="store_true", help="small random shifts/rotations (no flips)")

@@ -8,7 +8,7 @@ import time
 
 from core import data as D
 from core import runs
-from core.config import AMP_HELP, ConfigError, TrainConfig
+from core.config import AMP_HELP, SCHEDULES, ConfigError, TrainConfig
 from core.estimate import format_seconds
 from core.study.common import StudyError, StudyStopped, log
 from core.study.report import build_report, finished_runs, rebuild_report
@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, default=None, help="seeded random subset of train (val/test stay whole)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="> 0 trains with AdamW's decoupled decay")
+    p.add_argument("--schedule", default=d.schedule, help=f"learning rate over the epochs: {', '.join(SCHEDULES)}")
     p.add_argument("--patience", type=int, default=d.patience, help="0 = no early stopping")
     p.add_argument("--augment", action="store_true")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps")
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                       else rebuild_report(args.out, args.device))
         else:
             base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, model=args.model,
+                               weight_decay=args.weight_decay, schedule=args.schedule,
                                patience=args.patience, subset=args.subset, augment=args.augment, device=args.device,
                                amp=args.amp, channels_last=args.channels_last,
                                **({"data_root": args.data_root} if args.data_root else {}),

@@ -53,7 +53,7 @@ def _intro(summary: dict) -> list[str]:
     L += [f"{len(summary['runs'])} runs: sizes {', '.join(map(str, sizes))} px, seed(s) "
           f"{', '.join(map(str, summary['seeds']))}; generated {time.strftime('%Y-%m-%d %H:%M', time.localtime(summary['created']))}"
           + (f" by `{' '.join(summary['command'])}`." if summary.get("command") else "."), ""]
-    knobs = ", ".join(f"{k} {recipe.get(k)}" for k in ("model", "epochs", "batch_size", "lr", "pos_weight_clip",
+    knobs = ", ".join(f"{k} {recipe.get(k)}" for k in ("model", "epochs", "batch_size", "lr", "weight_decay", "schedule", "pos_weight_clip",
                                                       "threshold", "select_by", "patience", "subset", "augment"))
     L += ["**Recipe** (the same for every size" + (", of the most common candidate" if several_candidates(summary)
                                                      else "") + f"): {knobs}.", ""]

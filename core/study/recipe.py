@@ -19,8 +19,13 @@ def slug(text: str, limit: int = 60) -> str:
 
 
 def recipe_settings(train: dict) -> dict:
-    """A run's train settings without size, seed and execution details: what a study's runs share."""
-    return {k: v for k, v in train.items() if k not in EXECUTION_FIELDS}
+    """A run's train settings without size, seed and execution details: what a study's runs share.
+
+    A setting the run's config lacks (recorded before the setting existed) is its default, which is
+    what the run trained with; so old and new runs of one recipe group together.
+    """
+    added = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    return {k: v for k, v in (added | train).items() if k not in EXECUTION_FIELDS}
 
 
 def recipe_of(config: TrainConfig) -> dict:
