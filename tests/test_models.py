@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.models import MODELS, build_model, count_params, describe, flops_per_image, fold_batchnorm
+from core.models import MODELS, VARIANTS, build_model, count_params, describe, flops_per_image, fold_batchnorm
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -24,6 +24,28 @@ def test_default_model_cost_grows_slower_than_pixels():
     assert flops[224] <= 4 * flops[64]  # pixels grow 12x
     # Global pooling: the parameter count does not depend on the input size.
     assert abs(describe("res-cnn", 224)["params"] - describe("res-cnn", 64)["params"]) < 0.01 * describe("res-cnn", 64)["params"]
+
+
+@pytest.mark.parametrize("size", [28, 64])
+def test_study_variants_change_one_thing_of_res_cnn(size):
+    base = describe("res-cnn", size)
+    cost = {name: describe(name, size) for name in VARIANTS}
+    for name, c in cost.items():  # every variant trains like a model: 14 logits, a Grad-CAM layer
+        model = build_model(name, size).eval()
+        with torch.no_grad():
+            assert model(torch.zeros(2, 1, size, size)).shape == (2, 14) and model.cam_layer is model.stages[0]
+    # Half the widths: about a quarter of the FLOPs; one stage fewer: fewer parameters; one more
+    # strided stem step: the stages see a quarter of the pixels, with the same parameters.
+    assert 0.2 * base["flops"] < cost["res-cnn-narrow"]["flops"] < 0.3 * base["flops"]
+    assert cost["res-cnn-wide"]["flops"] > 1.5 * base["flops"]
+    assert cost["res-cnn-3stage"]["params"] < 0.3 * base["params"]
+    assert cost["res-cnn-fast-stem"]["flops"] < 0.3 * base["flops"]
+    assert abs(cost["res-cnn-fast-stem"]["params"] - base["params"]) < 0.01 * base["params"]
+    assert cost["res-cnn-drop0"] == cost["res-cnn-drop0.5"] == base
+    drops = {name: [m.p for m in build_model(name, size).modules() if isinstance(m, torch.nn.Dropout)]
+             for name in ("res-cnn", "res-cnn-drop0", "res-cnn-drop0.5")}
+    assert drops == {"res-cnn": [0.2], "res-cnn-drop0": [0.0], "res-cnn-drop0.5": [0.5]}
+    assert not set(VARIANTS) & set(MODELS)  # the app offers MODELS only
 
 
 def test_seed_cnn_head_grows_with_resolution_as_in_the_study():

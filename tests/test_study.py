@@ -333,6 +333,17 @@ def test_candidates_are_named_by_how_their_recipe_differs():
     assert [r["candidate"] for r in records] == ["res-cnn", "res-cnn", "seed-cnn", "res-cnn batch_size=128"]
 
 
+def test_runs_recorded_before_a_setting_existed_group_with_its_default():
+    old = {"model": "res-cnn", "epochs": 15, "batch_size": 32, "lr": 0.001}  # no weight_decay, no schedule
+    records = [{"train_config": dict(old)} for _ in range(2)] + [
+        {"train_config": {**old, "weight_decay": 0.0, "schedule": "constant"}},
+        {"train_config": {**old, "weight_decay": 0.5, "schedule": "constant"}},
+        {"train_config": {**old, "schedule": "cosine"}}]
+    label_candidates(records)
+    assert [r["candidate"] for r in records] == ["res-cnn", "res-cnn", "res-cnn", "res-cnn weight_decay=0.5",
+                                                 "res-cnn schedule=cosine"]
+
+
 def test_cli_builds_one_report_from_several_run_folders(study, tmp_path, capsys):
     report, _, _ = study
     run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))

@@ -16,6 +16,7 @@ from core import checkpoints, runs
 from core.config import ConfigError, TrainConfig
 from core.estimate import Estimate, estimate, format_seconds
 from core.launch import launch
+from core.step import build_optimizer, epoch_lr
 from core.train import prepare_run, train
 from tests.synthetic import write_planted
 
@@ -57,9 +58,12 @@ def test_run_folder_is_complete_and_readable(finished_runs):
 
 
 def test_resume_equals_uninterrupted(tmp_path, data_root):
-    straight = prepare_run(_config(data_root, tmp_path / "a", augment=True))
+    # With a cosine schedule and AdamW: the rate is a function of the epoch and the decay lives in the
+    # optimizer state, so a resume must pick both up exactly where the stop left them.
+    recipe = dict(augment=True, schedule="cosine", weight_decay=0.1)
+    straight = prepare_run(_config(data_root, tmp_path / "a", **recipe))
     train(straight)
-    interrupted = prepare_run(_config(data_root, tmp_path / "b", augment=True))
+    interrupted = prepare_run(_config(data_root, tmp_path / "b", **recipe))
     calls = []
 
     def stop_in_epoch_two() -> bool:
@@ -70,6 +74,7 @@ def test_resume_equals_uninterrupted(tmp_path, data_root):
     assert train(interrupted) == "finished"
     a, b = runs.read_metrics(straight), runs.read_metrics(interrupted)
     assert [r["epoch"] for r in b] == [1, 2, 3]
+    assert [r["lr"] for r in b] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])  # 1e-3 * (1 + cos(pi * (e - 1) / 3)) / 2
     for ra, rb in zip(a, b):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-6)
         assert ra["val_auc"] == pytest.approx(rb["val_auc"], abs=1e-6)
@@ -113,7 +118,8 @@ def test_subset_uses_that_many_training_images(tmp_path, data_root):
 
 @pytest.mark.parametrize("kw, flag", [(dict(size=100), "--size"), (dict(epochs=-1), "--epochs"), (dict(lr=0), "--lr"),
                                       (dict(batch_size=0), "--batch-size"), (dict(model="x"), "--model"),
-                                      (dict(select_by="f1"), "--select-by"), (dict(pos_weight_clip=-1), "--pos-weight-clip")])
+                                      (dict(select_by="f1"), "--select-by"), (dict(pos_weight_clip=-1), "--pos-weight-clip"),
+                                      (dict(schedule="step"), "--schedule"), (dict(weight_decay=-0.1), "--weight-decay")])
 def test_bad_settings_are_rejected_before_a_run_exists(tmp_path, data_root, kw, flag):
     with pytest.raises(ConfigError, match=flag):
         prepare_run(_config(data_root, tmp_path, **kw))
@@ -188,3 +194,22 @@ def test_estimate_within_a_budget_inverts_the_cost_model():
     assert dataclasses.replace(e, n_train=subset).total_seconds == pytest.approx(3600, abs=200 / 10)
     assert dataclasses.replace(e, epochs=epochs).total_seconds <= 3600
     assert dataclasses.replace(e, epochs=epochs + 1).total_seconds > 3600
+
+
+def test_weight_decay_switches_adam_to_decoupled_adamw():
+    w = torch.nn.Parameter(torch.ones(3))
+    plain, decayed = build_optimizer([w], 1e-3), build_optimizer([w], 1e-3, weight_decay=0.5)
+    assert type(plain) is torch.optim.Adam and type(decayed) is torch.optim.AdamW
+    # Decoupled: with a zero gradient, Adam leaves the weight alone while AdamW shrinks it by lr * wd.
+    for opt in (plain, decayed):
+        w.data.fill_(1.0)
+        w.grad = torch.zeros(3)
+        opt.step()
+        shrink = 1 - w.data[0].item()
+        assert shrink == pytest.approx(0 if opt is plain else 1e-3 * 0.5, abs=1e-7)  # float32 weights
+
+
+def test_cosine_schedule_falls_from_lr_towards_zero():
+    rates = [epoch_lr(1e-3, "cosine", e, 4) for e in range(1, 5)]
+    assert rates == pytest.approx([1e-3, 1e-3 * (1 + 2 ** -0.5) / 2, 5e-4, 1e-3 * (1 - 2 ** -0.5) / 2])
+    assert epoch_lr(1e-3, "constant", 4, 4) == 1e-3
