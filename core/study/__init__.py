@@ -22,16 +22,31 @@ From Python (a notebook): `load_study(report_dir)` opens a finished report,
 """
 from __future__ import annotations
 
-from core.study.common import (COST_KEYS, DEFAULT_REPORTS_DIR, FIGURES, STUDY_VERSION, TEST_KEYS, VAL_KEYS, StudyError,
-                               StudyStopped)
-from core.study.cli import main
-from core.study.markdown import observations
-from core.study.reading import StudyReport, list_studies, load_study
-from core.study.recipe import check_sizes, default_name, read_study_file, recipe_of, run_name
-from core.study.report import build_report, rebuild_report
-from core.study.runner import run_study
-from core.study.tables import format_tables
+import importlib
 
-__all__ = ["COST_KEYS", "DEFAULT_REPORTS_DIR", "FIGURES", "STUDY_VERSION", "TEST_KEYS", "VAL_KEYS", "StudyError", "StudyStopped",
-           "StudyReport", "build_report", "check_sizes", "default_name", "format_tables", "list_studies", "load_study", "main",
-           "observations", "read_study_file", "rebuild_report", "recipe_of", "run_name", "run_study"]
+# Each public name and the part that defines it, imported on first use (PEP 562): importing one part
+# (the Train page's core.study.recipe) then loads only that part, not the report's matplotlib and
+# scikit-learn, which take seconds to import.
+_PARTS = {
+    "common": ("COST_KEYS", "DEFAULT_REPORTS_DIR", "FIGURES", "STUDY_VERSION", "TEST_KEYS", "VAL_KEYS", "StudyError",
+               "StudyStopped"),
+    "cli": ("main",),
+    "markdown": ("observations",),
+    "reading": ("StudyReport", "list_studies", "load_study"),
+    "recipe": ("check_sizes", "default_name", "read_study_file", "recipe_of", "run_name"),
+    "report": ("build_report", "rebuild_report"),
+    "runner": ("run_study",),
+    "tables": ("format_tables",),
+}
+_PART_OF = {name: part for part, names in _PARTS.items() for name in names}
+__all__ = sorted(_PART_OF)
+
+
+def __getattr__(name: str):
+    if name not in _PART_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_PART_OF[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
