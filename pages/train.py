@@ -5,25 +5,32 @@ closed tabs and even a restart of the app; this page only reads the run folders.
 """
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass
-
-import altair as alt
-import pandas as pd
 import streamlit as st
 
-from core import data as D
-from core import runs, runs_folder
-from core import config as C
-from core import estimate as E
-from core import launch as L
-from core import train as T
-from core.models import DEFAULT_MODEL, MODELS
-from core.study.recipe import slug
-from core.study.runner import plan_runs
-from pages.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs, run_label,
-                          run_metrics, run_url, runs_dir, through_app)
+from pages.common import through_app
+
+through_app()
+# The heading first: the recipe below needs core.config, which imports torch (about a second at the
+# first visit after a start on a small machine). Training itself (core.train, scikit-learn) and the
+# study's planner are imported only when a button asks for them.
+st.title("Train")
+
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import altair as alt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from core import data as D  # noqa: E402
+from core import runs, runs_folder  # noqa: E402
+from core import config as C  # noqa: E402
+from core import estimate as E  # noqa: E402
+from core import launch as L  # noqa: E402
+from core.models import DEFAULT_MODEL, MODELS  # noqa: E402
+from core.study.recipe import slug  # noqa: E402
+from pages.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs,  # noqa: E402
+                          run_label, run_metrics, run_url, runs_dir)
 
 HOUR = 3600
 SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
@@ -34,6 +41,8 @@ LAUNCH_GRACE_S = 30.0
 
 STALE_S = 600.0  # a speed measured longer ago is measured again (the machine's load has moved on)
 LOAD_CHANGE = 0.5  # ... as is one measured at a load average per CPU this far from now's
+# Session state: this session's browser has drawn the estimates once (set by their first run).
+DRAWN = "train_estimates_drawn"
 
 
 @dataclass
@@ -89,7 +98,10 @@ def _measure(key: tuple) -> None:
 def speed(cfg: C.TrainConfig, size: int, n_train: int) -> Reading | None:
     """The latest measurement of `cfg`'s training speed at `size` (a batch never holds more than the
     training images), or None before the first one is ready. Never waits: a missing, stale (older than
-    STALE_S) or off-load (the load per CPU moved by LOAD_CHANGE) reading starts a background measurement.
+    STALE_S) or off-load (the load per CPU moved by LOAD_CHANGE) reading starts a background measurement,
+    once this session's browser has drawn the page (DRAWN): a first visit's browser is still loading the
+    widgets' code then, and a measurement (a few training steps and a trainer process's start) would take
+    the CPU from it. The estimates' next refresh comes from the browser once it has drawn them.
 
     Keyed by what changes speed only: split sizes, subset, epochs, lr, ... are arithmetic on top
     (core.estimate.Estimate), so changing them never measures again.
@@ -100,7 +112,7 @@ def speed(cfg: C.TrainConfig, size: int, n_train: int) -> Reading | None:
         reading = store["readings"].get(key)
         fresh = reading is not None and (time.time() - reading.at < STALE_S
                                           and abs(E.load_per_cpu() - reading.load) < LOAD_CHANGE)
-        if not fresh and key not in store["pending"]:
+        if not fresh and key not in store["pending"] and st.session_state.get(DRAWN):
             store["pending"].add(key)
             threading.Thread(target=_measure, args=(key,), daemon=True, name=f"speed-{size}px").start()
     return reading
@@ -271,6 +283,7 @@ def estimates(cfg: C.TrainConfig, present: list[int]) -> None:
     e = show_estimate(cfg)
     if e is not None and present:
         sweep_total(cfg, present, e)
+    st.session_state[DRAWN] = True
 
 
 def _launched(run_dirs) -> None:
@@ -310,6 +323,8 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
                                  help="One run per size present under the data root, trained one after another "
                                       "in a single background process: the study's resolution sweep.")
     if train_clicked:
+        from core import train as T
+
         try:
             runs_folder.check_runs_dir(cfg.runs_dir)
             run_dir = T.prepare_run(cfg)
@@ -326,6 +341,8 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
 def sweep(cfg: C.TrainConfig, present: list[int]) -> None:
     """The study's plan (core.study.runner.plan_runs) for one seed at every size present: runs of the
     same name and recipe are re-used (finished) or resumed, the others prepared; then one queue."""
+    from core.study.runner import plan_runs
+
     try:
         runs_folder.check_runs_dir(cfg.runs_dir)
         plan = plan_runs(cfg, slug(cfg.name) or "sweep", present, [cfg.seed], previous=None)
@@ -461,8 +478,6 @@ def live(rdir) -> None:
         page_link("pages/compare.py", "Compare runs", icon=":material/monitoring:")
 
 
-through_app()
-st.title("Train")
 root, rdir = data_root(), runs_dir()
 present = D.available_sizes(root) if root.is_dir() else []
 if not present:

@@ -31,16 +31,26 @@ def page(open_page, root, runs_dir, **recipe):
     return at
 
 
+MEASURE_SPEED = E.measure_speed  # the real measurement, for the test that runs it
+
+
 @pytest.fixture(autouse=True)
 def fresh_speeds(monkeypatch):
-    """No speed measured in another test answers here; a trainer's start costs nothing unless a test says so
-    (the arithmetic below is about epochs and scoring; test_start_is_part_of_the_total prices it), and the
-    machine reads as idle (no range) unless a test sets its load."""
+    """No speed measured in another test answers here; the speed is a stand-in 100 images/s and a trainer's
+    start costs nothing unless a test says so (the arithmetic below is about epochs and scoring;
+    test_estimate_uses_the_real_split_sizes measures for real, test_start_is_part_of_the_total prices the
+    start), and the machine reads as idle (no range) unless a test sets its load."""
+    monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (100.0, "cpu"))
     monkeypatch.setattr(E, "start_seconds", lambda: 0.0)
     monkeypatch.setattr(E, "load_per_cpu", lambda: 0.0)  # an idle machine, unless a test says otherwise
     st.cache_resource.clear()
     st.cache_data.clear()
     yield
+    # A measurement this test started ends here, with this test's stand-ins still in place: left running it
+    # would take the CPU from later tests (and start a real trainer process to time its start).
+    for thread in threading.enumerate():
+        if thread.name.startswith("speed-"):
+            thread.join(60)
     st.cache_resource.clear()
     st.cache_data.clear()
 
@@ -77,7 +87,8 @@ def run_dirs_in(runs_dir):
     return sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.exists() else []
 
 
-def test_estimate_uses_the_real_split_sizes(open_page, data_root, tmp_path):
+def test_estimate_uses_the_real_split_sizes(open_page, data_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "measure_speed", MEASURE_SPEED)
     at = estimated(page(open_page, data_root, tmp_path / "runs", **FAST))
     assert not at.exception and not at.error
     metrics = {m.label: m.value for m in at.metric}
@@ -191,14 +202,18 @@ def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_p
 
 
 def test_the_page_never_waits_for_the_speed(open_page, data_root, tmp_path, monkeypatch):
-    release = threading.Event()
+    release, started = threading.Event(), threading.Event()
 
     def slow(config, **kw):
+        started.set()
         release.wait(30)
         return 80.0, "cpu"
     monkeypatch.setattr(E, "measure_speed", slow)
-    at = page(open_page, data_root, tmp_path / "runs", **FAST).run()  # returns while the speed is measured
-    assert not at.exception and measuring(at)
+    at = page(open_page, data_root, tmp_path / "runs", **FAST).run()
+    # The first run draws the page and measures nothing: the CPU is the browser's while it draws.
+    assert not at.exception and measuring(at) and not started.wait(0.5)
+    at.run()  # the estimates' refresh: measuring starts, and the page returns while the speed is measured
+    assert started.wait(30) and not at.exception and measuring(at)
     assert at.number_input(key="train_epochs").value == 1 and at.button(key="train_go")  # the page works meanwhile
     assert not [m for m in at.metric if m.label == "Training images/s"]
     release.set()
