@@ -11,16 +11,20 @@ import pytest
 
 from tests.synthetic import write_planted
 
-@pytest.fixture(autouse=True)
-def _isolated_env(tmp_path_factory, monkeypatch):
+def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test reads the user's ~/.medmnist or saved app settings, or writes into checkpoints/,
-    ~/.cache or ~/.config by accident; each test starts with no settings file."""
+    ~/.cache or ~/.config by accident; each starts with no settings file."""
     monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     # The fixed precision/layout rule instead of timing candidates: tests/test_autotune.py measures.
     monkeypatch.setenv("CHESTMNIST_AUTOTUNE", "off")
     monkeypatch.setenv("CHESTMNIST_SETTINGS", str(tmp_path_factory.mktemp("settings") / "settings.json"))
     monkeypatch.delenv("CHESTMNIST_ROOT", raising=False)
     monkeypatch.delenv("CHESTMNIST_RUNS", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    isolate(monkeypatch, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -39,12 +43,14 @@ def finished_runs(data_root, tmp_path_factory) -> dict[int, Path]:
 
     runs_dir = tmp_path_factory.mktemp("runs")
     out = {}
-    for size in (28, 64):
-        cfg = TrainConfig(size=size, epochs=2, batch_size=64, data_root=str(data_root), runs_dir=str(runs_dir),
-                          device="cpu", name="fixture")
-        run_dir = prepare_run(cfg)
-        assert train(run_dir) == "finished"
-        out[size] = run_dir
+    with pytest.MonkeyPatch.context() as mp:  # set up before any test's own _isolated_env
+        isolate(mp, tmp_path_factory)
+        for size in (28, 64):
+            cfg = TrainConfig(size=size, epochs=2, batch_size=64, data_root=str(data_root), runs_dir=str(runs_dir),
+                              device="cpu", name="fixture")
+            run_dir = prepare_run(cfg)
+            assert train(run_dir) == "finished"
+            out[size] = run_dir
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import torch
 from core import data as D
 from core import checkpoints, runs, runs_folder, thresholds
 from core.train import TrainConfig, prepare_run, train
+from tests.conftest import isolate
 from tests.synthetic import planted_split, write_planted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,11 +95,22 @@ def test_data_root_missing_or_a_file(tmp_path):
 
 # ---- runs: damaged folders and untrusted files --------------------------------------------------
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_root) -> Path:
+    """A finished 1-epoch run, trained once for this file."""
+    with pytest.MonkeyPatch.context() as mp:  # set up before any test's own _isolated_env
+        isolate(mp, tmp_path_factory)
+        run_dir = prepare_run(TrainConfig(size=28, epochs=1, batch_size=64, data_root=str(data_root),
+                                          runs_dir=str(tmp_path_factory.mktemp("runs")), device="cpu"))
+        assert train(run_dir) == "finished"
+    return run_dir
+
+
 @pytest.fixture
-def small_run(tmp_path, data_root) -> Path:
-    run_dir = prepare_run(TrainConfig(size=28, epochs=1, batch_size=64, data_root=str(data_root),
-                                      runs_dir=str(tmp_path / "runs"), device="cpu"))
-    train(run_dir)
+def small_run(trained_run, tmp_path) -> Path:
+    """A private copy of `trained_run` in tmp_path/runs: each test breaks its own."""
+    run_dir = tmp_path / "runs" / trained_run.name
+    shutil.copytree(trained_run, run_dir)
     return run_dir
 
 
