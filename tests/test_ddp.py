@@ -78,11 +78,14 @@ def ddp_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def single_run(ddp_data, tmp_path_factory) -> Path:
     run_dir = prepare_run(_config(ddp_data, tmp_path_factory.mktemp("single")))
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # like the ranks, so only DDP itself differs
     try:
         assert train(run_dir) == "finished"
     finally:
-        torch.set_num_threads(os.cpu_count() or 1)
+        # What it was: more threads than the process may run on (os.cpu_count() under taskset) leave each
+        # parallel op waiting for a time slice per thread, and every later test in this process crawls.
+        torch.set_num_threads(threads)
     return run_dir
 
 
