@@ -326,10 +326,13 @@ def test_bench_app_paint_figures(tmp_path):
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
         pytest.skip("Chromium not installed")
     pytest.importorskip("playwright")
-    figs = app_speed.paint_figures(tmp_path, read_s=0.5)  # the figures, not the warm-up, are what is tested
+    # The figures' plumbing, not the warm-up, is what is tested: the visit after reading opens Train through
+    # the same helper as the first visit, so its own fresh server (the third) is left out.
+    figs = app_speed.paint_figures(tmp_path, read_s=None)
     _sane(figs, ["app_speed.bare_first_paint_s", "app_speed.first_paint_s", "app_speed.train_first_visit_s",
                  "app_speed.train_usable_s", "app_speed.train_estimate_shown_s", "app_speed.page_img_s",
-                 "app_speed.cli_img_s", "app_speed.train_visit_after_reading_s"])
+                 "app_speed.cli_img_s"])
+    assert "app_speed.train_visit_after_reading_s" not in figs
     assert figs["app_speed.train_estimate_shown_s"] >= figs["app_speed.train_usable_s"] >= figs[
         "app_speed.train_first_visit_s"]
 
