@@ -5,11 +5,13 @@ serves every test that only reads it.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 
 from tests.synthetic import write_planted
+
 
 def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test reads the user's ~/.medmnist or saved app settings, or writes into checkpoints/,
@@ -65,6 +67,21 @@ def demo_root() -> Path:
 # --- Streamlit page tests (tests/test_app_*.py) ---------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_component_scan():
+    """Each AppTest scans every installed package's metadata for Streamlit components before its first
+    run: about half a second on a small machine, more than most page runs here. The installed packages
+    do not change during a test session, so the first scan's answer serves every AppTest."""
+    try:
+        from streamlit.components.v2 import manifest_scanner
+    except ImportError:  # a Streamlit without component manifests: nothing is scanned
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(manifest_scanner, "scan_component_manifests", functools.cache(manifest_scanner.scan_component_manifests))
+        yield
 
 
 @pytest.fixture
