@@ -118,9 +118,9 @@ def sidebar_settings() -> None:
 @st.cache_resource(show_spinner=False)
 def warm_up() -> threading.Thread:
     """Import the training stack in the background, once per server and after the first page is drawn
-    (app.py calls it last): torch, scikit-learn and matplotlib, through the study runner the Train page
-    imports, take seconds on a small machine, and a first visit to Train, Compare or Saliency then finds
-    them loaded. The first page itself imports none of them."""
+    (app.py calls it last): torch, scikit-learn and matplotlib, through the study runner (behind the
+    Train page's buttons), take seconds on a small machine, and a first visit to Train, Compare or
+    Saliency then finds them loaded. The first page itself imports none of them."""
     thread = threading.Thread(target=importlib.import_module, args=("core.study.runner",), name="warm-up", daemon=True)
     thread.start()
     return thread
