@@ -115,15 +115,25 @@ def sidebar_settings() -> None:
             del st.query_params[key]
 
 
+WARM_UP = "warm-up"  # the warm-up thread's name
+
+
 @st.cache_resource(show_spinner=False)
 def warm_up() -> threading.Thread:
     """Import the training stack in the background, once per server and after the first page is drawn
     (app.py calls it last): torch, scikit-learn and matplotlib, through the study runner (behind the
     Train page's buttons), take seconds on a small machine, and a first visit to Train, Compare or
     Saliency then finds them loaded. The first page itself imports none of them."""
-    thread = threading.Thread(target=importlib.import_module, args=("core.study.runner",), name="warm-up", daemon=True)
+    thread = threading.Thread(target=importlib.import_module, args=("core.study.runner",), name=WARM_UP, daemon=True)
     thread.start()
     return thread
+
+
+def wait_for_warm_up() -> None:
+    """Return once warm_up's imports are done (at once where none is running: a page run on its own)."""
+    for thread in threading.enumerate():
+        if thread.name == WARM_UP:
+            thread.join()
 
 
 def file_mtime(path: Path) -> float:

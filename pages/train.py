@@ -30,7 +30,7 @@ from core import launch as L  # noqa: E402
 from core.models import DEFAULT_MODEL, MODELS  # noqa: E402
 from core.study.recipe import slug  # noqa: E402
 from pages.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs,  # noqa: E402
-                          run_label, run_metrics, run_url, runs_dir)
+                          run_label, run_metrics, run_url, runs_dir, wait_for_warm_up)
 
 HOUR = 3600
 SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
@@ -81,6 +81,9 @@ def _measure(key: tuple) -> None:
     reading = None
     try:
         with store["one_at_a_time"]:
+            # The warm-up's imports run in this process: measured alongside them, the few timed steps would
+            # read slower than a trainer process will train (a first visit right after the start).
+            wait_for_warm_up()
             load = E.load_per_cpu()
             try:
                 ips, dev = E.measure_speed(C.TrainConfig(size=size, model=model, batch_size=batch_size, device=device,
