@@ -6,6 +6,7 @@ serves every test that only reads it.
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,12 @@ def open_page():
         at.session_state["data_root"] = str(data_root)
         at.session_state["runs_dir"] = str(runs_dir)
         return at
-    return _open
+    yield _open
+    # A speed measurement the Train page started in the background ends with its test, under that test's
+    # stand-ins: left running it takes the CPU from later tests, or still runs torch as the interpreter exits.
+    for thread in threading.enumerate():
+        if thread.name.startswith("speed-"):
+            thread.join(120)
 
 
 @pytest.fixture

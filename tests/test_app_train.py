@@ -45,12 +45,7 @@ def fresh_speeds(monkeypatch):
     monkeypatch.setattr(E, "load_per_cpu", lambda: 0.0)  # an idle machine, unless a test says otherwise
     st.cache_resource.clear()
     st.cache_data.clear()
-    yield
-    # A measurement this test started ends here, with this test's stand-ins still in place: left running it
-    # would take the CPU from later tests (and start a real trainer process to time its start).
-    for thread in threading.enumerate():
-        if thread.name.startswith("speed-"):
-            thread.join(60)
+    yield  # (open_page's teardown, before this one's, waits for any measurement the test started)
     st.cache_resource.clear()
     st.cache_data.clear()
 

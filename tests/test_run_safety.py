@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from core import data as D
+from core import estimate as E
 from core import checkpoints, runs, runs_folder
 from core import thresholds as T
 from core.config import ConfigError
@@ -24,8 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # One intra-op thread, as in the other subprocess tests: where the second core is busy (or the suite
+    # is pinned to one), each parallel op of a second thread waits for a time slice, and a run crawls.
     return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
 def _finished(runs_dir: Path, root: Path, **kw) -> Path:
@@ -342,8 +345,13 @@ def test_the_app_refuses_to_delete_a_folder_it_did_not_create(open_page, data_ro
     assert (model / "config.json").is_file()
 
 
-def test_the_sidebar_says_when_the_runs_folder_is_not_one_and_train_refuses_it(open_page, data_root, tmp_path):
+def test_the_sidebar_says_when_the_runs_folder_is_not_one_and_train_refuses_it(monkeypatch, open_page, data_root,
+                                                                                 tmp_path):
     from streamlit.testing.v1 import AppTest
+
+    # The Train page's rerun measures the training speed in the background: not what is tested here.
+    monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (100.0, "cpu"))
+    monkeypatch.setattr(E, "start_seconds", lambda: 0.0)
 
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     at.session_state["data_root"] = str(data_root)
