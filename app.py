@@ -22,8 +22,9 @@ nav = st.navigation([
     st.Page("pages/run.py", title="Run details", icon=":material/description:", url_path="run"),
     st.Page("pages/reports.py", title="Study reports", icon=":material/summarize:", url_path="reports"),
 ])
-from pages.common import sidebar_settings, warm_up  # noqa: E402
+from pages.common import page_run, sidebar_settings, warm_up  # noqa: E402
 
-sidebar_settings()
-nav.run()
+with page_run():
+    sidebar_settings()
+    nav.run()
 warm_up()

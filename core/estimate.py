@@ -9,15 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from core import batching
 from core import data as D
 from core.config import TrainConfig, check_subset
-from core.device import amp_dtype, resolve_device, train_layout
-from core.models import build_model
-from core.step import build_optimizer, grad_scaler, train_step
 
 
 # Validation (fp32, batch norm folded) scores an image in about this fraction of a training step's
@@ -92,6 +86,15 @@ def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None
     Counts one warm-up batch out, then times `n_batches` forward+backward+step at config.batch_size
     (at most `max_batch`, e.g. the number of training images).
     """
+    # Imported here: the Train page shows its recipe and Estimate before torch has loaded.
+    import torch
+    from torch import nn
+
+    from core import batching
+    from core.device import amp_dtype, resolve_device, train_layout
+    from core.models import build_model
+    from core.step import build_optimizer, grad_scaler, train_step
+
     config.validate()
     device = resolve_device(config.device)
     model = build_model(config.model, config.size).to(device)

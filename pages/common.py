@@ -5,10 +5,13 @@ so a changed file is re-read and an unchanged one never is.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
 import streamlit as st
 
@@ -116,15 +119,46 @@ def sidebar_settings() -> None:
 
 
 WARM_UP = "warm-up"  # the warm-up thread's name
+QUIET_S = 1.0  # the warm-up starts once no page has run for this long (the user is reading)
+_page_runs = {"active": 0, "last_end": 0.0}
+_page_runs_lock = threading.Lock()
 
 
-@st.cache_resource(show_spinner=False)
+@contextlib.contextmanager
+def page_run() -> Iterator[None]:
+    """app.py runs each page inside this, so the warm-up knows when a page is running."""
+    with _page_runs_lock:
+        _page_runs["active"] += 1
+    try:
+        yield
+    finally:
+        with _page_runs_lock:
+            _page_runs["active"] -= 1
+            _page_runs["last_end"] = time.monotonic()
+
+
+def _import_when_quiet(module: str) -> None:
+    # Imports hold the GIL for most of their seconds: started while a page runs, they slow that page's
+    # run about twofold (a Train page clicked at once took 2.9 s instead of 1.6 s), so wait for a pause.
+    while True:
+        with _page_runs_lock:
+            quiet = _page_runs["active"] == 0 and time.monotonic() - _page_runs["last_end"] >= QUIET_S
+        if quiet:
+            break
+        time.sleep(0.1)
+    importlib.import_module(module)
+
+
 def warm_up() -> threading.Thread:
-    """Import the training stack in the background, once per server and after the first page is drawn
-    (app.py calls it last): torch, scikit-learn and matplotlib, through the study runner (behind the
-    Train page's buttons), take seconds on a small machine, and a first visit to Train, Compare or
-    Saliency then finds them loaded. The first page itself imports none of them."""
-    thread = threading.Thread(target=importlib.import_module, args=("core.study.runner",), name=WARM_UP, daemon=True)
+    """Import the training stack in the background, once per server, after the first page is drawn
+    and while no page runs (app.py calls it last): torch, scikit-learn and matplotlib, through the
+    study runner (behind the Train page's buttons), take seconds on a small machine, and a first
+    visit to Compare or Saliency, or the Train page's speed measurement, then finds them loaded.
+    No page needs them to draw its first elements."""
+    running = next((t for t in threading.enumerate() if t.name == WARM_UP), None)
+    if running is not None:
+        return running
+    thread = threading.Thread(target=_import_when_quiet, args=("core.study.runner",), name=WARM_UP, daemon=True)
     thread.start()
     return thread
 

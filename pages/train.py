@@ -10,9 +10,9 @@ import streamlit as st
 from pages.common import through_app
 
 through_app()
-# The heading first: the recipe below needs core.config, which imports torch (about a second at the
-# first visit after a start on a small machine). Training itself (core.train, scikit-learn) and the
-# study's planner are imported only when a button asks for them.
+# The heading first. The recipe below needs no torch (core.models' registry and core.estimate load it
+# only to build or time a model), so it draws while app.py's warm-up is still importing torch; training
+# itself (core.train, scikit-learn) and the study's planner are imported when a button asks for them.
 st.title("Train")
 
 import threading  # noqa: E402

@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -417,3 +420,21 @@ def test_navigation_icons_are_material_symbols():
     assert len(icons) == 8 and all(i.startswith(":material/") and i.endswith(":") for i in icons), icons
     at = open_app().run()
     assert not at.exception
+
+
+def test_the_warm_up_imports_only_once_no_page_has_run_for_a_moment(tmp_path, monkeypatch):
+    """Imports hold the GIL, so app.py's warm-up must not run beside a page: it waits for a quiet moment."""
+    from pages import common
+
+    (tmp_path / "warm_probe_module.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(common, "QUIET_S", 0.3)
+    monkeypatch.delitem(sys.modules, "warm_probe_module", raising=False)
+    thread = threading.Thread(target=common._import_when_quiet, args=("warm_probe_module",), daemon=True)
+    with common.page_run():
+        thread.start()
+        time.sleep(0.6)  # longer than QUIET_S: only the running page holds the import back
+        assert "warm_probe_module" not in sys.modules
+    ended = time.monotonic()
+    thread.join(timeout=10)
+    assert "warm_probe_module" in sys.modules and time.monotonic() - ended >= 0.3
