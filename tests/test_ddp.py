@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -44,12 +43,6 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
                                 reason="torch.distributed with gloo is not available in this torch build")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env() -> dict:
     # One thread per rank: the two ranks share this machine's cores. CHESTMNIST_PROGRESS=1 asks for
     # the printing path even without a terminal: rank 0 prints and reads test_metrics.json, which
@@ -58,7 +51,9 @@ def _env() -> dict:
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+    # --standalone: torchrun binds a free port itself (a port picked here and released could be taken
+    # by another test's server before torchrun binds it).
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
             "-m", "core.train", *args]
 
 
