@@ -149,25 +149,27 @@ def _import_when_quiet(module: str) -> None:
     importlib.import_module(module)
 
 
+_warm_up: list[threading.Thread] = []  # the one warm-up thread of this server process, once started
+
+
 def warm_up() -> threading.Thread:
     """Import the training stack in the background, once per server, after the first page is drawn
     and while no page runs (app.py calls it last): torch, scikit-learn and matplotlib, through the
     study runner (behind the Train page's buttons), take seconds on a small machine, and a first
     visit to Compare or Saliency, or the Train page's speed measurement, then finds them loaded.
     No page needs them to draw its first elements."""
-    running = next((t for t in threading.enumerate() if t.name == WARM_UP), None)
-    if running is not None:
-        return running
-    thread = threading.Thread(target=_import_when_quiet, args=("core.study.runner",), name=WARM_UP, daemon=True)
-    thread.start()
-    return thread
+    with _page_runs_lock:
+        if not _warm_up:
+            _warm_up.append(threading.Thread(target=_import_when_quiet, args=("core.study.runner",), name=WARM_UP,
+                                             daemon=True))
+            _warm_up[0].start()
+    return _warm_up[0]
 
 
 def wait_for_warm_up() -> None:
-    """Return once warm_up's imports are done (at once where none is running: a page run on its own)."""
-    for thread in threading.enumerate():
-        if thread.name == WARM_UP:
-            thread.join()
+    """Return once warm_up's imports are done (at once where none was started: a page run on its own)."""
+    if _warm_up:
+        _warm_up[0].join()
 
 
 def file_mtime(path: Path) -> float:

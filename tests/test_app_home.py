@@ -438,3 +438,17 @@ def test_the_warm_up_imports_only_once_no_page_has_run_for_a_moment(tmp_path, mo
     ended = time.monotonic()
     thread.join(timeout=10)
     assert "warm_probe_module" in sys.modules and time.monotonic() - ended >= 0.3
+
+
+def test_the_warm_up_starts_once_per_server_and_can_be_waited_for(monkeypatch):
+    """app.py calls warm_up after every page run: only the first call may start a thread."""
+    from pages import common
+
+    calls = []
+    monkeypatch.setattr(common, "_warm_up", [])
+    monkeypatch.setattr(common, "_import_when_quiet", lambda module: (time.sleep(0.2), calls.append(module)))
+    first = common.warm_up()
+    assert common.warm_up() is first and common.warm_up() is first
+    common.wait_for_warm_up()
+    assert not first.is_alive() and calls == ["core.study.runner"]
+    assert common.warm_up() is first and calls == ["core.study.runner"]  # a finished warm-up is not restarted
