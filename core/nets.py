@@ -102,7 +102,7 @@ class ResCNN(nn.Module):
         stem_widths = [widths[0]] if n_steps == 0 else [widths[0] // 2] * (n_steps - 1) + [widths[0]]
         stem: list[nn.Module] = []
         cin = 1
-        for i, w in enumerate(stem_widths):
+        for w in stem_widths:
             stem += _conv_bn_relu(cin, w, 1 if n_steps == 0 else 2)
             cin = w
         self.stem = nn.Sequential(*stem)
