@@ -173,7 +173,7 @@ def paired_auc_difference(
         ``n_images``, ``classes_used``, ``classes_excluded``, ``n_boot``, ``n_boot_used``
         (resamples in which every used class kept positives and negatives), ``seed``,
         ``ci_level``, ``method`` ("single runs"). Floats are plain Python floats (NaN where
-        undefined; core.metrics.to_jsonable makes them None).
+        undefined; core.files.to_jsonable makes them None).
 
     Raises:
         PairingError (a ValueError) when the shapes of labels and scores differ.

@@ -31,6 +31,7 @@ from torch import nn
 from core import batching
 from core import data as D
 from core import checkpoints, metrics, runs
+from core.files import to_jsonable
 from core.config import (AMP_HELP, SCHEDULES, SELECT_BY, ConfigError, TrainConfig, check_selectable, check_subset, config_of,
                          data_md5, run_data)
 from core.device import amp_dtype, describe_devices, precision_name, resolve_device, train_layout, training_choice
@@ -380,7 +381,7 @@ def _record_epoch(run_dir: Path, cfg: TrainConfig, state: _State, row: dict, mod
         # the best checkpoint is written leaves them one epoch behind, and _resume writes them from it.
         checkpoints.save_last(run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                                  "best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
-                                 "done": state.done, "row": metrics.to_jsonable(row)})
+                                 "done": state.done, "row": to_jsonable(row)})
         runs.append_metrics(run_dir, row)
         if improved:
             checkpoints.save_best(run_dir, {"model": model.state_dict(), "epoch": epoch})

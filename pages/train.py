@@ -350,7 +350,7 @@ def sweep(cfg: C.TrainConfig, present: list[int]) -> None:
         runs_folder.check_runs_dir(cfg.runs_dir)
         plan = plan_runs(cfg, slug(cfg.name) or "sweep", present, [cfg.seed], previous=None)
     except (C.ConfigError, D.DataError, runs.RunError) as e:
-        st.error(f"Sweep not started {e}")
+        st.error(f"Sweep not started: {e}")
         return
     busy = [p for p in plan if p.state in ("running", "queued")]
     todo = [p.run_dir for p in plan if p.state not in ("finished", "running", "queued")]

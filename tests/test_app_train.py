@@ -321,7 +321,7 @@ def test_sweep_failing_at_one_size_leaves_no_half_sweep(open_page, tmp_path, lau
     write_planted(root, 64, n=(100, 40, 40))
     at = page(open_page, root, runs_dir, train_subset=150, **FAST).run()
     at.button(key="train_sweep").click().run()
-    assert any(e.startswith("Sweep not started at 64 px") for e in texts(at.error))
+    assert any(e.startswith("Sweep not started: at 64 px") for e in texts(at.error))
     assert run_dirs_in(runs_dir) == [] and launches == []  # the 28 px run it had prepared is gone
 
 
