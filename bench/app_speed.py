@@ -32,7 +32,7 @@ TARGET_S = 2.0
 READ_S = 5  # seconds a user spends on the first page before opening Train
 
 
-def import_figures(repo: Path = REPO, module: str = "pages.common") -> dict:
+def import_figures(repo: Path = REPO, module: str = "ui.common") -> dict:
     """Seconds to import `module` in a fresh interpreter, and whether that import loads torch. Figures dict."""
     code = (f"import sys, time; t = time.perf_counter(); import {module}; "
             "print(time.perf_counter() - t, 'torch' in sys.modules)")
@@ -165,9 +165,9 @@ def paint_figures(workdir: Path, repo: Path = REPO, timeout_s: float = 120, read
 def run(ctx: Context) -> list[Row]:
     rows = []
     f = import_figures()
-    rows.append(Row("app_speed.import.pages.common_s", f["app_speed.import.pages.common_s"], "s", note=(
-        "import of pages.common (what app.py imports before the first page) in a fresh interpreter; "
-        f"loads torch: {f['app_speed.import.pages.common_loads_torch']}")))
+    rows.append(Row("app_speed.import.ui.common_s", f["app_speed.import.ui.common_s"], "s", note=(
+        "import of ui.common (what app.py imports before the first page) in a fresh interpreter; "
+        f"loads torch: {f['app_speed.import.ui.common_loads_torch']}")))
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
         rows.append(Row("app_speed.first_paint_s", None, "s", note="Chromium not installed: not measured"))
         return rows

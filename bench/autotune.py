@@ -1,4 +1,4 @@
-"""`--amp auto`'s measured choice (core.autotune) against the candidates it chose from.
+"""`--amp auto`'s measured choice (core.train.autotune) against the candidates it chose from.
 
 At each size of mode.autotune_sizes, with measuring on and an empty cache of its own:
 
@@ -21,9 +21,9 @@ import torch
 
 from bench.common import Context, Mode, Row, at_least, at_most, interleaved, median
 from bench.compute import HW_VARIANTS, Infer, bench_train
-from core import autotune
-from core.models import DEFAULT_MODEL, build_model
-from core.device import cpu_has_bf16
+from core.train import autotune
+from core.models.registry import DEFAULT_MODEL, build_model
+from core.train.device import cpu_has_bf16
 
 INFER_CANDIDATES = ("fp32_nchw", "fp32_cl", "folded_nchw", "folded_cl")  # bench/compute.py's Infer names
 

@@ -182,7 +182,7 @@ def machine() -> dict[str, Any]:
     """What the figures ran on: CPU model and the ISA flags that decide fp32/bf16 speed, threads, torch, GPU, load."""
     import torch
 
-    from core.autotune import cpu_info
+    from core.train.autotune import cpu_info
 
     try:
         load = os.getloadavg()
@@ -208,7 +208,7 @@ def planted_split(n: int, size: int, seed: int, contrast: float = 80.0, prevalen
     a random tilted background. res-cnn reaches val AUC ~0.9 after 5 epochs of 1,000 images and is
     still learning, so a numerical change that hurts learning (e.g. bf16) shows up as an AUC gap.
     """
-    from core.data import N_CLASSES
+    from core.data.chestmnist import N_CLASSES
 
     rng = np.random.default_rng(seed)
     labels = (rng.random((n, N_CLASSES)) < prevalence).astype(np.uint8)
@@ -236,7 +236,7 @@ def planted_split(n: int, size: int, seed: int, contrast: float = 80.0, prevalen
 
 def write_planted(root: str | Path, size: int, counts: tuple[int, int, int], seed: int = 0) -> Path:
     """Write a planted-pattern npz in ChestMNIST layout into `root`; its path."""
-    from core.data import SPLITS, write_npz
+    from core.data.chestmnist import SPLITS, write_npz
 
     return write_npz(root, size, {split: planted_split(n, size, seed * 10 + i)
                                   for i, (split, n) in enumerate(zip(SPLITS, counts))})
@@ -244,7 +244,7 @@ def write_planted(root: str | Path, size: int, counts: tuple[int, int, int], see
 
 def random_split(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random uint8 images and ChestMNIST-like sparse labels (content does not matter for speed)."""
-    from core.data import N_CLASSES
+    from core.data.chestmnist import N_CLASSES
 
     rng = np.random.default_rng(seed)
     return (rng.integers(0, 256, (n, size, size), dtype=np.uint8),
@@ -258,7 +258,7 @@ def write_large_npz(path: Path, size: int, counts: tuple[int, int, int], chunk: 
     images, each written with a per-image shift, so no two neighbouring rows are identical.
     Returns the file size in GB.
     """
-    from core.data import N_CLASSES, SPLITS
+    from core.data.chestmnist import N_CLASSES, SPLITS
 
     rng = np.random.default_rng(seed)
     pool = rng.integers(0, 256, (257, size, size), dtype=np.uint8)
@@ -284,12 +284,12 @@ def write_large_npz(path: Path, size: int, counts: tuple[int, int, int], chunk: 
 
 
 def core_choice(size: int, batch_size: int = 128):
-    """What core's `--amp auto` trains res-cnn in at `size` px on this CPU (core.autotune.Decision: .dtype,
+    """What core's `--amp auto` trains res-cnn in at `size` px on this CPU (core.train.autotune.Decision: .dtype,
     .channels_last), measured or read from core's cache exactly as core.train does."""
     import torch
 
-    from core.config import TrainConfig
-    from core.device import training_choice
+    from core.train.recipe import TrainConfig
+    from core.train.device import training_choice
 
     return training_choice(TrainConfig(size=size, batch_size=batch_size), torch.device("cpu"))
 
@@ -313,9 +313,9 @@ class RunCache:
         'images_per_s' (mean train img/s over epochs)}."""
         import torch
 
-        from core import runs
-        from core.config import TrainConfig
-        from core.device import amp_dtype, train_layout
+        from core.runs import record as runs
+        from core.train.recipe import TrainConfig
+        from core.train.device import amp_dtype, train_layout
         from core.train import prepare_run, train
 
         cfg = TrainConfig(size=size, epochs=epochs, batch_size=batch_size, model=model, seed=seed, amp=amp,
@@ -365,7 +365,7 @@ class Context:
 
     def planted_root(self, size: int) -> Path:
         root = self.workdir / "planted"
-        from core.data import npz_path
+        from core.data.chestmnist import npz_path
         if not npz_path(root, size).is_file():
             write_planted(root, size, self.mode.planted, seed=size)
         return root

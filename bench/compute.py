@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from bench.common import Context, Mode, Row, at_least, at_most, core_choice, interleaved, median, torch_threads
-from core import batching
-from core import data as D
+from core.data import batching
+from core.data import chestmnist as D
 from core import metrics
-from core.models import DEFAULT_MODEL, build_model, fold_batchnorm
-from core.step import train_step
+from core.models.registry import DEFAULT_MODEL, build_model, fold_batchnorm
+from core.train.step import train_step
 
 
 def core_train_variant(size: int, batch_size: int = 128) -> str:
@@ -270,7 +270,7 @@ def auc_effects(ctx: Context, size: int, datasets: dict, variants=tuple(TRAINED_
 def infer_auc_effects(ctx: Context, size: int, datasets: dict, variants: dict[str, Infer]) -> dict:
     """Val AUC of the default run's model scored through each inference variant (loaded with its
     weights) and the largest score difference to fp32 NCHW eager. Figures dict."""
-    from core import checkpoints
+    from core.runs import checkpoints
 
     out = {}
     for ds, root in datasets.items():

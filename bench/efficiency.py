@@ -9,7 +9,7 @@ checkpoint). FLOPs per image come from core.models.describe.
 from __future__ import annotations
 
 from bench.common import Context, Row, at_most
-from core.models import describe
+from core.models.registry import describe
 
 MODELS = ("res-cnn", "seed-cnn")
 

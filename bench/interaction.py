@@ -28,7 +28,7 @@ CHESTMNIST_VAL, CHESTMNIST_TEST = 11_219, 22_433
 
 
 def saliency_available() -> bool:
-    return importlib.util.find_spec("core.saliency") is not None
+    return importlib.util.find_spec("core.explain.saliency") is not None
 
 
 def pages_available() -> dict[str, bool]:
@@ -37,7 +37,7 @@ def pages_available() -> dict[str, bool]:
 
 def chestmnist_sized_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Labels at ChestMNIST-like prevalence and scores that separate them imperfectly (AUC ~0.75)."""
-    from core.data import N_CLASSES
+    from core.data.chestmnist import N_CLASSES
 
     rng = np.random.default_rng(seed)
     prev = np.array([.10, .025, .12, .18, .05, .06, .012, .045, .04, .02, .022, .015, .03, .002])[:N_CLASSES]
@@ -96,7 +96,7 @@ def _app(page: str, data_root: Path, runs_dir: Path, run_id: str):
 def bench_thresholds_page(data_root: Path, run_dir: Path, mode: Mode, big: bool = True) -> dict:
     """Median ms of a Thresholds-page rerun after a slider move. With `big`, the run's score files are
     replaced (in a copy) by ChestMNIST-sized ones first."""
-    from core import runs as R
+    from core.runs import record as R
 
     if big:
         copy = run_dir.parent.parent / "app-runs-big" / run_dir.name
@@ -153,7 +153,7 @@ def run(ctx: Context) -> list[Row]:
     if not mode.app_runs:
         return rows
     if not all(have.values()) or not saliency_available():
-        missing = [f"pages/{p}.py" for p, ok in have.items() if not ok] + ([] if saliency_available() else ["core.saliency"])
+        missing = [f"pages/{p}.py" for p, ok in have.items() if not ok] + ([] if saliency_available() else ["core.explain.saliency"])
         rows.append(Row("interaction.pages", None, "ms", note=f"skipped: {', '.join(missing)} not present"))
         return rows
     sizes = tuple(s for s in (28, 64, 224) if s in mode.cam_sizes) or (28,)

@@ -8,12 +8,12 @@ from /proc/self/status, the figure getrusage's ru_maxrss gives) and the anonymou
 split of its RSS, sampled after every batch.
 
 * train: core's default model and training step at 224 px over one shuffled pass of the whole
-  train split in batches of 128, reading every batch (core.batching.to_tensor on the indexed rows,
+  train split in batches of 128, reading every batch (core.data.batching.to_tensor on the indexed rows,
   as core.train does) and training on every k-th batch so that `steps` training steps spread
   over the pass: the page footprint of a whole epoch with the activations of training.
 * infer: core.evaluate.predict over the test split.
 
-`reader=rows` is core as it is (core.npz.NpyRows: plain file reads, so no file page is ever
+`reader=rows` is core as it is (core.data.npz.NpyRows: plain file reads, so no file page is ever
 mapped into the process; the kernel's page cache still caches them, outside the process's RSS).
 `reader=mmap` is the baseline core used before: np.memmap over the same .npy file, whose pages
 count toward RSS once a shuffled epoch has touched them.
@@ -55,10 +55,10 @@ def child(args: argparse.Namespace) -> dict:
     import torch
     from torch import nn
 
-    from core import batching
-    from core import data as D
-    from core.evaluate import predict
-    from core.models import build_model
+    from core.data import batching
+    from core.data import chestmnist as D
+    from core.evaluate.scoring import predict
+    from core.models.registry import build_model
 
     t_start = time.perf_counter()
     data = D.load(args.root, args.size)  # NpyRows over the .npy cache at >= 128 px
@@ -135,7 +135,7 @@ def prepare(base: Path, counts: tuple[int, int, int], size: int = 224) -> tuple[
     """Write (or reuse) the synthetic npz and build core's .npy cache; (root, cache, timings)."""
     root = base / f"data-{size}-{'-'.join(map(str, counts))}"
     cache = base / "cache"
-    from core.data import npz_path
+    from core.data.chestmnist import npz_path
     info = {}
     path = npz_path(root, size)
     if not path.is_file():
@@ -150,7 +150,7 @@ def prepare(base: Path, counts: tuple[int, int, int], size: int = 224) -> tuple[
     before = os.environ.get("CHESTMNIST_CACHE")
     os.environ["CHESTMNIST_CACHE"] = str(cache)
     try:
-        from core import data as D
+        from core.data import chestmnist as D
         data = D.load(root, size)
     finally:
         if before is None:
@@ -193,7 +193,7 @@ def read_speed(train_npy: Path, size: int, batch: int, repeats: int) -> dict:
     NpyRows vs np.memmap fancy indexing, interleaved, same sorted random indices for both (page
     cache warm after the children)."""
     from bench.common import interleaved, median
-    from core import npz
+    from core.data import npz
 
     rows = npz.NpyRows(train_npy)
     images = np.load(rows.path, mmap_mode="r")

@@ -7,10 +7,10 @@ timed interleaved one training step (data + forward + backward + update) at a ti
   (PIL `Image.fromarray` + transform) over our arrays, transform = ToTensor() + Normalize(.5, .5)
   re-implemented line for line from torchvision (which cannot be imported beside this torch),
   `DataLoader(batch_size=128, shuffle=True)`, model in PyTorch's default (NCHW) layout, fp32.
-* `core`: core's default path: `core.batching.batches` (tensor-indexed uint8 batches, normalised on
-  the fly) and core's training step (core.step.train_step: pos_weight BCE, GradScaler,
+* `core`: core's default path: `core.data.batching.batches` (tensor-indexed uint8 batches, normalised on
+  the fly) and core's training step (core.train.step.train_step: pos_weight BCE, GradScaler,
   loss.item(), sigmoid scores kept for the epoch's train AUC), in the precision and layout
-  `--amp auto` chooses on this machine at this size (measured by core.autotune, or its cache).
+  `--amp auto` chooses on this machine at this size (measured by core.train.autotune, or its cache).
 * `compute`: the `core` step on pre-made float tensors: the ceiling any pipeline can reach.
 * `medmnist_loader` (full mode): the example's loader feeding core's step: the loader's share.
 * `core_fp32` / `core_bf16` (full mode): `core` in the other precision (`--amp off` where auto
@@ -33,9 +33,9 @@ from PIL import Image
 from torch import nn
 
 from bench.common import Context, Mode, Row, at_least, core_choice, interleaved, median, random_split, torch_threads
-from core import batching
-from core.models import DEFAULT_MODEL, build_model
-from core.step import grad_scaler, train_step
+from core.data import batching
+from core.models.registry import DEFAULT_MODEL, build_model
+from core.train.step import grad_scaler, train_step
 
 
 def other_precision(core_amp: torch.dtype | None) -> tuple[torch.dtype | None, str]:
@@ -136,7 +136,7 @@ def medmnist_step(model: nn.Module, optimizer, criterion, inputs: torch.Tensor, 
 
 
 class CoreStep:
-    """core.train's per-batch work (core.step.train_step plus the loop's bookkeeping), in core's default
+    """core.train's per-batch work (core.train.step.train_step plus the loop's bookkeeping), in core's default
     precision unless `amp` says otherwise."""
 
     def __init__(self, model: nn.Module, labels: np.ndarray, amp: torch.dtype | None):
@@ -187,7 +187,7 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, com
     idx = np.arange(n)
 
     def core_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """core.batching.batches over every epoch, shuffled by its own generator."""
+        """core.data.batching.batches over every epoch, shuffled by its own generator."""
         gen = torch.Generator().manual_seed(0)
         return _cycle(lambda: batching.batches(images, labels, idx, batch_size, shuffle=True, generator=gen,
                                         channels_last=cl))
@@ -247,7 +247,7 @@ def _bench_pipeline(size: int, mode: Mode, model_name: str, batch_size: int, com
 
 
 def numpy_to_tensor(images: np.ndarray, channels_last: bool = False) -> torch.Tensor:
-    """Candidate for core.batching.to_tensor on CPU: the same [-1, 1] floats, bit for bit, computed by
+    """Candidate for core.data.batching.to_tensor on CPU: the same [-1, 1] floats, bit for bit, computed by
     numpy (single-threaded, no OpenMP parallel region to wait for when the cores are busy)."""
     x = np.empty(images.shape, np.float32)
     np.divide(images, np.float32(127.5), out=x, dtype=np.float32)
@@ -257,7 +257,7 @@ def numpy_to_tensor(images: np.ndarray, channels_last: bool = False) -> torch.Te
 
 
 def numpy_batches(images, labels, indices, batch_size, generator):
-    """core.batching.batches (shuffled, channels_last) with numpy_to_tensor."""
+    """core.data.batching.batches (shuffled, channels_last) with numpy_to_tensor."""
     order = indices[torch.randperm(len(indices), generator=generator).numpy()]
     for start in range(0, len(order), batch_size):
         idx = np.sort(order[start:start + batch_size])
@@ -313,8 +313,8 @@ def _rows(ctx: Context, size: int, f: dict, tag: str) -> list[Row]:
                           "pre-made tensors: what compiling would add to core's ratio (core does not compile for "
                           f"training); compiling took {f[p + 'compute_compiled_compile_s']:.0f} s"))
     rows += [
-        loader("core", "medmnist", f"core.batching.batches vs the example's DataLoader, batch of {ctx.mode.pipeline_batch}, "
+        loader("core", "medmnist", f"core.data.batching.batches vs the example's DataLoader, batch of {ctx.mode.pipeline_batch}, "
                "no model; ratio = speed-up"),
-        loader("core_numpy", "core", "candidate: to_tensor normalising in numpy (bit-identical) vs core.batching.to_tensor"),
+        loader("core_numpy", "core", "candidate: to_tensor normalising in numpy (bit-identical) vs core.data.batching.to_tensor"),
     ]
     return rows

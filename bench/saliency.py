@@ -7,7 +7,7 @@
   Reported for the declared `cam_layer` (the figure with the target) and, as the evidence behind
   that choice, for every stage output with both Grad-CAM weightings (channel-mean and element-wise).
 * Per method: cascading parameter randomisation (mean Spearman rho after every layer is random)
-  and deletion/insertion areas against the random order (core.sanity), on the default model at
+  and deletion/insertion areas against the random order (core.explain.sanity), on the default model at
   every size trained.
 * Milliseconds: Grad-CAM of one image for one class at each size; Integrated Gradients and
   Occlusion of one image at the largest size.
@@ -82,8 +82,8 @@ def pointing(name: str, size: int, n_test: int = 300, setup: tuple[int, int, int
     """Train `name` at `size` on planted lesions; AUC, the declared layer's pointing rate and every
     stage's rates under both weightings. `setup` (train images, epochs, batch) overrides
     tests.planted_lesions.setup, to try a cheaper training; `seed` is the training seed (same data)."""
-    from core import saliency as S
-    from core.batching import to_tensor
+    from core.explain import saliency as S
+    from core.data.batching import to_tensor
     from core.metrics import auc_per_class
     from tests import planted_lesions as PL
 
@@ -122,8 +122,8 @@ def bench_grad_cam(size: int, mode: Mode) -> dict:
     with torch's default thread count. Timed interleaved."""
     import torch
 
-    from core import saliency as S
-    from core.models import DEFAULT_MODEL, build_model
+    from core.explain import saliency as S
+    from core.models.registry import DEFAULT_MODEL, build_model
 
     torch.manual_seed(0)
     model = build_model(DEFAULT_MODEL, size).eval()
@@ -157,13 +157,13 @@ def cam_rows(size: int, mode: Mode) -> list[Row]:
     target = CAM_TARGET_MS[size]
     return [
         Row(p + "cam_one_ms", one, "ms", None, None, f"< {target:g} ms", at_most(one, target),
-            f"core.saliency.grad_cam, 1 image, 1 class, res-cnn (best {f[p + 'cam_one_best_ms']:.1f} ms)"),
+            f"core.explain.saliency.grad_cam, 1 image, 1 class, res-cnn (best {f[p + 'cam_one_best_ms']:.1f} ms)"),
         Row(p + "cam_all14_ms", all14, "ms", one, all14 / one, "", None,
-            "core.saliency.grad_cam_all_classes; ratio = time(all 14) / time(1 class) (the backward runs from the "
+            "core.explain.saliency.grad_cam_all_classes; ratio = time(all 14) / time(1 class) (the backward runs from the "
             "first stage on, not through the head only)",
             f[p + "cam_all14_best_ms"] / f[p + "cam_one_best_ms"]),
         Row(p + "cam_one_1thread_ms", one1, "ms", one, one / one1, "", None,
-            "core.saliency.grad_cam under torch.set_num_threads(1); ratio = speed-up",
+            "core.explain.saliency.grad_cam under torch.set_num_threads(1); ratio = speed-up",
             f[p + "cam_one_best_ms"] / f[p + "cam_one_1thread_best_ms"]),
     ]
 
@@ -182,8 +182,8 @@ def checks(f: dict, k: int) -> dict:
     """Per method: Spearman rho with the trained maps after each cascading randomisation step, and the
     deletion/insertion areas with their random-order baselines, on the first `k` single-finding test
     images of a pointing() result. {method: {"rho": [...], "deletion": a, "random_deletion": b, ...}}."""
-    from core import saliency as S
-    from core import sanity as Q
+    from core.explain import saliency as S
+    from core.explain import sanity as Q
 
     images, cls = f["x"][:k], f["cls"][:k]
     out = {}
@@ -216,8 +216,8 @@ def check_rows(name: str, size: int, f: dict, k: int) -> list[Row]:
 def run(ctx: Context) -> list[Row]:
     import torch
 
-    from core import saliency as S
-    from core.models import DEFAULT_MODEL, MODELS, build_model
+    from core.explain import saliency as S
+    from core.models.registry import DEFAULT_MODEL, MODELS, build_model
 
     mode, rows = ctx.mode, []
     full = mode.name == "full"
@@ -254,7 +254,7 @@ def run(ctx: Context) -> list[Row]:
     for method in ("integrated-gradients", "occlusion"):
         ms = _ms(lambda: S.attribute(model, img, 3, method), max(1, mode.repeats))
         rows.append(Row(f"saliency.{big}.{method}_ms", ms, "ms", None, None, f"<= {SLOW_TARGET_MS:g} ms",
-                        at_most(ms, SLOW_TARGET_MS), f"core.saliency.attribute, 1 image, {torch.get_num_threads()} "
+                        at_most(ms, SLOW_TARGET_MS), f"core.explain.saliency.attribute, 1 image, {torch.get_num_threads()} "
                         f"threads, {DEFAULT_MODEL} at {big} px"))
     return rows
 
@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from core.data import SIZES
-    from core.models import MODELS
+    from core.data.chestmnist import SIZES
+    from core.models.registry import MODELS
 
     p = argparse.ArgumentParser(prog="python -m bench.saliency", description=main.__doc__.split("\n")[0])
     p.add_argument("cases", nargs="+", metavar="MODEL:SIZE", help=f"models among {', '.join(MODELS)}")

@@ -5,7 +5,7 @@
   intervals (core.metrics.mean_auc_ci, 2,000 resamples each) a reader would otherwise compare;
   timed interleaved. The same call also gives the widths of the paired interval and of one
   run's own interval.
-* core.metrics.calibration and sensitivity at 90% specificity on the same scores.
+* core.metrics.reliability and sensitivity at 90% specificity on the same scores.
 
 Scores are generated (bench.interaction.chestmnist_sized_scores), not a trained model's.
 """
@@ -51,7 +51,7 @@ def bench_paired(mode: Mode, n_boot: int = N_BOOT) -> dict:
 
 
 def bench_clinical(mode: Mode) -> dict:
-    """Median ms of core.metrics.calibration and of sensitivity at 90% specificity (every class)."""
+    """Median ms of core.metrics.reliability and of sensitivity at 90% specificity (every class)."""
     from core import metrics
 
     labels, a, _ = two_runs(mode.metric_rows)
@@ -80,7 +80,7 @@ def run(ctx: Context) -> list[Row]:
     ctx.log("stats: calibration and operating points")
     f = bench_clinical(mode)
     rows += [Row("stats.calibration_ms", f["stats.calibration_ms"], "ms", None, None, "", None,
-                 f"core.metrics.calibration (per class and pooled, 10 bins), {mode.metric_rows:,} x 14"),
+                 f"core.metrics.reliability (per class and pooled, 10 bins), {mode.metric_rows:,} x 14"),
              Row("stats.sens_at_spec_ms", f["stats.sens_at_spec_ms"], "ms", None, None, "", None,
                  f"core.metrics.sensitivity_at_specificity(0.9), every class, {mode.metric_rows:,} x 14")]
     return rows

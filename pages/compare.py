@@ -3,7 +3,7 @@
 The question is the study's: what does resolution buy in AUC, and at what cost? The page opens with
 the answer for the selected runs (paired differences between sizes on the same test images, and
 test AUC against cost with mean ± sd over seeds), then the evidence. Every number is read from the
-run folders (pages.compare_data) except the inference time, which is measured here with
+run folders (ui.compare_data) except the inference time, which is measured here with
 core.evaluate.measure_inference (once per checkpoint, cached, after the rest of the page is drawn).
 """
 from __future__ import annotations
@@ -12,15 +12,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import data as D
-from core import runs, runs_folder
-from core.evaluate import measure_inference
-from core.summary import run_data_label
-from pages import charts
-from pages import compare_data as CD
-from pages.common import (RUN_LINK_COLUMN, file_mtime, load_data, page_link, read_runs, run_label, run_url, runs_dir,
+from core.data import chestmnist as D
+from core.runs import record as runs
+from core.runs import folder as runs_folder
+from core.evaluate.scoring import measure_inference
+from core.data.provenance import run_data_label
+from ui import charts
+from ui import compare_data as CD
+from ui.common import (RUN_LINK_COLUMN, file_mtime, load_data, page_link, read_runs, run_label, run_url, runs_dir,
                           through_app)
-from pages.compare_calibration import calibration_section
+from ui.compare_calibration import calibration_section
 
 INFER_N = 64  # test images timed per checkpoint: few, so the page stays quick; the study times more
 INFER_COL = f"inference ms per image (CPU, {INFER_N} test images)"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import through_app
+from ui.common import through_app
 
 through_app()
 # The heading first: what is imported below (pandas and altair, also behind the importer) takes about a
@@ -22,12 +22,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from core import data as D  # noqa: E402
-from core import runs  # noqa: E402
-from core import runs_folder  # noqa: E402
-from core.importer import ImportReport, import_folder  # noqa: E402
-from core.summary import official_split_sizes, run_data_label  # noqa: E402
-from pages.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_metrics,  # noqa: E402
+from core.data import chestmnist as D  # noqa: E402
+from core.runs import record as runs  # noqa: E402
+from core.runs import folder as runs_folder  # noqa: E402
+from core.data.importer import ImportReport, import_folder  # noqa: E402
+from core.data.provenance import official_split_sizes, run_data_label  # noqa: E402
+from ui.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_metrics,  # noqa: E402
                           runs_dir, set_data_root)
 
 TILE = 96  # px of one montage tile

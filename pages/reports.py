@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.study import StudyError, list_studies, load_study
 from core.study.common import DEFAULT_REPORTS_DIR
-from pages.common import through_app
+from ui.common import through_app
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """One run: its state, data, config, curves, test metrics, log and files.
 
-Opened from every run table (a link to `run?run=<id>`, pages.common.run_url) or by picking a run
+Opened from every run table (a link to `run?run=<id>`, ui.common.run_url) or by picking a run
 here. Everything is read from the run folder through core.runs.
 """
 from __future__ import annotations
@@ -10,11 +10,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core import runs, runs_folder
-from core.summary import run_data_label
-from pages import charts
-from pages import compare_data as CD
-from pages.common import page_link, read_runs, run_label, runs_dir, through_app
+from core.runs import record as runs
+from core.runs import folder as runs_folder
+from core.data.provenance import run_data_label
+from ui import charts
+from ui import compare_data as CD
+from ui.common import page_link, read_runs, run_label, runs_dir, through_app
 
 LOG_TAIL = 200  # lines of the training log shown; the whole file is a download
 

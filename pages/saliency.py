@@ -2,8 +2,8 @@
 
 Images are browsed by index, by finding, by outcome at the run's saved thresholds, or by
 confidence; the page opens on the most confident true positive of the chosen finding. Maps come
-from the chosen method (core.saliency), one per true finding, with the image's deletion and
-insertion curves; checks over a set of images (core.sanity) run on request. The same test image
+from the chosen method (core.explain.saliency), one per true finding, with the image's deletion and
+insertion curves; checks over a set of images (core.explain.sanity) run on request. The same test image
 is shown through the runs the user picks on the same data file family (same data root, any size).
 """
 from __future__ import annotations
@@ -16,15 +16,16 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import saliency as S
-from core import sanity as Q
-from core import thresholds as T
+from core.explain import saliency as S
+from core.explain import sanity as Q
+from core.metrics import thresholds as T
 from core.metrics import bootstrap_auc_ci
-from core.data import CLASS_NAMES, N_CLASSES, DataError
-from core import checkpoints, runs
-from core.runs import RunError
-from core.runs_folder import RunInfo
-from pages.common import (evaluated_runs, file_mtime, load_data, load_scores, pick_run, run_label, through_app)
+from core.data.chestmnist import CLASS_NAMES, N_CLASSES, DataError
+from core.runs import checkpoints
+from core.runs import record as runs
+from core.runs.record import RunError
+from core.runs.folder import RunInfo
+from ui.common import (evaluated_runs, file_mtime, load_data, load_scores, pick_run, run_label, through_app)
 
 MODES = ("Index", "Finding", "Outcome", "Confidence")
 OUTCOMES = ("TP", "FP", "FN", "TN")

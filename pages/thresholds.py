@@ -1,6 +1,6 @@
 """Thresholds: per-class decision thresholds of a run, their precision/sensitivity trade-off, saved back.
 
-Thresholds are chosen on VALIDATION scores (presets via core.thresholds.choose, or by hand);
+Thresholds are chosen on VALIDATION scores (presets via core.metrics.thresholds.choose, or by hand);
 the test split only shows what those thresholds give, never chooses them. The page saves to the
 user's own file (core.runs.user_thresholds_path), never over the set evaluation chose on
 validation, and can go back to that set.
@@ -16,11 +16,13 @@ import pandas as pd
 import streamlit as st
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from core import metrics, runs, runs_folder
-from core import thresholds as T
-from core.data import CLASS_NAMES, N_CLASSES
-from core.runs import RunError
-from pages.common import evaluated_runs, file_mtime, load_scores, pick_run, runs_dir, through_app
+from core import metrics
+from core.runs import record as runs
+from core.runs import folder as runs_folder
+from core.metrics import thresholds as T
+from core.data.chestmnist import CLASS_NAMES, N_CLASSES
+from core.runs.record import RunError
+from ui.common import evaluated_runs, file_mtime, load_scores, pick_run, runs_dir, through_app
 
 PRESETS = {
     "0.5": ("fixed", {"value": 0.5}),
@@ -212,7 +214,7 @@ with st.expander(f"Per-class thresholds · method: {method}", expanded=True):
         st.caption("No positives or no negatives in validation, so no threshold can be chosen there and the "
                    f"Youden, F1 and sensitivity presets use {T.FALLBACK_THRESHOLD:g}: "
                    + ", ".join(f"{CLASS_NAMES[c]} (now {current[c]:.3f})" for c in undefined) + ".")
-# What the file records as fallback: the chosen thresholds' fallback classes (core.thresholds.choose, or the
+# What the file records as fallback: the chosen thresholds' fallback classes (core.metrics.thresholds.choose, or the
 # loaded file's) while they still hold the fallback value.
 fallback = [c for c in st.session_state["thr_fallback"] if current[c] == T.FALLBACK_THRESHOLD]
 

@@ -1,16 +1,16 @@
 """Train: set a recipe, see what it costs on this machine, start it in the background, follow it live.
 
-Training runs in a detached process (core.launch), so it survives reruns, page switches,
+Training runs in a detached process (core.train.background), so it survives reruns, page switches,
 closed tabs and even a restart of the app; this page only reads the run folders.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import through_app
+from ui.common import through_app
 
 through_app()
-# The heading first. The recipe below needs no torch (core.models' registry and core.estimate load it
+# The heading first. The recipe below needs no torch (core.models' registry and core.train.cost load it
 # only to build or time a model), so it draws while app.py's warm-up is still importing torch; training
 # itself (core.train, scikit-learn) and the study's planner are imported when a button asks for them.
 st.title("Train")
@@ -22,14 +22,15 @@ from dataclasses import dataclass  # noqa: E402
 import altair as alt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from core import data as D  # noqa: E402
-from core import runs, runs_folder  # noqa: E402
-from core import config as C  # noqa: E402
-from core import estimate as E  # noqa: E402
-from core import launch as L  # noqa: E402
-from core.models import DEFAULT_MODEL, MODELS  # noqa: E402
+from core.data import chestmnist as D  # noqa: E402
+from core.runs import record as runs
+from core.runs import folder as runs_folder  # noqa: E402
+from core.train import recipe as C  # noqa: E402
+from core.train import cost as E  # noqa: E402
+from core.train import background as L  # noqa: E402
+from core.models.registry import DEFAULT_MODEL, MODELS  # noqa: E402
 from core.study.recipe import slug  # noqa: E402
-from pages.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs,  # noqa: E402
+from ui.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs,  # noqa: E402
                           run_label, run_metrics, run_url, runs_dir, wait_for_warm_up)
 
 HOUR = 3600
@@ -65,7 +66,7 @@ def _speeds() -> dict:
 
 
 def _start_seconds(store: dict) -> float:
-    """A trainer process's start (core.estimate.start_seconds), measured once per STALE_S: it does not
+    """A trainer process's start (core.train.cost.start_seconds), measured once per STALE_S: it does not
     depend on the recipe, and each measurement starts a Python process."""
     at, seconds = store.get("start", (0.0, 0.0))
     if time.time() - at > STALE_S:
@@ -75,7 +76,7 @@ def _start_seconds(store: dict) -> float:
 
 
 def _measure(key: tuple) -> None:
-    """Thread body: measure `key`'s speed (core.estimate) and a trainer's start; store the Reading."""
+    """Thread body: measure `key`'s speed (core.train.cost) and a trainer's start; store the Reading."""
     store = _speeds()
     size, model, batch_size, device, amp, channels_last = key
     reading = None
@@ -107,7 +108,7 @@ def speed(cfg: C.TrainConfig, size: int, n_train: int) -> Reading | None:
     the CPU from it. The estimates' next refresh comes from the browser once it has drawn them.
 
     Keyed by what changes speed only: split sizes, subset, epochs, lr, ... are arithmetic on top
-    (core.estimate.Estimate), so changing them never measures again.
+    (core.train.cost.Estimate), so changing them never measures again.
     """
     key = (size, cfg.model, min(cfg.batch_size, n_train), cfg.device, cfg.amp, cfg.channels_last)
     store = _speeds()
@@ -326,7 +327,7 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
                                  help="One run per size present under the data root, trained one after another "
                                       "in a single background process: the study's resolution sweep.")
     if train_clicked:
-        from core import train as T
+        from core.train import loop as T
 
         try:
             runs_folder.check_runs_dir(cfg.runs_dir)

@@ -60,7 +60,7 @@ def finished_runs(data_root, tmp_path_factory) -> dict[int, Path]:
 @pytest.fixture(scope="session")
 def demo_root() -> Path:
     """The bundled demo set (667 real NIH radiographs at every size, NOT ChestMNIST): in every clone."""
-    from core.data import DEMO_ROOT
+    from core.data.chestmnist import DEMO_ROOT
 
     return DEMO_ROOT
 

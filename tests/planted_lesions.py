@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.batching import to_tensor
-from core.data import N_CLASSES
-from core.models import build_model
+from core.data.batching import to_tensor
+from core.data.chestmnist import N_CLASSES
+from core.models.registry import build_model
 
 GRID = 4
 

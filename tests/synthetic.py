@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import N_CLASSES, SPLITS, write_npz
+from core.data.chestmnist import N_CLASSES, SPLITS, write_npz
 
 
 def planted_split(n: int, size: int, seed: int, prevalence: float = 0.3) -> tuple[np.ndarray, np.ndarray]:

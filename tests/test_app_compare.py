@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from core import data as D
-from core import runs
+from core.data import chestmnist as D
+from core.runs import record as runs
 from core.study import build_report
 
 

@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import data as D
-from core import runs, runs_folder, settings
+from core.data import chestmnist as D
+from core.runs import record as runs
+from core.runs import folder as runs_folder
+from core import settings
 from tests.synthetic import write_planted
 
 
@@ -306,7 +308,7 @@ def test_cached_data_is_reloaded_when_the_file_is_replaced(tmp_path):
     """The cache key includes the npz's mtime, so an import or download is seen at once."""
     import os
 
-    from pages.common import load_data
+    from ui.common import load_data
     from tests.synthetic import write_planted
 
     path = write_planted(tmp_path, 28, n=(20, 8, 8))
@@ -424,7 +426,7 @@ def test_navigation_icons_are_material_symbols():
 
 def test_the_warm_up_imports_only_once_no_page_has_run_for_a_moment(tmp_path, monkeypatch):
     """Imports hold the GIL, so app.py's warm-up must not run beside a page: it waits for a quiet moment."""
-    from pages import common
+    from ui import common
 
     (tmp_path / "warm_probe_module.py").write_text("LOADED = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -442,7 +444,7 @@ def test_the_warm_up_imports_only_once_no_page_has_run_for_a_moment(tmp_path, mo
 
 def test_the_warm_up_starts_once_per_server_and_can_be_waited_for(monkeypatch):
     """app.py calls warm_up after every page run: only the first call may start a thread."""
-    from pages import common
+    from ui import common
 
     calls = []
     monkeypatch.setattr(common, "_warm_up", [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 
-from core import runs
+from core.runs import record as runs
 from core.study import build_report
 
 

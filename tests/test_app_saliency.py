@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import data as D
-from core import runs as R
-from core import checkpoints
-from core import saliency as S
-from core import thresholds as T
-from core.data import CLASS_NAMES
+from core.data import chestmnist as D
+from core.runs import record as R
+from core.runs import checkpoints
+from core.explain import saliency as S
+from core.metrics import thresholds as T
+from core.data.chestmnist import CLASS_NAMES
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

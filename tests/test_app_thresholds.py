@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from core import metrics
-from core import runs as R
-from core import thresholds as T
-from core.data import CLASS_NAMES, N_CLASSES
+from core.runs import record as R
+from core.metrics import thresholds as T
+from core.data.chestmnist import CLASS_NAMES, N_CLASSES
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -152,7 +152,7 @@ def test_save_writes_a_file_load_thresholds_reads_back(open_page, data_root, run
 
 
 def test_revert_to_the_validation_chosen_set_and_evaluation_keeps_the_users(open_page, data_root, run28):
-    from core.evaluate import evaluate_run
+    from core.evaluate.scoring import evaluate_run
 
     chosen = T.load_thresholds(run28 / "thresholds.json", CLASS_NAMES)
     at = _open(open_page, data_root, run28.parent, run28)
@@ -220,7 +220,7 @@ def test_undefined_auc_and_broken_file(open_page, data_root, run28):
     assert any("hernia (now 0.250)" in cap.value for cap in at.caption)
     at.button(key="thr_save").click().run()
     assert json.loads(R.user_thresholds_path(run28).read_text())["fallback_classes"] == []
-    # The 0.5 preset sets 0.5 everywhere by design: saved as core.thresholds.choose records it, nothing fell back.
+    # The 0.5 preset sets 0.5 everywhere by design: saved as core.metrics.thresholds.choose records it, nothing fell back.
     at.radio(key="thr_preset").set_value("0.5").run()
     at.button(key="thr_apply").click().run()
     at.button(key="thr_save").click().run()

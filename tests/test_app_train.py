@@ -10,10 +10,10 @@ import time
 import pytest
 import streamlit as st
 
-from core import data as D
-from core import runs
-from core import estimate as E
-from core import launch as L
+from core.data import chestmnist as D
+from core.runs import record as runs
+from core.train import cost as E
+from core.train import background as L
 from tests.synthetic import write_planted
 
 FAST = {"train_model": "seed-cnn", "train_epochs": 1, "train_batch": 64}
@@ -68,7 +68,7 @@ def estimated(at, timeout: float = 90):
 
 @pytest.fixture
 def launches(monkeypatch):
-    """Record core.launch.launch calls instead of spawning trainers."""
+    """Record core.train.background.launch calls instead of spawning trainers."""
     calls = []
 
     def fake(run_dirs, log_name="train.log"):
@@ -367,7 +367,7 @@ def test_resume_relaunches_a_stopped_run_and_failed_runs_show_their_error(open_p
 
 
 def test_real_background_run_finishes(open_page, data_root, tmp_path):
-    """core.launch.launch for real: a detached 1-epoch run on the generated data, followed to 'finished'."""
+    """core.train.background.launch for real: a detached 1-epoch run on the generated data, followed to 'finished'."""
     runs_dir = tmp_path / "runs"
     at = page(open_page, data_root, runs_dir, train_size=28, **FAST).run()
     at.button(key="train_go").click().run()

@@ -1,4 +1,4 @@
-"""core.autotune: precision and layout chosen by measurement, cached per machine, never trusted when
+"""core.train.autotune: precision and layout chosen by measurement, cached per machine, never trusted when
 stale or damaged; `--amp auto` and predict follow it, a manual `--amp` wins.
 
 The real timing path runs on tiny batches (its figures are meaningless, its wiring is not); the
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import autotune as A
-from core.models import build_model
-from core.config import TrainConfig
-from core.device import amp_dtype, train_layout
-from core.train import main
+from core.train import autotune as A
+from core.models.registry import build_model
+from core.train.recipe import TrainConfig
+from core.train.device import amp_dtype, train_layout
+from core.train.__main__ import main
 
 CPU = torch.device("cpu")
 
@@ -179,7 +179,7 @@ def test_amp_auto_follows_the_measured_choice_and_manual_amp_wins(measuring, mon
 
 def test_fixed_rule_when_measuring_is_off_or_distributed(monkeypatch, tmp_path):
     monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path))
-    from core.device import cpu_has_bf16
+    from core.train.device import cpu_has_bf16
     for env in ({A.ENV: "off"}, {A.ENV: "on", "WORLD_SIZE": "2"}):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
@@ -190,7 +190,7 @@ def test_fixed_rule_when_measuring_is_off_or_distributed(monkeypatch, tmp_path):
 
 
 def test_predict_uses_the_measured_inference_layout(measuring, monkeypatch):
-    from core.evaluate import predict
+    from core.evaluate.scoring import predict
 
     def fake(model, size, batch_size, device, candidates):
         return {c.name: (500.0 if c.name == "fp32_nchw" else 100.0) for c in candidates}
@@ -207,7 +207,7 @@ def test_predict_uses_the_measured_inference_layout(measuring, monkeypatch):
 def test_device_check_reports_the_choice_and_the_speeds(measuring, monkeypatch, capsys):
     plant_speeds(monkeypatch, {"fp32_nchw": 100.0, "fp32_cl": 150.0, "bf16_nchw": 90.0, "bf16_cl": 300.0})
     monkeypatch.setattr(A, "measure_infer", lambda m, s, b, d, cands: {c.name: 10.0 + i for i, c in enumerate(cands)})
-    monkeypatch.setattr("core.device.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("core.train.device.cpu_has_bf16", lambda: True)
     assert main(["--device", "check", "--size", "64"]) == 0
     out = capsys.readouterr().out
     assert "--amp auto for res-cnn at 64 px, batch 128: bfloat16, channels_last" in out

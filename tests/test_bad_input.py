@@ -20,10 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core import data as D
-from core import npz
+from core.data import chestmnist as D
+from core.data import npz
 from core.files import DiskFullError, atomic_write
-from core.importer import DataImportError, import_folder, main
+from core.data.importer import DataImportError, import_folder, main
 from tests.synthetic import write_planted
 
 REPO = Path(__file__).resolve().parents[1]

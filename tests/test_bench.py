@@ -16,9 +16,9 @@ import torch
 
 from bench import autotune, common, compute, efficiency, interaction, memory, pipeline, saliency, stats
 from bench.common import MODES, Context, RunCache
-from core import batching
-from core import data as D
-from core import npz
+from core.data import batching
+from core.data import chestmnist as D
+from core.data import npz
 
 TINY = MODES["tiny"]
 FAST = dataclasses.replace(TINY, repeats=1, warmup=0, compute_batch=8)  # code paths, not timings
@@ -48,7 +48,7 @@ def test_medmnist_example_transform_matches_core_normalisation():
     x, y = ds[3]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32
     assert y.dtype.kind == "i" and y.tolist() == labels[3].tolist()
-    # ToTensor + Normalize(.5, .5) and core.batching.to_tensor map uint8 to the same [-1, 1] floats
+    # ToTensor + Normalize(.5, .5) and core.data.batching.to_tensor map uint8 to the same [-1, 1] floats
     torch.testing.assert_close(x, batching.to_tensor(images[3:4])[0], atol=1e-6, rtol=0)
     batch_x, batch_y = next(iter(pipeline.medmnist_loader(images, labels, batch_size=4)))
     assert batch_x.shape == (4, 1, 28, 28) and batch_y.shape == (4, 14)
@@ -104,8 +104,8 @@ def test_bench_train_and_infer_figures():
 
 
 def test_score_with_matches_core_predict_and_pads_the_last_batch():
-    from core.evaluate import predict
-    from core.models import build_model
+    from core.evaluate.scoring import predict
+    from core.models.registry import build_model
 
     torch.manual_seed(0)
     variants, _ = compute.infer_variants(28, TINY, build_model("res-cnn", 28).eval(), compile_=False)
@@ -147,7 +147,7 @@ def test_auc_effects_train_each_variant(ctx):
 def test_pipeline_and_compute_follow_core_s_measured_choice(monkeypatch, ctx):
     """Where --amp auto measured fp32 NCHW fastest (as it may on a CPU whose bf16 is slow), the benchmark's
     `core` variants run fp32 NCHW too, and the rows say so."""
-    from core import autotune as A
+    from core.train import autotune as A
 
     monkeypatch.setenv(A.ENV, "on")
     monkeypatch.setattr(A, "measure_train", lambda m, s, b, d, cands: (
@@ -255,8 +255,8 @@ def test_grad_cam_figures():
 
 @pytest.mark.parametrize("name", ["res-cnn", "seed-cnn"])
 def test_stage_candidates_include_the_declared_layer_and_weightings_differ(name):
-    from core import saliency as S
-    from core.models import build_model
+    from core.explain import saliency as S
+    from core.models.registry import build_model
     from tests.planted_lesions import lesion_split
 
     torch.manual_seed(0)
@@ -310,12 +310,12 @@ def test_bench_app_import_figures():
     from bench import app_speed
 
     figs = app_speed.import_figures()
-    _sane(figs, ["app_speed.import.pages.common_s"])
+    _sane(figs, ["app_speed.import.ui.common_s"])
     import subprocess
     import sys
-    loaded = subprocess.run([sys.executable, "-c", "import sys, pages.common; print('torch' in sys.modules)"],
+    loaded = subprocess.run([sys.executable, "-c", "import sys, ui.common; print('torch' in sys.modules)"],
                             cwd=app_speed.REPO, capture_output=True, text=True, check=True).stdout.strip()
-    assert figs["app_speed.import.pages.common_loads_torch"] is (loaded == "True")
+    assert figs["app_speed.import.ui.common_loads_torch"] is (loaded == "True")
 
 
 def test_bench_app_paint_figures(tmp_path):
@@ -350,7 +350,7 @@ def test_cli_tiny_prints_table_and_one_json_line(capsys, tmp_path):
         assert col in out[header]
     result = json.loads(out[-1])
     assert result["mode"] == "tiny" and result["machine"]["torch"] == torch.__version__
-    from core.autotune import cpu_info
+    from core.train.autotune import cpu_info
     assert result["machine"]["cpu"] == cpu_info()["model"] and result["machine"]["cpu_flags"] == cpu_info()["flags"]
     assert cpu_info()["model"] in out[0] and "flags:" in out[0]
     figs = result["figures"]

@@ -63,7 +63,7 @@ def _healthy(url: str) -> bool:
 def server(tmp_path):
     """`streamlit run app.py` on a free localhost port; yields (base url, runs dir). Torn down always,
     and every run it started is asked to stop so no detached trainer outlives the test."""
-    from core import data as D
+    from core.data import chestmnist as D
 
     data_root = tmp_path / "data"  # the bundled demo's 28 and 64 px files (the flow trains every size present)
     data_root.mkdir()
@@ -87,7 +87,8 @@ def server(tmp_path):
             time.sleep(0.3)
         yield url, runs_dir, data_root
     finally:
-        from core import runs, runs_folder
+        from core.runs import record as runs
+        from core.runs import folder as runs_folder
 
         if runs_dir.is_dir():
             for r in runs_folder.list_runs(runs_dir):

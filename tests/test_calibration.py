@@ -1,4 +1,4 @@
-"""core.calibration (through core.metrics) on hand-made cases and against scikit-learn."""
+"""core.metrics.reliability (through core.metrics) on hand-made cases and against scikit-learn."""
 import math
 
 import numpy as np

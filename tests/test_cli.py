@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
+from core.runs import record as runs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from core import batching
-from core import data as D
-from core import npz
+from core.data import batching
+from core.data import chestmnist as D
+from core.data import npz
 from tests.synthetic import write_planted
 
 

@@ -28,11 +28,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import runs
-from core.config import TrainConfig
-from core.device import amp_dtype
+from core.runs import record as runs
+from core.train.recipe import TrainConfig
+from core.train.device import amp_dtype
 from core.train import prepare_run, train
-from core.train import main as train_main
+from core.train.__main__ import main as train_main
 from tests.synthetic import write_planted
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core import data as D
+from core.data import chestmnist as D
 from tests.conftest import REPO
 
 

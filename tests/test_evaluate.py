@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from core import metrics, runs, thresholds
-from core.data import CLASS_NAMES, OFFICIAL_COUNTS
-from core.evaluate import evaluate_run, export_evaluator_csv
+from core import metrics
+from core.runs import record as runs
+from core.metrics import thresholds
+from core.data.chestmnist import CLASS_NAMES, OFFICIAL_COUNTS
+from core.evaluate.scoring import evaluate_run, export_evaluator_csv
 
 
 def test_thresholds_come_from_validation_and_metrics_from_test(finished_runs):

@@ -1,4 +1,4 @@
-"""core.importer: folder of X-rays + label CSV -> ChestMNIST-layout npz. All data is generated in tmp_path,
+"""core.data.importer: folder of X-rays + label CSV -> ChestMNIST-layout npz. All data is generated in tmp_path,
 except the NIH-1000 check, which uses the shared folder beside the repo when it is there."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from core.data import CLASS_NAMES, SPLITS, load, npz_name
-from core.import_pixels import MAX_PIXELS
-from core.importer import DataImportError, ImportReport, import_folder, main
+from core.data.chestmnist import CLASS_NAMES, SPLITS, load, npz_name
+from core.data.pixels import MAX_PIXELS
+from core.data.importer import DataImportError, ImportReport, import_folder, main
 
 NIH1000 = Path(__file__).resolve().parents[2] / "shared/data/nih1000"
 KEYS = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]

@@ -14,7 +14,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from core import bootstrap, metrics
+from core.files import to_jsonable
+from core.metrics import bootstrap
+from core import metrics
 
 TASK = "multi-label, binary-class"
 
@@ -270,7 +272,7 @@ def test_summarize_rejects_wrong_number_of_names():
 
 def test_to_jsonable_converts_numpy_and_nan():
     obj = {"a": np.float32(np.nan), "b": np.arange(3), "c": (np.bool_(True), np.inf), 4: [np.int64(2)]}
-    assert metrics.to_jsonable(obj) == {"a": None, "b": [0, 1, 2], "c": [True, None], "4": [2]}
+    assert to_jsonable(obj) == {"a": None, "b": [0, 1, 2], "c": [True, None], "4": [2]}
 
 
 def test_input_validation():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.models import MODELS, VARIANTS, build_model, count_params, describe, flops_per_image, fold_batchnorm
+from core.models.registry import MODELS, VARIANTS, build_model, count_params, describe, flops_per_image, fold_batchnorm
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -1,12 +1,13 @@
-"""core.paired (through core.metrics): paired AUC differences against hand-made and brute-force cases."""
+"""core.metrics.paired (through core.metrics): paired AUC differences against hand-made and brute-force cases."""
 import math
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from core.files import to_jsonable
 from core import metrics
-from core.bootstrap import resample_blocks
+from core.metrics.bootstrap import resample_blocks
 
 
 def correlated(n=300, c=3, seed=0):
@@ -88,7 +89,7 @@ def test_a_class_without_positives_is_left_out():
     assert r["delta"] == pytest.approx(sk_mean_auc(labels, a, [0, 2]) - sk_mean_auc(labels, b, [0, 2]), abs=1e-12)
     q = r["per_class"][1]
     assert q["n_pos"] == 0 and all(math.isnan(q[k]) for k in ("delta", "ci_low", "ci_high", "p_value", "auc_a"))
-    assert metrics.to_jsonable(r)["per_class"][1]["delta"] is None
+    assert to_jsonable(r)["per_class"][1]["delta"] is None
 
 
 def test_nothing_to_compare_says_so():

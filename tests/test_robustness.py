@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import data as D
-from core import checkpoints, runs, runs_folder, thresholds
+from core.data import chestmnist as D
+from core.runs import checkpoints
+from core.runs import record as runs
+from core.runs import folder as runs_folder
+from core.metrics import thresholds
 from core.train import TrainConfig, prepare_run, train
 from tests.conftest import isolate
 from tests.synthetic import planted_split, write_planted
@@ -354,7 +357,9 @@ def test_atomic_write_keeps_the_old_file_on_failure_and_shares_like_any_file(tmp
 _KILLED_AT = """
 import os, signal, sys
 from pathlib import Path
-from core import checkpoints, runs, train
+from core.runs import checkpoints
+from core.runs import record as runs
+from core.train.__main__ import main as train_main
 event, nth, seen = sys.argv[1], int(sys.argv[2]), [0]
 real_write, real_append = runs.atomic_write, runs.append_jsonl
 
@@ -385,7 +390,7 @@ def append_jsonl(path, row):
 
 runs.atomic_write, runs.append_jsonl = atomic_write, append_jsonl
 checkpoints.atomic_write = atomic_write
-sys.exit(train.main(sys.argv[3:]))
+sys.exit(train_main(sys.argv[3:]))
 """
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import data as D
-from core import estimate as E
-from core import checkpoints, runs, runs_folder
-from core import thresholds as T
-from core.config import ConfigError
+from core.data import chestmnist as D
+from core.train import cost as E
+from core.runs import checkpoints
+from core.runs import record as runs
+from core.runs import folder as runs_folder
+from core.metrics import thresholds as T
+from core.train.recipe import ConfigError
 from core.train import TrainConfig, prepare_run, train
 from tests.synthetic import planted_split, write_planted
 
@@ -101,7 +103,7 @@ def test_delete_removes_a_whole_run_it_created(runs_copy):
 # ---- 2: the user's thresholds are never overwritten ---------------------------------------------
 
 def test_evaluate_and_resume_keep_the_users_thresholds(runs_copy):
-    from core.evaluate import main as evaluate_main
+    from core.evaluate.__main__ import main as evaluate_main
 
     run_dir = runs_copy[28]
     mine = np.round(np.linspace(0.1, 0.8, D.N_CLASSES), 3)
@@ -223,7 +225,7 @@ def test_a_reused_pid_does_not_keep_a_dead_run_running(runs_copy):
 
 def test_a_live_trainer_holding_the_lock_reads_running(runs_copy):
     run_dir = runs_copy[28]
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom core import runs\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom core.runs import record as runs\n"
                                "with runs.training_lock(sys.argv[1]):\n    runs.set_status(sys.argv[1], 'running')\n"
                                "    print('ok', flush=True)\n    time.sleep(60)", str(run_dir)],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -264,7 +266,7 @@ def test_check_runs_dir_accepts_runs_folders_only(tmp_path, runs_copy):
 def test_a_last_checkpoint_of_another_architecture_is_a_message(runs_copy):
     import torch
 
-    from core.models import build_model
+    from core.models.registry import build_model
 
     run28 = runs_copy[28]
     state = checkpoints.load_checkpoint(run28 / "last.pt")
@@ -278,7 +280,7 @@ def test_a_last_checkpoint_of_another_architecture_is_a_message(runs_copy):
 
 
 def test_config_and_metrics_of_the_wrong_types(runs_copy):
-    from core.config import config_of
+    from core.runs.datafile import config_of
 
     run_dir = runs_copy[28]
     config = json.loads((run_dir / "config.json").read_text())

@@ -1,4 +1,4 @@
-"""core.saliency and core.sanity: shapes and range of every method, the pointing game on planted lesions
+"""core.explain.saliency and core.explain.sanity: shapes and range of every method, the pointing game on planted lesions
 for every model at 28 px (resnet50's in the bench only), the all-classes shortcut against per-class
 calls, the model left as it was, bad input, parameter randomisation, deletion/insertion, and the display overlay."""
 import numpy as np
@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from core import batching
-from core import data as D
-from core import saliency as S
-from core import sanity as Q
+from core.data import batching
+from core.data import chestmnist as D
+from core.explain import saliency as S
+from core.explain import sanity as Q
 from core.metrics import auc_per_class
-from core.models import MODELS, build_model, fold_batchnorm
+from core.models.registry import MODELS, build_model, fold_batchnorm
 from tests import planted_lesions as PL
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import data as D
-from core import runs
+from core.data import chestmnist as D
+from core.runs import record as runs
 from core import metrics
-from core.metrics import to_jsonable
+from core.files import to_jsonable
 from core.study import (FIGURES, StudyError, StudyReport, build_report, check_sizes, format_tables,
                         list_studies, load_study, main, read_study_file, run_name, run_study)
 from core.study.records import label_candidates

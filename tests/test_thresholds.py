@@ -1,11 +1,11 @@
-"""core.thresholds on curves whose optimum is known, plus the JSON file round trip."""
+"""core.metrics.thresholds on curves whose optimum is known, plus the JSON file round trip."""
 import json
 
 import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from core import thresholds as th
+from core.metrics import thresholds as th
 
 # Worked example (one class), scores in decreasing order:
 #   score  0.9 0.8 0.7 0.6 0.5 0.4 0.3 0.2

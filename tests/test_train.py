@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from core import data as D
-from core import checkpoints, runs
-from core.config import ConfigError, TrainConfig
-from core.estimate import Estimate, estimate, format_seconds
-from core.launch import launch
-from core.step import build_optimizer, epoch_lr
+from core.data import chestmnist as D
+from core.runs import checkpoints
+from core.runs import record as runs
+from core.train.recipe import ConfigError, TrainConfig
+from core.train.cost import Estimate, estimate, format_seconds
+from core.train.background import launch
+from core.train.step import build_optimizer, epoch_lr
 from core.train import prepare_run, train
 from tests.synthetic import write_planted
 

@@ -20,14 +20,11 @@ numbers), tables, figures, markdown, report (build_report), reading (StudyReport
 From Python (a notebook): `load_study(report_dir)` opens a finished report,
 `build_report(run_dirs, out_dir)` builds one from any finished runs, `list_studies()` finds them.
 """
-from __future__ import annotations
+from core.lazy import lazy_exports
 
-import importlib
-
-# Each public name and the part that defines it, imported on first use (PEP 562): importing one part
-# (the Train page's core.study.recipe) then loads only that part, not the report's matplotlib and
-# scikit-learn, which take seconds to import.
-_PARTS = {
+# Each name is imported from its part on first use: importing one part (the Train page's core.study.recipe)
+# then loads only that part, not the report's matplotlib and scikit-learn, which take seconds to import.
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "common": ("COST_KEYS", "DEFAULT_REPORTS_DIR", "FIGURES", "STUDY_VERSION", "TEST_KEYS", "VAL_KEYS", "StudyError",
                "StudyStopped"),
     "cli": ("main",),
@@ -37,16 +34,4 @@ _PARTS = {
     "report": ("build_report", "rebuild_report"),
     "runner": ("run_study",),
     "tables": ("format_tables",),
-}
-_PART_OF = {name: part for part, names in _PARTS.items() for name in names}
-__all__ = sorted(_PART_OF)
-
-
-def __getattr__(name: str):
-    if name not in _PART_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_PART_OF[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+})

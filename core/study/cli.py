@@ -6,10 +6,10 @@ import os
 import sys
 import time
 
-from core import data as D
-from core import runs
-from core.config import AMP_HELP, SCHEDULES, ConfigError, TrainConfig
-from core.estimate import format_seconds
+from core.data import chestmnist as D
+from core.runs import record as runs
+from core.train.recipe import AMP_HELP, SCHEDULES, ConfigError, TrainConfig
+from core.train.cost import format_seconds
 from core.study.common import StudyError, StudyStopped, log
 from core.study.report import build_report, finished_runs, rebuild_report
 from core.study.runner import run_study, train_one_main

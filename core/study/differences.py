@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from core import data as D
-from core import metrics, runs
+from core.data import chestmnist as D
+from core import metrics
+from core.runs import record as runs
 
 METHOD = "mean-auc"
 BASELINE = "seed-cnn"  # the small reference CNN every candidate is compared against

@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # files only: no display needed, none opened
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from core import data as D  # noqa: E402
+from core.data import chestmnist as D  # noqa: E402
 from core.study.common import FIGURES  # noqa: E402
 from core.study.tables import multi_seed, row_label, several_candidates  # noqa: E402
 

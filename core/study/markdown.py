@@ -124,7 +124,7 @@ def _results(summary: dict) -> list[str]:
           "- params and GFLOPs/image: from the run config (core.models.flops_per_image: convolutions and linear layers, "
           "forward pass, a multiply-add = 2 FLOPs).",
           "- s/epoch: median wall time of an epoch including validation; train img/s: median training throughput "
-          "(the run's metrics per epoch, core.summary). Both were measured while training, on the device named, and depend on whatever else "
+          "(the run's metrics per epoch, core.runs.summary). Both were measured while training, on the device named, and depend on whatever else "
           "the machine was doing.",
           (f"- inference ms/image: core.evaluate.predict on the first {inf.get('images')} test images in batches of "
            f"{inf.get('batch')}, on `{inf.get('device')}` ({inf.get('threads')} CPU threads, fp32 as evaluation scores), median of 3 timed passes "

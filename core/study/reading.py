@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import runs
+from core.runs import record as runs
 from core.study.common import DEFAULT_REPORTS_DIR, STUDY_VERSION, StudyError
 from core.study.markdown import observations
 from core.study.recipe import study_file

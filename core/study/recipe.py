@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable
 
-from core import data as D
-from core import runs
-from core.config import TrainConfig
+from core.data import chestmnist as D
+from core.runs import record as runs
+from core.train.recipe import TrainConfig
 from core.study.common import EXECUTION_FIELDS, StudyError, log
 
 

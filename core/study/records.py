@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from core import metrics, runs
-from core.summary import summarize
+from core import metrics
+from core.runs import record as runs
+from core.runs.summary import summarize
 from core.study.common import COST_KEYS, TEST_KEYS, VAL_KEYS
 from core.study.recipe import recipe_settings
 
@@ -95,7 +96,7 @@ CALIBRATION_KEYS = ("test_ece", "test_ece_macro", "test_brier", "test_sens_at_sp
 
 def calibration_fields(test: dict) -> dict:
     """Calibration (pooled ECE, macro ECE, Brier) and the mean sensitivity at 90%/95% specificity over
-    the classes whose AUC is defined, plus those per class, from a run's test metrics (core.summary)."""
+    the classes whose AUC is defined, plus those per class, from a run's test metrics (core.runs.summary)."""
     per_class = test.get("per_class") or {}
     out = {"test_ece": test.get("ece"), "test_ece_macro": test.get("ece_macro"), "test_brier": test.get("brier"),
            "test_per_class_ops": {c: {k: v.get(k) for k in ("ece", "brier", *OPERATING_KEYS)}

@@ -11,11 +11,11 @@ from typing import Iterable
 import pandas as pd
 import torch
 
-from core import data as D
-from core import runs
-from core.config import ConfigError
-from core.evaluate import measure_inference
-from core.summary import data_provenance
+from core.data import chestmnist as D
+from core.runs import record as runs
+from core.train.recipe import ConfigError
+from core.evaluate.scoring import measure_inference
+from core.data.provenance import data_provenance
 from core.study.common import COST_KEYS, STUDY_VERSION, TEST_KEYS, VAL_KEYS, StudyError, log
 from core.study.figures import draw_figures
 from core.study.markdown import markdown, observations

@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from core import data as D
-from core import runs
-from core.config import ConfigError, TrainConfig
-from core.device import resolve_device
-from core.evaluate import evaluate_run
-from core.train import prepare_run, print_epoch, print_progress, train
+from core.data import chestmnist as D
+from core.runs import record as runs
+from core.train.recipe import ConfigError, TrainConfig
+from core.train.device import resolve_device
+from core.evaluate.scoring import evaluate_run
+from core.train.loop import prepare_run, print_epoch, print_progress, train
 from core.study.common import DEFAULT_REPORTS_DIR, ROOT, STUDY_VERSION, StudyError, StudyStopped, log
 from core.study.recipe import (check_sizes, default_name, is_study_run, read_study_file, recipe_diff, recipe_of,
                                run_name, slug, study_file)

@@ -1,0 +1,8 @@
+"""Scoring a run: val and test scored with its best model, thresholds chosen on validation and reported
+on test, medmnist's CSV; `python -m core.evaluate` (__main__).
+"""
+from core.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "scoring": ('evaluate_other', 'evaluate_run', 'export_evaluator_csv', 'measure_inference', 'predict'),
+})

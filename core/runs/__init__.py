@@ -1,0 +1,14 @@
+"""Run folders: the one owner of their files (record), their checkpoints, the runs folder (listing,
+deleting, guarding), which process trains a run, a run's data read back, and one summary of a run.
+
+Parts: record, checkpoints, folder, process, datafile, summary.
+"""
+from core.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "record": ('RunError', 'load_scores', 'read_config', 'read_metrics', 'read_status', 'read_test_metrics', 'request_stop'),
+    "checkpoints": ('load_model',),
+    "folder": ('RunInfo', 'delete_run', 'list_runs'),
+    "datafile": ('config_of', 'run_data'),
+    "summary": ('RunSummary', 'run_summary'),
+})

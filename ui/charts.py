@@ -1,0 +1,153 @@
+"""Altair charts of runs, shared by Compare and the run page. Not a page (app.py lists the pages).
+
+Colours are categorical per series (one per run, or one per seed group), in the order the caller
+gives, so a run keeps its colour in every chart of a page. Streamlit's chart toolbar saves any
+chart as PNG ("Download as PNG"); vega-embed's own menu is off in Streamlit.
+"""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from core.data import chestmnist as D
+
+SPLIT_DASH = alt.Scale(domain=["val", "train"], range=[[1, 0], [5, 3]])
+# The split legend draws line samples (solid / dashed), not the points' dots, so it shows the dash.
+SPLIT_LEGEND = alt.Legend(symbolType="stroke", symbolStrokeColor="#555", symbolStrokeWidth=2, symbolSize=300)
+PANEL_W, PANEL_H = 235, 170  # overlay panels: three to a row fit a 1400 px window beside the sidebar
+LABEL_LIMIT = 420  # legend labels in pixels: full run names ("64 px · res-cnn · seed 2"), not "64 px · r…"
+
+
+def colour_scale(order: list[str]) -> alt.Scale:
+    """Distinct categorical colours: tableau10 for up to ten series, tableau20 beyond."""
+    return alt.Scale(domain=order, scheme="tableau10" if len(order) <= 10 else "tableau20")
+
+
+def _legend(title: str) -> alt.Legend:
+    return alt.Legend(title=title, labelLimit=LABEL_LIMIT, columns=2)
+
+
+def _hover_rule(df: pd.DataFrame, order: list[str], name: str) -> alt.Chart:
+    """A vertical rule at the epoch nearest the pointer, its tooltip listing every series there (train and val).
+
+    The frame is pivoted to one column per (series, split), named by position (s0v, s0t, …) so that
+    run names with dots or brackets never reach a Vega field name; the tooltip titles carry the names.
+    """
+    keys = {(s, sp): f"s{i}{sp[0]}" for i, s in enumerate(order) for sp in ("val", "train")}
+    df = df.assign(key=[keys[(s, sp)] for s, sp in zip(df["series"], df["split"])])
+    present = set(df["key"])
+    hover = alt.selection_point(name=name, nearest=True, on="pointerover", fields=["epoch"], empty=False,
+                                clear="pointerout")
+    tooltip = [alt.Tooltip("epoch:Q", format="d")] + [
+        alt.Tooltip(f"{k}:Q", title=f"{s} ({sp})", format=".4f") for (s, sp), k in keys.items() if k in present]
+    return alt.Chart(df).transform_pivot("key", value="value", groupby=["epoch"]).mark_rule(color="#888").encode(
+        x="epoch:Q", opacity=alt.condition(hover, alt.value(0.6), alt.value(0)), tooltip=tooltip).add_params(hover)
+
+
+def _panel(df: pd.DataFrame, bands: pd.DataFrame | None, order: list[str], label: str, i: int,
+           log_loss: bool) -> alt.LayerChart:
+    """One metric: a line per series (dash = split) with points, seed bands if given, and the hover readout."""
+    df = df[df["metric"] == label]
+    log = log_loss and label == "loss" and bool(len(df)) and float(df["value"].min()) > 0
+    scale, title = (alt.Scale(type="log"), "log scale") if log else (alt.Scale(zero=False), None)
+    y = alt.Y("value:Q", scale=scale, title=title)
+    x = alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d"))
+    color = alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("run"))
+    tooltip = ["series", "run", "split", "epoch", alt.Tooltip("value:Q", format=".4f"),
+               alt.Tooltip("raw:Q", format=".4f", title="logged (unsmoothed)")]
+    layers = []
+    if bands is not None:
+        b = bands[bands["metric"] == label]
+        layers.append(alt.Chart(b).mark_area(opacity=0.18).encode(
+            x=x, y=alt.Y("lo:Q", scale=scale, title=title), y2="hi:Q", detail="split:N",
+            color=alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("run"))))
+    enc = dict(x=x, y=y, color=color, tooltip=tooltip)
+    # Points as their own layer, without the dash: on one mark (line with point overlay) the split
+    # legend drew the points' dots for val and train alike, hiding the dash that tells them apart.
+    layers += [alt.Chart(df).mark_line().encode(
+                   strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH, legend=SPLIT_LEGEND), **enc),
+               alt.Chart(df).mark_point(filled=True, size=20).encode(detail="split:N", **enc),
+               _hover_rule(df, order, f"hover{i}")]
+    return alt.layer(*layers).properties(width=PANEL_W, height=PANEL_H, title=label)
+
+
+def curves_chart(df: pd.DataFrame, order: list[str], labels: list[str], overlay: bool = True,
+                 bands: pd.DataFrame | None = None, log_loss: bool = False) -> alt.TopLevelMixin:
+    """Every logged per-epoch metric. `df`: core rows of compare_data.epoch_frame, with `series` the colour
+    (a run, or a seed group's mean when `bands`, compare_data.band_frame renamed, gives mean ± sd).
+
+    Overlay: one panel per metric (rows of three, then two: a 3-column facet of five drew an x axis
+    under its empty sixth cell); else small multiples, one row per metric and one column per series.
+    """
+    if overlay:
+        panels = [_panel(df, bands, order, label, i, log_loss) for i, label in enumerate(labels)]
+        rows = [alt.hconcat(*panels[i:i + 3]) for i in range(0, len(panels), 3)]
+        return alt.vconcat(*rows).resolve_scale(y="independent").configure_legend(orient="top")
+    color = alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("run"))
+    enc = dict(x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+               y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None), color=color,
+               tooltip=["series", "run", "split", "epoch", alt.Tooltip("value:Q", format=".4f")])
+    base = alt.layer(
+        alt.Chart(df).mark_line().encode(strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH, legend=SPLIT_LEGEND),
+                                         **enc),
+        alt.Chart(df).mark_point(filled=True, size=20).encode(detail="split:N", **enc))
+    rows = [base.transform_filter(alt.datum.metric == label).properties(width=170, height=140)
+            .facet(column=alt.Column("series:N", sort=order, title=None)).properties(title=label) for label in labels]
+    return alt.vconcat(*rows).configure_legend(orient="top")
+
+
+def tradeoff_chart(points: pd.DataFrame, x_title: str, order: list[str]) -> alt.LayerChart:
+    """Test AUC against cost on a log x axis: each run (95% CI bar, small point) and each seed group
+    (mean ± sd bar over its runs, large diamond), coloured by group.
+
+    `points`: rows with kind ("run"/"group"), group, name, x, auc, lo, hi (lo/hi: the run's CI or
+    the group's mean ± sd), runs.
+    """
+    color = alt.Color("group:N", sort=order, scale=colour_scale(order), legend=_legend("group"))
+    x = alt.X("x:Q", scale=alt.Scale(type="log"), title=f"{x_title} (log scale)")
+    y = alt.Y("auc:Q", scale=alt.Scale(zero=False), title="test AUC (medmnist)")
+    tooltip = ["kind", "name", "group", alt.Tooltip("auc:Q", format=".4f", title="test AUC (mean for a group)"),
+               alt.Tooltip("lo:Q", format=".4f", title="low (run: 95% CI; group: mean - sd)"),
+               alt.Tooltip("hi:Q", format=".4f", title="high (run: 95% CI; group: mean + sd)"),
+               alt.Tooltip("runs:Q", title="runs"), alt.Tooltip("x:Q", format=".4g", title=x_title)]
+    base = alt.Chart(points).encode(x=x, color=color, tooltip=tooltip)
+    run, group = alt.datum.kind == "run", alt.datum.kind == "group"
+    return alt.layer(
+        base.transform_filter(run).mark_rule(strokeWidth=1, opacity=0.5).encode(
+            y=alt.Y("lo:Q", scale=alt.Scale(zero=False)), y2="hi:Q"),
+        base.transform_filter(run).mark_point(filled=True, size=40, opacity=0.6).encode(y=y),
+        base.transform_filter(group).mark_rule(strokeWidth=4).encode(y=alt.Y("lo:Q", scale=alt.Scale(zero=False)),
+                                                                     y2="hi:Q"),
+        base.transform_filter(group).mark_point(filled=True, size=160, shape="diamond", stroke="black",
+                                                strokeWidth=0.5).encode(y=y),
+    ).properties(height=320)
+
+
+def heat_chart(df: pd.DataFrame, order: list[str]) -> alt.LayerChart:
+    """Test AUC per class (rows) and run (columns); grey where undefined."""
+    base = alt.Chart(df).encode(
+        x=alt.X("series:N", sort=order, title="run", axis=alt.Axis(labelAngle=-30, labelLimit=LABEL_LIMIT)),
+        y=alt.Y("class:N", sort=list(D.CLASS_NAMES), title=None),
+        tooltip=["class", alt.Tooltip("positives:Q", title="test positives"), "series", "run id",
+                 alt.Tooltip("test AUC:N", title="test AUC (95% CI)")])
+    defined = base.transform_filter("isValid(datum.auc)").mark_rect().encode(
+        color=alt.Color("auc:Q", scale=alt.Scale(scheme="viridis"), title="test AUC"))
+    undefined = base.transform_filter("!isValid(datum.auc)").mark_rect(color="#d9d9d9")
+    text = base.mark_text(fontSize=11).encode(
+        text="label:N", color=alt.condition("isValid(datum.auc) && datum.auc < 0.75", alt.value("white"), alt.value("black")))
+    return (defined + undefined + text).properties(height=14 * 26)
+
+
+def reliability_chart(df: pd.DataFrame, order: list[str]) -> alt.LayerChart:
+    """Reliability diagram: share of positives against mean predicted probability per bin, one line per
+    run, point size = pairs in the bin; the diagonal is perfect calibration."""
+    diagonal = alt.Chart(pd.DataFrame({"p": [0.0, 1.0]})).mark_line(color="#999", strokeDash=[4, 4]).encode(
+        x="p:Q", y="p:Q")
+    enc = dict(x=alt.X("mean_score:Q", scale=alt.Scale(domain=[0, 1]), title="mean predicted probability"),
+               y=alt.Y("frac_pos:Q", scale=alt.Scale(domain=[0, 1]), title="share of positives"),
+               color=alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("run")),
+               tooltip=["series", alt.Tooltip("bin:N", title="bin"), alt.Tooltip("count:Q", title="pairs"),
+                        alt.Tooltip("mean_score:Q", format=".3f"), alt.Tooltip("frac_pos:Q", format=".3f")])
+    line = alt.Chart(df).mark_line().encode(**enc)
+    points = alt.Chart(df).mark_point(filled=True).encode(size=alt.Size("count:Q", title="pairs in bin"), **enc)
+    return (diagonal + line + points).properties(height=340)

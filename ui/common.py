@@ -1,0 +1,269 @@
+"""Helpers shared by the pages: where data and runs live, cached loads, run pickers.
+
+Not a page itself (app.py lists the pages). Cached functions take paths plus the file's mtime
+so a changed file is re-read and an unchanged one never is.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import streamlit as st
+
+from core.data import chestmnist as D
+from core.runs import record as runs
+from core.runs import folder as runs_folder
+from core import settings
+
+
+# The metrics of a run in the run tables (Data & runs, Train): 4 decimals, short headers, full names as help.
+RUN_METRIC_COLUMNS = {
+    "best val AUC (medmnist)": st.column_config.NumberColumn("best val AUC", format="%.4f",
+                                                             help="Best val AUC (medmnist) over the epochs."),
+    "test AUC (medmnist)": st.column_config.NumberColumn("test AUC", format="%.4f", help="test AUC (medmnist)."),
+    "test ACC (medmnist, 0.5)": st.column_config.NumberColumn("test ACC", format="%.4f",
+                                                              help="test ACC (medmnist): per-label accuracy at 0.5."),
+}
+
+
+def through_app() -> None:
+    """Make sure app.py runs this page (its navigation, page config and sidebar); each page calls it first.
+
+    Streamlit (1.67) starts every server process in its legacy multipage mode because the pages sit
+    in a folder named pages/: it runs pages/<name>.py for the URL /<name> directly, with a sidebar
+    listing every file in pages/, until some script calls st.navigation. So when the first request
+    after a start opens a page URL (a bookmark, a reload, a second tab), app.py never ran: no
+    sidebar settings, no wide layout, "app, common, compare, …" in the sidebar. In that mode this
+    switches the process to st.navigation's mode (what calling st.navigation does) and reruns: the
+    rerun runs app.py, which opens the same page (its URL path is the file name either way).
+    Elsewhere it does nothing: once app.py has called st.navigation the flag stays off, and a page
+    run on its own (AppTest, `streamlit run pages/x.py`) has no pages/ folder beside it.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the legacy mode: nothing to do
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def data_root() -> Path:
+    """The data folder the sidebar names (the word `demo` is the bundled demo set)."""
+    return D.resolve_root(st.session_state.get("data_root"))
+
+
+def runs_dir() -> Path:
+    return Path(st.session_state.get("runs_dir") or runs_folder.default_runs_dir()).expanduser()
+
+
+def _remember(key: str) -> None:
+    """Save a sidebar setting to the settings file, so a new tab or a restart opens with it."""
+    try:
+        settings.save({key: st.session_state[key]})
+    except settings.SettingsError as e:
+        st.session_state["settings_error"] = str(e)
+
+
+def set_data_root(text: str) -> None:
+    """Switch to another data root and remember it (an on_click: it runs before the sidebar's widget)."""
+    st.session_state["data_root"] = text
+    _remember("data_root")
+
+
+def sidebar_settings() -> None:
+    """Data root and runs folder, editable in the sidebar, and kept across reloads and tabs.
+
+    A new session takes each from the URL (`?data_root=…&runs_dir=…`, what a reload or a shared
+    link carries), else the settings file (core.settings, the last change made in any tab), else
+    CHESTMNIST_ROOT / CHESTMNIST_RUNS and their defaults. A change is saved to the file and put in
+    the URL. With no ChestMNIST file under the data root, the bundled demo is one click away.
+    """
+    defaults = {"data_root": str(D.default_root()), "runs_dir": str(runs_folder.default_runs_dir())}
+    if any(key not in st.session_state for key in defaults):
+        try:
+            saved = settings.load()
+        except settings.SettingsError as e:
+            saved, st.session_state["settings_error"] = {}, str(e)
+        for key, default in defaults.items():
+            st.session_state.setdefault(key, st.query_params.get(key) or saved.get(key) or default)
+    remembered = f"A change is remembered across reloads and tabs, over the environment, in {settings.settings_path()}."
+    with st.sidebar:
+        st.text_input("Data root", key="data_root", on_change=_remember, args=("data_root",),
+                      help="Folder with chestmnist*.npz files (default: CHESTMNIST_ROOT, else ~/.medmnist); "
+                           f"`{D.DEMO_WORD}` is the bundled demo set. {remembered}")
+        root = data_root()
+        if D.is_demo(root):
+            st.caption("Demo: real NIH radiographs, **not ChestMNIST** (`demo/README.md`).")
+        elif not D.available_sizes(root):
+            st.button("Use the demo data", key="sidebar_use_demo", on_click=set_data_root, args=(D.DEMO_WORD,),
+                      help="No ChestMNIST file here. The demo: 667 real NIH chest X-rays at every size, bundled "
+                           "with the app; not ChestMNIST.")
+        st.text_input("Runs folder", key="runs_dir", on_change=_remember, args=("runs_dir",),
+                      help=f"Where run folders are written (default: CHESTMNIST_RUNS, else checkpoints/). {remembered}")
+        try:
+            runs_folder.check_runs_dir(runs_dir())
+        except runs.RunError as e:  # reading it is fine; training, saving and deleting there are refused
+            st.warning(f"{e} Runs there can be read, but nothing is written or deleted there.")
+        if msg := st.session_state.pop("settings_error", None):
+            st.warning(msg)
+    for key, default in defaults.items():  # the URL carries what differs from the defaults
+        value = st.session_state[key]
+        if value != default and st.query_params.get(key) != value:
+            st.query_params[key] = value
+        elif value == default and key in st.query_params:
+            del st.query_params[key]
+
+
+WARM_UP = "warm-up"  # the warm-up thread's name
+QUIET_S = 1.0  # the warm-up starts once no page has run for this long (the user is reading)
+_page_runs = {"active": 0, "last_end": 0.0}
+_page_runs_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def page_run() -> Iterator[None]:
+    """app.py runs each page inside this, so the warm-up knows when a page is running."""
+    with _page_runs_lock:
+        _page_runs["active"] += 1
+    try:
+        yield
+    finally:
+        with _page_runs_lock:
+            _page_runs["active"] -= 1
+            _page_runs["last_end"] = time.monotonic()
+
+
+def _import_when_quiet(module: str) -> None:
+    # Imports hold the GIL for most of their seconds: started while a page runs, they slow that page's
+    # run about twofold (a Train page clicked at once took 2.9 s instead of 1.6 s), so wait for a pause.
+    while True:
+        with _page_runs_lock:
+            quiet = _page_runs["active"] == 0 and time.monotonic() - _page_runs["last_end"] >= QUIET_S
+        if quiet:
+            break
+        time.sleep(0.1)
+    importlib.import_module(module)
+
+
+_warm_up: list[threading.Thread] = []  # the one warm-up thread of this server process, once started
+
+
+def warm_up() -> threading.Thread:
+    """Import the training stack in the background, once per server, after the first page is drawn
+    and while no page runs (app.py calls it last): torch, scikit-learn and matplotlib, through the
+    study runner (behind the Train page's buttons), take seconds on a small machine, and a first
+    visit to Compare or Saliency, or the Train page's speed measurement, then finds them loaded.
+    No page needs them to draw its first elements."""
+    with _page_runs_lock:
+        if not _warm_up:
+            _warm_up.append(threading.Thread(target=_import_when_quiet, args=("core.study.runner",), name=WARM_UP,
+                                             daemon=True))
+            _warm_up[0].start()
+    return _warm_up[0]
+
+
+def wait_for_warm_up() -> None:
+    """Return once warm_up's imports are done (at once where none was started: a page run on its own)."""
+    if _warm_up:
+        _warm_up[0].join()
+
+
+def file_mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading images…")
+def _load_data(root: str, size: int, mtime: float) -> D.ChestData:
+    return D.load(root, size)
+
+
+def load_data(root: str | Path, size: int) -> D.ChestData:
+    """ChestData for `size` under `root`, cached across reruns and sessions (raises DataError)."""
+    return _load_data(str(root), size, file_mtime(D.npz_path(root, size)))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _load_scores(run_dir: str, split: str, mtime: float):
+    return runs.load_scores(run_dir, split)
+
+
+def load_scores(run_dir: str | Path, split: str):
+    """(scores, labels) of a run's split, cached until the file changes (raises RunError)."""
+    return _load_scores(str(run_dir), split, file_mtime(runs.scores_path(run_dir, split)))
+
+
+def run_label(info: runs_folder.RunInfo) -> str:
+    auc = f", test AUC {info.test_auc:.3f}" if info.test_auc is not None else ""
+    return f"{info.size} px · {info.model} · {info.state}{auc} · {info.id}"
+
+
+def read_runs(where: Path) -> list[runs_folder.RunInfo] | None:
+    """The runs in `where`, newest first; None after showing why the folder cannot be read."""
+    try:
+        return runs_folder.list_runs(where)
+    except OSError as e:
+        st.error(f"Cannot read the runs folder {where}: {e.strerror or e}. Choose another folder in the sidebar.")
+        return None
+
+
+def run_metrics(r: runs_folder.RunInfo) -> dict[str, float | None]:
+    """A run's cells under RUN_METRIC_COLUMNS in the run tables."""
+    return dict(zip(RUN_METRIC_COLUMNS, (r.best_val_auc, r.test_auc, r.test_acc)))
+
+
+def evaluated_runs() -> list[runs_folder.RunInfo] | None:
+    """Runs that have test scores (finished, or evaluated after a stop); None when the runs folder
+    cannot be read (said on the page)."""
+    infos = read_runs(runs_dir())
+    return None if infos is None else [r for r in infos if runs.has_scores(r.path, "test")]
+
+
+def pick_run(available: list[runs_folder.RunInfo] | None, label: str = "Run", key: str = "run") -> runs_folder.RunInfo | None:
+    """A selectbox over `available` (evaluated_runs()); None (with guidance shown) when there are none."""
+    if available is None:
+        return None
+    if not available:
+        st.info("No evaluated runs yet in the runs folder. Train one on the **Train** page; "
+                "it is evaluated on test when it finishes.")
+        return None
+    by_id = {r.id: r for r in available}
+    if st.session_state.get(key) not in by_id:
+        st.session_state[key] = available[0].id
+    chosen = st.selectbox(label, list(by_id), key=key, format_func=lambda i: run_label(by_id[i]))
+    return by_id[chosen]
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> None:
+    """st.page_link to one of app.py's pages, or a plain hint where that page is not registered
+    (a page run on its own with `streamlit run pages/x.py`, or in AppTest)."""
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitAPIException:
+        st.caption(f"Open **{label}** from the app's navigation.")
+
+
+RUN_PAGE = "run"  # the run page's URL path (pages/run.py in app.py's navigation)
+
+
+def run_url(run_id: str) -> str:
+    """A link to the run page for `run_id` (`run?run=<id>`, relative, so it works under any base path),
+    carrying the data root and runs folder the current URL names."""
+    from urllib.parse import urlencode
+
+    params = {k: st.query_params[k] for k in ("data_root", "runs_dir") if k in st.query_params}
+    return f"{RUN_PAGE}?{urlencode({'run': run_id, **params})}"
+
+
+RUN_LINK_COLUMN = st.column_config.LinkColumn("details", display_text="open", width="small",
+                                              help="The run page: its config, log, curves, test metrics and files.")

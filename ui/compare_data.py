@@ -1,0 +1,278 @@
+"""The Compare page's data: runs read from their folders, seed groups, paired differences, tables.
+
+Not a page (app.py lists the pages): plain functions over core, cached where they read files or
+resample. A seed group is the runs that share a recipe (core.study.recipe.recipe_settings: every
+training setting but size, seed, name and how it executes) and a size; a family is a recipe at
+every size, the runs the resolution question is asked of.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.data import chestmnist as D
+from core import metrics as M
+from core.runs import record as runs
+from core.runs import folder as runs_folder
+from core.study.recipe import recipe_settings
+from core.runs.summary import summarize
+from ui.common import file_mtime, load_scores
+
+# (key in a metrics row after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
+EPOCH_METRICS = (("loss", "loss"), ("auc", "AUC (medmnist)"), ("acc", "ACC (medmnist, 0.5)"),
+                 ("macro_f1", "macro F1 (fixed threshold)"), ("micro_f1", "micro F1 (fixed threshold)"))
+N_BOOT = 2000  # paired resamples, as core.metrics' default and the study report
+
+
+def num(v) -> float | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+
+
+def load_run(r: runs_folder.RunInfo) -> dict:
+    """Everything the page shows about one run, from its files; `error` set when something is unreadable."""
+    out = {"info": r, "rows": runs.read_metrics(r.path), "config": {}, "test": None, "error": None}
+    try:
+        out["config"] = runs.read_config(r.path)
+    except runs.RunError as e:
+        out["error"] = str(e)
+    if runs.has_test_metrics(r.path):
+        try:
+            out["test"] = runs.read_test_metrics(r.path)
+        except runs.RunError as e:
+            out["error"] = str(e)
+    return out
+
+
+def recipe_key(run_dir) -> str | None:
+    """The recipe of a run folder as sorted JSON (what its seed group shares with its size); None if unreadable."""
+    try:
+        config = runs.read_config(run_dir)
+    except runs.RunError:
+        return None
+    return _recipe_key({"config": config, "info": None}) if config.get("train") else None
+
+
+def images_source(run: dict) -> str | None:
+    """What identifies a run's test images: its resolved data folder (the same images at every size)."""
+    root = (run["config"].get("train") or {}).get("data_root")
+    return None if root is None else str(D.resolve_root(root).resolve())
+
+
+@dataclass
+class Group:
+    """Runs sharing a recipe and a size (seeds of one recipe)."""
+
+    name: str
+    size: int | None
+    model: str | None
+    recipe: str  # the recipe as sorted JSON: groups of one family share it
+    runs: list[dict] = field(default_factory=list)
+
+
+def _recipe_key(run: dict) -> str:
+    train = run["config"].get("train") or {"run": run["info"].id}  # an unreadable config is a group of its own
+    settings = recipe_settings(train)
+    if "data_root" in settings:
+        settings["data_root"] = images_source(run)
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def _recipe_tags(keys: list[str]) -> dict[str, str]:
+    """Per recipe, the settings that tell it from the other recipes of its model (`lr=0.001, epochs=15`)."""
+    parsed = {k: json.loads(k) for k in keys}
+    tags = {}
+    for k, settings in parsed.items():
+        others = [o for o in parsed.values() if o is not settings and o.get("model") == settings.get("model")]
+        differs = [name for name in sorted(settings) if any(o.get(name) != settings[name] for o in others)]
+        tags[k] = ", ".join(f"{name}={settings[name]}" for name in differs if name != "data_root")
+        if "data_root" in differs:
+            tags[k] = ", ".join(filter(None, [tags[k], f"data {settings['data_root']}"]))
+    return tags
+
+
+def seed_groups(loaded: list[dict]) -> list[Group]:
+    """Groups by (recipe, size), ordered by size then name; names say size, model and, where one model has
+    several recipes, the settings that differ."""
+    by_key: dict[tuple[str, int | None], Group] = {}
+    for run in loaded:
+        key = (_recipe_key(run), run["info"].size)
+        if key not in by_key:
+            by_key[key] = Group("", run["info"].size, run["info"].model, key[0])
+        by_key[key].runs.append(run)
+    keys = sorted({g.recipe for g in by_key.values()})
+    tags = _recipe_tags(keys)
+    for g in by_key.values():
+        tag = tags[g.recipe]
+        g.name = f"{g.size} px · {g.model}" + (f" · {tag}" if tag else "")
+    return sorted(by_key.values(), key=lambda g: (g.size or 0, g.name))
+
+
+def series_names(groups: list[Group]) -> dict[str, str]:
+    """Full legend name per run id: its group's name, plus seed where the group has several runs, plus
+    the id where seeds repeat too (copies)."""
+    out = {}
+    for g in groups:
+        seeds = [(run["config"].get("train") or {}).get("seed") for run in g.runs]
+        for run, seed in zip(g.runs, seeds):
+            name = g.name
+            if len(g.runs) > 1:
+                name += f" · seed {seed}"
+                if seeds.count(seed) > 1:
+                    name += f" · {run['info'].id}"
+            out[run["info"].id] = name
+    return out
+
+
+def smooth(values: pd.Series, weight: float) -> pd.Series:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled to 0."""
+    if weight <= 0:
+        return values
+    out, last, norm = [], 0.0, 0.0
+    for v in values:
+        last, norm = weight * last + (1 - weight) * v, weight * norm + (1 - weight)
+        out.append(last / norm)
+    return pd.Series(out, index=values.index)
+
+
+def epoch_frame(loaded: list[dict], names: dict[str, str], groups: list[Group], weight: float = 0.0) -> pd.DataFrame:
+    """One row per (run, epoch, split, metric): `raw` as logged, `value` smoothed with `weight`."""
+    group_of = {run["info"].id: g.name for g in groups for run in g.runs}
+    recs = []
+    for run in loaded:
+        r = run["info"]
+        for row in run["rows"]:
+            for split in ("train", "val"):
+                for key, label in EPOCH_METRICS:
+                    value = num(row.get(f"{split}_{key}"))
+                    if value is not None:
+                        recs.append({"run": r.id, "series": names[r.id], "group": group_of[r.id], "size": r.size,
+                                     "epoch": row["epoch"], "split": split, "metric": label, "raw": value})
+    df = pd.DataFrame(recs, columns=["run", "series", "group", "size", "epoch", "split", "metric", "raw"])
+    df = df.sort_values(["run", "split", "metric", "epoch"], kind="stable")
+    df["value"] = df.groupby(["run", "split", "metric"])["raw"].transform(lambda s: smooth(s, weight)) \
+        if len(df) else pd.Series(dtype=float)
+    return df.reset_index(drop=True)
+
+
+def band_frame(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over each group's runs per (epoch, split, metric): the seed bands (sd 0 for one run)."""
+    if not len(epochs):
+        return pd.DataFrame(columns=["group", "size", "epoch", "split", "metric", "mean", "sd", "runs", "lo", "hi"])
+    out = epochs.groupby(["group", "size", "epoch", "split", "metric"], as_index=False).agg(
+        mean=("value", "mean"), sd=("value", lambda s: float(np.std(s, ddof=1)) if len(s) > 1 else 0.0),
+        runs=("run", "nunique"))
+    out["lo"], out["hi"] = out["mean"] - out["sd"], out["mean"] + out["sd"]
+    return out
+
+
+def summary_frame(loaded: list[dict], names: dict[str, str], groups: list[Group]) -> pd.DataFrame:
+    """One row per run: validation, test and compute numbers from its files (inference time is added later)."""
+    group_of = {run["info"].id: g.name for g in groups for run in g.runs}
+    out = []
+    for run in loaded:
+        r, rows, cfg, test = run["info"], run["rows"], run["config"], run["test"] or {}
+        trained = summarize(rows)
+        scored = [row for row in rows if num(row.get("val_auc")) is not None]
+        best = max(scored, key=lambda row: row["val_auc"]) if scored else {}
+        ci = test.get("auc_ci") or [None, None]
+        model = cfg.get("model", {})
+        flops = model.get("flops_per_image")
+        out.append({
+            "run": names[r.id], "run id": r.id, "group": group_of[r.id], "seed": (cfg.get("train") or {}).get("seed"),
+            "size (px)": r.size, "model": r.model, "epochs done": len(rows),
+            "best val AUC (medmnist)": best.get("val_auc"), "best val AUC epoch": best.get("epoch"),
+            "val loss at that epoch": best.get("val_loss"),
+            "tested checkpoint epoch": trained.best_epoch,
+            "test AUC (medmnist)": test.get("auc"), "test AUC 95% CI low": ci[0], "test AUC 95% CI high": ci[1],
+            "test ACC (medmnist, 0.5)": test.get("acc"),
+            "test macro F1 (val-tuned thresholds)": test.get("macro_f1"),
+            "test micro F1 (val-tuned thresholds)": test.get("micro_f1"),
+            "test exact-match accuracy (val-tuned thresholds)": test.get("exact_match_accuracy"),
+            "test ECE (pooled)": test.get("ece"), "test Brier": test.get("brier"),
+            "parameters": model.get("params"), "GFLOPs per image": flops / 1e9 if flops else None,
+            "seconds per epoch (median)": trained.seconds_per_epoch,
+            "training images/s (median)": trained.train_images_per_s,
+        })
+    return pd.DataFrame(out)
+
+
+def _mean_sd(values: pd.Series) -> tuple[float, float]:
+    """Mean and sd (NaN for fewer than two values) of the values present; NaN, NaN when none is."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return np.nan, np.nan
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else np.nan)
+
+
+def group_frame(summary: pd.DataFrame, groups: list[Group]) -> pd.DataFrame:
+    """One row per seed group: runs, seeds, mean and sd over seeds of test and best val AUC, cost."""
+    out = []
+    for g in groups:
+        rows = summary[summary["group"] == g.name]
+        test_mean, test_sd = _mean_sd(rows["test AUC (medmnist)"])
+        val_mean, val_sd = _mean_sd(rows["best val AUC (medmnist)"])
+        out.append({"group": g.name, "size (px)": g.size, "model": g.model, "runs": len(rows),
+                    "seeds": ", ".join(str(s) for s in sorted(rows["seed"].dropna().astype(int))),
+                    "test AUC mean": test_mean, "test AUC sd": test_sd, "tested runs": int(rows["test AUC (medmnist)"].notna().sum()),
+                    "best val AUC mean": val_mean, "best val AUC sd": val_sd,
+                    "GFLOPs per image": _mean_sd(rows["GFLOPs per image"])[0],
+                    "seconds per epoch (mean)": _mean_sd(rows["seconds per epoch (median)"])[0]})
+    return pd.DataFrame(out)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _group_difference(dirs_a: tuple[str, ...], dirs_b: tuple[str, ...], mtimes: tuple[float, ...]) -> dict:
+    """seed_group_difference of two groups' test scores; `mtimes` (of their score files) key the cache."""
+    labels = load_scores(dirs_a[0], "test")[1]
+    scores_a = [load_scores(d, "test")[0] for d in dirs_a]
+    scores_b = [load_scores(d, "test")[0] for d in dirs_b]
+    return M.seed_group_difference(labels, scores_a, scores_b, n_boot=N_BOOT, class_names=D.CLASS_NAMES)
+
+
+def _pairing_problem(a: Group, b: Group) -> str | None:
+    """Why the runs of a and b cannot be compared paired (different images), else None."""
+    first = a.runs[0]
+    labels = load_scores(first["info"].path, "test")[1]
+    for run in a.runs[1:] + b.runs:
+        try:
+            M.check_same_images(labels, load_scores(run["info"].path, "test")[1], images_source(first),
+                                images_source(run), names=(first["info"].id, run["info"].id))
+        except M.PairingError as e:
+            return str(e)
+    return None
+
+
+def _scored(g: Group) -> Group:
+    return Group(g.name, g.size, g.model, g.recipe, [run for run in g.runs if runs.has_scores(run["info"].path, "test")])
+
+
+def differences_frame(groups: list[Group]) -> pd.DataFrame:
+    """The resolution answer: within each recipe, every size against the previous size and against the
+    smallest, paired on the same test images (seed groups: mean AUC over seeds), with a plain verdict."""
+    families: dict[str, list[Group]] = {}
+    for g in map(_scored, groups):
+        if g.runs and g.size:
+            families.setdefault(g.recipe, []).append(g)
+    out = []
+    for fam in families.values():
+        fam.sort(key=lambda g: g.size)
+        pairs = [(fam[i], fam[i - 1], "previous size") for i in range(1, len(fam))]
+        pairs += [(g, fam[0], "smallest size") for g in fam[2:]]
+        for a, b, against in pairs:
+            row = {"comparison": f"{a.name} vs {b.size} px", "against": against, "runs": f"{len(a.runs)} vs {len(b.runs)}",
+                   "delta": None, "CI low": None, "CI high": None, "p": None}
+            problem = _pairing_problem(a, b)
+            if problem:
+                out.append(row | {"verdict": f"not paired: {problem}"})
+                continue
+            dirs_a = tuple(str(r["info"].path) for r in a.runs)
+            dirs_b = tuple(str(r["info"].path) for r in b.runs)
+            mtimes = tuple(file_mtime(runs.scores_path(d, "test")) for d in dirs_a + dirs_b)
+            res = _group_difference(dirs_a, dirs_b, mtimes)
+            out.append(row | {"delta": res["delta"], "CI low": res["ci"][0], "CI high": res["ci"][1],
+                              "p": res["p_value"], "verdict": M.verdict(res, f"{a.size} px", f"{b.size} px")})
+    return pd.DataFrame(out, columns=["comparison", "against", "runs", "delta", "CI low", "CI high", "p", "verdict"])
