@@ -21,6 +21,7 @@ import torch
 
 from bench.common import Context, Mode, Row, at_least, at_most, interleaved, median
 from bench.compute import HW_VARIANTS, Infer, bench_train
+from core import env
 from core.train import autotune
 from core.models.registry import DEFAULT_MODEL, build_model
 from core.train.device import cpu_has_bf16
@@ -31,8 +32,8 @@ INFER_CANDIDATES = ("fp32_nchw", "fp32_cl", "folded_nchw", "folded_cl")  # bench
 @contextlib.contextmanager
 def fresh_measuring(cache: Path):
     """Measuring on, into an empty cache folder, whatever the environment says; restored after."""
-    saved = {k: os.environ.get(k) for k in (autotune.ENV, "CHESTMNIST_CACHE")}
-    os.environ[autotune.ENV], os.environ["CHESTMNIST_CACHE"] = "on", str(cache)
+    saved = {k: os.environ.get(k) for k in (env.AUTOTUNE, env.CACHE)}
+    os.environ[env.AUTOTUNE], os.environ[env.CACHE] = "on", str(cache)
     try:
         yield
     finally:

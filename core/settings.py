@@ -10,9 +10,9 @@ folder, which is itself one of the settings.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from core import env
 from core.files import atomic_write
 
 KEYS: tuple[str, ...] = ("data_root", "runs_dir")
@@ -23,10 +23,7 @@ class SettingsError(ValueError):
 
 
 def settings_path() -> Path:
-    if explicit := os.environ.get("CHESTMNIST_SETTINGS"):
-        return Path(explicit).expanduser()
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser()
-    return config_home / "chestmnist-explorer" / "settings.json"
+    return env.settings_file()
 
 
 def load(path: str | Path | None = None) -> dict[str, str]:

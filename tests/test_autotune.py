@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from core import env
 from core.train import autotune as A
 from core.models.registry import build_model
 from core.train.recipe import TrainConfig
@@ -23,7 +24,7 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def measuring(monkeypatch, tmp_path):
     """Measuring on (the suite turns it off), with a cache of this test's own."""
-    monkeypatch.setenv(A.ENV, "on")
+    monkeypatch.setenv(env.AUTOTUNE, "on")
     monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
 
@@ -180,8 +181,8 @@ def test_amp_auto_follows_the_measured_choice_and_manual_amp_wins(measuring, mon
 def test_fixed_rule_when_measuring_is_off_or_distributed(monkeypatch, tmp_path):
     monkeypatch.setenv("CHESTMNIST_CACHE", str(tmp_path))
     from core.train.device import cpu_has_bf16
-    for env in ({A.ENV: "off"}, {A.ENV: "on", "WORLD_SIZE": "2"}):
-        for k, v in env.items():
+    for variables in ({env.AUTOTUNE: "off"}, {env.AUTOTUNE: "on", "WORLD_SIZE": "2"}):
+        for k, v in variables.items():
             monkeypatch.setenv(k, v)
         d = A.choose_train("res-cnn", 28, 128, CPU, cpu_bf16=cpu_has_bf16())
         assert d.how == "fixed rule" and d.amp == ("bf16" if cpu_has_bf16() else "off") and d.channels_last

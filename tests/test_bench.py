@@ -16,6 +16,7 @@ import torch
 
 from bench import autotune, common, compute, efficiency, interaction, memory, pipeline, saliency, stats
 from bench.common import MODES, Context, RunCache
+from core import env
 from core.data import batching
 from core.data import chestmnist as D
 from core.data import npz
@@ -149,7 +150,7 @@ def test_pipeline_and_compute_follow_core_s_measured_choice(monkeypatch, ctx):
     `core` variants run fp32 NCHW too, and the rows say so."""
     from core.train import autotune as A
 
-    monkeypatch.setenv(A.ENV, "on")
+    monkeypatch.setenv(env.AUTOTUNE, "on")
     monkeypatch.setattr(A, "measure_train", lambda m, s, b, d, cands: (
         {c.name: (300.0 if c.name == "fp32_nchw" else 100.0) for c in cands}, {c.name: 0.69 for c in cands}))
     assert compute.core_train_variant(28, 8) == "fp32_nchw"
@@ -184,7 +185,7 @@ def test_autotune_group_compares_the_choice_with_every_candidate(ctx, monkeypatc
     first, cached = rows["compute.28.autotune.choice_first_s"], rows["compute.28.autotune.choice_cached_s"]
     assert first.value > 0 and cached.value >= 0 and isinstance(first.passed, bool)
     assert (ctx.workdir / "autotune-cache-28" / "autotune.json").is_file()  # its own cache, not the suite's
-    assert os.environ[autotune.autotune.ENV] == "off"  # restored
+    assert os.environ[env.AUTOTUNE] == "off"  # restored
 
 
 # ---------------------------------------------------------------- memory

@@ -182,3 +182,19 @@ def test_no_package_exports_a_name_its_submodule_shadows():
         if exported & modules:
             clashes[pkg.name] = sorted(exported & modules)
     assert not clashes, f"names exported under a submodule's name: {clashes}"
+
+
+def test_only_core_env_reads_the_environment():
+    """Every variable the explorer reads is named, with its default, in core/env.py (issue #26: six variables
+    read in seven modules were listed together only in tests/conftest.py)."""
+    readers = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("core/**/*.py")
+                     if p.name != "env.py" and any(s in p.read_text() for s in ("os.environ.get(", "os.getenv(", "environ[")))
+    assert not readers, f"environment read outside core/env.py: {readers}"
+
+
+def test_core_env_treats_blank_as_unset(monkeypatch):
+    from core import env
+    monkeypatch.setenv(env.ROOT, "   ")
+    monkeypatch.setenv(env.RUNS, "")
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert env.data_root() is None and env.runs_dir() == Path(env.DEFAULT_RUNS) and env.world_size() == 1

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from core import env
 from core.files import atomic_write
 from core.data.npz import DataError, read_npz
 
@@ -62,7 +63,7 @@ DEMO_WORD = "demo"
 
 def default_root() -> Path:
     """`CHESTMNIST_ROOT` if set, else medmnist's own default (~/.medmnist)."""
-    return resolve_root(os.environ.get("CHESTMNIST_ROOT") or DEFAULT_ROOT)
+    return resolve_root(env.data_root() or DEFAULT_ROOT)
 
 
 def resolve_root(text: str | Path | None) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import shutil
 import threading
 import zipfile
@@ -16,6 +15,7 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
+from core import env
 from core.files import DiskFullError, atomic_write
 
 
@@ -132,7 +132,7 @@ class NpyRows:
 
 def cache_root() -> Path:
     """`CHESTMNIST_CACHE` or ~/.cache/chestmnist-explorer: never inside a (possibly shared) data root."""
-    return Path(os.environ.get("CHESTMNIST_CACHE") or Path.home() / ".cache" / "chestmnist-explorer").expanduser()
+    return env.cache_dir()
 
 
 def _cache_dir(path: Path) -> Path:

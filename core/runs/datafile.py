@@ -3,9 +3,9 @@ file's MD5, and that file found again wherever it moved (MD5-checked)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
+from core import env
 from core.data import chestmnist as D
 from core.runs import record as runs
 from core.train.recipe import TrainConfig
@@ -75,7 +75,7 @@ def run_data(run_dir: str | Path, data_root: str | Path | None = None) -> D.Ches
     """
     cfg = config_of(run_dir)
     recorded = Path(cfg.data_root)
-    if data_root is None and not D.npz_path(recorded, cfg.size).is_file() and os.environ.get("CHESTMNIST_ROOT"):
+    if data_root is None and not D.npz_path(recorded, cfg.size).is_file() and env.data_root():
         data_root = D.default_root()
     root = Path(data_root).expanduser() if data_root is not None else recorded
     try:

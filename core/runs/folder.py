@@ -9,13 +9,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import env
 from core.runs import record as runs
 from core.runs.record import RunError
 
 
 def default_runs_dir() -> Path:
     """`CHESTMNIST_RUNS` if set, else `checkpoints/` in the current folder."""
-    return Path(os.environ.get("CHESTMNIST_RUNS") or "checkpoints").expanduser()
+    return env.runs_dir()
 
 
 def resolve_run(runs_dir: str | Path, run_id: str) -> Path:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
+from core import env
 from core.data import chestmnist as D
 from core.runs import record as runs
 from core.train.recipe import AMP_HELP, SCHEDULES, ConfigError, TrainConfig
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_train-one"]:
         return train_one_main(argv[1:])
     args = _parser().parse_args(argv)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if env.world_size() > 1:
         print("error: run `python -m core.study` itself without torchrun; --nproc-per-node N launches each run "
               "under torchrun.", file=sys.stderr)
         return 2

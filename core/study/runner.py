@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from core import env
 from core.data import chestmnist as D
 from core.runs import record as runs
 from core.train.recipe import ConfigError, TrainConfig
@@ -253,7 +254,7 @@ def train_one_main(argv: list[str]) -> int:
     """`python -m core.study _train-one RUN_DIR CHILD_JSON`: the child that trains one run (maybe under torchrun)."""
     run_dir, child_file = Path(argv[0]), Path(argv[1])
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    lead = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports (as core.train does)
+    lead = env.rank() == 0  # under torchrun only rank 0 reports (as core.train does)
     live = lead and sys.stderr.isatty()  # batch progress redraws one line: terminals only; logs get epochs
     state, code = "failed", 2
     device = None

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import signal
 import sys
 from pathlib import Path
 
 import torch.distributed as dist
 
+from core import env
 from core.data import chestmnist as D
 from core.models.registry import MODELS, VARIANTS
 from core.runs import record as runs
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     # Under torchrun only rank 0 reports: it alone writes the test metrics (after the other ranks
     # are done), and every line would otherwise appear once per rank.
-    lead = int(os.environ.get("RANK", "0")) == 0
+    lead = env.rank() == 0
     # Batch-level progress redraws one line, which only makes sense on a terminal; logs get epochs.
     live = lead and sys.stderr.isatty()
     try:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core import env
 from core.data import batching
 from core.data import chestmnist as D
 from core.files import atomic_write
@@ -48,7 +49,6 @@ from core.train.step import grad_scaler, train_step
 
 FORMAT_VERSION = 1
 FILE_NAME = "autotune.json"
-ENV = "CHESTMNIST_AUTOTUNE"  # "off": no measuring, the fixed rule
 LOW_PRECISION_MARGIN = 1.03  # bf16/fp16 must be this much faster than the best fp32 candidate
 LOSS_TOLERANCE = 0.02  # |first-step loss - fp32's| above this disqualifies a low precision
 # The timed batch: at most TIMED_IMAGES images and PIXELS_PER_STEP pixels (16 images at 224 px), so
@@ -138,8 +138,7 @@ def machine_key(device: torch.device) -> dict:
 
 def measuring_enabled(device: torch.device) -> bool:
     """False where the fixed rule applies: CHESTMNIST_AUTOTUNE=off, several torchrun processes, or MPS."""
-    return (os.environ.get(ENV, "").lower() not in ("off", "0", "no", "false")
-            and int(os.environ.get("WORLD_SIZE", "1")) == 1 and device.type in ("cpu", "cuda"))
+    return env.autotune_enabled() and env.world_size() == 1 and device.type in ("cpu", "cuda")
 
 
 def native_low_precision(device: torch.device, cpu_bf16: bool) -> tuple[str, ...]:
@@ -388,6 +387,6 @@ def _load() -> str:
 def _why_not_measured(device: torch.device) -> str:
     if device.type not in ("cpu", "cuda"):
         return f"not measured on {device.type}"
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if env.world_size() > 1:
         return "not measured under torchrun (ranks would time each other)"
-    return f"not measured ({ENV}=off)"
+    return f"not measured ({env.AUTOTUNE}=off)"

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from core import env
 from core.data import batching
 from core.data import chestmnist as D
 from core.runs import checkpoints
@@ -100,7 +101,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env.world_size()
     if world > 1 and not dist.is_initialized():
         # gloo always serves CPU tensors (the stop flag, the run folder broadcast): NCCL alone has no
         # CPU backend, so those collectives would fail on a GPU machine.
@@ -161,7 +162,7 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
     data = _data_for(run_dir, data_root, cfg, main_rank)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        device = torch.device("cuda", env.local_rank(rank))
         torch.cuda.set_device(device)
     stop = should_stop or (lambda: runs.stop_requested(run_dir))
     if main_rank:
