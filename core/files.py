@@ -13,6 +13,8 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
+from core.errors import UserError
+
 # atomic_write's temp files: `.<name>.<32 hex>.tmp` beside the file they will replace.
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
@@ -20,7 +22,7 @@ _TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class DiskFullError(OSError):
+class DiskFullError(OSError, UserError):
     """No space was left to write a file; the message names the file. Still an OSError (errno
     ENOSPC or EDQUOT), so callers that handle any failed write handle this one too."""
 

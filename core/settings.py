@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.errors import UserError
 from core import env
 from core.files import atomic_write
 
 KEYS: tuple[str, ...] = ("data_root", "runs_dir")
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError):
     """The settings file cannot be read or written; the message names it and says what to do."""
 
 

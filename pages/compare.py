@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.errors import UserError
 from core.data import chestmnist as D
 from core.runs import record as runs
 from core.runs import folder as runs_folder
@@ -37,7 +38,7 @@ def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int =
     try:
         images = load_data(data_root, size).test.images[:n]
         return measure_inference(run_dir, images, "cpu", batch_size=n)["inference_ms_per_image"]
-    except (runs.RunError, D.DataError):
+    except UserError:
         return None
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from core.errors import UserError
 from core.explain import saliency as S
 from core.explain import sanity as Q
 from core.metrics import thresholds as T
@@ -201,7 +202,7 @@ if info is None:
     st.stop()
 try:
     images, scores, labels = _run_test_set(info)
-except (RunError, DataError) as e:
+except UserError as e:
     st.error(f"{e}")
     st.stop()
 thr, thr_error = _thresholds(info)

@@ -23,6 +23,7 @@ import altair as alt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from core.data import chestmnist as D  # noqa: E402
+from core.errors import UserError  # noqa: E402
 from core.runs import record as runs
 from core.runs import folder as runs_folder  # noqa: E402
 from core.train import recipe as C  # noqa: E402
@@ -332,7 +333,7 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
         try:
             runs_folder.check_runs_dir(cfg.runs_dir)
             run_dir = T.prepare_run(cfg)
-        except (C.ConfigError, D.DataError, runs.RunError) as e:
+        except UserError as e:
             st.error(f"Not started: {e}")
         else:
             start([run_dir])
@@ -350,7 +351,7 @@ def sweep(cfg: C.TrainConfig, present: list[int]) -> None:
     try:
         runs_folder.check_runs_dir(cfg.runs_dir)
         plan = plan_runs(cfg, slug(cfg.name) or "sweep", present, [cfg.seed], previous=None)
-    except (C.ConfigError, D.DataError, runs.RunError) as e:
+    except UserError as e:
         st.error(f"Sweep not started: {e}")
         return
     busy = [p for p in plan if p.state in ("running", "queued")]

@@ -198,3 +198,19 @@ def test_core_env_treats_blank_as_unset(monkeypatch):
     monkeypatch.setenv(env.RUNS, "")
     monkeypatch.setenv("WORLD_SIZE", "two")
     assert env.data_root() is None and env.runs_dir() == Path(env.DEFAULT_RUNS) and env.world_size() == 1
+
+
+def test_every_error_a_user_can_fix_shares_one_base():
+    """Command lines and pages catch `UserError` once instead of the same tuple of three types in eight places."""
+    code = ("import importlib, pathlib, inspect\n"
+            "from core.errors import UserError\n"
+            "bad = []\n"
+            "for p in sorted(pathlib.Path('core').rglob('*.py')):\n"
+            "    if p.name == '__main__.py': continue\n"
+            "    m = importlib.import_module('.'.join(p.with_suffix('').parts).removesuffix('.__init__'))\n"
+            "    bad += [f'{m.__name__}.{n}' for n, c in vars(m).items() if inspect.isclass(c) and issubclass(c, Exception)\n"
+            "            and c.__module__ == m.__name__ and n.endswith('Error') and not issubclass(c, UserError)]\n"
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -15,11 +15,12 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
+from core.errors import UserError
 from core import env
 from core.files import DiskFullError, atomic_write
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Data is missing or malformed; the message says which file and what to do."""
 
 def _npy_header(f: BinaryIO, where: str, advice: str) -> tuple[tuple[int, ...], bool, np.dtype]:

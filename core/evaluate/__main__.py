@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import UserError
 from core.data import chestmnist as D
 from core.evaluate.scoring import evaluate_other, evaluate_run, export_evaluator_csv
-from core.metrics import thresholds
 from core.runs import record as runs
 from core.runs.record import RunError
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             report(evaluate_run(args.run_dir, args.device, data_root=args.data_root))
         if args.export_csv:
             print(export_evaluator_csv(args.run_dir, args.export_csv))
-    except (RunError, D.DataError, thresholds.ThresholdFileError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(Path(args.run_dir).resolve())

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import UserError
 from core.data.batching import to_tensor
 from core.data.chestmnist import N_CLASSES
 
@@ -56,7 +57,7 @@ SINGLE_THREAD_MAX_PIXELS = 128 * 128
 Progress = Callable[[int, int], None]  # (images done, images in all)
 
 
-class SaliencyError(ValueError):
+class SaliencyError(UserError):
     """A saliency request that cannot be answered; the message says what to change."""
 
 

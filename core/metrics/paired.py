@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from core.errors import UserError
 from core.metrics.arrays import check_inputs, defined_mask
 from core.metrics.bootstrap import ResampledAuc, check_alpha, percentile_ci, resampled_aucs
 
@@ -26,7 +27,7 @@ _METHODS: dict[str, str] = {
 }
 
 
-class PairingError(ValueError):
+class PairingError(UserError):
     """Two runs or groups cannot be compared paired; the message says why and what to do."""
 
 

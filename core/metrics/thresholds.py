@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import UserError
 from core.files import atomic_write
 from core.metrics.arrays import check_inputs
 
@@ -217,7 +218,7 @@ def choose(method: str, labels: np.ndarray, scores: np.ndarray, **kw: Any) -> Th
     return ThresholdChoice(thresholds, name, fallback_classes(labels))
 
 
-class ThresholdFileError(ValueError):
+class ThresholdFileError(UserError):
     """A thresholds JSON file is missing, unreadable or does not match the model's classes."""
 
 

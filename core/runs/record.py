@@ -45,6 +45,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from core.errors import UserError
 from core.runs import process
 from core.files import atomic_write, temp_files, to_jsonable
 
@@ -62,7 +63,7 @@ CHECKPOINTS = ("best", "last")
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-\d+px-[A-Za-z0-9_-]+-[0-9a-f]{4}$")
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run folder is missing, incomplete or corrupt; the message says which file and what to do."""
 
 

@@ -5,10 +5,10 @@ import argparse
 import sys
 import time
 
+from core.errors import UserError
 from core import env
 from core.data import chestmnist as D
-from core.runs import record as runs
-from core.train.recipe import AMP_HELP, SCHEDULES, ConfigError, TrainConfig
+from core.train.recipe import AMP_HELP, SCHEDULES, TrainConfig
 from core.train.cost import format_seconds
 from core.study.common import StudyError, StudyStopped, log
 from core.study.report import build_report, finished_runs, rebuild_report
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: run the same command again to continue the study (finished runs are kept).",
               file=sys.stderr)
         return 130
-    except (StudyError, ConfigError, D.DataError, runs.RunError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

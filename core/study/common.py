@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from core.errors import UserError
+
 STUDY_VERSION = 1
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPORTS_DIR = Path("reports")
@@ -16,7 +18,7 @@ COST_KEYS = ("params", "gflops", "seconds_per_epoch", "train_images_per_s", "inf
 FIGURES = {"curves": "curves.png", "auc_vs_cost": "auc_vs_cost.png", "per_class_auc": "per_class_auc.png"}
 
 
-class StudyError(ValueError):
+class StudyError(UserError):
     """The study cannot go on as asked; the message says why and what to do."""
 
 

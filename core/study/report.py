@@ -11,9 +11,9 @@ from typing import Iterable
 import pandas as pd
 import torch
 
+from core.errors import UserError
 from core.data import chestmnist as D
 from core.runs import record as runs
-from core.train.recipe import ConfigError
 from core.evaluate.scoring import measure_inference
 from core.data.provenance import data_provenance
 from core.study.common import COST_KEYS, STUDY_VERSION, TEST_KEYS, VAL_KEYS, StudyError, log
@@ -102,7 +102,7 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
             try:
                 data = D.load(first["data_root"], size)
                 m = measure_inference(first["run_dir"], data.test.images[:inference_images], device)
-            except (D.DataError, runs.RunError, ConfigError) as e:
+            except UserError as e:
                 notes.append(f"Inference time at {size} px not measured: {e}")
                 continue
             inference.setdefault("device", m["inference_device"])

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from core.errors import UserError
 from core import env
 from core.data import chestmnist as D
 from core.runs import record as runs
@@ -264,7 +265,7 @@ def train_one_main(argv: list[str]) -> int:
             torch.cuda.reset_peak_memory_stats()
         state = train(run_dir, print_progress if live else None, print_epoch if lead else None)
         code = 0 if state == "finished" else 1
-    except (ConfigError, D.DataError, runs.RunError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
     finally:
         if lead:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from core.errors import UserError
 from core import env
 from core.data import chestmnist as D
 from core.models.registry import MODELS, VARIANTS
@@ -22,7 +23,7 @@ from core.runs import record as runs
 from core.train.device import describe_devices
 from core.train.cost import estimate, format_seconds
 from core.train.loop import rank_and_world, prepare_run, print_epoch, print_progress, train
-from core.train.recipe import AMP_HELP, SCHEDULES, SELECT_BY, ConfigError, TrainConfig
+from core.train.recipe import AMP_HELP, SCHEDULES, SELECT_BY, TrainConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if lead:
             print(targets[-1].resolve())
         return 0
-    except (ConfigError, D.DataError, runs.RunError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # SIGTERM or Ctrl-C before training started (a run being set up is removed)

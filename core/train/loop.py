@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from core.errors import UserError
 from core import env
 from core.data import batching
 from core.data import chestmnist as D
@@ -33,7 +34,7 @@ from core.runs import checkpoints
 from core import metrics
 from core.runs import record as runs
 from core.files import to_jsonable
-from core.train.recipe import SELECT_BY, ConfigError, TrainConfig, check_selectable, check_subset
+from core.train.recipe import SELECT_BY, TrainConfig, check_selectable, check_subset
 from core.runs.datafile import config_of, data_md5, run_data
 from core.train.device import amp_dtype, precision_name, resolve_device, train_layout, training_choice
 from core.train.cost import format_seconds
@@ -203,7 +204,7 @@ def _data_for(run_dir: Path, data_root: str | Path | None, cfg: TrainConfig, mai
     try:
         data = run_data(run_dir, data_root)
         check_selectable(cfg.select_by, data.val.labels, data.path)
-    except (D.DataError, runs.RunError, ConfigError) as e:
+    except UserError as e:
         if main_rank and runs.read_status(run_dir).get("state") not in ("finished", "running"):
             runs.set_status(run_dir, "failed", error=str(e))
         raise

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import UserError
 from core.data import chestmnist as D
 from core.runs import folder as runs_folder
 from core.models.registry import BUILDABLE, DEFAULT_MODEL
@@ -19,7 +20,7 @@ AMP_HELP = ("auto (the fastest of fp32 and the precisions the GPU or CPU has nat
             "with the layout; see core/train/autotune.py), off, bf16, fp16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A training setting is out of range; the message says which and what is allowed."""
 
 
