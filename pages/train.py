@@ -29,8 +29,9 @@ from core.runs import folder as runs_folder  # noqa: E402
 from core.train import recipe as C  # noqa: E402
 from core.train import cost as E  # noqa: E402
 from core.train import background as L  # noqa: E402
-from core.models.registry import DEFAULT_MODEL, MODELS  # noqa: E402
+from core.models.registry import MODELS  # noqa: E402
 from core.study.recipe import slug  # noqa: E402
+from ui.recipe_form import knob_input  # noqa: E402
 from ui.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs,  # noqa: E402
                           run_label, run_metrics, run_url, runs_dir, wait_for_warm_up)
 
@@ -136,54 +137,48 @@ def split_sizes(root, size: int) -> tuple[dict[str, int], bool]:
 
 
 def recipe(root, rdir, present: list[int]) -> C.TrainConfig:
-    d = C.TrainConfig()
+    """Every knob of TrainConfig (core.train.recipe's labels, help and ranges); the folders come from the sidebar."""
     st.subheader("Recipe")
     c = st.columns(4)
-    size = c[0].selectbox("Resolution", D.SIZES, key="train_size",
-                          index=D.SIZES.index(present[0]) if present else 0,
-                          format_func=lambda s: f"{s} px" + ("" if s in present else " (no data)"))
-    models = list(MODELS)
-    model = c[1].selectbox("Model", models, index=models.index(DEFAULT_MODEL), key="train_model",
-                           help="res-cnn: strided stem + residual stages + global pooling (default). "
-                                "seed-cnn: the study's original CNN (its head grows with the input).")
-    epochs = c[2].number_input("Epochs", 1, 10_000, d.epochs, key="train_epochs")
-    batch = c[3].number_input("Batch size", 1, 8192, d.batch_size, key="train_batch")
+    v = {"size": knob_input(c[0], "size", "train_size", index=D.SIZES.index(present[0]) if present else 0,
+                            format_func=lambda s: f"{s} px" + ("" if s in present else " (no data)")),
+         # The study's variants stay on the command line: the picker offers the models to compare.
+         "model": knob_input(c[1], "model", "train_model", options=list(MODELS),
+                             help="res-cnn: strided stem + residual stages + global pooling (default). seed-cnn: the "
+                                  "study's original CNN (its head grows with the input). resnet18/50: MedMNIST's "
+                                  "reference models. The selection study's res-cnn variants: `python -m core.train "
+                                  "--model res-cnn-narrow` (docs/models.md)."),
+         "epochs": knob_input(c[2], "epochs", "train_epochs"),
+         "batch_size": knob_input(c[3], "batch_size", "train_batch")}
     c = st.columns(4)
-    lr = c[0].number_input("Learning rate (Adam)", 1e-6, 1.0, d.lr, step=1e-4, format="%.6f", key="train_lr")
-    clip = c[1].number_input("pos_weight clip", 0.0, 1000.0, d.pos_weight_clip, step=1.0, key="train_clip",
-                             help="BCE pos_weight = negatives/positives per class, capped here; 0 = plain BCE.")
+    v["lr"] = knob_input(c[0], "lr", "train_lr", min_value=1e-6, step=1e-4, format="%.6f")
+    v["pos_weight_clip"] = knob_input(c[1], "pos_weight_clip", "train_clip", max_value=1000.0, step=1.0)
     try:  # the subset can be at most the training split (official ChestMNIST's when there is no data yet)
-        top = split_sizes(root, int(size))[0]["train"]
+        top = split_sizes(root, int(v["size"]))[0]["train"]
     except D.DataError:  # shown with what to do under the estimate
         top = 10_000_000
     if int(st.session_state.get("train_subset") or 0) > top:  # e.g. switched to a size with fewer images
         st.session_state["train_subset"] = top
-        st.toast(f"Training subset capped at {top:,}: the whole training split at {size} px.")
-    subset = c[2].number_input("Training subset (0 = all)", 0, top, step=100, key="train_subset",  # starts at 0
-                               help=f"A seeded random subset of the at most {top:,} training images; val and test "
-                                    "stay whole.")
-    select_by = c[3].selectbox("Keep the checkpoint with the best", list(C.SELECT_BY), key="train_select",
-                               format_func=SELECT_BY_LABELS.get)
+        st.toast(f"Training subset capped at {top:,}: the whole training split at {v['size']} px.")
+    v["subset"] = knob_input(c[2], "subset", "train_subset", min_value=0, max_value=top, step=100,
+                             help=f"A seeded random subset of the at most {top:,} training images; val and test "
+                                  "stay whole.") or None  # 0 = all
+    v["select_by"] = knob_input(c[3], "select_by", "train_select", format_func=SELECT_BY_LABELS.get)
     c = st.columns(4)
-    patience = c[0].number_input("Patience (epochs, 0 = off)", 0, 10_000, d.patience, key="train_patience",
-                                 help="Stop after this many epochs without improvement of the select-by metric.")
-    seed = c[1].number_input("Seed", 0, 2**31 - 1, d.seed, key="train_seed")
-    device = c[2].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="train_device")
-    name = c[3].text_input("Run name (optional)", key="train_name", max_chars=40)
-    augment = st.checkbox("Augment (small random shifts and rotations, no flips)", key="train_augment")
-    with st.expander("Advanced"):
-        a = st.columns(2)
-        threshold = a[0].number_input("Threshold for the per-epoch F1 curves", 0.01, 0.99, d.threshold, step=0.05,
-                                      key="train_threshold",
-                                      help="Only for the F1 logged each epoch; test F1 uses thresholds tuned on val.")
-        amp = a[1].selectbox("Mixed precision", ["auto", "off", "bf16", "fp16"], key="train_amp",
-                             help="auto: bf16 where the GPU or CPU has it natively (faster, AUC within "
-                                  "seed noise in our checks), fp16 on older CUDA GPUs, off elsewhere. "
-                                  "Test metrics are always computed in full precision.")
-    return C.TrainConfig(size=int(size), epochs=int(epochs), batch_size=int(batch), lr=float(lr),
-                         pos_weight_clip=float(clip), threshold=float(threshold), model=model, select_by=select_by,
-                         patience=int(patience), subset=int(subset) or None, augment=bool(augment), seed=int(seed),
-                         device=device, amp=amp, data_root=str(root), runs_dir=str(rdir), name=name.strip())
+    v["patience"] = knob_input(c[0], "patience", "train_patience")
+    v["seed"] = knob_input(c[1], "seed", "train_seed", max_value=2**31 - 1)
+    v["device"] = knob_input(c[2], "device", "train_device")
+    v["name"] = knob_input(c[3], "name", "train_name", max_chars=40).strip()
+    v["augment"] = knob_input(st, "augment", "train_augment", label="Augment (small random shifts and rotations, no flips)")
+    with st.expander("Advanced: optimiser, schedule, precision, layout"):
+        a = st.columns(3)
+        v["weight_decay"] = knob_input(a[0], "weight_decay", "train_weight_decay", step=0.01, format="%.4f")
+        v["schedule"] = knob_input(a[1], "schedule", "train_schedule")
+        v["threshold"] = knob_input(a[2], "threshold", "train_threshold", min_value=0.01, max_value=0.99, step=0.05)
+        a = st.columns(3)
+        v["amp"] = knob_input(a[0], "amp", "train_amp")
+        v["channels_last"] = knob_input(a[1], "channels_last", "train_channels_last")
+    return C.TrainConfig(**v, data_root=str(root), runs_dir=str(rdir))
 
 
 def _estimate(cfg: C.TrainConfig, size: int, n: dict[str, int]) -> E.Estimate | Reading | None:

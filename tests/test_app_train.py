@@ -394,3 +394,16 @@ def test_real_background_run_finishes(open_page, data_root, tmp_path):
     config = json.loads(table.proto.columns)  # 4 decimals, as on Data & runs
     assert all(config[c]["type_config"]["format"] == "%.4f"
                for c in ("best val AUC (medmnist)", "test AUC (medmnist)", "test ACC (medmnist, 0.5)"))
+
+
+def test_the_advanced_knobs_reach_the_run(open_page, data_root, tmp_path, launches):
+    """Weight decay, schedule and layout, once CLI-only (issue #26), go from the page into the run's config."""
+    runs_dir = tmp_path / "runs"
+    at = page(open_page, data_root, runs_dir, train_weight_decay=0.05, train_schedule="cosine",
+              train_channels_last=False, train_clip=5.0, train_threshold=0.4, **FAST).run()
+    at.button(key="train_go").click().run()
+    assert not at.exception and not at.error
+    (run_dir,) = run_dirs_in(runs_dir)
+    cfg = runs.read_config(run_dir)["train"]
+    assert (cfg["weight_decay"], cfg["schedule"], cfg["channels_last"]) == (0.05, "cosine", False)
+    assert (cfg["pos_weight_clip"], cfg["threshold"]) == (5.0, 0.4)

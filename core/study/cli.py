@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
 from core.errors import UserError
 from core import env
 from core.data import chestmnist as D
-from core.train.recipe import AMP_HELP, SCHEDULES, TrainConfig
+from core.train.recipe import TrainConfig, add_arguments
 from core.train.cost import format_seconds
 from core.study.common import StudyError, StudyStopped, log
 from core.study.report import build_report, finished_runs, rebuild_report
@@ -17,27 +18,17 @@ from core.study.runner import run_study, train_one_main
 DESCRIPTION = "The resolution trade-off study: one recipe at several image sizes and seeds, one report."
 
 
+# The recipe's knobs a study passes to every run; size, seed and name are the study's own (--sizes, --seeds).
+RECIPE = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("size", "seed", "name")]
+
+
 def _parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m core.study", description=DESCRIPTION,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=list(D.SIZES), help=f"image sizes, from {D.SIZES}")
-    p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--seeds", type=int, default=1, help="number of seeds per size (seeds --seed, --seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--subset", type=int, default=None, help="seeded random subset of train (val/test stay whole)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="> 0 trains with AdamW's decoupled decay")
-    p.add_argument("--schedule", default=d.schedule, help=f"learning rate over the epochs: {', '.join(SCHEDULES)}")
-    p.add_argument("--patience", type=int, default=d.patience, help="0 = no early stopping")
-    p.add_argument("--augment", action="store_true")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps")
-    p.add_argument("--amp", default=d.amp, help=AMP_HELP)
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--data-root", type=D.data_root_arg, default=None, help=D.DATA_ROOT_HELP)
-    p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")
+    add_arguments(p, RECIPE)
     p.add_argument("--name", default=None, help="study name (default: data folder, model, epochs and a recipe hash)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<name>/)")
     p.add_argument("--skip-missing", action="store_true", help="leave out sizes whose npz is not in the data root")
@@ -69,12 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                    command=["python", "-m", "core.study", *argv]) if args.runs
                       else rebuild_report(args.out, args.device))
         else:
-            base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, model=args.model,
-                               weight_decay=args.weight_decay, schedule=args.schedule,
-                               patience=args.patience, subset=args.subset, augment=args.augment, device=args.device,
-                               amp=args.amp, channels_last=args.channels_last,
-                               **({"data_root": args.data_root} if args.data_root else {}),
-                               **({"runs_dir": args.runs_dir} if args.runs_dir else {}))
+            base = TrainConfig(**{k: v for k in RECIPE if (v := getattr(args, k)) is not None})
             t0 = time.time()
             report = run_study(base, args.sizes, range(args.seed, args.seed + args.seeds), args.name, args.out,
                                skip_missing=args.skip_missing, nproc_per_node=args.nproc_per_node,

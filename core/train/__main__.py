@@ -18,44 +18,25 @@ import torch.distributed as dist
 from core.errors import UserError
 from core import env
 from core.data import chestmnist as D
-from core.models.registry import MODELS, VARIANTS
 from core.runs import record as runs
 from core.train.device import describe_devices
 from core.train.cost import estimate, format_seconds
 from core.train.loop import rank_and_world, prepare_run, print_epoch, print_progress, train
-from core.train.recipe import AMP_HELP, SCHEDULES, SELECT_BY, TrainConfig
+from core.train.recipe import TrainConfig, add_arguments
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--size", type=int, default=d.size, help=f"image size, one of {D.SIZES}")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--subset", type=int, default=None, help="seeded random subset of train (val/test stay whole)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="> 0 trains with AdamW's decoupled decay")
-    p.add_argument("--schedule", default=d.schedule, help=f"learning rate over the epochs: {', '.join(SCHEDULES)}")
-    p.add_argument("--pos-weight-clip", type=float, default=d.pos_weight_clip, help="0 = no pos_weight")
-    p.add_argument("--threshold", type=float, default=d.threshold, help="global threshold for per-epoch F1")
-    p.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)}; study variants: {', '.join(VARIANTS)}")
-    p.add_argument("--select-by", default=d.select_by, help=f"one of {', '.join(SELECT_BY)}")
-    p.add_argument("--patience", type=int, default=d.patience, help="0 = no early stopping")
-    p.add_argument("--augment", action="store_true", help="small random shifts/rotations (no flips)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps; 'check' prints what is found")
-    p.add_argument("--amp", default=d.amp, help=AMP_HELP)
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--data-root", type=D.data_root_arg, default=None,
-                   help=D.DATA_ROOT_HELP + "; with --resume: where the run's data file moved (used when its MD5 matches)")
-    p.add_argument("--runs-dir", default=None, help="default: $CHESTMNIST_RUNS, else checkpoints/")
-    p.add_argument("--name", default="", help="optional label in the run id")
+    add_arguments(p, [f.name for f in dataclasses.fields(TrainConfig)],
+                  data_root="; with --resume: where the run's data file moved (used when its MD5 matches)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or stopped run")
     p.add_argument("--run-dirs", nargs="+", metavar="RUN_DIR",
                    help="train prepared (queued) run folders one after another (used by the app's queue)")
-    p.add_argument("--estimate", action="store_true", help="only print the measured time per epoch and in all (with the final scoring of val and test), "
-                        "for the data file's split sizes (official ChestMNIST's without one), and exit")
+    p.add_argument("--estimate", action="store_true", help="only print the measured time per epoch and in all (with "
+                   "the final scoring of val and test), for the data file's split sizes (official ChestMNIST's "
+                   "without one), and exit")
+    p.epilog = "--device check prints what accelerators torch sees."
     return p
 
 
