@@ -33,8 +33,8 @@ def plant_speeds(monkeypatch, speeds: dict[str, float], losses: dict[str, float]
     """measure_train returns these speeds (and first losses, default all equal); the list records calls."""
     calls = []
 
-    def fake(model_name, size, batch_size, device, candidates):
-        calls.append([c.name for c in candidates])
+    def fake(model_name, size, batch_size, device, candidates, weight_decay=0.0):
+        calls.append([c.name for c in candidates] + (["adamw"] if weight_decay > 0 else []))
         names = [c.name for c in candidates]
         return ({k: speeds[k] for k in names}, {k: (losses or {}).get(k, 0.69) for k in names})
     monkeypatch.setattr(A, "measure_train", fake)
@@ -240,3 +240,25 @@ def test_cuda_training_runs_in_the_measured_choice(measuring):
     cfg = TrainConfig(size=28, batch_size=32)
     choice = A.choose_train(cfg.model, 28, 32, dev, cpu_bf16=False)
     assert amp_dtype(cfg, dev) == choice.dtype and train_layout(cfg, dev) == choice.channels_last
+
+
+def test_adamw_runs_are_timed_with_adamw_and_cached_apart(measuring, monkeypatch):
+    """autotune once hard-coded Adam, so a run with weight decay was timed with another optimizer (issue #26)."""
+    calls = plant_speeds(monkeypatch, {"fp32_nchw": 100.0, "fp32_cl": 120.0, "bf16_nchw": 90.0, "bf16_cl": 95.0})
+    A.choose_train("res-cnn", 28, 128, CPU, cpu_bf16=True)
+    A.choose_train("res-cnn", 28, 128, CPU, cpu_bf16=True, weight_decay=0.05)
+    assert A.choose_train("res-cnn", 28, 128, CPU, cpu_bf16=True, weight_decay=0.05).how == "cached"
+    assert [c[-1] == "adamw" for c in calls] == [False, True]
+
+
+def test_the_timed_step_uses_the_runs_optimizer(monkeypatch):
+    """measure_train builds its parts as the loop does (core.train.step.build_parts), AdamW included."""
+    from core.train import step
+    built = []
+    real = step.build_parts
+    monkeypatch.setattr(A, "build_parts", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    monkeypatch.setattr(A, "time_interleaved", lambda fns, device: {k: (fn(), 1.0)[1] for k, fn in fns.items()})
+    A.measure_train("seed-cnn", 28, 4, CPU, [A.Candidate("off", False, False)], weight_decay=0.05)
+    assert type(built[0].optimizer).__name__ == "AdamW"
+    A.measure_train("seed-cnn", 28, 4, CPU, [A.Candidate("off", False, False)])
+    assert type(built[1].optimizer).__name__ == "Adam"

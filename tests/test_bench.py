@@ -151,7 +151,7 @@ def test_pipeline_and_compute_follow_core_s_measured_choice(monkeypatch, ctx):
     from core.train import autotune as A
 
     monkeypatch.setenv(env.AUTOTUNE, "on")
-    monkeypatch.setattr(A, "measure_train", lambda m, s, b, d, cands: (
+    monkeypatch.setattr(A, "measure_train", lambda m, s, b, d, cands, weight_decay=0.0: (
         {c.name: (300.0 if c.name == "fp32_nchw" else 100.0) for c in cands}, {c.name: 0.69 for c in cands}))
     assert compute.core_train_variant(28, 8) == "fp32_nchw"
     steps = []

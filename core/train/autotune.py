@@ -45,7 +45,7 @@ from core.data import chestmnist as D
 from core.files import atomic_write
 from core.data.npz import cache_root
 from core.models.registry import build_model, count_params, fold_batchnorm
-from core.train.step import grad_scaler, train_step
+from core.train.step import build_parts, train_step
 
 FORMAT_VERSION = 1
 FILE_NAME = "autotune.json"
@@ -253,31 +253,28 @@ def _images(size: int, n: int) -> tuple[np.ndarray, torch.Tensor]:
 
 
 def measure_train(model_name: str, size: int, batch_size: int, device: torch.device,
-                  candidates: list[Candidate]) -> tuple[dict[str, float], dict[str, float]]:
+                  candidates: list[Candidate], weight_decay: float = 0.0) -> tuple[dict[str, float], dict[str, float]]:
     """(img/s, first-step loss) per candidate name: core's training step (uint8 batch to tensor, then
-    core.train.step.train_step: autocast forward, BCE, backward, Adam) from the same initial weights on the
-    same random batch."""
+    core.train.step.train_step: autocast forward, BCE, backward, and the run's optimizer: Adam, or AdamW
+    with `weight_decay`) from the same initial weights on the same random batch, built by
+    core.train.step.build_parts as the training loop builds its own."""
     torch.manual_seed(0)
-    base = build_model(model_name, size).to(device).train()
+    base = build_model(model_name, size).train()
     n = timed_batch(size, batch_size)
     images, labels = _images(size, n)
     y = labels.to(device)
     losses: dict[str, float] = {}
-    loss_fn = nn.BCEWithLogitsLoss()
     fns = {}
     for c in candidates:
-        model = copy.deepcopy(base)
-        if c.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        scaler = grad_scaler(device, _DTYPES[c.amp])
+        parts = build_parts(copy.deepcopy(base), device, lr=1e-3, weight_decay=weight_decay,
+                            channels_last=c.channels_last, dtype=_DTYPES[c.amp])
 
-        def step(model=model, opt=opt, scaler=scaler, c=c) -> None:
+        def step(parts=parts, c=c) -> None:
             first = c.name not in losses
             if first:  # the same dropout masks for every candidate's first step, whose losses are compared
                 torch.manual_seed(1)
             x = batching.to_tensor(images, device, c.channels_last)
-            value = train_step(model, opt, loss_fn, x, y, _DTYPES[c.amp], scaler)[0].item()
+            value = train_step(parts.model, parts.optimizer, parts.loss_fn, x, y, parts.dtype, parts.scaler)[0].item()
             if first:
                 losses[c.name] = value
         fns[c.name] = step
@@ -329,21 +326,24 @@ def infer_candidates() -> list[Candidate]:
 
 
 def choose_train(model_name: str, size: int, batch_size: int, device: torch.device | str,
-                 cpu_bf16: bool) -> Decision:
-    """The training precision and layout for `model_name` at `size` px and `batch_size` on `device`:
-    from the cache, else measured now (and cached), else (measuring off) the fixed rule.
-    `cpu_bf16`: whether this CPU has native bf16 instructions (bf16 is not tried without them)."""
+                 cpu_bf16: bool, weight_decay: float = 0.0) -> Decision:
+    """The training precision and layout for `model_name` at `size` px and `batch_size` on `device`, with the
+    run's optimizer (AdamW when `weight_decay` > 0): from the cache, else measured now (and cached), else
+    (measuring off) the fixed rule. `cpu_bf16`: whether this CPU has native bf16 instructions (bf16 is not
+    tried without them)."""
     device = torch.device(device)
     if not measuring_enabled(device):
         return fixed_rule("train", device, cpu_bf16, _why_not_measured(device))
     candidates = train_candidates(device, cpu_bf16)
     key = machine_key(device) | {"task": "train", "model": model_name, "size": size, "batch": batch_size,
                                  "candidates": [c.name for c in candidates]}
+    if weight_decay > 0:  # only AdamW's decisions are keyed by it, so Adam's cached ones stay valid
+        key["optimizer"] = "adamw"
     cached = _lookup(key, candidates)
     if cached:
         return cached
     t0 = time.perf_counter()
-    speeds, losses = measure_train(model_name, size, batch_size, device, candidates)
+    speeds, losses = measure_train(model_name, size, batch_size, device, candidates, weight_decay)
     best, why = _pick_train(speeds, losses, candidates)
     if not native_low_precision(device, cpu_bf16):
         why += "; no native bf16 on this CPU, so bf16 was not tried"

@@ -88,31 +88,25 @@ def measure_speed(config: TrainConfig, n_batches: int = 3, max_batch: int | None
     """
     # Imported here: the Train page shows its recipe and Estimate before torch has loaded.
     import torch
-    from torch import nn
 
     from core.data import batching
-    from core.train.device import amp_dtype, resolve_device, train_layout
     from core.models.registry import build_model
-    from core.train.step import build_optimizer, grad_scaler, train_step
+    from core.train.device import amp_dtype, resolve_device, train_layout
+    from core.train.step import build_parts, train_step
 
     config.validate()
     device = resolve_device(config.device)
-    model = build_model(config.model, config.size).to(device)
     channels_last = train_layout(config, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(model.parameters(), config.lr, config.weight_decay)
+    parts = build_parts(build_model(config.model, config.size), device, lr=config.lr,
+                        weight_decay=config.weight_decay, channels_last=channels_last, dtype=amp_dtype(config, device))
     bs = min(config.batch_size, max_batch or config.batch_size)
     images = np.random.default_rng(0).integers(0, 256, (bs, config.size, config.size), dtype=np.uint8)
     y = torch.zeros(bs, D.N_CLASSES, device=device)
-    dtype = amp_dtype(config, device)
-    scaler = grad_scaler(device, dtype)
-    loss_fn = nn.BCEWithLogitsLoss()
     times = []
     for _ in range(n_batches + 1):
         t = time.perf_counter()
         x = batching.to_tensor(images, device, channels_last)
-        train_step(model, opt, loss_fn, x, y, dtype, scaler)
+        train_step(parts.model, parts.optimizer, parts.loss_fn, x, y, parts.dtype, parts.scaler)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)

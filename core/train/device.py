@@ -55,7 +55,8 @@ def cpu_has_bf16() -> bool:
 def training_choice(config: TrainConfig, device: torch.device) -> autotune.Decision:
     """What `--amp auto` trains `config` in on `device`: measured once per machine and cached (core.train.autotune;
     where nothing is measured, the fixed rule: bf16 where the hardware has it natively, fp16 on older CUDA)."""
-    return autotune.choose_train(config.model, config.size, config.batch_size, device, cpu_has_bf16())
+    return autotune.choose_train(config.model, config.size, config.batch_size, device, cpu_has_bf16(),
+                                 config.weight_decay)
 
 
 def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:

@@ -41,7 +41,7 @@ from core.train.cost import format_seconds
 from core.evaluate.scoring import evaluate_run, predict
 from core.models.registry import build_model, count_params, flops_per_image
 from core.runs.record import Progress
-from core.train.step import build_optimizer, epoch_lr, grad_scaler, train_step
+from core.train.step import build_parts, epoch_lr, train_step
 
 
 def prepare_run(config: TrainConfig) -> Path:
@@ -224,17 +224,6 @@ class _State:
     done: bool = False
 
 
-def _build(cfg: TrainConfig, device: torch.device, pw: torch.Tensor | None,
-           channels_last: bool) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module]:
-    """(model, optimizer, loss) of a fresh run, seeded by cfg.seed, the model in the layout it trains in."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.size).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
-    return model, optimizer, nn.BCEWithLogitsLoss(pos_weight=None if pw is None else pw.to(device))
-
-
 def _resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
             main_rank: bool) -> _State:
     """Load the last checkpoint's weights and loop state into `model`/`optimizer`; a fresh _State when there is none.
@@ -295,9 +284,10 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
     train_idx = D.subset_indices(len(data.train), cfg.subset, cfg.seed)
     pw = batching.pos_weight(data.train.labels[train_idx], cfg.pos_weight_clip)
     channels_last = train_layout(cfg, device)
-    model, optimizer, loss_fn = _build(cfg, device, pw, channels_last)
-    dtype = amp_dtype(cfg, device)
-    scaler = grad_scaler(device, dtype)
+    torch.manual_seed(cfg.seed)  # the initial weights
+    parts = build_parts(build_model(cfg.model, cfg.size), device, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                        channels_last=channels_last, dtype=amp_dtype(cfg, device), pos_weight=pw)
+    model, optimizer, loss_fn, dtype, scaler = parts.model, parts.optimizer, parts.loss_fn, parts.dtype, parts.scaler
     state = _resume(run_dir, model, optimizer, device, main_rank)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     # Each rank takes an equal share of every global batch, so world=N matches world=1 in expectation.

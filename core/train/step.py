@@ -1,12 +1,14 @@
-"""One training step: forward under autocast, loss in fp32, backward, optimizer update; and the
-optimizer and learning rate it updates with.
+"""One training step: forward under autocast, loss in fp32, backward, optimizer update; the parts it
+updates (model in its layout, optimizer, loss, scaler) and the learning rate.
 
-The training loop (core.train), the speed measurement (core.train.cost) and the benchmarks
-(bench/) all call `train_step`, so what is timed is what trains.
+The training loop (core.train.loop), the speed measurement (core.train.cost), autotune's timing and
+the benchmarks (bench/) all build their parts with `build_parts` and call `train_step`, so what is
+timed is what trains.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -19,6 +21,28 @@ def build_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: flo
     if weight_decay > 0:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.Adam(params, lr=lr)
+
+
+@dataclass
+class Parts:
+    """Everything `train_step` takes besides the batch."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+
+
+def build_parts(model: nn.Module, device: torch.device, *, lr: float, weight_decay: float, channels_last: bool,
+                dtype: torch.dtype | None, pos_weight: torch.Tensor | None = None) -> Parts:
+    """`model` moved to `device` in the layout it trains in, with its optimizer (build_optimizer), the BCE loss
+    (per-class `pos_weight`, shape (14,), or plain) and the scaler of the autocast `dtype`."""
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=None if pos_weight is None else pos_weight.to(device))
+    return Parts(model, build_optimizer(model.parameters(), lr, weight_decay), loss_fn, dtype,
+                 grad_scaler(device, dtype))
 
 
 def epoch_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
