@@ -22,7 +22,8 @@ nav = st.navigation([
     st.Page("pages/run.py", title="Run details", icon=":material/description:", url_path="run"),
     st.Page("pages/reports.py", title="Study reports", icon=":material/summarize:", url_path="reports"),
 ])
-from ui.common import page_run, sidebar_settings, warm_up  # noqa: E402
+from ui.common import sidebar_settings  # noqa: E402
+from ui.warmup import page_run, warm_up  # noqa: E402
 
 with page_run():
     sidebar_settings()

@@ -426,14 +426,14 @@ def test_navigation_icons_are_material_symbols():
 
 def test_the_warm_up_imports_only_once_no_page_has_run_for_a_moment(tmp_path, monkeypatch):
     """Imports hold the GIL, so app.py's warm-up must not run beside a page: it waits for a quiet moment."""
-    from ui import common
+    from ui import warmup
 
     (tmp_path / "warm_probe_module.py").write_text("LOADED = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(common, "QUIET_S", 0.3)
+    monkeypatch.setattr(warmup, "QUIET_S", 0.3)
     monkeypatch.delitem(sys.modules, "warm_probe_module", raising=False)
-    thread = threading.Thread(target=common._import_when_quiet, args=("warm_probe_module",), daemon=True)
-    with common.page_run():
+    thread = threading.Thread(target=warmup._import_when_quiet, args=("warm_probe_module",), daemon=True)
+    with warmup.page_run():
         thread.start()
         time.sleep(0.6)  # longer than QUIET_S: only the running page holds the import back
         assert "warm_probe_module" not in sys.modules
@@ -444,13 +444,13 @@ def test_the_warm_up_imports_only_once_no_page_has_run_for_a_moment(tmp_path, mo
 
 def test_the_warm_up_starts_once_per_server_and_can_be_waited_for(monkeypatch):
     """app.py calls warm_up after every page run: only the first call may start a thread."""
-    from ui import common
+    from ui import warmup
 
     calls = []
-    monkeypatch.setattr(common, "_warm_up", [])
-    monkeypatch.setattr(common, "_import_when_quiet", lambda module: (time.sleep(0.2), calls.append(module)))
-    first = common.warm_up()
-    assert common.warm_up() is first and common.warm_up() is first
-    common.wait_for_warm_up()
+    monkeypatch.setattr(warmup, "_warm_up", [])
+    monkeypatch.setattr(warmup, "_import_when_quiet", lambda module: (time.sleep(0.2), calls.append(module)))
+    first = warmup.warm_up()
+    assert warmup.warm_up() is first and warmup.warm_up() is first
+    warmup.wait_for_warm_up()
     assert not first.is_alive() and calls == ["core.study.runner"]
-    assert common.warm_up() is first and calls == ["core.study.runner"]  # a finished warm-up is not restarted
+    assert warmup.warm_up() is first and calls == ["core.study.runner"]  # a finished warm-up is not restarted
