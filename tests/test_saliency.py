@@ -318,6 +318,47 @@ def test_thread_count_is_restored(res28):
         torch.set_num_threads(before)
 
 
+def test_one_thread_on_one_thread_leaves_another_threads_count_alone():
+    """The single-thread borrow is the calling thread's: a thread computing beside it keeps its count."""
+    import threading
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen, inside, leave = [], threading.Event(), threading.Event()
+
+    def other():
+        torch.set_num_threads(2)
+        torch.get_num_threads()  # this thread has used torch (a thread that has not inherits the default)
+        inside.wait(10)
+        seen.append(torch.get_num_threads())
+        leave.set()
+    try:
+        t = threading.Thread(target=other)
+        t.start()
+        with S.one_intra_op_thread():
+            assert torch.get_num_threads() == 1
+            inside.set()
+            leave.wait(10)
+        t.join(10)
+        assert seen == [2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_maps_of_different_models_do_not_wait_for_each_other(res28):
+    """The lock is the model's: another model's map is computed while this one is held (a module-wide lock
+    made every session's saliency wait for every other's)."""
+    import threading
+
+    other = build_model("res-cnn", 28).eval()
+    done = threading.Event()
+    with S._model_lock(res28):
+        t = threading.Thread(target=lambda: (S.grad_cam(other, _images(1, 28), 0), done.set()))
+        t.start()
+        assert done.wait(60), "a map of another model waited for this model's lock"
+    t.join()
+
+
 def test_works_under_no_grad(res28):
     images = _images(1, 28)
     expected = S.grad_cam(res28, images, 3)

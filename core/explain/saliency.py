@@ -25,7 +25,8 @@ shared module while it runs).
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+import weakref
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -49,7 +50,11 @@ METHOD_LABELS: dict[str, str] = {"grad-cam": "Grad-CAM (HiResCAM weighting)",
                                  "guided-grad-cam": "Guided Grad-CAM"}
 IG_STEPS = 50
 
-_LOCK = threading.RLock()
+# One lock per model, not per module: captum's hooks and the eval/train switch act on the model, so two
+# sessions sharing a cached model take turns, while maps of different models (another run, another page)
+# compute side by side.
+_MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_GUARD = threading.Lock()  # over _MODEL_LOCKS
 _BATCH = 256
 # Up to this many input pixels per call, maps are computed with one intra-op thread (see _borrowed).
 SINGLE_THREAD_MAX_PIXELS = 128 * 128
@@ -108,28 +113,41 @@ def check_targets(target: int | Sequence[int] | np.ndarray, n: int) -> np.ndarra
     return targets
 
 
+def _model_lock(model: nn.Module) -> threading.RLock:
+    with _GUARD:
+        return _MODEL_LOCKS.setdefault(model, threading.RLock())
+
+
+@contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """torch.set_num_threads(1) while inside, restored on exit, by and for the calling thread.
+
+    Under OpenMP the count is per thread once a thread has used torch, so a thread already computing keeps
+    its own. What leaks is torch's default: a thread whose *first* torch call falls inside this window
+    starts with one thread (measured with torch 2.13), which is why the window is one small map long."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @contextmanager
 def _borrowed(model: nn.Module, pixels: int) -> Iterator[None]:
-    """Eval mode and gradients on while computing; the caller's mode is restored afterwards.
+    """Eval mode and gradients on while computing, the model held by this caller; its mode is restored after.
 
-    A single small image is computed with one intra-op thread. Its ops are so small that
-    splitting them across threads costs more than it saves, and when the cores are busy (a
-    training process beside the app) every parallel op waits for a time slice for each of its
-    threads. torch.set_num_threads is restored on exit (it sets this thread's OpenMP count and
-    the default of threads that first use torch while it is in effect).
+    A single small image is computed with one intra-op thread (one_intra_op_thread). Its ops are so small
+    that splitting them across threads costs more than it saves, and when the cores are busy (a training
+    process beside the app) every parallel op waits for a time slice for each of its threads.
     """
     was_training = model.training
-    threads = torch.get_num_threads()
-    few = pixels <= SINGLE_THREAD_MAX_PIXELS and threads > 1
-    with _LOCK, torch.enable_grad():
+    few = pixels <= SINGLE_THREAD_MAX_PIXELS
+    with _model_lock(model), torch.enable_grad(), one_intra_op_thread() if few else nullcontext():
         model.eval()
-        if few:
-            torch.set_num_threads(1)
         try:
             yield
         finally:
-            if few:
-                torch.set_num_threads(threads)
             model.train(was_training)
 
 
