@@ -338,7 +338,7 @@ class RunCache:
             raise RuntimeError(f"bench training run {run_dir} ended as {state}")
         rows = runs.read_metrics(run_dir)
         test = runs.read_test_metrics(run_dir)
-        out = {"val_auc": rows[-1]["val_auc"], "best_val_auc": max(r["val_auc"] for r in rows),
+        out = {"val_auc": rows[-1]["val_auc"], "max_val_auc": max(r["val_auc"] for r in rows),
                "test_auc": test["auc"], "run_dir": run_dir, "seconds": time.perf_counter() - t,
                "images_per_s": float(np.mean([r["images_per_s"] for r in rows]))}
         self._runs[key] = out

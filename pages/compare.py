@@ -43,13 +43,13 @@ def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int =
 
 
 def default_selection(infos: list[runs_folder.RunInfo]) -> list[str]:
-    """The best run per size by best val AUC (runs without a val AUC only when a size has nothing else),
+    """The best run per size by max val AUC (runs without a val AUC only when a size has nothing else),
     with the other seeds of its recipe at that size."""
     best: dict[int | None, runs_folder.RunInfo] = {}
     for r in infos:
         cur = best.get(r.size)
-        score = -1.0 if r.best_val_auc is None else r.best_val_auc
-        if cur is None or score > (-1.0 if cur.best_val_auc is None else cur.best_val_auc):
+        score = -1.0 if r.max_val_auc is None else r.max_val_auc
+        if cur is None or score > (-1.0 if cur.max_val_auc is None else cur.max_val_auc):
             best[r.size] = r
     # Seeds are first-class: every run of the chosen run's recipe at its size comes along.
     keys = {r.size: CD.recipe_key(r.path) for r in best.values()}
@@ -176,7 +176,7 @@ def pick_runs(infos: list[runs_folder.RunInfo]) -> list[runs_folder.RunInfo]:
     else:  # runs deleted meanwhile drop out of the selection
         st.session_state[key] = [i for i in st.session_state[key] if i in by_id]
     picked = st.multiselect("Runs", list(by_id), key=key, format_func=lambda i: run_label(by_id[i]),
-                            help="Default: the best run per size by best val AUC. Pick every seed of a recipe to "
+                            help="Default: the best run per size by max val AUC. Pick every seed of a recipe to "
                                  "see mean ± sd over seeds.")
     return sorted((by_id[i] for i in picked), key=lambda r: (r.size or 0, r.id))
 

@@ -213,15 +213,15 @@ def test_runs_table_matches_run_files(open_page, data_root, finished_runs):
         assert row["epochs"] == "2/2"
         assert row["test AUC (medmnist)"] == pytest.approx(test["auc"])
         assert row["test ACC (medmnist, 0.5)"] == pytest.approx(test["acc"])
-        assert row["best val AUC (medmnist)"] == pytest.approx(max(r["val_auc"] for r in rows))
+        assert row["max val AUC (medmnist)"] == pytest.approx(max(r["val_auc"] for r in rows))
         assert row["data"].startswith("NOT ChestMNIST")
     # Key columns first with short headers; no error column (messages go below the table).
     df = next(df for df in at.dataframe if "status" in df.value.columns)
     config = json.loads(df.proto.columns)
-    assert list(df.value.columns) == ["run", "status", "size (px)", "model", "epochs", "best val AUC (medmnist)",
+    assert list(df.value.columns) == ["run", "status", "size (px)", "model", "epochs", "max val AUC (medmnist)",
                                       "test AUC (medmnist)", "test ACC (medmnist, 0.5)", "data"]
-    assert [config[c]["label"] for c in ("best val AUC (medmnist)", "test AUC (medmnist)",
-                                         "test ACC (medmnist, 0.5)")] == ["best val AUC", "test AUC", "test ACC"]
+    assert [config[c]["label"] for c in ("max val AUC (medmnist)", "test AUC (medmnist)",
+                                         "test ACC (medmnist, 0.5)")] == ["max val AUC", "test AUC", "test ACC"]
     assert config["run"]["pinned"]
 
 

@@ -393,7 +393,7 @@ def test_real_background_run_finishes(open_page, data_root, tmp_path):
     assert finished["test AUC (medmnist)"][0] == pytest.approx(test["auc"])
     config = json.loads(table.proto.columns)  # 4 decimals, as on Data & runs
     assert all(config[c]["type_config"]["format"] == "%.4f"
-               for c in ("best val AUC (medmnist)", "test AUC (medmnist)", "test ACC (medmnist, 0.5)"))
+               for c in ("max val AUC (medmnist)", "test AUC (medmnist)", "test ACC (medmnist, 0.5)"))
 
 
 def test_the_advanced_knobs_reach_the_run(open_page, data_root, tmp_path, launches):

@@ -298,7 +298,7 @@ def test_config_and_metrics_of_the_wrong_types(runs_copy):
     metrics.write_text(metrics.read_text() + json.dumps({"epoch": "3", "val_auc": 0.5}) + "\n"
                        + json.dumps({"epoch": 4, "val_auc": "high"}) + "\n")
     assert [r["epoch"] for r in runs.read_metrics(run_dir)] == [1, 2]
-    assert runs_folder.run_info(run_dir).best_val_auc is not None
+    assert runs_folder.run_info(run_dir).max_val_auc is not None
 
 
 def test_export_csv_to_a_file_or_read_only_folder_and_no_rewrite(runs_copy, tmp_path):

@@ -18,8 +18,11 @@ from core import settings
 
 # The metrics of a run in the run tables (Data & runs, Train): 4 decimals, short headers, full names as help.
 RUN_METRIC_COLUMNS = {
-    "best val AUC (medmnist)": st.column_config.NumberColumn("best val AUC", format="%.4f",
-                                                             help="Best val AUC (medmnist) over the epochs."),
+    # "max", not "best": the kept (best) checkpoint is chosen by the run's select-by metric, maybe val loss.
+    "max val AUC (medmnist)": st.column_config.NumberColumn("max val AUC", format="%.4f",
+                                                            help="Highest val AUC (medmnist) over the epochs; the "
+                                                                 "kept checkpoint is chosen by the run's select-by "
+                                                                 "metric."),
     "test AUC (medmnist)": st.column_config.NumberColumn("test AUC", format="%.4f", help="test AUC (medmnist)."),
     "test ACC (medmnist, 0.5)": st.column_config.NumberColumn("test ACC", format="%.4f",
                                                               help="test ACC (medmnist): per-label accuracy at 0.5."),
@@ -158,7 +161,7 @@ def read_runs(where: Path) -> list[runs_folder.RunInfo] | None:
 
 def run_metrics(r: runs_folder.RunInfo) -> dict[str, float | None]:
     """A run's cells under RUN_METRIC_COLUMNS in the run tables."""
-    return dict(zip(RUN_METRIC_COLUMNS, (r.best_val_auc, r.test_auc, r.test_acc)))
+    return dict(zip(RUN_METRIC_COLUMNS, (r.max_val_auc, r.test_auc, r.test_acc)))
 
 
 def evaluated_runs() -> list[runs_folder.RunInfo] | None:

@@ -19,7 +19,7 @@ from core import metrics as M
 from core.runs import record as runs
 from core.runs import folder as runs_folder
 from core.study.recipe import recipe_settings
-from core.runs.summary import summarize
+from core.runs.summary import summary_of_rows
 from ui.common import file_mtime, load_scores
 
 # (key in a metrics row after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
@@ -175,7 +175,7 @@ def summary_frame(loaded: list[dict], names: dict[str, str], groups: list[Group]
     out = []
     for run in loaded:
         r, rows, cfg, test = run["info"], run["rows"], run["config"], run["test"] or {}
-        trained = summarize(rows)
+        trained = summary_of_rows(rows)
         scored = [row for row in rows if num(row.get("val_auc")) is not None]
         best = max(scored, key=lambda row: row["val_auc"]) if scored else {}
         ci = test.get("auc_ci") or [None, None]

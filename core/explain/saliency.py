@@ -59,7 +59,7 @@ _BATCH = 256
 # Up to this many input pixels per call, maps are computed with one intra-op thread (see _borrowed).
 SINGLE_THREAD_MAX_PIXELS = 128 * 128
 
-Progress = Callable[[int, int], None]  # (images done, images in all)
+OnProgress = Callable[[int, int], None]  # (images done, images in all)
 
 
 class SaliencyError(UserError):
@@ -265,7 +265,7 @@ def _one_image(method: str, model: nn.Module, x: torch.Tensor, t: int) -> torch.
 
 
 def attribute(model: nn.Module, images: np.ndarray, target: int | Sequence[int] | np.ndarray,
-              method: str = "grad-cam", progress: Progress | None = None) -> np.ndarray:
+              method: str = "grad-cam", progress: OnProgress | None = None) -> np.ndarray:
     """Saliency of class `target` for each image by `method` (one of METHODS), as (N, H, W) float32 in [0, 1].
 
     Grad-CAM is `grad_cam`; Integrated Gradients (IG_STEPS steps from a black image), Occlusion

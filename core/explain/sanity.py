@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from core.data.batching import to_tensor
-from core.explain.saliency import Progress, SaliencyError, check_targets, model_placement, attribute, check_images
+from core.explain.saliency import OnProgress, SaliencyError, check_targets, model_placement, attribute, check_images
 
 __all__ = ["Randomisation", "randomisation", "cascade_groups", "Faithfulness", "faithfulness", "spearman"]
 
@@ -85,7 +85,7 @@ def cascade_groups(model: nn.Module, max_steps: int = 6) -> list[tuple[str, list
 
 def randomisation(model: nn.Module, images: np.ndarray, target: int | Sequence[int] | np.ndarray,
                   method: str = "grad-cam", max_steps: int = 6, seed: int = 0,
-                  progress: Progress | None = None) -> Randomisation:
+                  progress: OnProgress | None = None) -> Randomisation:
     """Cascading model-parameter randomisation of `method`'s maps (see the module docstring).
 
     The model is not changed: a copy is re-initialised (each layer's own `reset_parameters`,

@@ -42,7 +42,7 @@ class RunInfo:
     name: str
     epochs_done: int
     epochs: int | None
-    best_val_auc: float | None
+    max_val_auc: float | None
     test_auc: float | None
     test_acc: float | None
     data_root: str | None
@@ -69,7 +69,7 @@ def run_info(run_dir: str | Path) -> RunInfo:
             error = error or str(e)
     return RunInfo(path=run_dir, id=run_dir.name, state=status.get("state", "failed"), size=train.get("size"),
                    model=train.get("model"), name=train.get("name", ""), epochs_done=len(rows), epochs=train.get("epochs"),
-                   best_val_auc=max(aucs) if aucs else None, test_auc=test.get("auc"), test_acc=test.get("acc"),
+                   max_val_auc=max(aucs) if aucs else None, test_auc=test.get("auc"), test_acc=test.get("acc"),
                    data_root=train.get("data_root"), created=run_dir.stat().st_mtime if run_dir.exists() else 0.0,
                    error=error)
 

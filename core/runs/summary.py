@@ -39,7 +39,7 @@ def _median(rows: list[dict], key: str) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def summarize(rows: list[dict]) -> RunSummary:
+def summary_of_rows(rows: list[dict]) -> RunSummary:
     """The summary of a run's metrics rows (core.runs.read_metrics)."""
     best = best_row(rows)
     return RunSummary(epochs_done=len(rows), best_epoch=best.get("epoch"), best_row=best,
@@ -47,4 +47,4 @@ def summarize(rows: list[dict]) -> RunSummary:
 
 
 def run_summary(run_dir: str | Path) -> RunSummary:
-    return summarize(runs.read_metrics(run_dir))
+    return summary_of_rows(runs.read_metrics(run_dir))

@@ -10,7 +10,7 @@ import numpy as np
 
 from core import metrics
 from core.runs import record as runs
-from core.runs.summary import summarize
+from core.runs.summary import summary_of_rows
 from core.study.common import COST_KEYS, TEST_KEYS, VAL_KEYS
 from core.study.recipe import recipe_settings
 
@@ -44,7 +44,7 @@ def run_record(run_dir: Path) -> dict:
     if not rows:
         raise runs.RunError(f"{run_dir} has no epochs recorded; it never finished an epoch.")
     test = runs.read_test_metrics(run_dir)
-    trained = summarize(rows)
+    trained = summary_of_rows(rows)
     best = trained.best_row
     scores, labels = runs.load_scores(run_dir, "test")
     acc_lo, acc_hi = metrics.medmnist_acc_ci(labels, scores, n_boot=int(test.get("n_boot") or 1000))
