@@ -16,7 +16,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Decoded pixels allowed per image, checked from the header before decoding: a small compressed
 # PNG can declare gigapixels. Digital radiographs are up to about 4300 x 4300 (18.5 M); an image
@@ -73,6 +73,8 @@ def open_image(source: Path | bytes, single_frame: bool = False) -> Image.Image:
             from None
     except Image.DecompressionBombError as e:  # PIL's own, larger limit, raised while opening
         raise Unusable(f"too large to decode: {e}") from None
+    except UnidentifiedImageError:  # its message names a file object, not the file
+        raise Unusable("unreadable image: not a format PIL can read (PNG, JPEG, TIFF, ...)") from None
     # Corrupt files surface as many exception types (OSError, SyntaxError, zlib, struct...);
     # any of them means this one file is unusable, not that the import should stop.
     except Exception as e:
