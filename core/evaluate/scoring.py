@@ -103,7 +103,7 @@ def evaluate_other(run_dir: str | Path, other_root: str | Path, out_dir: str | P
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir).expanduser()
     cfg = config_of(run_dir)
-    _check_out_dir(run_dir, out_dir)
+    check_out_dir(run_dir, out_dir)
     data = D.load(other_root, cfg.size)
     chosen = thresholds.load_thresholds(runs.chosen_thresholds_path(run_dir), D.CLASS_NAMES)
     scores = predict(load_model(run_dir, "best", resolve_device(device)), data.test.images, device=resolve_device(device))
@@ -116,7 +116,7 @@ def evaluate_other(run_dir: str | Path, other_root: str | Path, out_dir: str | P
     return result
 
 
-def _check_out_dir(run_dir: Path, out_dir: Path) -> None:
+def check_out_dir(run_dir: Path, out_dir: Path) -> None:
     """RunError unless `out_dir` is a new or empty folder outside the run folder."""
     out, run = out_dir.resolve(), run_dir.resolve()
     if out == run or run in out.parents:
