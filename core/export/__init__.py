@@ -10,5 +10,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "onnx_model": ('INPUT', 'NORMALISATION', 'OUTPUT', 'export_onnx', 'input_spec', 'metadata', 'ms_per_image',
                    'onnx_predict', 'session'),
     "card": ('build_card', 'card_markdown'),
-    "folder": ('CARD_JSON', 'CARD_MD', 'MODEL_FILE', 'export_run', 'thresholds_file'),
+    "folder": ('CARD_JSON', 'CARD_MD', 'MODEL_FILE', 'export_run', 'export_zip', 'thresholds_file'),
 })

@@ -8,6 +8,9 @@ The folder works without this repository: onnxruntime and numpy score an image n
 """
 from __future__ import annotations
 
+import io
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +71,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path, latency_images: int = L
     text = card_markdown(card).encode()
     atomic_write(out_dir / CARD_MD, lambda f: f.write(text))
     return card
+
+
+def export_zip(run_dir: str | Path) -> bytes:
+    """The export folder of the run as the bytes of a zip file (for a download), built in a temporary
+    folder that is removed afterwards: nothing is left on disk."""
+    with tempfile.TemporaryDirectory(prefix="chestmnist-export-") as tmp:
+        out = Path(tmp) / Path(run_dir).name
+        export_run(run_dir, out)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(out.iterdir()):
+                z.write(f, f"{out.name}/{f.name}")
+        return buffer.getvalue()

@@ -46,8 +46,9 @@ class InputImage:
     notes: tuple[str, ...]
 
     def at(self, size: int) -> np.ndarray:
-        """(size, size) uint8, made as core.data.pixels makes a training image."""
-        return to_size(self.image, size)[0]
+        """(size, size) uint8, made as core.data.pixels makes a training image (a writable copy: torch
+        warns on read-only arrays)."""
+        return np.array(to_size(self.image, size)[0])
 
 
 def _is_dicom(name: str, data: bytes) -> bool:
