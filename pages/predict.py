@@ -102,8 +102,10 @@ def show_image(item: P.InputImage, chosen: list[tuple[RunInfo, Q.RunModel, dict[
 def pick_runs(available: list[RunInfo]) -> list[tuple[RunInfo, Q.RunModel, dict[str, str]]]:
     """The runs picked (the newest one at first), each loaded with the findings not to trust."""
     by_id = {r.id: r for r in available}
-    if not [i for i in st.session_state.get("pred_runs", []) if i in by_id]:
-        st.session_state["pred_runs"] = [available[0].id]
+    held = st.session_state.get("pred_runs")
+    kept = [i for i in held or [] if i in by_id]
+    # A first visit, or runs deleted since: the newest run; a selection the user emptied stays empty.
+    st.session_state["pred_runs"] = [available[0].id] if held is None or (held and not kept) else kept
     ids = st.multiselect("Runs (several sizes side by side)", list(by_id), key="pred_runs",
                          format_func=lambda i: run_label(by_id[i]))
     out = []
