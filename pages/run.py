@@ -84,7 +84,7 @@ def show_export(r: runs_folder.RunInfo) -> None:
     if not runs.has_test_metrics(r.path):
         st.caption("Export needs an evaluated run (test metrics and thresholds): this one has none yet.")
         return
-    st.caption("model.onnx (dynamic batch, input spec and normalisation in its metadata), thresholds.json and a "
+    st.caption("model.onnx (dynamic batch, input spec and normalisation in its metadata), the thresholds in effect and a "
                "model card (MODEL_CARD.md, model_card.json) drawn from this run folder; loads in onnxruntime "
                "without this repository. Same as `python -m core.export RUN --out DIR`.")
     if st.button("Export as ONNX with a model card", key="run_export"):

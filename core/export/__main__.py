@@ -2,7 +2,8 @@
 
     python -m core.export checkpoints/<run-id> --out exported/     # DIR must be new or empty
 
-Writes DIR/model.onnx, DIR/thresholds.json, DIR/MODEL_CARD.md and DIR/model_card.json (core.export.folder).
+Writes DIR/model.onnx, the thresholds in effect (named as a run folder names its thresholds file),
+DIR/MODEL_CARD.md and DIR/model_card.json (core.export.folder).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Export a finished run into a folder of its own: model.onnx, the thresholds in effect, and a model card.
 
     DIR/model.onnx        dynamic batch; input spec and normalisation in its metadata (core.export.onnx_model)
-    DIR/thresholds.json   per-finding thresholds and where they were tuned (readable by core.metrics.thresholds)
+    DIR/<thresholds file> per-finding thresholds and where they were tuned (readable by core.metrics.thresholds)
     DIR/MODEL_CARD.md     the card for people; DIR/model_card.json the same for programs (core.export.card)
 
 The folder works without this repository: onnxruntime and numpy score an image normalised as the metadata says.
