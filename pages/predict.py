@@ -52,7 +52,7 @@ def _big(gray_or_rgb: np.ndarray) -> np.ndarray:
 
 def _findings_table(run: Q.RunModel, prob: np.ndarray, doubtful: dict[str, str]) -> None:
     df = Q.findings(run, prob)
-    df["trust"] = ["little (see below)" if f in doubtful else "" for f in df["finding"]]
+    df["trust"] = [f"little: {doubtful[f]}" if f in doubtful else "" for f in df["finding"]]
     st.dataframe(df, hide_index=True, width="stretch", column_config={
         "probability": st.column_config.NumberColumn(format="%.3f"),
         "threshold": st.column_config.NumberColumn(format="%.3f", help=run.thresholds_source),

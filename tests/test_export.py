@@ -68,7 +68,7 @@ def test_the_card_says_only_what_the_run_folder_holds(exported):
     run_dir, out, card = exported
     assert json.loads((out / CARD_JSON).read_text()) == json.loads(json.dumps(card))
     config, test = runs.read_config(run_dir), runs.read_test_metrics(run_dir)
-    scores, labels = runs.load_scores(run_dir, "test")
+    _, labels = runs.load_scores(run_dir, "test")
     assert card["data"]["md5"] == config["data"]["md5"] and card["data"]["split_counts"] == config["data"]["n"]
     assert card["data"]["official"] is False and card["data"]["verdict"].startswith("NOT the official ChestMNIST")
     assert card["recipe"] == config["train"]

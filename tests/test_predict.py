@@ -76,7 +76,7 @@ def bad_and_odd_files() -> dict[str, bytes]:
         "truncated.png": png[: len(png) // 2],
         "huge.png": zeros_png16(8000, 8000),
         "animated.gif": encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]),
-        "deep.png": encoded(Image.fromarray((np.asarray(gray).astype(np.uint16) * 257)), "PNG"),
+        "deep.png": encoded(Image.fromarray(np.asarray(gray).astype(np.uint16) * 257), "PNG"),
         "cmyk.jpg": encoded(gray.convert("CMYK"), "JPEG"),
         "colour.png": encoded(gray.convert("RGB"), "PNG"),
     }

@@ -9,8 +9,6 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from core.data.chestmnist import CLASS_NAMES, SPLITS
 from core.data.provenance import data_provenance
 from core.export.onnx_model import input_spec
