@@ -118,3 +118,32 @@ def test_run_page_exports_a_zip_on_request(open_page, data_root, finished_runs):
     data = at.session_state["run_export_zip"][1]
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert sorted(names) == sorted(f"{run_dir.name}/{n}" for n in (MODEL_FILE, "thresholds.json", CARD_MD, CARD_JSON))
+
+
+def test_evaluation_scores_through_onnxruntime_as_through_torch(runs_copy, data_root, monkeypatch):
+    """Over ONNX_MIN_IMAGES images on the CPU, evaluation scores through onnxruntime, cached per checkpoint;
+    the saved scores and metrics are torch's (the fixture's own evaluation) within 1e-6; a failed export
+    falls back to torch."""
+    from core.evaluate import scoring
+
+    run_dir = runs_copy[28]
+    torch_scores, _ = runs.load_scores(run_dir, "test")
+    torch_auc = runs.read_test_metrics(run_dir)["auc"]
+    monkeypatch.setattr(scoring, "ONNX_MIN_IMAGES", 0)
+    monkeypatch.setattr(scoring, "_ONNX_SESSIONS", {})
+    scoring.evaluate_run(run_dir, "cpu", data_root=data_root)
+    assert len(scoring._ONNX_SESSIONS) == 1
+    np.testing.assert_allclose(runs.load_scores(run_dir, "test")[0], torch_scores, atol=1e-6, rtol=0)
+    assert runs.read_test_metrics(run_dir)["auc"] == pytest.approx(torch_auc, abs=1e-6)
+    scoring.evaluate_run(run_dir, "cpu", data_root=data_root)  # the same checkpoint: no second export
+    assert len(scoring._ONNX_SESSIONS) == 1
+
+    import core.export.onnx_model as onnx_model
+
+    def broken(*a, **k):
+        raise RuntimeError("exporter cannot trace this model")
+    monkeypatch.setattr(onnx_model, "export_onnx", broken)
+    monkeypatch.setattr(scoring, "_ONNX_SESSIONS", {})
+    scoring.evaluate_run(run_dir, "cpu", data_root=data_root)
+    assert scoring._ONNX_SESSIONS == {}
+    np.testing.assert_allclose(runs.load_scores(run_dir, "test")[0], torch_scores, atol=1e-6, rtol=0)
