@@ -203,3 +203,15 @@ def test_page_shows_each_upload_through_each_run_and_names_bad_files(open_page, 
     scores, _ = runs.load_scores(finished_runs[64], "test")  # the 64 px run scores the image as in its evaluation
     np.testing.assert_allclose(tables[1]["probability"], scores[0], atol=1e-6)
     assert any("NOT ChestMNIST" in w.value for w in at.warning)
+
+
+def test_the_users_saved_thresholds_decide_and_are_named(runs_copy, data_root, tmp_path):
+    run_dir = runs_copy[28]
+    T.save_thresholds(runs.user_thresholds_path(run_dir), np.full(D.N_CLASSES, 0.25), D.CLASS_NAMES, method="manual")
+    write_test_pngs(data_root, 28, tmp_path / "pngs")
+    out = tmp_path / "p.csv"
+    assert main([str(run_dir), str(tmp_path / "pngs"), "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert table["thresholds"].str.startswith("saved by the user on the Thresholds page: manual on val").all()
+    probs = table[[f"p_{c}" for c in D.CLASS_NAMES]].to_numpy()
+    np.testing.assert_array_equal(table[list(D.CLASS_NAMES)].to_numpy(), (probs >= 0.25).astype(int))
