@@ -81,7 +81,7 @@ def test_the_card_says_only_what_the_run_folder_holds(exported):
     chosen = T.load_thresholds(runs.chosen_thresholds_path(run_dir), D.CLASS_NAMES)
     np.testing.assert_allclose(list(card["thresholds"]["per_class"].values()), chosen)
     np.testing.assert_allclose(T.load_thresholds(thresholds_file(out), D.CLASS_NAMES), chosen)  # loads as a run's
-    assert "on val" in card["thresholds"]["source"]
+    assert "on val" in card["thresholds"]["source"] and card["thresholds"]["tuned_on"] == "val"
     assert card["cost"]["params"] > 0 and card["cost"]["flops"] > 0 and card["cost"]["onnx_ms_per_image"] > 0
     text = (out / CARD_MD).read_text()
     assert "NOT FOR CLINICAL USE" in text and config["data"]["md5"] in text and "ChestX-ray14" not in text

@@ -53,7 +53,7 @@ def build_card(run_dir: str | Path, cost: dict) -> dict:
     config = runs.read_config(run_dir)
     train, data = config["train"], config.get("data") or {}
     n = {s: data.get("n", {}).get(s) for s in SPLITS}
-    choice, source = thresholds_source(run_dir)
+    choice, split, source = thresholds_source(run_dir)
     summary = run_summary(run_dir)
     return {
         "model": {"run": run_dir.name, "architecture": train["model"], "input_px": train["size"],
@@ -64,7 +64,7 @@ def build_card(run_dir: str | Path, cost: dict) -> dict:
         "training": {"epochs_done": summary.epochs_done, "best_epoch": summary.best_epoch,
                      "best_val_auc": _num(summary.best_row.get("val_auc"))},
         "test": _test(run_dir),
-        "thresholds": {"source": source, "method": choice.method,
+        "thresholds": {"source": source, "method": choice.method, "tuned_on": split,
                        "fallback_classes": [CLASS_NAMES[c] for c in choice.fallback],
                        "per_class": dict(zip(CLASS_NAMES, map(float, choice.thresholds)))},
         "input": input_spec(train["size"]),

@@ -45,7 +45,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, latency_images: int = L
     run_dir, out_dir = Path(run_dir), Path(out_dir).expanduser()
     check_out_dir(run_dir, out_dir)
     runs.read_test_metrics(run_dir)  # a run that was never evaluated stops here, with what to do
-    choice, source = thresholds_source(run_dir)
+    choice, split, source = thresholds_source(run_dir)
     train = runs.read_config(run_dir)["train"]
     size = int(train["size"])
     model = load_model(run_dir, "best", "cpu")
@@ -62,7 +62,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, latency_images: int = L
             "onnx_vs_torch_max_abs_diff": float(np.abs(onnx_predict(sess, images) - torch_scores).max()),
             "batch": latency_images, "threads": torch.get_num_threads()}
     runs.write_json(thresholds_file(out_dir), {
-        "split": runs.read_json(runs.thresholds_path(run_dir)).get("split", "val"), "method": choice.method,
+        "split": split, "method": choice.method,
         "source": source, "decision": "present when probability >= threshold",
         "classes": {name: {"threshold": float(t)} for name, t in zip(CLASS_NAMES, choice.thresholds)},
         "fallback_classes": [CLASS_NAMES[c] for c in choice.fallback]})

@@ -41,9 +41,9 @@ class RunModel:
     device: torch.device
 
 
-def thresholds_source(run_dir: str | Path) -> tuple[T.ThresholdChoice, str]:
-    """(the thresholds in effect for the run, where they come from in words); ThresholdFileError when
-    the run has none (not evaluated) or its file is damaged."""
+def thresholds_source(run_dir: str | Path) -> tuple[T.ThresholdChoice, str, str]:
+    """(the thresholds in effect for the run, the split they were tuned on, where they come from in words);
+    ThresholdFileError when the run has none (not evaluated) or its file is damaged."""
     path = runs.thresholds_path(run_dir)
     choice = T.load_choice(path, CLASS_NAMES)
     try:
@@ -52,7 +52,7 @@ def thresholds_source(run_dir: str | Path) -> tuple[T.ThresholdChoice, str]:
         split = "val"
     who = ("saved by the user on the Thresholds page" if path == runs.user_thresholds_path(run_dir)
            else "chosen by core.evaluate")
-    return choice, f"{who}: {choice.method} on {split} ({path.name})"
+    return choice, split, f"{who}: {choice.method} on {split} ({path.name})"
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> RunModel:
@@ -63,7 +63,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> RunModel:
     if not runs.chosen_thresholds_path(run_dir).is_file() and not runs.user_thresholds_path(run_dir).is_file():
         raise RunError(f"Run {run_dir.name} has no thresholds yet: it was not evaluated (still training, stopped "
                        f"or failed). Evaluate it with `python -m core.evaluate {run_dir}`.")
-    choice, source = thresholds_source(run_dir)
+    choice, _, source = thresholds_source(run_dir)
     dev = resolve_device(device)
     official, data = run_data_label(config)
     return RunModel(run_dir, run_dir.name, int(train["size"]), str(train["model"]), load_model(run_dir, "best", dev),
