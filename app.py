@@ -19,6 +19,7 @@ nav = st.navigation([
     st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
     st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:"),
     st.Page("pages/saliency.py", title="Saliency", icon=":material/visibility:"),
+    st.Page("pages/predict.py", title="Your images", icon=":material/upload_file:", url_path="predict"),
     st.Page("pages/run.py", title="Run details", icon=":material/description:", url_path="run"),
     st.Page("pages/reports.py", title="Study reports", icon=":material/summarize:", url_path="reports"),
 ])

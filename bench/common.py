@@ -57,6 +57,7 @@ class Mode:
     efficiency_sizes: tuple[int, ...]
     efficiency_epochs: int
     autotune_sizes: tuple[int, ...] = (28, 64, 224)  # where `--amp auto`'s measured choice is checked
+    onnx_images: int = 256  # images scored by onnxruntime and by torch in the export group
 
 
 MODES: dict[str, Mode] = {
@@ -79,7 +80,8 @@ MODES: dict[str, Mode] = {
                  thread_env_seconds=0.5, thread_env_rounds=1, auc_sizes=(28,), auc_epochs=1, auc_datasets=("planted",),
                  auc_all_variants=False, planted=(64, 48, 48), memory_split=(48, 16, 16), memory_train_steps=1,
                  memory_batch=16, memory_readers=("rows",), cam_sizes=(28,),
-                 metric_rows=2_000, app_runs=False, efficiency_sizes=(28,), efficiency_epochs=1, autotune_sizes=(28,)),
+                 metric_rows=2_000, app_runs=False, efficiency_sizes=(28,), efficiency_epochs=1, autotune_sizes=(28,),
+                 onnx_images=16),
 }
 
 

@@ -78,6 +78,31 @@ def show_test(run: dict) -> None:
                      column_config={"support": st.column_config.NumberColumn("test positives", format="%d")})
 
 
+def show_export(r: runs_folder.RunInfo) -> None:
+    """Export the run's best model as ONNX with its thresholds and a model card, as a zip to download
+    (core.export; nothing is written into the run folder or left on disk)."""
+    if not runs.has_test_metrics(r.path):
+        st.caption("Export needs an evaluated run (test metrics and thresholds): this one has none yet.")
+        return
+    st.caption("model.onnx (dynamic batch, input spec and normalisation in its metadata), the thresholds in effect and a "
+               "model card (MODEL_CARD.md, model_card.json) drawn from this run folder; loads in onnxruntime "
+               "without this repository. Same as `python -m core.export RUN --out DIR`.")
+    if st.button("Export as ONNX with a model card", key="run_export"):
+        # Imported on the click: the export loads torch and onnx, seconds the page's first paint need not wait.
+        from core.export.folder import export_zip
+        from core.metrics.thresholds import ThresholdFileError
+
+        with st.spinner("Exporting and timing the model…"):
+            try:
+                st.session_state["run_export_zip"] = (r.id, export_zip(r.path))
+            except (runs.RunError, ThresholdFileError, OSError) as e:
+                st.error(f"Export failed: {e}")
+    held = st.session_state.get("run_export_zip")
+    if held and held[0] == r.id:
+        st.download_button("Download the export (zip)", held[1], file_name=f"{r.id}-onnx.zip",
+                           mime="application/zip", key="run_export_download")
+
+
 def main() -> None:
     st.title("Run")
     infos = read_runs(runs_dir())
@@ -95,7 +120,7 @@ def main() -> None:
     (st.caption if official else st.warning)(f"Data: {data}")
     if run["error"] or r.error:
         st.error(run["error"] or r.error)
-    curves, test, config, log, files = st.tabs(["Curves", "Test metrics", "Config", "Log", "Files"])
+    curves, test, config, log, files, export = st.tabs(["Curves", "Test metrics", "Config", "Log", "Files", "Export"])
     with curves:
         show_curves(run)
     with test:
@@ -113,6 +138,8 @@ def main() -> None:
     with files:
         st.dataframe(files_frame(r.path), hide_index=True,
                      column_config={"bytes": st.column_config.NumberColumn(format="localized")})
+    with export:
+        show_export(r)
 
 
 through_app()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import autotune, common, compute, efficiency, interaction, memory, pipeline, saliency, stats
+from bench import autotune, common, compute, efficiency, export, interaction, memory, pipeline, saliency, stats
 from bench.common import MODES, Context, RunCache
 from core import env
 from core.data import batching
@@ -336,6 +336,18 @@ def test_bench_app_paint_figures(tmp_path):
     assert "app_speed.train_visit_after_reading_s" not in figs
     assert figs["app_speed.train_estimate_shown_s"] >= figs["app_speed.train_usable_s"] >= figs[
         "app_speed.train_first_visit_s"]
+
+
+# ---------------------------------------------------------------- export
+
+
+def test_bench_export_times_onnxruntime_against_cores_predict(tmp_path):
+    ctx = Context(mode=FAST, workdir=tmp_path, runs=RunCache(tmp_path), log=lambda _m: None, nih=None)
+    figs = export.bench_export(ctx, 28)
+    _sane(figs, [f"export.28.{k}" for k in ("export_s", "onnx_ms", "torch_ms", "onnx_best_ms", "torch_best_ms")])
+    assert figs["export.28.max_abs_diff"] <= 1e-5  # the same scores, not only a speed
+    (row,) = export.run(ctx)
+    assert row.name == "export.28.onnx_ms_per_image" and row.ratio > 0 and row.passed is None
 
 
 # ---------------------------------------------------------------- the command line

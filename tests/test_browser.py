@@ -359,6 +359,22 @@ def test_browser_end_to_end(browser, server):  # browser first: no server starte
     step("Saliency: image, Grad-CAM and the other resolution's Grad-CAM rendered")
     shot(page, "saliency")
 
+    # Your images: a demo radiograph uploaded as a PNG file, as a user drops one, through the newest run.
+    from PIL import Image
+
+    from core.data import chestmnist as D
+
+    upload = runs_dir.parent / "my_xray.png"
+    Image.fromarray(D.load(data_root, 64).test.images[0]).save(upload)
+    goto(page, "Your images", "Your images")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+    wait_text(page, r"As the \d+ px model sees it", 90)
+    settle(page)
+    assert "my_xray.png" in main_text(page) and grid_rows(page, 0)[0][:2] == ["finding", "probability"], grid_rows(page, 0)[:1]
+    assert_no_errors(page, "Your images")
+    step("Your images: an uploaded PNG scored with its findings table and maps")
+    shot(page, "predict")
+
     # Back to Data & runs: both runs listed as finished, with test metrics.
     goto(page, "Data & runs", "Data & runs")
     page.get_by_role("heading", name="Runs", exact=True).wait_for()

@@ -12,10 +12,11 @@ Pixel handling, chosen to match how medmnist built ChestMNIST from the NIH PNGs:
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Decoded pixels allowed per image, checked from the header before decoding: a small compressed
 # PNG can declare gigapixels. Digital radiographs are up to about 4300 x 4300 (18.5 M); an image
@@ -46,19 +47,25 @@ def _to_gray8(im: Image.Image) -> tuple[Image.Image, int]:
     return im.convert("L"), 8
 
 
-def _load_image(path: Path, size: int) -> tuple[np.ndarray, bool, int]:
-    """(size, size) uint8 image, whether it was centre-cropped, and its source bit depth."""
-    if path.stat().st_size == 0:
+def open_image(source: Path | bytes, single_frame: bool = False) -> Image.Image:
+    """The decoded image in a file or in the bytes of one (an upload), EXIF rotation applied; Unusable
+    with the reason otherwise. `single_frame` refuses an animated or multi-page image (GIF, APNG, TIFF),
+    whose first frame would otherwise be taken without a word."""
+    if (source.stat().st_size if isinstance(source, Path) else len(source)) == 0:
         raise Unusable("empty file (0 bytes)")
     try:
-        with Image.open(path) as opened:
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as opened:
             w, h = opened.size
             if w * h > MAX_PIXELS:
                 raise Unusable(f"too large to decode: {w} x {h} = {w * h:,} pixels, over the limit of "
                                 f"{MAX_PIXELS:,}; downscale it first")
+            frames = getattr(opened, "n_frames", 1)
+            if single_frame and frames > 1:
+                raise Unusable(f"an animated or multi-page image ({frames} frames); save the one radiograph "
+                               "as a PNG or JPEG")
             opened.load()
             # Phone or scanner JPEGs may be stored rotated with an EXIF flag saying so.
-            im = ImageOps.exif_transpose(opened)
+            return ImageOps.exif_transpose(opened)
     except Unusable:
         raise
     except PermissionError:
@@ -66,10 +73,17 @@ def _load_image(path: Path, size: int) -> tuple[np.ndarray, bool, int]:
             from None
     except Image.DecompressionBombError as e:  # PIL's own, larger limit, raised while opening
         raise Unusable(f"too large to decode: {e}") from None
+    except UnidentifiedImageError:  # its message names a file object, not the file
+        raise Unusable("unreadable image: not a format PIL can read (PNG, JPEG, TIFF, ...)") from None
     # Corrupt files surface as many exception types (OSError, SyntaxError, zlib, struct...);
     # any of them means this one file is unusable, not that the import should stop.
     except Exception as e:
         raise Unusable(f"unreadable image: {type(e).__name__}: {e}") from None
+
+
+def to_size(im: Image.Image, size: int) -> tuple[np.ndarray, bool, int]:
+    """(size, size) uint8 image made from `im` as the module docstring says, whether it was
+    centre-cropped, and the bit depth its values were scaled from."""
     gray, bits = _to_gray8(im)
     w, h = gray.size
     cropped = w != h
@@ -78,6 +92,11 @@ def _load_image(path: Path, size: int) -> tuple[np.ndarray, bool, int]:
         left, top = (w - side) // 2, (h - side) // 2
         gray = gray.crop((left, top, left + side, top + side))
     return np.asarray(gray.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8), cropped, bits
+
+
+def _load_image(path: Path, size: int) -> tuple[np.ndarray, bool, int]:
+    """(size, size) uint8 image, whether it was centre-cropped, and its source bit depth."""
+    return to_size(open_image(path), size)
 
 
 def load_or_reason(path: Path, size: int) -> tuple[np.ndarray, bool, int] | str:
