@@ -10,9 +10,9 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from core.errors import UserError
 from core.data.chestmnist import CLASS_NAMES
 from core.explain import saliency as S
-from core.metrics.thresholds import ThresholdFileError
 from core.predict import images as P
 from core.predict import scoring as Q
 from core.runs import record as runs
@@ -112,7 +112,7 @@ def pick_runs(available: list[RunInfo]) -> list[tuple[RunInfo, Q.RunModel, dict[
     for i in ids:
         try:
             out.append((by_id[i], load_run(by_id[i]), Q.trust_warnings(by_id[i].path)))
-        except (RunError, ThresholdFileError) as e:
+        except UserError as e:
             st.error(f"Run {i} cannot score images: {e}")
     return out
 

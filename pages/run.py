@@ -10,6 +10,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from core.errors import UserError
 from core.runs import record as runs
 from core.runs import folder as runs_folder
 from core.data.provenance import run_data_label
@@ -90,12 +91,11 @@ def show_export(r: runs_folder.RunInfo) -> None:
     if st.button("Export as ONNX with a model card", key="run_export"):
         # Imported on the click: the export loads torch and onnx, seconds the page's first paint need not wait.
         from core.export.folder import export_zip
-        from core.metrics.thresholds import ThresholdFileError
 
         with st.spinner("Exporting and timing the model…"):
             try:
                 st.session_state["run_export_zip"] = (r.id, export_zip(r.path))
-            except (runs.RunError, ThresholdFileError, OSError) as e:
+            except (UserError, OSError) as e:
                 st.error(f"Export failed: {e}")
     held = st.session_state.get("run_export_zip")
     if held and held[0] == r.id:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.errors import UserError
 from core.export.folder import LATENCY_BATCH, export_run
-from core.metrics.thresholds import ThresholdFileError
-from core.runs.record import RunError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         card = export_run(args.run_dir, args.out, args.latency_images)
-    except (RunError, ThresholdFileError, OSError) as e:
+    except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cost = card["cost"]

@@ -62,7 +62,7 @@ def build_card(run_dir: str | Path, cost: dict) -> dict:
                  "md5": data.get("md5"), "split_counts": n, "size_px": train["size"]},
         "recipe": train,
         "training": {"epochs_done": summary.epochs_done, "best_epoch": summary.best_epoch,
-                     "best_val_auc": _num(summary.best_row.get("val_auc"))},
+                     "val_auc_at_best_epoch": _num(summary.best_row.get("val_auc"))},
         "test": _test(run_dir),
         "thresholds": {"source": source, "method": choice.method, "tuned_on": split,
                        "fallback_classes": [CLASS_NAMES[c] for c in choice.fallback],
@@ -94,7 +94,7 @@ def card_markdown(card: dict) -> str:
              "## Recipe", "", "| setting | value |", "|---|---|",
              *[f"| {k} | {v} |" for k, v in card["recipe"].items()], "",
              f"Trained {card['training']['epochs_done']} epochs; the kept checkpoint is epoch "
-             f"{card['training']['best_epoch']} (best val AUC {_f(card['training']['best_val_auc'], 4)}).", "",
+             f"{card['training']['best_epoch']} (best val AUC {_f(card['training']['val_auc_at_best_epoch'], 4)}).", "",
              f"## Test ({t['images']:,} images, {round(100 * t['ci_level'])}% bootstrap CIs)", "",
              f"- AUC (medmnist): {_f(t['auc_medmnist'], 4)} [{_ci(t['auc_ci'])}]",
              f"- ACC (medmnist, 0.5): {_f(t['acc_medmnist'], 4)} [{_ci(t['acc_ci'])}]",

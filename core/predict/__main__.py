@@ -14,8 +14,8 @@ import io
 import sys
 from pathlib import Path
 
+from core.errors import UserError
 from core.files import atomic_write
-from core.metrics.thresholds import ThresholdFileError
 from core.predict.images import image_files, read_or_reason
 from core.predict.scoring import load_run, predictions_table
 from core.runs.record import RunError
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             table.to_csv(text, index=False)
             atomic_write(out, lambda f: f.write(text.getvalue().encode()))
             print(out.resolve())
-    except (RunError, ThresholdFileError, FileNotFoundError, OSError) as e:
+    except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{len(usable)} image(s) scored by {run.run_id} ({run.size} px); thresholds {run.thresholds_source}",
