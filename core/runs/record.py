@@ -34,6 +34,7 @@ import fcntl
 import json
 import os
 import re
+import zipfile
 import secrets
 import socket
 import time
@@ -55,6 +56,7 @@ STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
 _CONFIG, _STATUS, _PROGRESS, _METRICS = "config.json", "status.json", "progress.json", "metrics.jsonl"
 _THRESHOLDS, _TEST_METRICS, _COST, _LOG = "thresholds.json", "test_metrics.json", "study_cost.json", "train.log"
 _USER_THRESHOLDS = "thresholds-user.json"
+_EFFECTIVE = "effective_scores.npz"
 _STOP, _LOCK = "STOP", ".lock"
 # Written into a run folder when it is created; delete_run deletes only folders that carry it.
 MARKER = ".chestmnist-run"
@@ -265,7 +267,7 @@ def clear_stop(run_dir: str | Path) -> None:
 def own_file_names(run_dir: str | Path) -> set[str]:
     """Names of the files this tool writes in a run folder (temp files of killed writes included)."""
     names = {_CONFIG, _STATUS, _PROGRESS, _METRICS, _THRESHOLDS, _USER_THRESHOLDS, _TEST_METRICS, _COST, _LOG,
-             _STOP, _LOCK, MARKER, cost_child_path(run_dir).name}
+             _STOP, _LOCK, MARKER, _EFFECTIVE, cost_child_path(run_dir).name}
     names |= {checkpoint_path(run_dir, w).name for w in CHECKPOINTS} | {scores_path(run_dir, s).name for s in ("val", "test")}
     return names | {p.name for p in temp_files(run_dir)}
 
@@ -452,3 +454,21 @@ def append_cost_session(run_dir: str | Path, session: dict) -> None:
 def cost_child_path(run_dir: str | Path) -> Path:
     """Where a training child process leaves its own measurements (GPU peak) for its parent."""
     return Path(run_dir) / f".{_COST}.child"
+
+
+def read_effective_scores(run_dir: str | Path, key: str) -> dict[tuple[str, int], np.ndarray]:
+    """The cached test scores at effective sizes (core.evaluate.effective): {(source, r): (N, 14)}; {} when
+    there is no cache, it cannot be read, or it was made under another `key` (best checkpoint, data file)."""
+    path = Path(run_dir) / _EFFECTIVE
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return {}
+            return {(name.rsplit("_", 1)[0], int(name.rsplit("_", 1)[1])): z[name] for name in z.files if name != "key"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return {}
+
+
+def write_effective_scores(run_dir: str | Path, key: str, scores: dict[tuple[str, int], np.ndarray]) -> None:
+    arrays = {f"{source}_{r}": s.astype(np.float32) for (source, r), s in scores.items()}
+    atomic_write(Path(run_dir) / _EFFECTIVE, lambda f: np.savez(f, key=np.array(key), **arrays))

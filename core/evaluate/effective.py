@@ -1,0 +1,134 @@
+"""Effective resolution: how a run's test AUC changes when its test images carry less detail than its size.
+
+A run trained at S px scores its test images after each is brought down to r px and back up to S
+(bicubic both ways, as the importer makes every size from an original), and, where the data root holds
+the same images at r px, that file's images brought up to S. Paired against the run's own test scores
+(the same images), the change per finding and overall says whether the model uses the detail it was
+given; set beside runs *trained* at r, the gap says whether a low-resolution model is limited by the
+information or by its training.
+
+The degraded scores are cached in the run folder (core.runs.record owns the file), keyed by the best
+checkpoint and the data file, so a page draws from the cache once one scoring has run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from core import metrics
+from core.errors import UserError
+from core.data import chestmnist as D
+from core.runs import record as runs
+from core.runs.datafile import config_of, data_md5, run_data
+
+GRID: tuple[int, ...] = (16, 20, 28, 40, 56, 64, 96, 128, 160)
+
+
+class EffectiveSizeError(UserError):
+    """An effective size that is not a whole number of pixels of at least 2."""
+SOURCES = ("resampled", "file")  # r px made from the S px images; the data root's own r px file
+
+
+def degrade(images: np.ndarray, r: int) -> np.ndarray:
+    """uint8 images (N, S, S) brought down to (r, r) and back up to (S, S), bicubic both ways."""
+    s = images.shape[-1]
+    return np.stack([upscale(np.asarray(Image.fromarray(im).resize((r, r), Image.Resampling.BICUBIC)), s)
+                     for im in images]) if len(images) else images.copy()
+
+
+def upscale(image: np.ndarray, size: int) -> np.ndarray:
+    """One uint8 image (r, r) brought up to (size, size), bicubic (the way `degrade` brings it back)."""
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def check_sizes(sizes: Sequence[int], native: int) -> list[int]:
+    """The effective sizes below `native`, sorted and unique; EffectiveSizeError for one that is not a size."""
+    bad = [r for r in sizes if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 2]
+    if bad:
+        raise EffectiveSizeError(f"effective sizes must be whole numbers of pixels of at least 2, not {bad}")
+    return sorted({int(r) for r in sizes if r < native})
+
+
+def _cache_key(run_dir: Path, data: D.ChestData) -> str:
+    best = runs.checkpoint_path(run_dir, "best").stat()
+    return f"{best.st_size}-{best.st_mtime_ns}-{data_md5(data.path)}"
+
+
+def effective_scores(run_dir: str | Path, sizes: Sequence[int] = GRID, device: str = "auto",
+                     data_root: str | Path | None = None) -> dict[tuple[str, int], np.ndarray]:
+    """{(source, r): (N, 14) test probabilities} of the run's best model on its test images at effective
+    size r < its size, from the cache where it holds them (same best checkpoint and data file), else
+    scored now and added to the cache. source is "resampled", or "file" where the data root holds the same
+    test images (by labels and count) at r px."""
+    run_dir = Path(run_dir)
+    cfg = config_of(run_dir)
+    wanted = check_sizes(sizes, cfg.size)
+    data = run_data(run_dir, data_root)
+    key = _cache_key(run_dir, data)
+    cached = runs.read_effective_scores(run_dir, key)
+    todo = [r for r in wanted if ("resampled", r) not in cached]
+    files = {r: f for r in wanted if (f := _same_images_at(data, r)) is not None and ("file", r) not in cached}
+    if todo or files:
+        from core.evaluate.scoring import run_scorer
+        from core.runs.checkpoints import load_model
+        from core.train.device import resolve_device
+
+        dev = resolve_device(device)
+        model = load_model(run_dir, "best", dev)
+        images = data.test.images
+        score = run_scorer(run_dir, model, cfg.size, dev, len(images) * (len(todo) + len(files)))
+        for r in todo:
+            cached[("resampled", r)] = score(degrade(images, r))
+        for r, small in files.items():
+            cached[("file", r)] = score(np.stack([upscale(im, cfg.size) for im in small]))
+        runs.write_effective_scores(run_dir, key, cached)
+    return {k: v for k, v in cached.items() if k[1] in wanted}
+
+
+def _same_images_at(data: D.ChestData, r: int) -> np.ndarray | None:
+    """The test images of the data root's r px file when it holds the same test images (same count and
+    labels, as the bundled demo does at every size), else None."""
+    if r not in D.SIZES or not D.npz_path(data.root, r).is_file():
+        return None
+    try:
+        other = D.load(data.root, r).test
+    except D.DataError:
+        return None
+    same = len(other) == len(data.test) and np.array_equal(other.labels, data.test.labels)
+    return other.images if same else None
+
+
+def effective_curve(run_dirs: Sequence[str | Path], sizes: Sequence[int] = GRID, n_boot: int = 2000,
+                    seed: int = 0, device: str = "auto", data_root: str | Path | None = None) -> list[dict[str, Any]]:
+    """One dict per (effective size, source): the runs' test AUC (medmnist, mean over the runs) at that
+    effective size, its paired difference from their native test AUC (`delta`, `ci`, `p_value`, and per
+    finding), and the per-class AUCs in ChestMNIST's class order (None where undefined).
+
+    `run_dirs` are one run, or the seeds of one recipe at one size (scored on the same test images): with
+    several, the difference is core.metrics.seed_group_difference's, which carries seed-to-seed variance.
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    native = [runs.load_scores(d, "test") for d in run_dirs]
+    labels = native[0][1]
+    per_run = [effective_scores(d, sizes, device, data_root) for d in run_dirs]
+    keys = sorted(set.intersection(*(set(p) for p in per_run)), key=lambda k: (k[1], SOURCES.index(k[0])))
+    out = []
+    for source, r in keys:
+        degraded = [p[(source, r)] for p in per_run]
+        if len(run_dirs) > 1:
+            diff = metrics.seed_group_difference(labels, degraded, [s for s, _ in native], n_boot=n_boot, seed=seed,
+                                                 class_names=D.CLASS_NAMES)
+        else:
+            diff = metrics.paired_auc_difference(labels, degraded[0], native[0][0], n_boot=n_boot, seed=seed,
+                                                 class_names=D.CLASS_NAMES)
+        per_class = np.nanmean([metrics.auc_per_class(labels, s) for s in degraded], axis=0)
+        out.append({"effective_size": r, "source": source, "native_size": int(config_of(run_dirs[0]).size),
+                    "runs": len(run_dirs), "auc": float(np.mean([metrics.mean_auc(labels, s) for s in degraded])),
+                    "native_auc": float(np.mean([metrics.mean_auc(labels, s) for s, _ in native])),
+                    "delta": diff["delta"], "ci": list(diff["ci"]), "p_value": diff["p_value"],
+                    "per_class": [None if np.isnan(a) else float(a) for a in per_class],
+                    "per_class_delta": diff["per_class"], "comparison": diff})
+    return out
