@@ -337,3 +337,30 @@ def test_operating_points_match_a_brute_force_search_and_skip_undefined_classes(
             sens = [(o["recall"][0], o["specificity"][0]) for o in ops]
             assert got_sens["sensitivity"][c] == pytest.approx(max(s for s, p in sens if p >= level - 1e-9))
             assert got_spec["specificity"][c] == pytest.approx(max(p for s, p in sens if s >= level - 1e-9))
+
+
+def test_summarize_intervals_are_95_percent_percentiles_of_explicit_resamples():
+    labels, scores = make_data(n=150, c=3, seed=21)
+    summary = metrics.summarize(labels, scores, 0.5, ["a", "b", "c"], n_boot=80, seed=4)
+    boot = np.array([[roc_auc_score(labels[row, c], scores[row, c]) for c in range(3)]
+                     for block in bootstrap.resample_blocks(150, 80, 4) for row in block])
+    assert summary["ci_level"] == 0.95 and summary["n_boot"] == 80
+    np.testing.assert_allclose(summary["auc_ci"], np.percentile(boot.mean(axis=1), [2.5, 97.5]), atol=1e-12)
+    for c, name in enumerate("abc"):
+        row = summary["per_class"][name]
+        np.testing.assert_allclose((row["auc_ci_low"], row["auc_ci_high"]), np.percentile(boot[:, c], [2.5, 97.5]),
+                                   atol=1e-12)
+        pred = scores[:, c] >= 0.5
+        assert (row["tp"], row["fp"], row["fn"], row["tn"]) == (
+            int((pred & (labels[:, c] == 1)).sum()), int((pred & (labels[:, c] == 0)).sum()),
+            int((~pred & (labels[:, c] == 1)).sum()), int((~pred & (labels[:, c] == 0)).sum()))
+
+
+
+def test_medmnist_getauc_returns_nan_with_a_warning_where_a_class_is_undefined():
+    # What mean_auc's docstring says of medmnist with the pinned scikit-learn: NaN, not a crash.
+    labels, scores = make_data(n=60, c=3, seed=2)
+    labels[:, 1] = 0
+    with pytest.warns(Warning):
+        assert np.isnan(getAUC(labels, scores, TASK))
+    assert np.isfinite(metrics.mean_auc(labels, scores))
