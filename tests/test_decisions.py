@@ -83,8 +83,15 @@ def test_seeds_needed_is_the_smallest_number_reaching_the_power():
     assert r["text"].startswith(f"about {k} seeds per group") and r["images"] is None
     assert r["power_now"] == pytest.approx(_power(0.004 ** 2 + seed_var / 5, 8, 0.02))
     # when the images' variance alone is too large, more seeds cannot do it: more test images would
-    limited = metrics.seeds_needed(result | {"image_var": 0.01 ** 2}, effect=0.01, max_seeds=50)
-    assert limited["seeds_per_group"] is None and limited["images"] > 381 and "test set is the limit" in limited["text"]
+    limited = metrics.seeds_needed(result | {"image_var": 0.01 ** 2, "seed_var_a": 0.005 ** 2, "seed_var_b": 0.005 ** 2},
+                                   effect=0.01, max_seeds=50)
+    want = (0.01 / (stats.norm.ppf(0.975) + stats.norm.ppf(0.8))) ** 2
+    assert limited["seeds_per_group"] is None and "test set is the limit" in limited["text"]
+    assert limited["images"] == math.ceil(0.01 ** 2 * 381 / (want - 2 * 0.005 ** 2 / 10))
+    assert "10 seeds per group" in limited["text"]
+    # where even 10 seeds' spread is too much, the images are counted at max_seeds
+    wide = metrics.seeds_needed(result | {"image_var": 0.01 ** 2}, effect=0.01, max_seeds=50)
+    assert wide["images"] == math.ceil(0.01 ** 2 * 381 / (want - seed_var / 50)) and "50 seeds" in wide["text"]
     unknown = metrics.seeds_needed({"image_var": 1e-5, "seed_var_a": math.nan, "seed_var_b": math.nan,
                                     "n_images": 100}, effect=0.01)
     assert unknown["seeds_per_group"] is None and "2 or more seeds" in unknown["text"]

@@ -16,6 +16,7 @@ from scipy import stats
 __all__ = ["CORRECTIONS", "adjust_p", "holm", "noninferiority", "seeds_needed"]
 
 Correction = Literal["holm", "bh"]
+PLAN_SEEDS = 10  # seeds per group assumed when the test set, not the seeds, limits what can be resolved
 CORRECTIONS = {"holm": "Holm (family-wise error)", "bh": "Benjamini-Hochberg (false discovery rate)"}
 
 
@@ -131,7 +132,7 @@ def seeds_needed(result: Mapping[str, Any], effect: float, power: float = 0.8, a
     variance ``image_var * N / n + (seed_var_a + seed_var_b) / k`` (N the images it was measured on),
     tested two-sided by t with 2k - 2 degrees of freedom. The smallest k reaching `power` at N images
     is returned; when no k up to `max_seeds` does, the image part is the limit and ``images`` says
-    how many test images would, with ``max_seeds`` seeds.
+    how many test images would, with 10 seeds per group (or `max_seeds` where 10 cannot).
 
     Args:
         result: a core.metrics.paired result with ``image_var``, ``seed_var_a``, ``seed_var_b``, ``n_images``.
@@ -160,10 +161,15 @@ def seeds_needed(result: Mapping[str, Any], effect: float, power: float = 0.8, a
         if _power(math.sqrt(image_var + seed_var / k) or 1e-12, 2 * k - 2, effect, alpha) >= power:
             return out | {"seeds_per_group": k, "text": f"about {k} seeds per group would resolve a difference of "
                           f"{effect:g} with {power:.0%} power on these {n:,} test images"}
-    target = (effect / (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))) ** 2 - seed_var / max_seeds
-    images = math.ceil(image_var * n / target) if target > 0 else None
-    out["images"] = images
-    text = (f"more than {max_seeds} seeds per group would be needed: the test set is the limit; about "
-            f"{images:,} test images (and {max_seeds} seeds) would resolve {effect:g} with {power:.0%} power"
-            if images else f"a difference of {effect:g} cannot be resolved with {max_seeds} seeds per group")
+    # Seeds alone cannot do it: the test images are the limit. Say how many images would, with a
+    # realistic number of seeds (normal approximation; the image variance scales as 1 / n).
+    wanted = (effect / (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))) ** 2
+    for k in dict.fromkeys((min(PLAN_SEEDS, max_seeds), max_seeds)):
+        if wanted > seed_var / k:
+            out["images"] = math.ceil(image_var * n / (wanted - seed_var / k))
+            text = (f"seeds alone cannot resolve {effect:g} on these {n:,} test images (the test set is the limit): "
+                    f"about {out['images']:,} test images with {k} seeds per group would, with {power:.0%} power")
+            break
+    else:
+        text = f"a difference of {effect:g} cannot be resolved with {max_seeds} seeds per group"
     return out | {"text": text}
