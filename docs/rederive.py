@@ -48,13 +48,13 @@ CELLS = {
     "S1 667 seed-cnn 28": (0.533, 0.014), "S1 667 seed-cnn 64": (0.519, 0.029),
     "S1 667 b128 28": (0.545, 0.056), "S1 667 b128 64": (0.545, 0.018),
 }
-PRIMARY = "primary"
+PRIMARY = "primary NIH-667: res-cnn, each size vs 224 px"
 # (family, a, b, old delta, old 95% CI low, high); a - b. An interval of None: no paired interval was
 # recorded for the pair, and the image part is taken as the largest of that model's measured size pairs.
 ROWS = [(PRIMARY, "667 res-cnn 28", "667 res-cnn 224", -0.014, -0.039, 0.010),
         (PRIMARY, "667 res-cnn 64", "667 res-cnn 224", -0.011, None, None),
         (PRIMARY, "667 res-cnn 128", "667 res-cnn 224", -0.002, -0.022, 0.017),
-        ("primary NIH-1667", "1667 res-cnn 28", "1667 res-cnn 64", 0.008, -0.004, 0.020)]
+        ("primary NIH-1667: res-cnn, 28 vs 64 px", "1667 res-cnn 28", "1667 res-cnn 64", 0.008, -0.004, 0.020)]
 VS_RES = {"resnet18": ((-0.008, -0.019, 0.005), (-0.016, -0.033, -0.001)),
           "narrow": ((-0.006, -0.016, 0.004), (-0.001, -0.010, 0.007)),
           "wide": ((-0.013, -0.025, -0.002), (0.004, -0.006, 0.014)),
@@ -122,6 +122,8 @@ ROWS += [("sizes", f"667 {v} {a}", f"667 {v} {b}", *old) for v, olds in {
     "cosine": ((-0.011, -0.028, 0.004), (-0.005, -0.028, 0.018), (0.006, -0.009, 0.022), (-0.002, -0.028, 0.023),
                (0.003, -0.016, 0.021))}.items()
     for (a, b), old in zip(((64, 28), (128, 28), (128, 64), (224, 28), (224, 128)), olds)]
+ROWS += [("non-inferiority: res-cnn vs resnet18", "1667 res-cnn 28", "1667 resnet18 28", 0.008, -0.005, 0.019),
+         ("non-inferiority: res-cnn vs resnet18", "1667 res-cnn 64", "1667 resnet18 64", 0.016, 0.001, 0.033)]
 MARGIN = 0.01
 Z = stats.norm.ppf(0.975)
 
@@ -133,7 +135,7 @@ def rederive(row: tuple) -> dict:
     ti = metrics.t_interval(delta, se_img ** 2, sd_a ** 2, sd_b ** 2, 5, 5, 0.05)
     result = {"delta": delta, "ci": (ti["ci_low"], ti["ci_high"]), "p_value": ti["p_value"], "se": ti["se"],
               "df": ti["df"], "scope": "recipes", "ci_level": 0.95, "image_var": se_img ** 2, "seed_var_a": sd_a ** 2,
-              "seed_var_b": sd_b ** 2, "n_images": 169 if "667" in a else 381, "n_runs_a": 5, "n_runs_b": 5}
+              "seed_var_b": sd_b ** 2, "n_images": 169 if "667" in a.split() else 381, "n_runs_a": 5, "n_runs_b": 5}
     welch = stats.ttest_ind_from_stats(mean_a, sd_a, 5, mean_b, sd_b, 5, equal_var=False).pvalue
     return {"family": family, "a": a, "b": b, "old": "-" if lo is None else f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}]",
             "result": result, "welch": float(welch)}
@@ -144,17 +146,19 @@ def main() -> None:
     for family in dict.fromkeys(r["family"] for r in out):
         rows = [r for r in out if r["family"] == family]
         adjusted = metrics.adjust_p([r["result"]["p_value"] for r in rows])
+        tests_ni = family.startswith(("primary", "non-inferiority"))
+        ni = [metrics.noninferiority(r["result"], r["a"], r["b"], margin=MARGIN) for r in rows]
+        ni_adjusted = metrics.adjust_p([x["p_noninferior"] for x in ni])
         print(f"\n### {family} ({len(rows)} comparisons, Holm)\n")
         print("| a | b | old (images only) | two-level delta [95% CI] | df | p | p Holm | Welch p | verdict |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for r, p in zip(rows, adjusted):
+        for r, p, x, p_ni in zip(rows, adjusted, ni, ni_adjusted):
             res = r["result"]
             lo, hi = res["ci"]
             text = metrics.verdict(res, r["a"], r["b"], p_adjusted=p)
-            if family.startswith(PRIMARY):
-                ni = metrics.noninferiority(res, r["a"], r["b"], margin=MARGIN)
+            if tests_ni:
                 need = metrics.seeds_needed(res, effect=MARGIN)
-                text += f"; {ni['text']}; {need['text']}"
+                text += f"; {x['text']}, one-sided p {x['p_noninferior']:.3g}, Holm {p_ni:.3g}; {need['text']}"
             print(f"| {r['a']} | {r['b']} | {r['old']} | {res['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {res['df']:.1f} "
                   f"| {res['p_value']:.3g} | {p:.3g} | {r['welch']:.3g} | {text} |")
 

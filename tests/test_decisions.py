@@ -89,9 +89,12 @@ def test_seeds_needed_is_the_smallest_number_reaching_the_power():
     assert limited["seeds_per_group"] is None and "test set is the limit" in limited["text"]
     assert limited["images"] == math.ceil(0.01 ** 2 * 381 / (want - 2 * 0.005 ** 2 / 10))
     assert "10 seeds per group" in limited["text"]
-    # where even 10 seeds' spread is too much, the images are counted at max_seeds
+    # more seeds where 10 seeds' spread would take more than half of what 80% power allows
+    more = metrics.seeds_needed(result | {"image_var": 0.01 ** 2, "seed_var_a": 0.01 ** 2, "seed_var_b": 0.01 ** 2},
+                                effect=0.01, max_seeds=50)
+    assert more["images"] == math.ceil(0.01 ** 2 * 381 / (want - 2 * 0.01 ** 2 / 50)) and "50 seeds" in more["text"]
     wide = metrics.seeds_needed(result | {"image_var": 0.01 ** 2}, effect=0.01, max_seeds=50)
-    assert wide["images"] == math.ceil(0.01 ** 2 * 381 / (want - seed_var / 50)) and "50 seeds" in wide["text"]
+    assert wide["images"] is None and "cannot be resolved with 50 seeds" in wide["text"]
     unknown = metrics.seeds_needed({"image_var": 1e-5, "seed_var_a": math.nan, "seed_var_b": math.nan,
                                     "n_images": 100}, effect=0.01)
     assert unknown["seeds_per_group"] is None and "2 or more seeds" in unknown["text"]

@@ -132,7 +132,8 @@ def seeds_needed(result: Mapping[str, Any], effect: float, power: float = 0.8, a
     variance ``image_var * N / n + (seed_var_a + seed_var_b) / k`` (N the images it was measured on),
     tested two-sided by t with 2k - 2 degrees of freedom. The smallest k reaching `power` at N images
     is returned; when no k up to `max_seeds` does, the image part is the limit and ``images`` says
-    how many test images would, with 10 seeds per group (or `max_seeds` where 10 cannot).
+    how many test images would, with the fewest of 10, 20, 50 or `max_seeds` seeds per group whose
+    seed spread leaves room for it.
 
     Args:
         result: a core.metrics.paired result with ``image_var``, ``seed_var_a``, ``seed_var_b``, ``n_images``.
@@ -161,11 +162,12 @@ def seeds_needed(result: Mapping[str, Any], effect: float, power: float = 0.8, a
         if _power(math.sqrt(image_var + seed_var / k) or 1e-12, 2 * k - 2, effect, alpha) >= power:
             return out | {"seeds_per_group": k, "text": f"about {k} seeds per group would resolve a difference of "
                           f"{effect:g} with {power:.0%} power on these {n:,} test images"}
-    # Seeds alone cannot do it: the test images are the limit. Say how many images would, with a
-    # realistic number of seeds (normal approximation; the image variance scales as 1 / n).
+    # Seeds alone cannot do it: the test images are the limit. Say how many images would, with the
+    # fewest seeds (10, 20, 50, max_seeds) whose spread takes at most half of the variance that 80%
+    # power allows (normal approximation; the image variance scales as 1 / n).
     wanted = (effect / (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))) ** 2
-    for k in dict.fromkeys((min(PLAN_SEEDS, max_seeds), max_seeds)):
-        if wanted > seed_var / k:
+    for k in sorted({k for k in (PLAN_SEEDS, 2 * PLAN_SEEDS, 5 * PLAN_SEEDS) if k < max_seeds} | {max_seeds}):
+        if seed_var / k <= wanted / 2:
             out["images"] = math.ceil(image_var * n / (wanted - seed_var / k))
             text = (f"seeds alone cannot resolve {effect:g} on these {n:,} test images (the test set is the limit): "
                     f"about {out['images']:,} test images with {k} seeds per group would, with {power:.0%} power")
