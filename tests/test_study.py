@@ -359,3 +359,16 @@ def test_cli_builds_one_report_from_several_run_folders(study, tmp_path, capsys)
     assert built.summary["candidates"] == ["res-cnn", "seed-cnn"] and len(built.summary["runs"]) == 2
     assert main(["--runs", str(run28), "--out", str(tmp_path / "r2")]) == 2
     assert "--report-only" in capsys.readouterr().err
+
+
+def test_margin_and_correction_reach_the_differences(study, tmp_path):
+    report, _, _ = study
+    run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))
+    same = _clone(run28, tmp_path / "runs" / "same", size=64)
+    built = build_report([run28, same], tmp_path / "r", device="cpu", measure_inference_time=False, n_boot=100,
+                         margin=0.05, correction="bh")
+    diff = built.summary["differences"]
+    assert (diff["margin"], diff["correction"]) == (0.05, "bh")
+    [row] = diff["rows"]
+    assert row["noninferior"] and "at margin 0.05" in row["noninferiority"]  # identical scores: delta 0 ± 0
+    assert "p (BH)" in (tmp_path / "r" / "report.md").read_text()

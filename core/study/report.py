@@ -6,7 +6,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import pandas as pd
 import torch
@@ -170,8 +170,9 @@ def write_tables(summary: dict, out_dir: Path) -> None:
     per_class.to_csv(out_dir / "per_class_test_auc.csv")
 
 
-def rebuild_report(out_dir: str | Path, device: str = "auto") -> StudyReport:
-    """Rebuild a study's report from the finished runs its study.json lists (no training)."""
+def rebuild_report(out_dir: str | Path, device: str = "auto", **verdicts: Any) -> StudyReport:
+    """Rebuild a study's report from the finished runs its study.json lists (no training); `verdicts`
+    (margin, correction) go to build_report."""
     study = read_study_file(out_dir)
     if study is None:
         raise StudyError(f"{out_dir} has no study.json; run the study first.")
@@ -181,7 +182,8 @@ def rebuild_report(out_dir: str | Path, device: str = "auto") -> StudyReport:
         log(f"{len(missing)} run(s) not finished, left out: " + ", ".join(f"{e['size']} px s{e['seed']}" for e in missing))
     if not done:
         raise StudyError(f"No finished runs in {study_file(Path(out_dir))}; run the study to train them.")
-    return build_report(done, out_dir, device=device, study_name=study["name"], command=study.get("command"))
+    return build_report(done, out_dir, device=device, study_name=study["name"], command=study.get("command"),
+                        **verdicts)
 
 
 def finished_runs(paths: Iterable[str | Path]) -> list[Path]:
