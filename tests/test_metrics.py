@@ -364,3 +364,21 @@ def test_medmnist_getauc_returns_nan_with_a_warning_where_a_class_is_undefined()
     with pytest.warns(Warning):
         assert np.isnan(getAUC(labels, scores, TASK))
     assert np.isfinite(metrics.mean_auc(labels, scores))
+
+
+def test_mean_auc_ci_skips_resamples_that_lose_a_class_as_brute_force_does():
+    # Two positives of class 0 among 60: many resamples lose them; those are skipped, not averaged
+    # over the classes left.
+    labels, scores = make_data(n=60, c=3, seed=23)
+    labels[:, 0] = 0
+    labels[[4, 30], 0] = 1
+    means = []
+    for block in bootstrap.resample_blocks(60, 200, 5):
+        for row in block:
+            y = labels[row]
+            if ((y.sum(axis=0) == 0) | (y.sum(axis=0) == 60)).any():
+                continue
+            means.append(np.mean([roc_auc_score(y[:, c], scores[row, c]) for c in range(3)]))
+    assert len(means) < 200
+    np.testing.assert_allclose(metrics.mean_auc_ci(labels, scores, n_boot=200, seed=5),
+                               np.percentile(means, [2.5, 97.5]), atol=1e-12)
