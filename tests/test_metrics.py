@@ -382,3 +382,23 @@ def test_mean_auc_ci_skips_resamples_that_lose_a_class_as_brute_force_does():
     assert len(means) < 200
     np.testing.assert_allclose(metrics.mean_auc_ci(labels, scores, n_boot=200, seed=5),
                                np.percentile(means, [2.5, 97.5]), atol=1e-12)
+
+
+def test_resamples_are_uniform_draws_of_every_image():
+    # The documented resamples: rows of numpy's default_rng(seed).integers(0, n), blocks of 256.
+    rng = np.random.default_rng(7)
+    want = [rng.integers(0, 5, size=(b, 5)) for b in (256, 44)]
+    blocks = list(bootstrap.resample_blocks(5, 300, seed=7))
+    for got, w in zip(blocks, want):
+        np.testing.assert_array_equal(got, w)
+    assert set(np.concatenate(blocks).ravel()) == set(range(5))
+
+
+def test_acc_ci_is_the_percentile_of_strict_medmnist_acc_over_resamples():
+    rng = np.random.default_rng(3)
+    labels = (rng.random((80, 4)) < 0.3).astype(int)
+    scores = rng.choice([0.25, 0.5, 0.75], size=(80, 4))  # many scores exactly 0.5: predicted negative
+    accs = [metrics.medmnist_acc(labels[row], scores[row]) for block in bootstrap.resample_blocks(80, 150, 2)
+            for row in block]
+    np.testing.assert_allclose(metrics.medmnist_acc_ci(labels, scores, n_boot=150, seed=2),
+                               np.percentile(accs, [2.5, 97.5]), atol=1e-12)
