@@ -84,6 +84,8 @@ MUTANTS = (
            "non-inferiority bound two-sided"),
     Mutant("decisions", 'out["noninferior"] = bool(lower > -margin)', 'out["noninferior"] = bool(result["delta"] > '
            '-margin)', "non-inferiority from the point estimate"),
+    Mutant("decisions", 'out["p_equivalence"] = max(out["p_noninferior"]', 'out["p_equivalence"] = min(out["p_noninferior"]',
+           "TOST p the smaller one-sided p"),
     Mutant("decisions", "if _power(math.sqrt(image_var + seed_var / k) or 1e-12, 2 * k - 2, effect, alpha) >= power",
            "if _power(math.sqrt(image_var + seed_var / k) or 1e-12, 2 * k - 2, effect, alpha / 2) >= power",
            "power at the wrong level"),

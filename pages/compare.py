@@ -200,13 +200,15 @@ def data_note(loaded: list[dict], names: dict[str, str]) -> None:
 
 def answer_section(groups: list[CD.Group], summary: pd.DataFrame, group_table: pd.DataFrame) -> None:
     st.header("Does resolution matter here?")
-    c = st.columns(2)
+    c = st.columns(3)
     margin = c[0].number_input("Non-inferiority margin (AUC)", 0.001, 0.2, 0.01, 0.005, format="%.3f",
                                key="compare_margin", help="How much test AUC a smaller size may lose and still count "
                                "as good enough; also the difference 'seeds needed' is sized for.")
     correction = c[1].radio("Correction within a family", ["holm", "bh"], horizontal=True, key="compare_correction",
                             format_func={"holm": "Holm", "bh": "Benjamini-Hochberg"}.get)
-    diffs = CD.differences_frame(groups, margin, correction)
+    equivalence = c[2].toggle("Also test equivalence (TOST)", key="compare_equivalence",
+                              help="Equivalent: the difference lies within ±margin either way, not only above -margin.")
+    diffs = CD.differences_frame(groups, margin, correction, equivalence)
     if len(diffs):
         st.dataframe(diffs, hide_index=True, column_config=DIFF_TABLE, key="compare_diffs")
         st.caption("Paired on the same test images: each size against the largest (primary family) and adjacent "

@@ -309,7 +309,10 @@ def test_paired_differences_between_sizes_answer_first(open_page, data_root, fin
     assert (row["delta"], row["CI low"], row["CI high"], row["p"], row["p adjusted"]) == pytest.approx(
         (want["delta"], *want["ci"], want["p_value"], want["p_value"]))  # a family of one
     assert row["verdict"] == M.verdict(want, "28 px", "64 px")
-    assert row["non-inferiority"] == M.noninferiority(want, "28 px", "64 px", margin=0.01)["text"]
+    ni = M.noninferiority(want, "28 px", "64 px", margin=0.01)  # a family of one: adjusted p = raw p
+    assert row["non-inferiority"] == M.noninferiority_text(
+        "28 px", "64 px", 0.01, ni["lower"], ni["upper"], ni["p_noninferior"] < 0.05, None, "runs",
+        note=f", Holm-adjusted one-sided p {ni['p_noninferior']:.2g}")
     assert row["left out"] == "; ".join(f"{e['class']} ({e['reason']})" for e in want["excluded"])
 
 

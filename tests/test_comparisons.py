@@ -107,3 +107,18 @@ def test_a_pair_on_other_images_says_why_and_leaves_the_family():
                      n_boot=10, difference=stand_in(deltas))
     assert rows[1]["verdict"] == "not compared: scored on other images" and math.isnan(rows[1]["p_adjusted"])
     assert rows[0]["p_adjusted"] == pytest.approx(rows[0]["p_value"])  # a family of one compared row
+
+
+def test_equivalence_when_asked_is_tost_adjusted_over_the_family():
+    keys = [("r", s) for s in (64, 128, 224)]
+    deltas = {("64", "224"): (-0.004, 0.004), ("128", "224"): (0.001, 0.001), ("128", "64"): (0.005, 0.004)}
+    rows = C.compare(C.resolution_plan(keys), {k: [str(k[1])] for k in keys}, {k: f"{k[1]} px" for k in keys},
+                     n_boot=10, equivalence=True, difference=stand_in(deltas))
+    primary = rows[:2]
+    assert [r["p_equivalence"] for r in primary] != [None, None]
+    adjusted = metrics.adjust_p([r["p_equivalence"] for r in primary])
+    assert [r["equivalent"] for r in primary] == [p < 0.05 for p in adjusted] == [False, True]
+    assert "; equivalent within ±0.01" in primary[1]["noninferiority"]
+    assert "; equivalence within ±0.01 not shown" in primary[0]["noninferiority"]
+    assert rows[2].get("equivalent") is None  # exploratory rows answer no equivalence question
+

@@ -62,6 +62,7 @@ def test_noninferiority_and_equivalence_from_one_sided_bounds():
     same = metrics.noninferiority({"delta": 0.001, "se": 0.002, "df": 30.0}, "a", "b", margin=0.01, equivalence=True)
     upper = 0.001 + stats.t.ppf(0.95, 30) * 0.002
     assert same["equivalent"] and same["upper"] == pytest.approx(upper) and "equivalent within ±0.01" in same["text"]
+    assert same["p_equivalence"] == pytest.approx(max(stats.t.sf(0.011 / 0.002, 30), stats.t.cdf(-0.009 / 0.002, 30)))
     with pytest.raises(ValueError, match="margin"):
         metrics.noninferiority(result, "a", "b", margin=0)
 

@@ -231,10 +231,12 @@ DIFF_COLUMNS = ["family", "comparison", "runs", "delta", "CI low", "CI high", "p
                 "non-inferiority", "seeds needed", "left out"]
 
 
-def differences_frame(groups: list[Group], margin: float = C.DEFAULT_MARGIN, correction: str = "holm") -> pd.DataFrame:
+def differences_frame(groups: list[Group], margin: float = C.DEFAULT_MARGIN, correction: str = "holm",
+                      equivalence: bool = False) -> pd.DataFrame:
     """The resolution answer (core.study.comparisons, as the study report): within each recipe, every size against
     the largest (the primary family, with non-inferiority at `margin`) and adjacent sizes (exploratory), p adjusted
-    within each family by `correction`; a seed group's runs are its tested runs, each seed once."""
+    within each family by `correction` (and equivalence within ±margin when asked); a seed group's runs are its
+    tested runs, each seed once."""
     members: dict[tuple[str, int], list[str]] = {}
     label: dict[tuple[str, int], str] = {}
     for g in groups:
@@ -246,7 +248,7 @@ def differences_frame(groups: list[Group], margin: float = C.DEFAULT_MARGIN, cor
     several = len({r for r, _ in members}) > 1
     names = {k: label[k] if several else f"{k[1]} px" for k in members}
     rows = C.compare(C.resolution_plan(list(members)), members, names, n_boot=N_BOOT, correction=correction,
-                     margin=margin, difference=_difference)
+                     margin=margin, equivalence=equivalence, difference=_difference)
     return pd.DataFrame([{
         "family": r["family"], "comparison": f"{r['a']} vs {r['b']}", "runs": f"{r['n_runs_a']} vs {r['n_runs_b']}",
         "delta": r.get("delta"), "CI low": r.get("ci_low"), "CI high": r.get("ci_high"), "p": r.get("p_value"),

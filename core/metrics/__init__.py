@@ -11,7 +11,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "classification": ('OPERATING_LEVELS', 'auc_per_class', 'mean_auc', 'medmnist_acc', 'threshold_metrics', 'sensitivity_at_specificity', 'specificity_at_sensitivity', 'summarize'),
     "bootstrap": ('ResampledAuc', 'bootstrap_auc_ci', 'mean_auc_ci', 'medmnist_acc_ci', 'per_class_ci', 'resampled_aucs'),
     "paired": ('MIN_POSITIVES', 'PairingError', 'check_same_images', 'eligible_classes', 'paired_auc_difference', 'seed_group_difference', 't_interval', 'verdict'),
-    "decisions": ('CORRECTIONS', 'adjust_p', 'holm', 'noninferiority', 'seeds_needed'),
+    "decisions": ('CORRECTIONS', 'adjust_p', 'holm', 'noninferiority', 'noninferiority_text', 'seeds_needed'),
     "reliability": ('brier_score', 'calibration', 'expected_calibration_error', 'reliability_bins'),
     "arrays": ('check_inputs',),
 })

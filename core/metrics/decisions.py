@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
-__all__ = ["CORRECTIONS", "adjust_p", "holm", "noninferiority", "seeds_needed"]
+__all__ = ["CORRECTIONS", "adjust_p", "holm", "noninferiority", "noninferiority_text", "seeds_needed"]
 
 Correction = Literal["holm", "bh"]
 PLAN_SEEDS = 10  # seeds per group assumed when the test set, not the seeds, limits what can be resolved
@@ -89,7 +89,8 @@ def noninferiority(result: Mapping[str, Any], name_a: str, name_b: str, margin: 
 
     Returns:
         dict: ``margin``, ``lower``, ``upper``, ``noninferior`` (bool), ``p_noninferior`` (one-sided p
-        of "a worse by margin or more"), ``equivalent`` (bool, or None when not asked), ``text``.
+        of "a worse by margin or more"), ``p_equivalence`` (TOST p: the larger of the two one-sided
+        p), ``equivalent`` (bool, or None when not asked), ``text``.
 
     >>> noninferiority({"delta": -0.002, "se": 0.001, "df": math.inf}, "64 px", "224 px", 0.01)["text"]
     '64 px is non-inferior to 224 px at margin 0.01 (lower bound -0.004)'
@@ -97,25 +98,36 @@ def noninferiority(result: Mapping[str, Any], name_a: str, name_b: str, margin: 
     if not margin > 0:
         raise ValueError(f"margin must be positive, got {margin}")
     lower, upper = _bounds(result, alpha)
-    f = f"{{:.{digits}f}}"
-    out: dict[str, Any] = {"margin": margin, "lower": lower, "upper": upper, "alpha": alpha,
-                           "noninferior": False, "p_noninferior": math.nan, "equivalent": None}
+    out: dict[str, Any] = {"margin": margin, "lower": lower, "upper": upper, "alpha": alpha, "noninferior": False,
+                           "p_noninferior": math.nan, "p_equivalence": math.nan, "equivalent": None}
     if not math.isfinite(lower):
         return out | {"text": f"non-inferiority of {name_a} to {name_b} cannot be judged: no difference computed"}
-    se, df = result["se"], result.get("df") or math.inf
-    out["p_noninferior"] = float(stats.t.sf((result["delta"] + margin) / se, df)) if se > 0 else \
-        float(result["delta"] <= -margin)
+    delta, se, df = result["delta"], result["se"], result.get("df") or math.inf
+    if se > 0:
+        out["p_noninferior"] = float(stats.t.sf((delta + margin) / se, df))
+        out["p_equivalence"] = max(out["p_noninferior"], float(stats.t.cdf((delta - margin) / se, df)))
+    else:
+        out["p_noninferior"] = float(delta <= -margin)
+        out["p_equivalence"] = float(abs(delta) >= margin)
     out["noninferior"] = bool(lower > -margin)
-    text = (f"{name_a} is non-inferior to {name_b} at margin {margin:g} (lower bound {f.format(lower)})"
-            if out["noninferior"] else
-            f"non-inferiority of {name_a} to {name_b} at margin {margin:g} not shown (lower bound {f.format(lower)})")
-    if equivalence:
-        out["equivalent"] = bool(out["noninferior"] and upper < margin)
-        text += (f"; equivalent within ±{margin:g} ({f.format(lower)} to {f.format(upper)})" if out["equivalent"]
+    out["equivalent"] = bool(out["noninferior"] and upper < margin) if equivalence else None
+    return out | {"text": noninferiority_text(name_a, name_b, margin, lower, upper, out["noninferior"],
+                                              out["equivalent"], result.get("scope"), digits=digits)}
+
+
+def noninferiority_text(name_a: str, name_b: str, margin: float, lower: float, upper: float, noninferior: bool,
+                        equivalent: bool | None = None, scope: str | None = None, note: str = "",
+                        digits: int = 3) -> str:
+    """The sentence of a non-inferiority (and equivalence) decision; `note` (e.g. an adjusted p) goes after the
+    bound. ``noninferiority`` and core.study.comparisons (whose decision uses the family-adjusted p) share it."""
+    f = f"{{:.{digits}f}}"
+    bound = f"lower bound {f.format(lower)}{note}"
+    text = (f"{name_a} is non-inferior to {name_b} at margin {margin:g} ({bound})" if noninferior else
+            f"non-inferiority of {name_a} to {name_b} at margin {margin:g} not shown ({bound})")
+    if equivalent is not None:
+        text += (f"; equivalent within ±{margin:g} ({f.format(lower)} to {f.format(upper)})" if equivalent
                  else f"; equivalence within ±{margin:g} not shown ({f.format(lower)} to {f.format(upper)})")
-    if result.get("scope") == "runs":
-        text += " (these two runs, not their recipes)"
-    return out | {"text": text}
+    return text + (" (these two runs, not their recipes)" if scope == "runs" else "")
 
 
 def _power(se: float, df: float, effect: float, alpha: float) -> float:

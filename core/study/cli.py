@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="non-inferiority margin in AUC of each size against the largest")
     p.add_argument("--correction", choices=("holm", "bh"), default="holm",
                    help="p adjustment within each family of comparisons: Holm or Benjamini-Hochberg")
+    p.add_argument("--equivalence", action="store_true",
+                   help="also test equivalence (TOST) of each size to the largest within ±margin")
     return p
 
 
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.margin > 0:
         print(f"error: --margin must be positive, got {args.margin}", file=sys.stderr)
         return 2
-    verdicts = {"margin": args.margin, "correction": args.correction}
+    verdicts = {"margin": args.margin, "correction": args.correction, "equivalence": args.equivalence}
     try:
         if args.runs and not args.report_only:
             raise StudyError("--runs builds a report from finished runs: use it with --report-only --out REPORT_DIR.")

@@ -48,14 +48,15 @@ def resolution_plan(keys: Sequence[tuple[Hashable, int]], reference_size: int | 
 
 def _row(res: Mapping[str, Any], names: tuple[str, str], margin: float, alpha: float) -> dict[str, Any]:
     """A compared row's numbers from a core.metrics paired result (NaN per-class values as None)."""
-    ni = metrics.noninferiority(res, *names, margin=margin, alpha=alpha)
+    ni = metrics.noninferiority(res, *names, margin=margin, alpha=alpha, equivalence=True)
     need = metrics.seeds_needed(res, effect=margin, alpha=alpha)
     return {
         "paired": True, "delta": res["delta"], "ci_low": res["ci"][0], "ci_high": res["ci"][1],
         "p_value": res["p_value"], "se": res["se"], "df": res["df"], "scope": res["scope"],
         "auc_a": res["auc_a"], "auc_b": res["auc_b"], "n_images": res["n_images"], "n_boot_used": res["n_boot_used"],
         "classes_excluded": [f"{e['class']} ({e['reason']})" for e in res["excluded"]],
-        "lower_bound": ni["lower"], "p_noninferior": ni["p_noninferior"], "seeds_needed": need["text"],
+        "lower_bound": ni["lower"], "upper_bound": ni["upper"], "p_noninferior": ni["p_noninferior"],
+        "p_equivalence": ni["p_equivalence"], "seeds_needed": need["text"],
         "seeds_per_group": need["seeds_per_group"], "images_needed": need["images"],
         "per_class": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()}
                       for c in res["per_class"]],
@@ -63,31 +64,34 @@ def _row(res: Mapping[str, Any], names: tuple[str, str], margin: float, alpha: f
 
 
 def _decide(rows: list[dict[str, Any]], results: list[Mapping[str, Any] | None], correction: str, margin: float,
-            alpha: float) -> None:
-    """Adjust p within each family and write each row's verdict (and non-inferiority) from the adjusted p."""
+            alpha: float, equivalence: bool) -> None:
+    """Adjust p within each family and write each row's verdict from the adjusted p; in the primary family
+    also non-inferiority (and equivalence), their one-sided p adjusted over the family the same way."""
+    name = metrics.CORRECTIONS[correction].split(" ")[0]
     for family in dict.fromkeys(r["family"] for r in rows):
         members = [i for i, r in enumerate(rows) if r["family"] == family]
         adjusted = metrics.adjust_p([rows[i].get("p_value") for i in members], correction)
         adjusted_ni = metrics.adjust_p([rows[i].get("p_noninferior") for i in members], correction)
-        for i, p, p_ni in zip(members, adjusted, adjusted_ni):
+        adjusted_eq = metrics.adjust_p([rows[i].get("p_equivalence") for i in members], correction)
+        for i, p, p_ni, p_eq in zip(members, adjusted, adjusted_ni, adjusted_eq):
             row, res = rows[i], results[i]
             row["p_adjusted"], row["correction"] = p, correction
             if res is None:
                 continue
             row["verdict"] = metrics.verdict(res, row["a"], row["b"], p_adjusted=p, alpha=alpha)
-            if family == PRIMARY:
-                row["p_noninferior_adjusted"] = p_ni
-                row["noninferior"] = bool(p_ni < alpha)
-                ni = metrics.noninferiority(res, row["a"], row["b"], margin=margin, alpha=alpha)["text"]
-                row["noninferiority"] = ni if row["noninferior"] or "not shown" in ni else (
-                    f"non-inferiority of {row['a']} to {row['b']} at margin {margin:g} not shown after "
-                    f"{metrics.CORRECTIONS[correction].split(' ')[0]} over the family (lower bound {row['lower_bound']:.3f})")
+            if family != PRIMARY:
+                continue
+            row["p_noninferior_adjusted"], row["noninferior"] = p_ni, bool(p_ni < alpha)
+            row["equivalent"] = bool(p_eq < alpha) if equivalence else None
+            row["noninferiority"] = metrics.noninferiority_text(
+                row["a"], row["b"], margin, row["lower_bound"], row["upper_bound"], row["noninferior"],
+                row["equivalent"], row["scope"], note=f", {name}-adjusted one-sided p {p_ni:.2g}")
 
 
 def compare(plan: Sequence[Mapping[str, Any]], members: Mapping[Hashable, Sequence[str]],
             names: Mapping[Hashable, str], n_boot: int = 2000, seed: int = 0, correction: str = "holm",
             margin: float = DEFAULT_MARGIN, alpha: float = 0.05, min_positives: int = metrics.MIN_POSITIVES,
-            difference: Callable[..., dict] | None = None) -> list[dict[str, Any]]:
+            equivalence: bool = False, difference: Callable[..., dict] | None = None) -> list[dict[str, Any]]:
     """Every comparison of `plan` as a row with its difference, raw and family-adjusted p, and verdicts.
 
     Args:
@@ -98,6 +102,7 @@ def compare(plan: Sequence[Mapping[str, Any]], members: Mapping[Hashable, Sequen
         correction: "holm" or "bh", applied within each family.
         margin: the non-inferiority margin and the difference seeds_needed is sized for.
         alpha: level of every test (non-inferiority one-sided).
+        equivalence: primary rows also test equivalence within ±margin (TOST).
         difference: called as ``difference(runs_a, runs_b, n_boot=, seed=, min_positives=)``; default
             core.runs.groups.group_difference (the Compare page passes a cached one).
 
@@ -106,7 +111,8 @@ def compare(plan: Sequence[Mapping[str, Any]], members: Mapping[Hashable, Sequen
         ``delta, ci_low, ci_high, p_value, p_adjusted, correction, se, df, scope, auc_a, auc_b,
         n_images, n_boot_used, classes_excluded`` (each "name (why)"), ``lower_bound, p_noninferior,
         seeds_needed`` (text), ``seeds_per_group, images_needed, per_class``; primary rows also
-        ``noninferior, noninferiority`` (text), ``p_noninferior_adjusted``; and ``verdict`` (or why the
+        ``noninferior, noninferiority`` (text), ``p_noninferior_adjusted``, ``equivalent`` (None unless
+        `equivalence`); every paired row ``upper_bound, p_equivalence``; and ``verdict`` (or why the
         groups were not compared).
     """
     difference = difference or G.group_difference
@@ -123,5 +129,5 @@ def compare(plan: Sequence[Mapping[str, Any]], members: Mapping[Hashable, Sequen
             continue
         rows.append(row | _row(res, (names[a], names[b]), margin, alpha))
         results.append(res)
-    _decide(rows, results, correction, margin, alpha)
+    _decide(rows, results, correction, margin, alpha, equivalence)
     return rows

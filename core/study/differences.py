@@ -46,7 +46,8 @@ def candidate_plan(keys: list[tuple[str, int]]) -> list[dict[str, Any]]:
 
 
 def differences(records: list[dict], n_boot: int = 2000, seed: int = 0, correction: str = "holm",
-                margin: float = C.DEFAULT_MARGIN, reference_size: int | None = None) -> dict[str, Any]:
+                margin: float = C.DEFAULT_MARGIN, reference_size: int | None = None,
+                equivalence: bool = False) -> dict[str, Any]:
     """Every comparison as a row (core.study.comparisons.compare), with what the families are.
 
     Args:
@@ -55,6 +56,7 @@ def differences(records: list[dict], n_boot: int = 2000, seed: int = 0, correcti
         correction: "holm" or "bh", within each family.
         margin: the non-inferiority margin (AUC) of the primary family, and what seeds needed is sized for.
         reference_size: the size the primary family compares against (default each candidate's largest).
+        equivalence: the primary family also tests equivalence within ±margin (TOST).
     """
     candidate = {r["run_dir"]: r["candidate"] for r in records}
     members: dict[tuple[str, int], list[str]] = {}
@@ -64,11 +66,12 @@ def differences(records: list[dict], n_boot: int = 2000, seed: int = 0, correcti
     several = len({c for c, _ in keys}) > 1
     names = {k: group_name(*k, several) for k in keys}
     plan = C.resolution_plan(keys, reference_size) + candidate_plan(keys)
-    rows = C.compare(plan, members, names, n_boot=n_boot, seed=seed, correction=correction, margin=margin)
+    rows = C.compare(plan, members, names, n_boot=n_boot, seed=seed, correction=correction, margin=margin,
+                     equivalence=equivalence)
     return {"method": METHOD, "method_text": ("seeds combined by mean AUC (a group's AUC is the mean of its seeds' "
                                               "test AUCs); the interval and p carry seed-to-seed and image variance "
                                               "(Student t, Welch-Satterthwaite df); one run per group compares those "
                                               "runs only"),
             "n_boot": n_boot, "seed": seed, "baseline": BASELINE, "correction": correction,
-            "correction_text": metrics.CORRECTIONS[correction], "margin": margin,
+            "correction_text": metrics.CORRECTIONS[correction], "margin": margin, "equivalence": equivalence,
             "min_positives": metrics.MIN_POSITIVES, "families": FAMILY_TEXT, "rows": rows}
