@@ -20,8 +20,10 @@ def observations(summary: dict) -> list[str]:
         lo = max(r["test_auc_ci_low"] for r in single)
         hi = min(r["test_auc_ci_high"] for r in single)
         if lo <= hi:
-            out.append("The test AUC intervals of all sizes overlap, so this study does not separate the sizes; "
-                       "more seeds, epochs or test images would be needed to rank them.")
+            # Overlapping separate intervals neither separate the sizes nor show them equal; the paired
+            # Differences (with non-inferiority) are what answers it.
+            out.append("The test AUC intervals of all sizes overlap; that alone neither ranks the sizes nor shows "
+                       "them equal: read the paired Differences, and non-inferiority, below.")
     if sizes:
         best = max(sizes, key=lambda r: r["test_auc"])
         cheapest = min(sizes, key=lambda r: r["gflops"])
