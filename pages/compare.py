@@ -111,12 +111,17 @@ GROUP_TABLE = {
     "seconds per epoch (mean)": _NUM("s/epoch", format="%.1f", help="Mean over the runs of each run's median."),
 }
 DIFF_TABLE = {
-    "comparison": _TEXT("comparison", pinned=True), "against": _TEXT("against"), "runs": _TEXT("runs", help=(
-        "Runs in each group (seeds). A group's AUC is the mean of its runs' AUCs on every resample.")),
-    "delta": _NUM("delta AUC", format="%+.4f", help="Mean test AUC of the larger size minus the smaller."),
+    "family": _TEXT("family", help="primary: each size against the largest (the resolution question); exploratory: "
+                                   "adjacent sizes. p is adjusted within a family."),
+    "comparison": _TEXT("comparison", pinned=True), "runs": _TEXT("runs", help=(
+        "Seeds in each group. A group's AUC is the mean of its seeds' AUCs; a copied run of a seed counts once.")),
+    "delta": _NUM("delta AUC", format="%+.4f", help="Mean test AUC of a minus b, over classes with enough positives."),
     "CI low": _NUM("95% CI low", format="%+.4f"), "CI high": _NUM("95% CI high", format="%+.4f"),
-    "p": _NUM("p", format="%.3f", help="Two-sided paired bootstrap p-value (docs/metrics.md)."),
+    "p": _NUM("p", format="%.2g", help="Two-sided p from the seed and image variance (docs/metrics.md)."),
+    "p adjusted": _NUM("p adjusted", format="%.2g", help="p adjusted within the family; the verdict uses it."),
     "verdict": _TEXT("verdict", width="large"),
+    "non-inferiority": _TEXT("non-inferiority", width="large"), "seeds needed": _TEXT("seeds needed", width="large"),
+    "left out": _TEXT("left out", help="Classes with too few test positives (or negatives) to enter the mean."),
 }
 
 
@@ -196,14 +201,22 @@ def data_note(loaded: list[dict], names: dict[str, str]) -> None:
 
 def answer_section(groups: list[CD.Group], summary: pd.DataFrame, group_table: pd.DataFrame) -> None:
     st.header("Does resolution matter here?")
-    diffs = CD.differences_frame(groups)
+    c = st.columns(3)
+    margin = c[0].number_input("Non-inferiority margin (AUC)", 0.001, 0.2, 0.01, 0.005, format="%.3f",
+                               key="compare_margin", help="How much test AUC a smaller size may lose and still count "
+                               "as good enough; also the difference 'seeds needed' is sized for.")
+    correction = c[1].radio("Correction within a family", ["holm", "bh"], horizontal=True, key="compare_correction",
+                            format_func={"holm": "Holm", "bh": "Benjamini-Hochberg"}.get)
+    equivalence = c[2].toggle("Also test equivalence (TOST)", key="compare_equivalence",
+                              help="Equivalent: the difference lies within ±margin either way, not only above -margin.")
+    diffs = CD.differences_frame(groups, margin, correction, equivalence)
     if len(diffs):
         st.dataframe(diffs, hide_index=True, column_config=DIFF_TABLE, key="compare_diffs")
-        st.caption(f"Paired on the same test images ({CD.N_BOOT:,} bootstrap resamples of the images, each applied to "
-                   "both sides): each size against the previous one and against the smallest, within one recipe. "
-                   "A seed group's AUC is the mean of its runs'; the interval covers the test images, not the "
-                   "spread a new seed would add (see the groups' sd). Runs are paired only when they used the same "
-                   "data folder and the same test labels.")
+        st.caption("Paired on the same test images: each size against the largest (primary family) and adjacent "
+                   "sizes (exploratory), within one recipe. A seed group's AUC is the mean of its seeds'; the interval "
+                   f"and p carry seed-to-seed variance and image variance ({CD.N_BOOT:,} image resamples), so they speak "
+                   "of the recipes; with one run per group they speak of those two runs only. The verdict uses p "
+                   "adjusted within its family. Runs are paired only when they scored the same images.")
         download(diffs, "paired_differences", "paired differences")
     else:
         st.info("No paired difference to show: pick tested runs of one recipe at two or more sizes.")

@@ -23,6 +23,7 @@ from core.metrics import thresholds as T
 from core.metrics import bootstrap_auc_ci
 from core.data.chestmnist import CLASS_NAMES, N_CLASSES, DataError
 from core.runs import checkpoints
+from core.runs import groups as G
 from core.runs import record as runs
 from core.runs.record import RunError
 from core.runs.folder import RunInfo
@@ -48,13 +49,10 @@ def _big(rgb_or_gray: np.ndarray, px: int = SHOW_PX) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb_or_gray).resize((px, px), Image.NEAREST))
 
 
-def _same_root(a: str | None, b: str | None) -> bool:
-    if not a or not b:
-        return False
-    try:
-        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    except OSError:
-        return False
+def _same_folder(a: RunInfo, b: RunInfo) -> bool:
+    """Both runs' data folders resolve to one (core.runs.groups' source of test images)."""
+    return bool(a.data_root and b.data_root) and \
+        G.images_source({"data_root": a.data_root}) == G.images_source({"data_root": b.data_root})
 
 
 def _run_test_set(info: RunInfo):
@@ -301,14 +299,13 @@ if own_cam is not None:
 st.subheader("Same image at every resolution")
 others, skipped = [], []
 for other in available:
-    if other.id == info.id or not _same_root(other.data_root, info.data_root):
+    if other.id == info.id or not _same_folder(other, info):
         continue
     try:
-        o_scores, o_labels = load_scores(other.path, "test")
+        same = G.same_images(info.path, other.path)
     except RunError:
-        skipped.append(other.id)
-        continue
-    if len(o_scores) == n and np.array_equal(o_labels, labels):
+        same = False
+    if same:
         others.append(other)
     else:
         skipped.append(other.id)

@@ -304,11 +304,16 @@ def test_paired_differences_between_sizes_answer_first(open_page, data_root, fin
     assert at.header[0].value == "Does resolution matter here?"
     (row,) = table_with(at, "verdict").value.to_dict("records")
     (s28, labels), (s64, labels64) = (runs.load_scores(finished_runs[s], "test") for s in (28, 64))
-    want = M.paired_auc_difference(labels, s64, s28, n_boot=2000)
-    assert row["comparison"] == "64 px · res-cnn vs 28 px" and row["against"] == "previous size"
-    assert (row["delta"], row["CI low"], row["CI high"], row["p"]) == pytest.approx(
-        (want["delta"], *want["ci"], want["p_value"]))
-    assert row["verdict"] == M.verdict(want, "64 px", "28 px")
+    want = M.paired_auc_difference(labels, s28, s64, n_boot=2000, class_names=D.CLASS_NAMES)
+    assert row["comparison"] == "28 px vs 64 px" and row["family"] == "primary"
+    assert (row["delta"], row["CI low"], row["CI high"], row["p"], row["p adjusted"]) == pytest.approx(
+        (want["delta"], *want["ci"], want["p_value"], want["p_value"]))  # a family of one
+    assert row["verdict"] == M.verdict(want, "28 px", "64 px")
+    ni = M.noninferiority(want, "28 px", "64 px", margin=0.01)  # a family of one: adjusted p = raw p
+    assert row["non-inferiority"] == M.noninferiority_text(
+        "28 px", "64 px", 0.01, ni["lower"], ni["upper"], ni["p_noninferior"] < 0.05, None, "runs",
+        note=f", Holm-adjusted one-sided p {ni['p_noninferior']:.2g}")
+    assert row["left out"] == "; ".join(f"{e['class']} ({e['reason']})" for e in want["excluded"])
 
 
 def test_runs_scored_on_other_images_are_not_paired(open_page, data_root, runs_copy):

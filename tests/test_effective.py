@@ -17,7 +17,6 @@ import pytest
 from core.data.chestmnist import N_CLASSES, SPLITS, write_npz
 from core.evaluate import effective as EF
 from core.evaluate import scoring
-from core.metrics import auc_per_class
 from core.runs import record as runs
 from core.runs import checkpoints
 from core.train import TrainConfig, prepare_run, train

@@ -337,3 +337,68 @@ def test_operating_points_match_a_brute_force_search_and_skip_undefined_classes(
             sens = [(o["recall"][0], o["specificity"][0]) for o in ops]
             assert got_sens["sensitivity"][c] == pytest.approx(max(s for s, p in sens if p >= level - 1e-9))
             assert got_spec["specificity"][c] == pytest.approx(max(p for s, p in sens if s >= level - 1e-9))
+
+
+def test_summarize_intervals_are_95_percent_percentiles_of_explicit_resamples():
+    labels, scores = make_data(n=150, c=3, seed=21)
+    summary = metrics.summarize(labels, scores, 0.5, ["a", "b", "c"], n_boot=80, seed=4)
+    boot = np.array([[roc_auc_score(labels[row, c], scores[row, c]) for c in range(3)]
+                     for block in bootstrap.resample_blocks(150, 80, 4) for row in block])
+    assert summary["ci_level"] == 0.95 and summary["n_boot"] == 80
+    np.testing.assert_allclose(summary["auc_ci"], np.percentile(boot.mean(axis=1), [2.5, 97.5]), atol=1e-12)
+    for c, name in enumerate("abc"):
+        row = summary["per_class"][name]
+        np.testing.assert_allclose((row["auc_ci_low"], row["auc_ci_high"]), np.percentile(boot[:, c], [2.5, 97.5]),
+                                   atol=1e-12)
+        pred = scores[:, c] >= 0.5
+        assert (row["tp"], row["fp"], row["fn"], row["tn"]) == (
+            int((pred & (labels[:, c] == 1)).sum()), int((pred & (labels[:, c] == 0)).sum()),
+            int((~pred & (labels[:, c] == 1)).sum()), int((~pred & (labels[:, c] == 0)).sum()))
+
+
+
+def test_medmnist_getauc_returns_nan_with_a_warning_where_a_class_is_undefined():
+    # What mean_auc's docstring says of medmnist with the pinned scikit-learn: NaN, not a crash.
+    labels, scores = make_data(n=60, c=3, seed=2)
+    labels[:, 1] = 0
+    with pytest.warns(Warning):
+        assert np.isnan(getAUC(labels, scores, TASK))
+    assert np.isfinite(metrics.mean_auc(labels, scores))
+
+
+def test_mean_auc_ci_skips_resamples_that_lose_a_class_as_brute_force_does():
+    # Two positives of class 0 among 60: many resamples lose them; those are skipped, not averaged
+    # over the classes left.
+    labels, scores = make_data(n=60, c=3, seed=23)
+    labels[:, 0] = 0
+    labels[[4, 30], 0] = 1
+    means = []
+    for block in bootstrap.resample_blocks(60, 200, 5):
+        for row in block:
+            y = labels[row]
+            if ((y.sum(axis=0) == 0) | (y.sum(axis=0) == 60)).any():
+                continue
+            means.append(np.mean([roc_auc_score(y[:, c], scores[row, c]) for c in range(3)]))
+    assert len(means) < 200
+    np.testing.assert_allclose(metrics.mean_auc_ci(labels, scores, n_boot=200, seed=5),
+                               np.percentile(means, [2.5, 97.5]), atol=1e-12)
+
+
+def test_resamples_are_uniform_draws_of_every_image():
+    # The documented resamples: rows of numpy's default_rng(seed).integers(0, n), blocks of 256.
+    rng = np.random.default_rng(7)
+    want = [rng.integers(0, 5, size=(b, 5)) for b in (256, 44)]
+    blocks = list(bootstrap.resample_blocks(5, 300, seed=7))
+    for got, w in zip(blocks, want):
+        np.testing.assert_array_equal(got, w)
+    assert set(np.concatenate(blocks).ravel()) == set(range(5))
+
+
+def test_acc_ci_is_the_percentile_of_strict_medmnist_acc_over_resamples():
+    rng = np.random.default_rng(3)
+    labels = (rng.random((80, 4)) < 0.3).astype(int)
+    scores = rng.choice([0.25, 0.5, 0.75], size=(80, 4))  # many scores exactly 0.5: predicted negative
+    accs = [metrics.medmnist_acc(labels[row], scores[row]) for block in bootstrap.resample_blocks(80, 150, 2)
+            for row in block]
+    np.testing.assert_allclose(metrics.medmnist_acc_ci(labels, scores, n_boot=150, seed=2),
+                               np.percentile(accs, [2.5, 97.5]), atol=1e-12)

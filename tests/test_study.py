@@ -121,10 +121,13 @@ def test_table_numbers_equal_the_run_files(study):
     tables = loaded.tables()
     assert list(tables) == ["Table 1: validation at the best epoch", "Test", "Calibration and operating points",
                             "Differences", "Cost"]
-    # Two sizes, one candidate: one comparison, 64 px against the smallest, paired on the same images.
+    # Two sizes, one candidate: one comparison, the primary family's 28 px against the largest size, paired.
     [diff] = loaded.summary["differences"]["rows"]
-    assert (diff["kind"], diff["a"], diff["b"], diff["paired"]) == ("size vs smallest", "64 px", "28 px", True)
-    assert diff["delta"] == pytest.approx(test_csv.loc[64, "test_auc"] - test_csv.loc[28, "test_auc"], abs=1e-9)
+    assert (diff["family"], diff["kind"], diff["a"], diff["b"], diff["paired"]) == ("primary", "vs 64 px", "28 px",
+                                                                                     "64 px", True)
+    assert diff["delta"] == pytest.approx(test_csv.loc[28, "test_auc"] - test_csv.loc[64, "test_auc"], abs=1e-9)
+    assert diff["p_adjusted"] == diff["p_value"] and diff["scope"] == "runs"  # a family of one; one seed each
+    assert diff["noninferiority"] in md and "margin 0.01" in diff["noninferiority"]
     assert loaded.summary["differences"]["method"] == "mean-auc" and "mean-auc" in md
     assert diff["verdict"] in md
     assert list(tables["Test"]["size"]) == ["28 px", "64 px"]
@@ -263,7 +266,7 @@ def test_identical_scores_at_two_sizes_are_not_distinguishable_with_delta_zero(s
     same = _clone(run28, tmp_path / "runs" / "same", size=64)  # the 28 px scores, labelled 64 px
     [row] = _report([run28, same], tmp_path / "r").summary["differences"]["rows"]
     assert row["delta"] == 0 and (row["ci_low"], row["ci_high"]) == (0, 0) and row["p_value"] == 1
-    assert row["verdict"] == "not distinguishable (delta 0.000 [0.000, 0.000])"
+    assert row["verdict"] == "not distinguishable (delta 0.000 [0.000, 0.000]) (these two runs, not their recipes)"
 
 
 def test_known_better_model_is_named_better_than_seed_cnn(study, tmp_path):
@@ -294,9 +297,11 @@ def test_seeds_form_one_group_and_its_difference_is_the_mean_auc_difference(stud
     row64 = next(r for r in built.summary["sizes"] if r["size"] == 64)
     assert row64["n_seeds"] == 2 and row64["seeds"] == [0, 1]
     [diff] = built.summary["differences"]["rows"]
-    mean64 = np.mean([metrics.mean_auc(labels, s.astype(np.float32)) for s in noisy])
-    assert (diff["n_runs_a"], diff["n_runs_b"]) == (2, 1)
-    assert diff["delta"] == pytest.approx(mean64 - metrics.mean_auc(labels, scores), abs=1e-6)
+    kept = metrics.eligible_classes(labels)
+    mean64 = np.mean([np.nanmean(metrics.auc_per_class(labels, s.astype(np.float32))[kept]) for s in noisy])
+    assert (diff["a"], diff["b"], diff["n_runs_a"], diff["n_runs_b"]) == ("28 px", "64 px", 1, 2)
+    assert diff["delta"] == pytest.approx(np.nanmean(metrics.auc_per_class(labels, scores)[kept]) - mean64, abs=1e-6)
+    assert diff["scope"] == "recipes"  # the two 64 px seeds' spread stands for both groups
 
 
 def test_runs_on_other_images_are_not_paired(study, tmp_path):
@@ -354,3 +359,16 @@ def test_cli_builds_one_report_from_several_run_folders(study, tmp_path, capsys)
     assert built.summary["candidates"] == ["res-cnn", "seed-cnn"] and len(built.summary["runs"]) == 2
     assert main(["--runs", str(run28), "--out", str(tmp_path / "r2")]) == 2
     assert "--report-only" in capsys.readouterr().err
+
+
+def test_margin_and_correction_reach_the_differences(study, tmp_path):
+    report, _, _ = study
+    run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))
+    same = _clone(run28, tmp_path / "runs" / "same", size=64)
+    built = build_report([run28, same], tmp_path / "r", device="cpu", measure_inference_time=False, n_boot=100,
+                         margin=0.05, correction="bh")
+    diff = built.summary["differences"]
+    assert (diff["margin"], diff["correction"]) == (0.05, "bh")
+    [row] = diff["rows"]
+    assert row["noninferior"] and "at margin 0.05" in row["noninferiority"]  # identical scores: delta 0 ± 0
+    assert "p (BH)" in (tmp_path / "r" / "report.md").read_text()

@@ -236,3 +236,13 @@ def test_load_reports_missing_and_malformed_files(tmp_path):
     with pytest.raises(th.ThresholdFileError, match="not an object"):
         th.load_thresholds(listing, NAMES)
     assert issubclass(th.ThresholdFileError, ValueError)
+
+
+def test_operating_points_count_true_and_false_positives_as_brute_force_does():
+    labels, scores = random_data(n=120, c=2, seed=3)  # rounded scores: many ties
+    for c in range(2):
+        y, s = labels[:, c].astype(bool), scores[:, c]
+        thr, tp, fp = th._operating_points(y, s)
+        assert list(thr) == sorted(set(s), reverse=True)
+        assert list(tp) == [int((y & (s >= t)).sum()) for t in thr]
+        assert list(fp) == [int((~y & (s >= t)).sum()) for t in thr]

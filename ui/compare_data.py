@@ -1,9 +1,9 @@
 """The Compare page's data: runs read from their folders, seed groups, paired differences, tables.
 
 Not a page (app.py lists the pages): plain functions over core, cached where they read files or
-resample. A seed group is the runs that share a recipe (core.study.recipe.recipe_settings: every
-training setting but size, seed, name and how it executes) and a size; a family is a recipe at
-every size, the runs the resolution question is asked of.
+resample. A seed group is the runs that share a recipe (core.runs.groups.recipe_key: every training
+setting but size, seed, name and how it executes) and a size; its differences, families and verdicts
+are core.study.comparisons', as in the study report.
 """
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.data import chestmnist as D
-from core import metrics as M
 from core.runs import record as runs
 from core.runs import folder as runs_folder
-from core.study.recipe import recipe_settings
+from core.runs import groups as G
+from core.study import comparisons as C
 from core.runs.summary import summary_of_rows
-from ui.common import file_mtime, load_scores
+from ui.common import file_mtime
 
 # (key in a metrics row after "train_"/"val_", label). Per-epoch F1 uses the run's fixed threshold.
 EPOCH_METRICS = (("loss", "loss"), ("auc", "AUC (medmnist)"), ("acc", "ACC (medmnist, 0.5)"),
@@ -53,13 +52,7 @@ def recipe_key(run_dir) -> str | None:
         config = runs.read_config(run_dir)
     except runs.RunError:
         return None
-    return _recipe_key({"config": config, "info": None}) if config.get("train") else None
-
-
-def images_source(run: dict) -> str | None:
-    """What identifies a run's test images: its resolved data folder (the same images at every size)."""
-    root = (run["config"].get("train") or {}).get("data_root")
-    return None if root is None else str(D.resolve_root(root).resolve())
+    return G.recipe_key(config["train"]) if config.get("train") else None
 
 
 @dataclass
@@ -74,11 +67,9 @@ class Group:
 
 
 def _recipe_key(run: dict) -> str:
-    train = run["config"].get("train") or {"run": run["info"].id}  # an unreadable config is a group of its own
-    settings = recipe_settings(train)
-    if "data_root" in settings:
-        settings["data_root"] = images_source(run)
-    return json.dumps(settings, sort_keys=True, default=str)
+    train = run["config"].get("train")
+    # an unreadable config is a group of its own
+    return G.recipe_key(train) if train else json.dumps({"run": run["info"].id})
 
 
 def _recipe_tags(keys: list[str]) -> dict[str, str]:
@@ -225,54 +216,43 @@ def group_frame(summary: pd.DataFrame, groups: list[Group]) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _group_difference(dirs_a: tuple[str, ...], dirs_b: tuple[str, ...], mtimes: tuple[float, ...]) -> dict:
-    """seed_group_difference of two groups' test scores; `mtimes` (of their score files) key the cache."""
-    labels = load_scores(dirs_a[0], "test")[1]
-    scores_a = [load_scores(d, "test")[0] for d in dirs_a]
-    scores_b = [load_scores(d, "test")[0] for d in dirs_b]
-    return M.seed_group_difference(labels, scores_a, scores_b, n_boot=N_BOOT, class_names=D.CLASS_NAMES)
+def _cached_difference(dirs_a: tuple[str, ...], dirs_b: tuple[str, ...], mtimes: tuple[float, ...], n_boot: int,
+                       seed: int, min_positives: int) -> dict:
+    """core.runs.groups.group_difference; `mtimes` (of the score files) key the cache."""
+    return G.group_difference(dirs_a, dirs_b, n_boot=n_boot, seed=seed, min_positives=min_positives)
 
 
-def _pairing_problem(a: Group, b: Group) -> str | None:
-    """Why the runs of a and b cannot be compared paired (different images), else None."""
-    first = a.runs[0]
-    labels = load_scores(first["info"].path, "test")[1]
-    for run in a.runs[1:] + b.runs:
-        try:
-            M.check_same_images(labels, load_scores(run["info"].path, "test")[1], images_source(first),
-                                images_source(run), names=(first["info"].id, run["info"].id))
-        except M.PairingError as e:
-            return str(e)
-    return None
+def _difference(runs_a: list[str], runs_b: list[str], n_boot: int, seed: int, min_positives: int) -> dict:
+    mtimes = tuple(file_mtime(runs.scores_path(d, "test")) for d in runs_a + runs_b)
+    return _cached_difference(tuple(runs_a), tuple(runs_b), mtimes, n_boot, seed, min_positives)
 
 
-def _scored(g: Group) -> Group:
-    return Group(g.name, g.size, g.model, g.recipe, [run for run in g.runs if runs.has_scores(run["info"].path, "test")])
+DIFF_COLUMNS = ["family", "comparison", "runs", "delta", "CI low", "CI high", "p", "p adjusted", "verdict",
+                "non-inferiority", "seeds needed", "left out"]
 
 
-def differences_frame(groups: list[Group]) -> pd.DataFrame:
-    """The resolution answer: within each recipe, every size against the previous size and against the
-    smallest, paired on the same test images (seed groups: mean AUC over seeds), with a plain verdict."""
-    families: dict[str, list[Group]] = {}
-    for g in map(_scored, groups):
-        if g.runs and g.size:
-            families.setdefault(g.recipe, []).append(g)
-    out = []
-    for fam in families.values():
-        fam.sort(key=lambda g: g.size)
-        pairs = [(fam[i], fam[i - 1], "previous size") for i in range(1, len(fam))]
-        pairs += [(g, fam[0], "smallest size") for g in fam[2:]]
-        for a, b, against in pairs:
-            row = {"comparison": f"{a.name} vs {b.size} px", "against": against, "runs": f"{len(a.runs)} vs {len(b.runs)}",
-                   "delta": None, "CI low": None, "CI high": None, "p": None}
-            problem = _pairing_problem(a, b)
-            if problem:
-                out.append(row | {"verdict": f"not paired: {problem}"})
-                continue
-            dirs_a = tuple(str(r["info"].path) for r in a.runs)
-            dirs_b = tuple(str(r["info"].path) for r in b.runs)
-            mtimes = tuple(file_mtime(runs.scores_path(d, "test")) for d in dirs_a + dirs_b)
-            res = _group_difference(dirs_a, dirs_b, mtimes)
-            out.append(row | {"delta": res["delta"], "CI low": res["ci"][0], "CI high": res["ci"][1],
-                              "p": res["p_value"], "verdict": M.verdict(res, f"{a.size} px", f"{b.size} px")})
-    return pd.DataFrame(out, columns=["comparison", "against", "runs", "delta", "CI low", "CI high", "p", "verdict"])
+def differences_frame(groups: list[Group], margin: float = C.DEFAULT_MARGIN, correction: str = "holm",
+                      equivalence: bool = False) -> pd.DataFrame:
+    """The resolution answer (core.study.comparisons, as the study report): within each recipe, every size against
+    the largest (the primary family, with non-inferiority at `margin`) and adjacent sizes (exploratory), p adjusted
+    within each family by `correction` (and equivalence within ±margin when asked); a seed group's runs are its
+    tested runs, each seed once."""
+    members: dict[tuple[str, int], list[str]] = {}
+    label: dict[tuple[str, int], str] = {}
+    for g in groups:
+        tested = {str(r["info"].path): r["config"].get("train") or {} for r in g.runs
+                  if runs.has_scores(r["info"].path, "test")}
+        if g.size and tested:
+            members[(g.recipe, g.size)] = G.seed_groups(tested)[0].runs
+            label[(g.recipe, g.size)] = g.name
+    several = len({r for r, _ in members}) > 1
+    names = {k: label[k] if several else f"{k[1]} px" for k in members}
+    rows = C.compare(C.resolution_plan(list(members)), members, names, n_boot=N_BOOT, correction=correction,
+                     margin=margin, equivalence=equivalence, difference=_difference)
+    return pd.DataFrame([{
+        "family": r["family"], "comparison": f"{r['a']} vs {r['b']}", "runs": f"{r['n_runs_a']} vs {r['n_runs_b']}",
+        "delta": r.get("delta"), "CI low": r.get("ci_low"), "CI high": r.get("ci_high"), "p": r.get("p_value"),
+        "p adjusted": r.get("p_adjusted"), "verdict": r["verdict"] if r["paired"] else r["verdict"].replace(
+            "not compared: ", "not paired: "), "non-inferiority": r.get("noninferiority"),
+        "seeds needed": r.get("seeds_needed"), "left out": "; ".join(r.get("classes_excluded") or [])}
+        for r in rows], columns=DIFF_COLUMNS)

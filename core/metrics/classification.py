@@ -57,8 +57,9 @@ def mean_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """medmnist "AUC": mean of per-class ROC AUCs over the classes where AUC is defined.
 
     Equals ``medmnist.evaluator.getAUC(labels, scores, "multi-label, binary-class")``
-    when every class has both positives and negatives (medmnist itself crashes
-    otherwise). NaN when no class is defined.
+    when every class has both positives and negatives. Otherwise, with the pinned
+    scikit-learn, getAUC warns (UndefinedMetricWarning) and returns NaN, while this
+    averages the defined classes. NaN when no class is defined.
 
     Args:
         labels: (N, C) 0/1 ground truth.

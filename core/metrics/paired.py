@@ -1,10 +1,16 @@
-"""Paired comparisons: is run (or seed group) A's test AUC really different from B's on the same images?
+"""Paired comparisons: is run (or recipe) A's test AUC really different from B's on the same images?
 
 Two runs scored on the same test images share every image's difficulty, so their difference is
 resampled *paired*: each bootstrap resample of the images is applied to both, and the spread of
 the difference is far smaller than two separate intervals suggest. Resamples are core.metrics.bootstrap's
 (the same seed gives the same resamples as the single-run intervals); array conventions are
-core.metrics.arrays'. docs/metrics.md explains the interval and the p-value.
+core.metrics.arrays'.
+
+A comparison of two groups of seeds (two recipes) also carries the seed-to-seed spread: treating
+a recipe's five seeds as fixed calls far too many equal recipes different. Its variance is the
+paired image-bootstrap variance of the difference of the groups' mean AUCs plus each group's
+seed variance over its number of runs (the two levels of a two-level design), and its interval and
+p are Student t with Welch-Satterthwaite degrees of freedom. docs/metrics.md says what each covers.
 """
 from __future__ import annotations
 
@@ -13,18 +19,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
+from scipy import stats
 
 from core.errors import UserError
-from core.metrics.arrays import check_inputs, defined_mask
-from core.metrics.bootstrap import ResampledAuc, check_alpha, percentile_ci, resampled_aucs
+from core.metrics.arrays import check_inputs
+from core.metrics.bootstrap import ResampledAuc, check_alpha, resampled_aucs
 
-__all__ = ["PairingError", "check_same_images", "paired_auc_difference", "seed_group_difference", "verdict"]
+__all__ = ["MIN_POSITIVES", "PairingError", "check_same_images", "eligible_classes", "paired_auc_difference",
+           "seed_group_difference", "t_interval", "verdict"]
 
 GroupMethod = Literal["mean-auc", "mean-scores"]
 _METHODS: dict[str, str] = {
     "mean-auc": "each group's AUC is the mean of its runs' AUCs, on every resample",
     "mean-scores": "each group's probabilities are averaged per image over its runs (an ensemble) before AUC",
 }
+# Below this many test positives (or negatives) a class's AUC moves by whole steps of 1 / n_pos and
+# its resamples often lose every positive; a mean that keeps it undercovers (docs/metrics.md).
+MIN_POSITIVES = 5
+TOO_FEW = "too few positives"
 
 
 class PairingError(UserError):
@@ -67,6 +79,19 @@ def check_same_images(
                            "on the same data folder.")
 
 
+def eligible_classes(labels: np.ndarray, min_positives: int = MIN_POSITIVES) -> np.ndarray:
+    """(C,) bool: classes with at least `min_positives` positives and as many negatives in `labels`.
+
+    Args:
+        labels: (N, C) 0/1 test labels.
+        min_positives: the least number of positives (and of negatives) a compared class has.
+    """
+    if min_positives < 1:
+        raise ValueError(f"min_positives must be at least 1, got {min_positives}")
+    n_pos = np.asarray(labels).sum(axis=0)
+    return (n_pos >= min_positives) & (len(labels) - n_pos >= min_positives)
+
+
 def _validated(labels: np.ndarray, scores_a: Sequence[np.ndarray],
                scores_b: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """(bool labels, float64 score arrays of a, of b), or PairingError / ValueError saying what is wrong."""
@@ -89,56 +114,98 @@ def _check_group(labels: np.ndarray, group: Sequence[np.ndarray], name: str) -> 
     return out
 
 
-def _p_two_sided(deltas: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of "no difference": twice the smaller share of resampled
-    differences on either side of 0, counting the observed one (so never below 2 / (B + 1))."""
-    d = deltas[np.isfinite(deltas)]
-    if d.size == 0:
-        return math.nan
-    tail = min(int((d <= 0).sum()), int((d >= 0).sum()))
-    return min(1.0, 2 * (tail + 1) / (d.size + 1))
+def t_interval(delta: float, image_var: float, seed_var_a: float, seed_var_b: float, k_a: int, k_b: int,
+               alpha: float) -> dict[str, float]:
+    """Standard error, degrees of freedom, interval and two-sided p of a difference from its variance parts.
+
+    The variance is ``image_var + seed_var_a / k_a + seed_var_b / k_b``. The image part is estimated
+    from many resamples and counts as known; the seed parts carry k - 1 degrees of freedom each, pooled
+    by Welch-Satterthwaite. When only one group has several runs its seed variance stands for both
+    (seed_var_b NaN, say), with that group's k - 1 degrees of freedom; when neither has, there is no
+    seed part and the interval is the normal one (the comparison is of these runs only).
+
+    Args:
+        delta: the observed difference.
+        image_var: paired image-resampling variance of the difference.
+        seed_var_a, seed_var_b: sample variance (ddof 1) of each group's per-run values; NaN for a single run.
+        k_a, k_b: runs per group.
+        alpha: 1 - confidence level.
+
+    Returns:
+        dict: ``se``, ``df`` (inf when no seed part), ``ci_low``, ``ci_high``, ``p_value``.
+    """
+    known = [(v, k) for v, k in ((seed_var_a, k_a), (seed_var_b, k_b)) if k > 1 and math.isfinite(v)]
+    if len(known) == 2:
+        parts = [(v / k, k - 1) for v, k in known]
+    else:  # one group's spread stands for both, or there is none
+        parts = [(v * (1 / k_a + 1 / k_b), k - 1) for v, k in known]
+    seed_term = sum(v for v, _ in parts)
+    var = image_var + seed_term
+    se = math.sqrt(var) if math.isfinite(var) else math.nan
+    den = sum(v * v / dof for v, dof in parts)
+    df = var * var / den if den > 0 else math.inf
+    if not math.isfinite(delta) or not math.isfinite(se):
+        return {"se": se, "df": df, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
+    if se == 0:
+        return {"se": 0.0, "df": df, "ci_low": delta, "ci_high": delta, "p_value": 1.0 if delta == 0 else 0.0}
+    q = float(stats.t.ppf(1 - alpha / 2, df))
+    return {"se": se, "df": df, "ci_low": delta - q * se, "ci_high": delta + q * se,
+            "p_value": float(2 * stats.t.sf(abs(delta) / se, df))}
+
+
+def _seed_var(values: np.ndarray) -> float:
+    """Sample variance over runs (axis 0); NaN for one run."""
+    return float(np.var(values, ddof=1)) if len(values) > 1 else math.nan
 
 
 def _paired(labels: np.ndarray, group_a: list[np.ndarray], group_b: list[np.ndarray], n_boot: int, seed: int,
-            alpha: float, class_names: Sequence[str] | None) -> dict[str, Any]:
+            alpha: float, class_names: Sequence[str] | None, min_positives: int) -> dict[str, Any]:
     """Paired difference of two groups of score arrays, a group's AUC being the mean of its arrays' AUCs."""
     n, n_classes = labels.shape
     names = [str(c) for c in range(n_classes)] if class_names is None else [str(x) for x in class_names]
     if len(names) != n_classes:
         raise ValueError(f"got {len(names)} class names for {n_classes} score columns")
-    used = defined_mask(labels)
-    k = len(group_a)
+    used = eligible_classes(labels, min_positives)
+    k_a, k_b = len(group_a), len(group_b)
     aucs = [ResampledAuc(labels, s) for s in group_a + group_b]
-    boots = resampled_aucs(aucs, n_boot, seed)
-    boot_a, boot_b = np.mean(boots[:k], axis=0), np.mean(boots[k:], axis=0)  # (n_boot, C)
-    full = [a.full() for a in aucs]
-    auc_a, auc_b = np.mean(full[:k], axis=0), np.mean(full[k:], axis=0)
-    class_delta, boot_delta = auc_a - auc_b, boot_a - boot_b
+    boots = np.stack(resampled_aucs(aucs, n_boot, seed))  # (runs, n_boot, C)
+    full = np.stack([a.full() for a in aucs])  # (runs, C)
+    boot_delta = boots[:k_a].mean(axis=0) - boots[k_a:].mean(axis=0)  # (n_boot, C)
+    class_delta = full[:k_a].mean(axis=0) - full[k_a:].mean(axis=0)
     # A resample in which a used class lost all its positives or negatives has a NaN mean and is
     # skipped, so every resampled mean averages the same classes as the point estimate.
     mean_boot = boot_delta[:, used].mean(axis=1) if used.any() else np.full(n_boot, np.nan)
     n_pos = labels.sum(axis=0)
     per_class = []
     for c in range(n_classes):
-        lo, hi = percentile_ci(boot_delta[:, c], alpha) if used[c] else (math.nan, math.nan)
-        per_class.append({"class": names[c], "n_pos": int(n_pos[c]), "auc_a": float(auc_a[c]),
-                          "auc_b": float(auc_b[c]), "delta": float(class_delta[c]), "ci_low": float(lo),
-                          "ci_high": float(hi), "p_value": _p_two_sided(boot_delta[:, c]) if used[c] else math.nan})
-    lo, hi = percentile_ci(mean_boot, alpha)
+        row = {"class": names[c], "n_pos": int(n_pos[c]), "auc_a": float(full[:k_a, c].mean()),
+               "auc_b": float(full[k_a:, c].mean()), "delta": float(class_delta[c])}
+        if used[c]:
+            d = boot_delta[:, c][np.isfinite(boot_delta[:, c])]
+            ti = t_interval(row["delta"], float(np.var(d, ddof=1)) if d.size > 1 else math.nan,
+                            _seed_var(full[:k_a, c]), _seed_var(full[k_a:, c]), k_a, k_b, alpha)
+            row |= {"ci_low": ti["ci_low"], "ci_high": ti["ci_high"], "p_value": ti["p_value"], "status": "compared"}
+        else:
+            row |= {"ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "status": TOO_FEW}
+        per_class.append(row)
+    run_means = full[:, used].mean(axis=1) if used.any() else np.full(k_a + k_b, np.nan)
+    delta = float(class_delta[used].mean()) if used.any() else math.nan
+    finite = mean_boot[np.isfinite(mean_boot)]
+    image_var = float(np.var(finite, ddof=1)) if finite.size > 1 else math.nan
+    seed_a, seed_b = _seed_var(run_means[:k_a]), _seed_var(run_means[k_a:])
+    ti = t_interval(delta, image_var, seed_a, seed_b, k_a, k_b, alpha)
+    excluded = [{"class": names[c], "n_pos": int(n_pos[c]), "n_neg": int(n - n_pos[c]),
+                 "reason": f"{TOO_FEW}: {int(min(n_pos[c], n - n_pos[c]))} < {min_positives}"
+                 + (" (negatives)" if n_pos[c] >= min_positives else "")} for c in np.flatnonzero(~used)]
     return {
-        "delta": float(class_delta[used].mean()) if used.any() else math.nan,
-        "ci": (float(lo), float(hi)),
-        "p_value": _p_two_sided(mean_boot),
-        "auc_a": float(auc_a[used].mean()) if used.any() else math.nan,
-        "auc_b": float(auc_b[used].mean()) if used.any() else math.nan,
-        "per_class": per_class,
-        "n_images": int(n),
+        "delta": delta, "ci": (ti["ci_low"], ti["ci_high"]), "p_value": ti["p_value"], "se": ti["se"], "df": ti["df"],
+        "auc_a": float(run_means[:k_a].mean()), "auc_b": float(run_means[k_a:].mean()),
+        "image_var": image_var, "seed_var_a": seed_a, "seed_var_b": seed_b,
+        "per_class": per_class, "n_images": int(n), "min_positives": int(min_positives),
         "classes_used": [names[c] for c in np.flatnonzero(used)],
-        "classes_excluded": [names[c] for c in np.flatnonzero(~used)],
-        "n_boot": int(n_boot),
-        "n_boot_used": int(np.isfinite(mean_boot).sum()),
-        "seed": int(seed),
-        "ci_level": 1 - alpha,
+        "classes_excluded": [e["class"] for e in excluded], "excluded": excluded,
+        "n_boot": int(n_boot), "n_boot_used": int(finite.size), "seed": int(seed), "ci_level": 1 - alpha,
+        "scope": "recipes" if math.isfinite(ti["df"]) else "runs",
     }
 
 
@@ -150,11 +217,15 @@ def paired_auc_difference(
     seed: int = 0,
     alpha: float = 0.05,
     class_names: Sequence[str] | None = None,
+    min_positives: int = MIN_POSITIVES,
 ) -> dict[str, Any]:
-    """Paired bootstrap of medmnist AUC(a) - AUC(b) for two runs scored on the same images.
+    """Paired bootstrap of mean AUC(a) - AUC(b) for two runs scored on the same images.
 
     Every resample draws N images with replacement and scores both runs on it, so what the
-    images share (their difficulty) cancels in the difference.
+    images share (their difficulty) cancels in the difference. The interval is delta ± z * se,
+    se the standard deviation of the resampled deltas, and p the matching normal p (no floor at
+    1 / n_boot). It covers a new draw of test images for *these two runs*: it says nothing about
+    another seed of either recipe (``seed_group_difference`` does, given several seeds).
 
     Args:
         labels: (N, C) 0/1 test labels (check first, with ``check_same_images``, that both
@@ -164,16 +235,19 @@ def paired_auc_difference(
         seed: resampling seed (the same seed gives the resamples of ``mean_auc_ci``).
         alpha: 1 - confidence level.
         class_names: C names for ``per_class`` and ``classes_used`` (default "0".."C-1").
+        min_positives: a class enters the compared mean only with at least this many test
+            positives and as many negatives.
 
     Returns:
-        dict: ``delta`` (mean AUC of a minus mean AUC of b, over the classes with positives and
-        negatives in `labels`), ``ci`` (low, high) (percentile interval of the resampled
-        deltas), ``p_value`` (two-sided, from the same resamples), ``auc_a``, ``auc_b``;
-        ``per_class``, one dict per class (``class, n_pos, auc_a, auc_b, delta, ci_low,
-        ci_high, p_value``; NaN for a class without positives or negatives);
-        ``n_images``, ``classes_used``, ``classes_excluded``, ``n_boot``, ``n_boot_used``
-        (resamples in which every used class kept positives and negatives), ``seed``,
-        ``ci_level``, ``method`` ("single runs"). Floats are plain Python floats (NaN where
+        dict: ``delta`` (mean AUC of a minus mean AUC of b over ``classes_used``), ``ci`` (low,
+        high), ``p_value`` (two-sided), ``se``, ``df`` (inf: normal), ``auc_a``, ``auc_b``,
+        ``image_var``, ``seed_var_a``, ``seed_var_b`` (NaN: one run); ``per_class``, one dict per
+        class (``class, n_pos, auc_a, auc_b, delta, ci_low, ci_high, p_value, status``: status
+        "compared", or "too few positives" with NaN interval and p); ``n_images``,
+        ``min_positives``, ``classes_used``, ``classes_excluded``, ``excluded`` (a dict per left-out
+        class: ``class, n_pos, n_neg, reason``), ``n_boot``, ``n_boot_used`` (resamples in which
+        every used class kept positives and negatives), ``seed``, ``ci_level``, ``scope``
+        ("runs"), ``method`` ("single runs"). Floats are plain Python floats (NaN where
         undefined; core.files.to_jsonable makes them None).
 
     Raises:
@@ -181,7 +255,8 @@ def paired_auc_difference(
     """
     check_alpha(alpha)
     labels, group_a, group_b = _validated(labels, [scores_a], [scores_b])
-    return _paired(labels, group_a, group_b, n_boot, seed, alpha, class_names) | {"method": "single runs"}
+    return _paired(labels, group_a, group_b, n_boot, seed, alpha, class_names, min_positives) | {
+        "method": "single runs", "n_runs_a": 1, "n_runs_b": 1}
 
 
 def seed_group_difference(
@@ -193,25 +268,31 @@ def seed_group_difference(
     alpha: float = 0.05,
     class_names: Sequence[str] | None = None,
     method: GroupMethod = "mean-auc",
+    min_positives: int = MIN_POSITIVES,
 ) -> dict[str, Any]:
-    """Paired bootstrap of the AUC difference between two groups of runs (e.g. seeds of two recipes).
+    """The test-AUC difference between two recipes, each given as a group of runs (seeds), on the same images.
 
-    With ``method="mean-auc"`` (default) a group's AUC is the mean of its runs' AUCs, on the
-    full data and on every resample, so ``delta`` is the difference of the two groups' mean
-    test AUCs that a table of mean ± sd shows, and with equally many runs it equals the mean
-    of the seed-by-seed paired differences. With ``"mean-scores"`` each group's probabilities
-    are first averaged per image over its runs: the difference of the two ensembles, which is
-    usually larger than what one run of either recipe gives.
+    With ``method="mean-auc"`` (default) a group's AUC is the mean of its runs' AUCs, so
+    ``delta`` is the difference of the two groups' mean test AUCs that a table of mean ± sd
+    shows. Its variance has two levels: the paired image-bootstrap variance of that difference
+    (the same resamples for every run) plus seed_var_a / k_a + seed_var_b / k_b, the spread of
+    the runs' mean AUCs within each group; interval and p are Student t with Welch-Satterthwaite
+    degrees of freedom. So the interval covers what another set of seeds and another draw of test
+    images would give: a statement about the recipes. With one run in one group the other group's
+    seed spread stands for both; with one run in each (and with ``"mean-scores"``, where each group's
+    probabilities are first averaged per image into one ensemble) there is no seed spread to use,
+    ``scope`` is "runs" and the result compares those runs (or ensembles) only.
 
     Args:
         labels: (N, C) 0/1 test labels shared by every run (see ``check_same_images``).
         scores_a, scores_b: the (N, C) probabilities of each run of group a and of group b.
-        n_boot, seed, alpha, class_names: as in ``paired_auc_difference``.
+        n_boot, seed, alpha, class_names, min_positives: as in ``paired_auc_difference``.
         method: "mean-auc" or "mean-scores".
 
     Returns:
-        ``paired_auc_difference``'s dict, with ``method``, ``method_text`` (one sentence saying
-        how the groups were combined), ``n_runs_a`` and ``n_runs_b``.
+        ``paired_auc_difference``'s dict, with ``scope`` "recipes" or "runs", ``method``,
+        ``method_text`` (one sentence saying how the groups were combined and what the interval
+        covers), ``n_runs_a`` and ``n_runs_b``.
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
@@ -220,22 +301,37 @@ def seed_group_difference(
     sizes = {"n_runs_a": len(group_a), "n_runs_b": len(group_b)}
     if method == "mean-scores":
         group_a, group_b = [np.mean(group_a, axis=0)], [np.mean(group_b, axis=0)]
-    return _paired(labels, group_a, group_b, n_boot, seed, alpha, class_names) | sizes | {
-        "method": method, "method_text": _METHODS[method]}
+    res = _paired(labels, group_a, group_b, n_boot, seed, alpha, class_names, min_positives)
+    covers = ("the interval covers other seeds and other test images (seed and image variance)"
+              if res["scope"] == "recipes" else "the interval covers other test images for these runs only")
+    return res | sizes | {"method": method, "method_text": f"{_METHODS[method]}; {covers}"}
 
 
-def verdict(result: Mapping[str, Any], name_a: str, name_b: str, digits: int = 3) -> str:
+def _fmt_p(p: float) -> str:
+    return "p n/a" if p is None or not math.isfinite(p) else f"p={p:.2g}" if p >= 1e-4 else f"p={p:.1e}"
+
+
+def verdict(result: Mapping[str, Any], name_a: str, name_b: str, digits: int = 3,
+            p_adjusted: float | None = None, alpha: float | None = None) -> str:
     """One plain sentence from a paired result, e.g. "64 px better than 28 px by 0.021 [0.004, 0.038]".
 
-    "better" only when the whole interval lies on one side of 0; otherwise "not
-    distinguishable (delta 0.003 [-0.010, 0.016])".
+    "better" only when the p that decides (``p_adjusted`` where given: the p adjusted within the
+    comparison's family, else the raw ``p_value``) is below ``alpha`` (default 1 - ``ci_level``);
+    otherwise "not distinguishable (delta 0.003 [-0.010, 0.016])". A result whose ``scope`` is
+    "runs" says it compares those two runs, not their recipes.
     """
     delta, (lo, hi) = result["delta"], result["ci"]
     if delta is None or lo is None or hi is None or not all(map(math.isfinite, (delta, lo, hi))):
-        return f"{name_a} and {name_b} cannot be compared: no class has both positives and negatives"
+        return (f"{name_a} and {name_b} cannot be compared: no class has {result.get('min_positives', 1)} "
+                "or more test positives and negatives")
+    alpha = 1 - result.get("ci_level", 0.95) if alpha is None else alpha
+    raw = result.get("p_value")
+    p = raw if p_adjusted is None else p_adjusted
     f = f"{{:.{digits}f}}"
-    if lo > 0:
-        return f"{name_a} better than {name_b} by {f.format(delta)} [{f.format(lo)}, {f.format(hi)}]"
-    if hi < 0:
-        return f"{name_b} better than {name_a} by {f.format(-delta)} [{f.format(-hi)}, {f.format(-lo)}]"
-    return f"not distinguishable (delta {f.format(delta)} [{f.format(lo)}, {f.format(hi)}])"
+    runs_only = " (these two runs, not their recipes)" if result.get("scope") == "runs" else ""
+    decided = p is not None and math.isfinite(p) and p < alpha
+    if decided and delta > 0:
+        return f"{name_a} better than {name_b} by {f.format(delta)} [{f.format(lo)}, {f.format(hi)}]{runs_only}"
+    if decided and delta < 0:
+        return f"{name_b} better than {name_a} by {f.format(-delta)} [{f.format(-hi)}, {f.format(-lo)}]{runs_only}"
+    return f"not distinguishable (delta {f.format(delta)} [{f.format(lo)}, {f.format(hi)}]){runs_only}"

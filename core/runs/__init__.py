@@ -1,7 +1,8 @@
 """Run folders: the one owner of their files (record), their checkpoints, the runs folder (listing,
-deleting, guarding), which process trains a run, a run's data read back, and one summary of a run.
+deleting, guarding), which process trains a run, a run's data read back, one summary of a run, and runs
+grouped into recipes and seeds with whether two runs scored the same images.
 
-Parts: record, checkpoints, folder, process, datafile, summary.
+Parts: record, checkpoints, folder, process, datafile, summary, groups.
 """
 from core.lazy import lazy_exports
 
@@ -11,4 +12,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "folder": ('RunInfo', 'delete_run', 'list_runs'),
     "datafile": ('config_of', 'run_data'),
     "summary": ('RunSummary', 'run_summary'),
+    "groups": ('SeedGroup', 'group_difference', 'images_problem', 'recipe_key', 'same_images', 'seed_groups'),
 })

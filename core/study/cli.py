@@ -10,6 +10,7 @@ from core.errors import UserError
 from core import env
 from core.data import chestmnist as D
 from core.train.recipe import TrainConfig, add_arguments
+from core.study.comparisons import DEFAULT_MARGIN
 from core.train.cost import format_seconds
 from core.study.common import StudyError, StudyStopped, log
 from core.study.report import build_report, finished_runs, rebuild_report
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", default=None, metavar="PATH",
                    help="with --report-only: build one report in --out from these run folders (or folders of run "
                         "folders), e.g. several models' studies; runs are grouped by model/recipe and size")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help="non-inferiority margin in AUC of each size against the largest")
+    p.add_argument("--correction", choices=("holm", "bh"), default="holm",
+                   help="p adjustment within each family of comparisons: Holm or Benjamini-Hochberg")
+    p.add_argument("--equivalence", action="store_true",
+                   help="also test equivalence (TOST) of each size to the largest within ±margin")
     return p
 
 
@@ -50,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: run `python -m core.study` itself without torchrun; --nproc-per-node N launches each run "
               "under torchrun.", file=sys.stderr)
         return 2
+    if not args.margin > 0:
+        print(f"error: --margin must be positive, got {args.margin}", file=sys.stderr)
+        return 2
+    verdicts = {"margin": args.margin, "correction": args.correction, "equivalence": args.equivalence}
     try:
         if args.runs and not args.report_only:
             raise StudyError("--runs builds a report from finished runs: use it with --report-only --out REPORT_DIR.")
@@ -57,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             if not args.out:
                 raise StudyError("--report-only needs --out REPORT_DIR (the folder with study.json).")
             report = (build_report(finished_runs(args.runs), args.out, device=args.device,
-                                   command=["python", "-m", "core.study", *argv]) if args.runs
-                      else rebuild_report(args.out, args.device))
+                                   command=["python", "-m", "core.study", *argv], **verdicts) if args.runs
+                      else rebuild_report(args.out, args.device, **verdicts))
         else:
             base = TrainConfig(**{k: v for k in RECIPE if (v := getattr(args, k)) is not None})
             t0 = time.time()
             report = run_study(base, args.sizes, range(args.seed, args.seed + args.seeds), args.name, args.out,
                                skip_missing=args.skip_missing, nproc_per_node=args.nproc_per_node,
-                               command=["python", "-m", "core.study", *argv])
+                               command=["python", "-m", "core.study", *argv], **verdicts)
             log(f"done in {format_seconds(time.time() - t0)}")
         if report.data_warning:
             log(report.data_warning)

@@ -20,8 +20,10 @@ def observations(summary: dict) -> list[str]:
         lo = max(r["test_auc_ci_low"] for r in single)
         hi = min(r["test_auc_ci_high"] for r in single)
         if lo <= hi:
-            out.append("The test AUC intervals of all sizes overlap, so this study does not separate the sizes; "
-                       "more seeds, epochs or test images would be needed to rank them.")
+            # Overlapping separate intervals neither separate the sizes nor show them equal; the paired
+            # Differences (with non-inferiority) are what answers it.
+            out.append("The test AUC intervals of all sizes overlap; that alone neither ranks the sizes nor shows "
+                       "them equal: read the paired Differences, and non-inferiority, below.")
     if sizes:
         best = max(sizes, key=lambda r: r["test_auc"])
         cheapest = min(sizes, key=lambda r: r["gflops"])
@@ -148,13 +150,17 @@ def _differences(summary: dict, tables: dict) -> list[str]:
     diff = summary.get("differences") or {}
     if not diff.get("rows"):
         return []
+    families = "; ".join(f"**{name}**: {text}" for name, text in (diff.get("families") or {}).items())
     return ["## Differences", "",
-            f"Paired test-AUC differences a - b on the same test images ({diff['n_boot']} bootstrap resamples of the "
-            f"images, the same resample for both sides; 95% percentile interval; two-sided p from the same resamples). "
-            f"Seed handling: `{diff['method']}`, {diff['method_text']}. The interval covers the finite test set, not "
-            "the spread a new seed would add: read it beside the seed-to-seed spread. \"better\" only when the whole "
-            "interval is on one side of 0. Groups are paired only when all their runs scored the same images (same "
-            "data folder, same test labels).", "",
+            f"Paired test-AUC differences a - b on the same test images. Seed handling: `{diff['method']}`, "
+            f"{diff['method_text']}. The image part of the variance comes from {diff['n_boot']} bootstrap resamples "
+            "of the images (the same resample for every run). Comparisons belong to declared families "
+            f"({families}); p is adjusted within each family ({diff.get('correction_text', 'Holm')}), and a verdict "
+            "rests on the adjusted p. Non-inferiority (primary family): the smaller size is non-inferior when the "
+            f"one-sided 95% lower bound of its difference lies above -{diff.get('margin', 0.01):g} AUC (p adjusted "
+            f"over the family too). Classes with fewer than {diff.get('min_positives', 5)} test positives (or "
+            "negatives) are left out of the compared mean, as listed. Groups are paired only when all their runs "
+            "scored the same images (same data folder, same test labels).", "",
             markdown_table(tables["Differences"]), ""]
 
 

@@ -6,7 +6,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import pandas as pd
 import torch
@@ -22,6 +22,7 @@ from core.study.markdown import markdown, observations
 from core.study.tables import row_label
 from core.study.reading import StudyReport
 from core.study.recipe import read_study_file, recipe_settings, study_file
+from core.study.comparisons import DEFAULT_MARGIN
 from core.study.differences import differences
 from core.study.records import CALIBRATION_KEYS, cpu_model, label_candidates, readme_title, run_record, size_rows
 
@@ -69,13 +70,15 @@ def machine_section(records: list[dict], inference: dict) -> dict:
 def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device: str = "auto",
                  study_name: str | None = None, measure_inference_time: bool = True, inference_images: int = 512,
                  failed: list[str] | None = None, command: list[str] | None = None,
-                 n_boot: int = 2000) -> "StudyReport":
+                 n_boot: int = 2000, margin: float = DEFAULT_MARGIN, correction: str = "holm",
+                 equivalence: bool = False) -> "StudyReport":
     """Write the report for finished runs into `out_dir` and return it (as `load_study` would).
 
     Any finished runs can be passed (e.g. ones picked on the Compare page, or the runs of several
     models): they are grouped by candidate (model and recipe) and size, seeds of a group are
     averaged, and the Differences table compares groups paired (core.study.differences, `n_boot`
-    resamples). Writes report.md, summary.json, runs.csv, table1_val.csv,
+    resamples; p adjusted within each family by `correction`, "holm" or "bh"; non-inferiority of each size
+    to the largest at `margin` AUC, and with `equivalence` equivalence within ±margin). Writes report.md, summary.json, runs.csv, table1_val.csv,
     test.csv, cost.csv, per_class_test_auc.csv and the figures. Runs without test metrics
     raise RunError (evaluate them first). Inference time is measured here, on `device`, with
     the first run of each size (seeds share the architecture).
@@ -126,7 +129,8 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
         "ci_level": records[0]["ci_level"], "n_boot": records[0]["n_boot"],
         "failed_runs": failed or [], "notes": notes,
         "candidates": list(dict.fromkeys(r["candidate"] for r in records)),
-        "differences": differences(records, n_boot=n_boot),
+        "differences": differences(records, n_boot=n_boot, correction=correction, margin=margin,
+                                   equivalence=equivalence),
     }
     summary["observations"] = observations(summary)
     mixed = sorted({json.dumps(recipe_settings(r["train_config"]), sort_keys=True) for r in records})
@@ -168,8 +172,9 @@ def write_tables(summary: dict, out_dir: Path) -> None:
     per_class.to_csv(out_dir / "per_class_test_auc.csv")
 
 
-def rebuild_report(out_dir: str | Path, device: str = "auto") -> StudyReport:
-    """Rebuild a study's report from the finished runs its study.json lists (no training)."""
+def rebuild_report(out_dir: str | Path, device: str = "auto", **verdicts: Any) -> StudyReport:
+    """Rebuild a study's report from the finished runs its study.json lists (no training); `verdicts`
+    (margin, correction, equivalence) go to build_report."""
     study = read_study_file(out_dir)
     if study is None:
         raise StudyError(f"{out_dir} has no study.json; run the study first.")
@@ -179,7 +184,8 @@ def rebuild_report(out_dir: str | Path, device: str = "auto") -> StudyReport:
         log(f"{len(missing)} run(s) not finished, left out: " + ", ".join(f"{e['size']} px s{e['seed']}" for e in missing))
     if not done:
         raise StudyError(f"No finished runs in {study_file(Path(out_dir))}; run the study to train them.")
-    return build_report(done, out_dir, device=device, study_name=study["name"], command=study.get("command"))
+    return build_report(done, out_dir, device=device, study_name=study["name"], command=study.get("command"),
+                        **verdicts)
 
 
 def finished_runs(paths: Iterable[str | Path]) -> list[Path]:

@@ -178,7 +178,7 @@ def plan_runs(base: TrainConfig, name: str, sizes: list[int], seeds: list[int], 
 def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], name: str | None = None,
               out_dir: str | Path | None = None, *, skip_missing: bool = False, nproc_per_node: int = 1,
               isolate: bool = True, command: list[str] | None = None, inference_images: int = 512,
-              log: Callable[[str], None] = log) -> "StudyReport":
+              log: Callable[[str], None] = log, **verdicts: Any) -> "StudyReport":
     """Train `base` at every size and seed (re-using, resuming or preparing runs), then build the report.
 
     `base.size`/`base.seed`/`base.name` are ignored (set per run). `isolate` trains each run in a
@@ -247,7 +247,7 @@ def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], nam
     if not finished:
         raise StudyError("Every run of the study failed; see each run's status and log in its folder.")
     report = build_report(finished, out_dir, device=base.device, study_name=name, inference_images=inference_images,
-                          failed=[str(p.run_dir) for p in failed], command=command)
+                          failed=[str(p.run_dir) for p in failed], command=command, **verdicts)
     return report
 
 

@@ -81,14 +81,27 @@ def format_tables(summary: dict) -> dict[str, pd.DataFrame]:
             "Differences": differences_table(summary), "Cost": cost}
 
 
+def _p(value) -> str:
+    """A p-value as text: never floored, small ones in scientific notation."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
+
+
 def differences_table(summary: dict) -> pd.DataFrame:
-    """The paired differences (core.study.differences) as display text."""
-    rows = (summary.get("differences") or {}).get("rows") or []
+    """The paired differences (core.study.differences) as display text: raw and family-adjusted p side by side."""
+    diff = summary.get("differences") or {}
+    adjusted = f"p ({(diff.get('correction') or 'holm').replace('bh', 'BH').replace('holm', 'Holm')})"
+    columns = ["family", "comparison", "a", "b", "delta AUC", "95% CI", "p", adjusted, "verdict",
+               "non-inferiority", "seeds needed", "left out"]
     return pd.DataFrame([{
-        "comparison": r["kind"], "a": f"{r['a']} (n={r['n_runs_a']})", "b": f"{r['b']} (n={r['n_runs_b']})",
-        "delta AUC": _f(r.get("delta")), "95% CI": f"[{_f(r.get('ci_low'))}, {_f(r.get('ci_high'))}]" if r["paired"] else "-",
-        "p": _f(r.get("p_value")), "verdict": r["verdict"]} for r in rows],
-        columns=["comparison", "a", "b", "delta AUC", "95% CI", "p", "verdict"])
+        "family": r.get("family", "-"), "comparison": r["kind"], "a": f"{r['a']} (n={r['n_runs_a']})",
+        "b": f"{r['b']} (n={r['n_runs_b']})", "delta AUC": _f(r.get("delta")),
+        "95% CI": f"[{_f(r.get('ci_low'))}, {_f(r.get('ci_high'))}]" if r["paired"] else "-",
+        "p": _p(r.get("p_value")), adjusted: _p(r.get("p_adjusted")), "verdict": r["verdict"],
+        "non-inferiority": r.get("noninferiority") or "-", "seeds needed": r.get("seeds_needed") or "-",
+        "left out": "; ".join(r.get("classes_excluded") or []) or "-"} for r in diff.get("rows") or []],
+        columns=columns)
 
 
 def per_class_table(summary: dict) -> pd.DataFrame:
