@@ -135,3 +135,32 @@ def test_cli_prints_one_json_object_per_effective_size(finished_runs):
     bad = subprocess.run([sys.executable, "-m", "core.evaluate", str(run_dir), "--effective-sizes", "0"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def run_at_28(planted_run):
+    """A run of the same data folder trained at 28 px (its 28 px file: the 64 px images brought down, as
+    every size is made), whose test scores a test sets."""
+    root = planted_run.parents[1]
+    write_npz(root, 28, {s: (np.stack([EF.upscale(im, 28) for im in planted(N, i)[0]]), planted(N, i)[1])
+                         for i, s in enumerate(SPLITS)})
+    run_dir = prepare_run(TrainConfig(size=28, epochs=1, batch_size=64, subset=64, model="seed-cnn", device="cpu",
+                                      data_root=str(root), runs_dir=str(root / "runs")))
+    assert train(run_dir) == "finished"
+    return run_dir
+
+
+def test_information_or_training_says_which_from_the_paired_gap(planted_run, run_at_28, detector_scores):
+    """Trained at 28 px as good as the 64 px model shown 28 px images: information; clearly worse: training."""
+    from core.data.chestmnist import load
+
+    small = load(planted_run.parents[1], 28).test
+    as_seen = detector(np.stack([EF.upscale(im, S) for im in small.images]))  # what the 64 px model scores at 28 px
+    runs.save_scores(run_at_28, "test", as_seen, small.labels)
+    same = EF.information_or_training([run_at_28], [planted_run], 28, n_boot=300)
+    assert same["source"] == "file" and abs(same["delta"]) < 1e-9 and same["words"].startswith("Not distinguishable")
+    worse = as_seen.copy()
+    worse[:, COARSE] = np.random.default_rng(5).random(len(worse))  # the 28 px model never learned the square
+    runs.save_scores(run_at_28, "test", worse, small.labels)
+    lost = EF.information_or_training([run_at_28], [planted_run], 28, n_boot=300)
+    assert lost["delta"] < 0 and lost["words"].startswith("Limited by its training"), lost["words"]

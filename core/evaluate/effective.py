@@ -58,11 +58,11 @@ def _cache_key(run_dir: Path, data: D.ChestData) -> str:
 
 
 def effective_scores(run_dir: str | Path, sizes: Sequence[int] = GRID, device: str = "auto",
-                     data_root: str | Path | None = None) -> dict[tuple[str, int], np.ndarray]:
+                     data_root: str | Path | None = None, cached_only: bool = False) -> dict[tuple[str, int], np.ndarray]:
     """{(source, r): (N, 14) test probabilities} of the run's best model on its test images at effective
     size r < its size, from the cache where it holds them (same best checkpoint and data file), else
-    scored now and added to the cache. source is "resampled", or "file" where the data root holds the same
-    test images (by labels and count) at r px."""
+    scored now and added to the cache (not with `cached_only`: a page drawing what is there). source is
+    "resampled", or "file" where the data root holds the same test images (by labels and count) at r px."""
     run_dir = Path(run_dir)
     cfg = config_of(run_dir)
     wanted = check_sizes(sizes, cfg.size)
@@ -71,7 +71,7 @@ def effective_scores(run_dir: str | Path, sizes: Sequence[int] = GRID, device: s
     cached = runs.read_effective_scores(run_dir, key)
     todo = [r for r in wanted if ("resampled", r) not in cached]
     files = {r: f for r in wanted if (f := _same_images_at(data, r)) is not None and ("file", r) not in cached}
-    if todo or files:
+    if (todo or files) and not cached_only:
         from core.evaluate.scoring import run_scorer
         from core.runs.checkpoints import load_model
         from core.train.device import resolve_device
@@ -132,3 +132,42 @@ def effective_curve(run_dirs: Sequence[str | Path], sizes: Sequence[int] = GRID,
                     "per_class": [None if np.isnan(a) else float(a) for a in per_class],
                     "per_class_delta": diff["per_class"], "comparison": diff})
     return out
+
+
+def information_or_training(trained_at_r: Sequence[str | Path], trained_at_s: Sequence[str | Path], r: int,
+                            n_boot: int = 2000, seed: int = 0, device: str = "auto") -> dict[str, Any]:
+    """Is a model trained at r px limited by the information at r px or by its training? The paired
+    difference (seed-aware) of the runs trained at r against the runs trained at S > r shown the same test
+    images at r px (the data root's own r px file where it holds them, else brought down from S), with a
+    sentence saying what it supports. PairingError when the two groups did not score the same images."""
+    from core.runs.groups import images_problem
+
+    problem = images_problem(trained_at_r[0], trained_at_s[0])
+    if problem:
+        raise metrics.PairingError(problem)
+    at_r = [effective_scores(d, [r], device) for d in trained_at_s]
+    source = "file" if all(("file", r) in s for s in at_r) else "resampled"
+    labels = runs.load_scores(trained_at_r[0], "test")[1]
+    result = metrics.seed_group_difference(labels, [runs.load_scores(d, "test")[0] for d in trained_at_r],
+                                           [s[(source, r)] for s in at_r], n_boot=n_boot, seed=seed,
+                                           class_names=D.CLASS_NAMES)
+    s = int(config_of(trained_at_s[0]).size)
+    return result | {"source": source, "trained_at": r, "tested_from": s, "words": gap_words(result, r, s)}
+
+
+def gap_words(result: dict[str, Any], r: int, s: int) -> str:
+    """What the difference (trained at r) - (trained at s, tested at r) supports, in one or two sentences."""
+    delta, (lo, hi) = result["delta"], result["ci"]
+    if not all(np.isfinite(x) for x in (delta, lo, hi)):
+        return f"At {r} px the two cannot be compared: no finding has enough test positives and negatives."
+    span = f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    decided = result["p_value"] < 1 - result.get("ci_level", 0.95)
+    if decided and delta < 0:
+        return (f"Limited by its training: the {s} px model shown the same images at {r} px scores higher than the "
+                f"models trained at {r} px ({span}), so {r} px images hold more than training at {r} px reached.")
+    if decided and delta > 0:
+        return (f"Models trained at {r} px do better on {r} px images than the {s} px model shown them ({span}): "
+                f"the {s} px model relies on detail that {r} px lacks.")
+    return (f"Not distinguishable at {r} px ({span}): training at {r} px and testing the {s} px model at {r} px "
+            f"score alike within that interval, so what {r} px costs against {s} px looks like information, not "
+            "training, as far as these runs can tell.")
