@@ -398,3 +398,23 @@ def test_compare_and_the_study_report_summarise_a_run_alike(open_page, data_root
     row = summary(open_page("compare.py", data_root, run_dir.parent).run()).loc[run_dir.name]
     assert record["seconds_per_epoch"] == row["seconds per epoch (median)"] == 2.0
     assert record["best_epoch"] == row["tested checkpoint epoch"] == 1
+
+
+def test_which_pixels_matter_scores_on_request_then_draws_the_curve_and_the_gap(open_page, data_root, runs_copy):
+    """The effective-resolution curve of the 64 px run beside the 28 px run of its recipe (issue #22): nothing is
+    scored until asked, then the chart, the gap sentence and the per-finding chart come from the run folders."""
+    from core.evaluate import effective as EF
+
+    at = open_page("compare.py", data_root, runs_copy[28].parent, timeout=180).run()
+    assert not at.exception
+    assert at.selectbox(key="compare_effective_group").value.size == 64
+    assert at.button(key="compare_effective_go")  # not scored yet: a button, no chart
+    at.button(key="compare_effective_go").click().run()
+    assert not at.exception and not at.error
+    cached = EF.effective_scores(runs_copy[64], (16, 20, 28, 40, 56), cached_only=True)
+    assert {("resampled", r) for r in (16, 20, 28, 40, 56)} <= set(cached)  # kept in the run folder
+    said = " ".join(m.value for m in at.markdown)
+    assert "**28 px.**" in said and any(w in said for w in ("Not distinguishable", "Limited by", "relies on detail"))
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert any("effective" in json.dumps(s) or "image size seen by the model" in json.dumps(s) for s in specs)
+    assert any("change in test AUC" in json.dumps(s) for s in specs)

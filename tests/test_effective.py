@@ -122,8 +122,8 @@ def test_bad_effective_sizes_are_refused_and_sizes_at_or_above_the_run_are_left_
         EF.check_sizes([0], 64)
 
 
-def test_cli_prints_one_json_object_per_effective_size(finished_runs):
-    run_dir = finished_runs[64]
+def test_cli_prints_one_json_object_per_effective_size(runs_copy):
+    run_dir = runs_copy[64]
     out = subprocess.run([sys.executable, "-m", "core.evaluate", str(run_dir), "--effective-sizes", "16", "28", "40",
                           "--json", "--device", "cpu"], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})

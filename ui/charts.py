@@ -151,3 +151,53 @@ def reliability_chart(df: pd.DataFrame, order: list[str]) -> alt.LayerChart:
     line = alt.Chart(df).mark_line().encode(**enc)
     points = alt.Chart(df).mark_point(filled=True).encode(size=alt.Size("count:Q", title="pairs in bin"), **enc)
     return (diagonal + line + points).properties(height=340)
+
+
+def effective_chart(df: pd.DataFrame) -> alt.LayerChart:
+    """Test AUC against (effective) resolution on a log x axis: the larger model tested at each effective size
+    (line, with the paired 95% interval of its change as a band around it), and runs trained at each size
+    (diamonds, mean ± sd over seeds).
+
+    `df`: rows with series, size, auc, lo, hi, kind ("tested at r" / "trained at r").
+    """
+    order = sorted(df["series"].unique())
+    color = alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("which models"))
+    x = alt.X("size:Q", scale=alt.Scale(type="log", nice=False), title="image size seen by the model (px, log scale)",
+              axis=alt.Axis(values=sorted(df["size"].unique().tolist())))
+    y = alt.Y("auc:Q", scale=alt.Scale(zero=False), title="test AUC (medmnist)")
+    tooltip = ["series", alt.Tooltip("size:Q", title="px"), alt.Tooltip("auc:Q", format=".4f", title="test AUC"),
+               alt.Tooltip("lo:Q", format=".4f", title="low"), alt.Tooltip("hi:Q", format=".4f", title="high")]
+    base = alt.Chart(df).encode(x=x, color=color, tooltip=tooltip)
+    tested, trained = alt.datum.kind == "tested at r", alt.datum.kind == "trained at r"
+    return alt.layer(
+        base.transform_filter(tested).mark_area(opacity=0.15).encode(y=alt.Y("lo:Q", scale=alt.Scale(zero=False)),
+                                                                     y2="hi:Q"),
+        base.transform_filter(tested).mark_line(point=True).encode(y=y),
+        base.transform_filter(trained).mark_rule(strokeWidth=3).encode(y=alt.Y("lo:Q", scale=alt.Scale(zero=False)),
+                                                                       y2="hi:Q"),
+        base.transform_filter(trained).mark_point(filled=True, size=160, shape="diamond", stroke="black",
+                                                  strokeWidth=0.5).encode(y=y),
+    ).properties(height=320)
+
+
+def findings_chart(df: pd.DataFrame) -> alt.LayerChart:
+    """Per finding, the paired change in test AUC with its 95% interval, sorted by gain, coloured by verdict.
+
+    `df`: rows with finding, delta, lo, hi, verdict, positives, p, p_adjusted.
+    """
+    order = df.sort_values("delta", ascending=False)["finding"].tolist()
+    y = alt.Y("finding:N", sort=order, title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT))
+    verdicts = ["gain", "loss", "not distinguishable"]
+    color = alt.Color("verdict:N", scale=alt.Scale(domain=verdicts, range=["#2ca02c", "#d62728", "#999999"]),
+                      legend=alt.Legend(title="verdict (p adjusted over the findings)", orient="top"))
+    tooltip = ["finding", alt.Tooltip("delta:Q", format="+.4f", title="change in AUC"),
+               alt.Tooltip("lo:Q", format="+.4f", title="95% low"), alt.Tooltip("hi:Q", format="+.4f", title="95% high"),
+               alt.Tooltip("positives:Q", title="test positives"), alt.Tooltip("p:Q", format=".3g", title="p"),
+               alt.Tooltip("p_adjusted:Q", format=".3g", title="p adjusted (Holm)"), "verdict"]
+    base = alt.Chart(df).encode(y=y, color=color, tooltip=tooltip)
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="#555").encode(x="x:Q")
+    return alt.layer(
+        zero,
+        base.mark_rule(strokeWidth=2).encode(x=alt.X("lo:Q", title="change in test AUC (95% interval)"), x2="hi:Q"),
+        base.mark_point(filled=True, size=80).encode(x="delta:Q"),
+    ).properties(height=max(160, 24 * len(df)))
