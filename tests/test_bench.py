@@ -381,3 +381,15 @@ def test_cli_rejects_unknown_group(capsys):
 
     with pytest.raises(SystemExit):
         main(["--tiny", "--only", "nope"])
+
+
+# ---------------------------------------------------------------- effective
+
+
+def test_bench_effective_times_the_grid_against_one_native_scoring():
+    from bench import effective
+
+    f = effective.bench_effective(64)
+    _sane(f, ["effective.64.native_s", "effective.64.grid_s"])
+    assert f["effective.64.sets"] == len([r for r in effective.GRID if r < 64]) + 1  # + the demo's 28 px file
+    assert f["effective.64.images"] == 169

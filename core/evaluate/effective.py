@@ -13,7 +13,7 @@ checkpoint and the data file, so a page draws from the cache once one scoring ha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -80,12 +80,18 @@ def effective_scores(run_dir: str | Path, sizes: Sequence[int] = GRID, device: s
         model = load_model(run_dir, "best", dev)
         images = data.test.images
         score = run_scorer(run_dir, model, cfg.size, dev, len(images) * (len(todo) + len(files)))
-        for r in todo:
-            cached[("resampled", r)] = score(degrade(images, r))
-        for r, small in files.items():
-            cached[("file", r)] = score(np.stack([upscale(im, cfg.size) for im in small]))
+        cached |= score_grid(score, images, todo, files)
         runs.write_effective_scores(run_dir, key, cached)
     return {k: v for k, v in cached.items() if k[1] in wanted}
+
+
+def score_grid(score: Callable[[np.ndarray], np.ndarray], images: np.ndarray, sizes: Sequence[int],
+               files: dict[int, np.ndarray] | None = None) -> dict[tuple[str, int], np.ndarray]:
+    """{(source, r): scores} of uint8 `images` (N, S, S) degraded to each r in `sizes` ("resampled") and of each
+    smaller file's images brought up to S ("file"), scored by `score` (uint8 (N, S, S) -> (N, 14))."""
+    s = images.shape[-1]
+    out = {("resampled", r): score(degrade(images, r)) for r in sizes}
+    return out | {("file", r): score(np.stack([upscale(im, s) for im in small])) for r, small in (files or {}).items()}
 
 
 def _same_images_at(data: D.ChestData, r: int) -> np.ndarray | None:
