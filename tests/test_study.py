@@ -372,3 +372,22 @@ def test_margin_and_correction_reach_the_differences(study, tmp_path):
     [row] = diff["rows"]
     assert row["noninferior"] and "at margin 0.05" in row["noninferiority"]  # identical scores: delta 0 ± 0
     assert "p (BH)" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_effective_resolution_and_ensembles_reach_the_report(study, tmp_path):
+    """--effective and --ensembles (issue #22): the 64 px curve, the 28 px gap in words, the per-finding rows and
+    the ensemble against its control, in summary.json and report.md, from the run folders."""
+    report, _, _ = study
+    dirs = [Path(r["run_dir"]) for r in report.summary["runs"]]
+    run28 = next(d for d in dirs if runs.read_config(d)["train"]["size"] == 28)
+    copies = [_clone(run28, tmp_path / "runs" / "28-again", seed=1)]  # a second member at 28 px for the control
+    assert main(["--report-only", "--runs", *map(str, dirs + copies), "--out", str(tmp_path / "r"), "--device", "cpu",
+                 "--effective", "--ensembles"]) == 0
+    built = load_study(tmp_path / "r")
+    res = built.summary["resolution"]
+    assert [p["effective_size"] for p in res["effective"]["curve"] if p["source"] == "resampled"] == [16, 20, 28, 40, 56]
+    assert res["effective"]["gaps"][0]["trained_at"] == 28 and res["effective"]["gaps"][0]["words"]
+    assert res["effective"]["findings"]["a"] == 64 and res["effective"]["findings"]["rows"]
+    assert res["ensembles"]["sizes"] == [28, 64] and "px ensemble" in res["ensembles"]["vs_control"]
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "## Which pixels matter" in text and "## Multi-scale ensembles" in text and "**28 px**" in text

@@ -9,7 +9,6 @@ import streamlit as st
 from core import metrics
 from core.errors import UserError
 from core.evaluate import effective as EF
-from core.metrics.decisions import adjust_p
 from core.runs import groups as G
 from core.runs import record as runs
 from ui import charts
@@ -40,20 +39,6 @@ def _mtimes(dirs: list[str]) -> tuple[float, ...]:
     """What the cached results depend on: each run's test scores and best checkpoint."""
     return tuple(file_mtime(runs.scores_path(d, "test")) for d in dirs) + tuple(
         file_mtime(runs.checkpoint_path(d, "best")) for d in dirs)
-
-
-def findings_frame(result: dict) -> tuple[pd.DataFrame, list[str]]:
-    """The per-finding rows of a paired result with p adjusted (Holm) over the compared findings, and the
-    findings left apart for too few test positives."""
-    rows = [c for c in result["per_class"] if c["status"] == "compared"]
-    adjusted = adjust_p([c["p_value"] for c in rows])
-    alpha = 1 - result.get("ci_level", 0.95)
-    frame = pd.DataFrame([{"finding": c["class"], "delta": c["delta"], "lo": c["ci_low"], "hi": c["ci_high"],
-                           "positives": c["n_pos"], "p": c["p_value"], "p_adjusted": p,
-                           "verdict": "not distinguishable" if not p < alpha else "gain" if c["delta"] > 0 else "loss"}
-                          for c, p in zip(rows, adjusted)])
-    apart = [f"{c['class']} ({c['n_pos']} positives)" for c in result["per_class"] if c["status"] != "compared"]
-    return frame, apart
 
 
 def effective_section(groups: list[CD.Group]) -> None:
@@ -120,7 +105,9 @@ def findings_part(top: CD.Group, lower: list[CD.Group]) -> None:
     except (UserError, metrics.PairingError) as e:
         st.info(f"Not paired: {e}")
         return
-    frame, apart = findings_frame(result)
+    rows, apart_rows = EF.finding_rows(result)
+    frame = pd.DataFrame(rows).rename(columns={"ci_low": "lo", "ci_high": "hi"})
+    apart = [f"{r['finding']} ({r['positives']} positives)" for r in apart_rows]
     if len(frame):
         st.altair_chart(charts.findings_chart(frame), width="stretch")
     st.caption(f"Test AUC of {top.name} minus {low.name}, per finding, paired on the same {result['n_images']} test "

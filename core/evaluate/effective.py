@@ -177,3 +177,20 @@ def gap_words(result: dict[str, Any], r: int, s: int) -> str:
     return (f"Not distinguishable at {r} px ({span}): training at {r} px and testing the {s} px model at {r} px "
             f"score alike within that interval, so what {r} px costs against {s} px looks like information, not "
             "training, as far as these runs can tell.")
+
+
+def finding_rows(result: dict[str, Any], correction: str = "holm") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per finding of a paired result (a minus b): (rows compared, sorted by gain, with p adjusted over them as
+    one family and a verdict "gain" / "loss" / "not distinguishable"; rows left apart for too few test
+    positives, which carry no verdict)."""
+    from core.metrics.decisions import adjust_p
+
+    compared = [c for c in result["per_class"] if c["status"] == "compared"]
+    alpha = 1 - result.get("ci_level", 0.95)
+    rows = [{"finding": c["class"], "delta": c["delta"], "ci_low": c["ci_low"], "ci_high": c["ci_high"],
+             "positives": c["n_pos"], "p": c["p_value"], "p_adjusted": p,
+             "verdict": "not distinguishable" if not p < alpha else "gain" if c["delta"] > 0 else "loss"}
+            for c, p in zip(compared, adjust_p([c["p_value"] for c in compared], correction))]
+    apart = [{"finding": c["class"], "positives": c["n_pos"], "verdict": c["status"]}
+             for c in result["per_class"] if c["status"] != "compared"]
+    return sorted(rows, key=lambda r: -r["delta"]), apart

@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="non-inferiority margin in AUC of each size against the largest")
     p.add_argument("--correction", choices=("holm", "bh"), default="holm",
                    help="p adjustment within each family of comparisons: Holm or Benjamini-Hochberg")
+    p.add_argument("--effective", action="store_true",
+                   help="add the largest size's effective-resolution curve and which findings gain from resolution")
+    p.add_argument("--ensembles", action="store_true",
+                   help="add multi-scale ensembles (one run per size) against as many models at the best size")
     p.add_argument("--equivalence", action="store_true",
                    help="also test equivalence (TOST) of each size to the largest within ±margin")
     return p
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.margin > 0:
         print(f"error: --margin must be positive, got {args.margin}", file=sys.stderr)
         return 2
-    verdicts = {"margin": args.margin, "correction": args.correction, "equivalence": args.equivalence}
+    verdicts = {"margin": args.margin, "correction": args.correction, "equivalence": args.equivalence,
+                "effective": args.effective, "ensembles": args.ensembles}
     try:
         if args.runs and not args.report_only:
             raise StudyError("--runs builds a report from finished runs: use it with --report-only --out REPORT_DIR.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from core.study.resolution import markdown as resolution_markdown
 from core.study.common import FIGURES
 from core.study.tables import format_tables, markdown_table, multi_seed, per_class_table, row_label, several_candidates
 
@@ -39,7 +40,8 @@ def observations(summary: dict) -> list[str]:
 
 def markdown(summary: dict) -> str:
     """report.md for a study summary (summary.json)."""
-    return "\n".join(_intro(summary) + _data_and_machine(summary) + _results(summary) + _figures_and_runs(summary))
+    return "\n".join(_intro(summary) + _data_and_machine(summary) + _results(summary)
+                     + resolution_markdown(summary.get("resolution") or {}) + _figures_and_runs(summary))
 
 
 def _intro(summary: dict) -> list[str]:

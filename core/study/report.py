@@ -24,6 +24,7 @@ from core.study.reading import StudyReport
 from core.study.recipe import read_study_file, recipe_settings, study_file
 from core.study.comparisons import DEFAULT_MARGIN
 from core.study.differences import differences
+from core.study.resolution import resolution_sections
 from core.study.records import CALIBRATION_KEYS, cpu_model, label_candidates, readme_title, run_record, size_rows
 
 
@@ -71,14 +72,16 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
                  study_name: str | None = None, measure_inference_time: bool = True, inference_images: int = 512,
                  failed: list[str] | None = None, command: list[str] | None = None,
                  n_boot: int = 2000, margin: float = DEFAULT_MARGIN, correction: str = "holm",
-                 equivalence: bool = False) -> "StudyReport":
+                 equivalence: bool = False, effective: bool = False, ensembles: bool = False) -> "StudyReport":
     """Write the report for finished runs into `out_dir` and return it (as `load_study` would).
 
     Any finished runs can be passed (e.g. ones picked on the Compare page, or the runs of several
     models): they are grouped by candidate (model and recipe) and size, seeds of a group are
     averaged, and the Differences table compares groups paired (core.study.differences, `n_boot`
     resamples; p adjusted within each family by `correction`, "holm" or "bh"; non-inferiority of each size
-    to the largest at `margin` AUC, and with `equivalence` equivalence within ±margin). Writes report.md, summary.json, runs.csv, table1_val.csv,
+    to the largest at `margin` AUC, and with `equivalence` equivalence within ±margin). With `effective`, the
+    largest size's effective-resolution curve and which findings gain from resolution; with `ensembles`,
+    multi-scale ensembles against their same-size control (core.study.resolution). Writes report.md, summary.json, runs.csv, table1_val.csv,
     test.csv, cost.csv, per_class_test_auc.csv and the figures. Runs without test metrics
     raise RunError (evaluate them first). Inference time is measured here, on `device`, with
     the first run of each size (seeds share the architecture).
@@ -132,6 +135,7 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
         "differences": differences(records, n_boot=n_boot, correction=correction, margin=margin,
                                    equivalence=equivalence),
     }
+    summary["resolution"] = resolution_sections(records, effective, ensembles, n_boot, device)
     summary["observations"] = observations(summary)
     mixed = sorted({json.dumps(recipe_settings(r["train_config"]), sort_keys=True) for r in records})
     if len(mixed) > 1:
