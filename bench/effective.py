@@ -14,7 +14,7 @@ import torch
 
 from bench.common import Context, Row
 from core.data import chestmnist as D
-from core.evaluate.effective import GRID, score_grid, upscale
+from core.evaluate.effective import GRID, score_grid
 from core.evaluate.scoring import predict
 from core.models.registry import build_model, fold_batchnorm
 from core.train import autotune
