@@ -246,8 +246,18 @@ def _pairing_problem(a: Group, b: Group) -> str | None:
     return None
 
 
+def _loads_scores(run_dir: Path) -> bool:
+    """Whether the run's test scores load: a damaged file leaves that run out of the paired answer, not the page down."""
+    try:
+        load_scores(run_dir, "test")
+    except runs.RunError:
+        return False
+    return True
+
+
 def _scored(g: Group) -> Group:
-    return Group(g.name, g.size, g.model, g.recipe, [run for run in g.runs if runs.has_scores(run["info"].path, "test")])
+    return Group(g.name, g.size, g.model, g.recipe, [run for run in g.runs if runs.has_scores(run["info"].path, "test")
+                                                     and _loads_scores(run["info"].path)])
 
 
 def differences_frame(groups: list[Group]) -> pd.DataFrame:

@@ -4,6 +4,7 @@ A run folder's config keeps these fields under "train" (core.runs.record); core.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,7 @@ class TrainConfig:
             problems.append(f"--weight-decay {self.weight_decay} must be in [0, 10)")
         if self.schedule not in SCHEDULES:
             problems.append(f"--schedule {self.schedule!r} must be one of {', '.join(SCHEDULES)}")
-        if self.pos_weight_clip < 0:
+        if not math.isfinite(self.pos_weight_clip) or self.pos_weight_clip < 0:
             problems.append(f"--pos-weight-clip {self.pos_weight_clip} must be >= 0 (0 turns pos_weight off)")
         if not 0 < self.threshold < 1:
             problems.append(f"--threshold {self.threshold} must be between 0 and 1")
@@ -78,6 +79,8 @@ class TrainConfig:
             problems.append(f"--patience {self.patience} must be >= 0 (0 = no early stopping)")
         if self.subset is not None and self.subset < 1:
             problems.append(f"--subset {self.subset} must be at least 1")
+        if not 0 <= self.seed < 2**32:  # numpy's seeds are 32-bit; a run must be repeatable from its seed
+            problems.append(f"--seed {self.seed} must be in [0, {2**32 - 1}]")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             problems.append(f"--device {self.device!r} must be auto, cpu, cuda or mps")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
