@@ -322,3 +322,29 @@ def test_a_folder_from_the_url_with_markup_is_ignored(key):
     at.query_params[key] = ATTACK
     at.run()
     assert not at.exception and "evil" not in " ".join(texts(at.markdown))
+
+
+# --------------------------------------------------------------------------- 9. studies sharing a runs folder
+
+def test_a_study_waits_for_a_run_another_study_trains_and_counts_it_finished(runs_copy):
+    import threading
+
+    from core.study.runner import settled_state
+
+    run_dir = runs_copy[28]
+    started, release = threading.Event(), threading.Event()
+
+    def other_study() -> None:  # trains the run (holds its lock, status running), then finishes it
+        with runs.training_lock(run_dir):
+            runs.set_status(run_dir, "running")
+            started.set()
+            release.wait(10)
+            runs.set_status(run_dir, "finished")
+    t = threading.Thread(target=other_study)
+    t.start()
+    started.wait(10)
+    logged: list[str] = []
+    threading.Timer(0.3, release.set).start()
+    assert settled_state(run_dir, logged.append, poll_s=0.05) == "finished"
+    t.join(10)
+    assert any("waiting for it" in line for line in logged)
