@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core import env
 from core.runs import record as runs
@@ -67,11 +68,14 @@ def run_info(run_dir: str | Path) -> RunInfo:
             test = runs.read_test_metrics(run_dir)
         except RunError as e:
             error = error or str(e)
-    return RunInfo(path=run_dir, id=run_dir.name, state=status.get("state", "failed"), size=train.get("size"),
-                   model=train.get("model"), name=train.get("name", ""), epochs_done=len(rows), epochs=train.get("epochs"),
+    def typed(key: str, kind: type, default: Any = None) -> Any:  # a hand-edited config shows as unknown, not a crash
+        value = train.get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else default
+    return RunInfo(path=run_dir, id=run_dir.name, state=status.get("state", "failed"), size=typed("size", int),
+                   model=typed("model", str), name=typed("name", str, ""), epochs_done=len(rows), epochs=typed("epochs", int),
                    best_val_auc=max(aucs) if aucs else None, test_auc=test.get("auc"), test_acc=test.get("acc"),
-                   data_root=train.get("data_root"), created=run_dir.stat().st_mtime if run_dir.exists() else 0.0,
-                   error=error)
+                   data_root=typed("data_root", str), created=run_dir.stat().st_mtime if run_dir.exists() else 0.0,
+                   error=error if error is None else str(error))
 
 
 def _is_run_folder(path: Path) -> bool:

@@ -80,7 +80,9 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise RunError(f"{path} is missing.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except OSError as e:  # a folder of that name, no permission
+        raise RunError(f"{path} cannot be read ({e.strerror or e}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise RunError(f"{path} is not valid JSON ({e}); the file is corrupt.") from None
 
 
@@ -97,7 +99,8 @@ def open_own(path: str | Path, mode: str) -> Any:
         if e.errno == errno.ELOOP:
             raise RunError(f"{path} is a symbolic link; refusing to write through it (it could overwrite the file it "
                            "points to). Remove the link, then try again.") from None
-        raise
+        raise RunError(f"{path} cannot be written ({e.strerror or e}): make the run folder writable, or remove "
+                       "what stands in that file's place.") from None
     return os.fdopen(fd, mode)
 
 
@@ -229,8 +232,8 @@ def read_status(run_dir: str | Path) -> dict:
         status = read_json(run_dir / _STATUS)
     except RunError as e:
         return {"state": "failed", "error": str(e)}
-    if not isinstance(status, dict):
-        return {"state": "failed", "error": f"{run_dir / _STATUS} is not a status object; the file is corrupt."}
+    if not isinstance(status, dict) or status.get("state") not in STATES:
+        return {"state": "failed", "error": f"{run_dir / _STATUS} holds no state of a run; the file is corrupt."}
     state = status.get("state")
     if state not in _GONE:
         return status
@@ -277,6 +280,11 @@ def read_config(run_dir: str | Path) -> dict:
     version = config.get("format_version", 0)
     if type(version) is not int:
         raise RunError(f"{path} has format_version {version!r}, not a number; the file is corrupt.")
+    data = config.get("data", {})
+    n = data.get("n") or {} if isinstance(data, dict) else None
+    if not isinstance(n, dict) or not all(type(v) is int for v in n.values()) \
+            or not all(isinstance(data.get(k), (str, type(None))) for k in ("file", "md5")):
+        raise RunError(f"{path} has a damaged 'data' section (file, md5, n); restore the file.")
     if version > FORMAT_VERSION:
         raise RunError(f"{path} was written by a newer version of this tool (format {version}); update to read it.")
     return config
@@ -438,8 +446,17 @@ def has_test_metrics(run_dir: str | Path) -> bool:
 
 
 def read_test_metrics(run_dir: str | Path) -> dict:
-    """test_metrics.json; RunError if it is missing (the run is not evaluated) or corrupt."""
-    return read_json(Path(run_dir) / _TEST_METRICS)
+    """test_metrics.json; RunError if it is missing (the run is not evaluated) or corrupt: its headline
+    numbers must be numbers (or null), its per-class entries objects, as core.evaluate writes them."""
+    path = Path(run_dir) / _TEST_METRICS
+    result = read_json(path)
+    ci = result.get("auc_ci") if isinstance(result, dict) else None
+    per_class = result.get("per_class") if isinstance(result, dict) else None
+    if not isinstance(result, dict) or not all(_is_number(result.get(k)) for k in ("auc", "acc", "ece", "brier")) \
+            or not (ci is None or (isinstance(ci, list) and len(ci) == 2 and all(map(_is_number, ci)))) \
+            or not (per_class is None or (isinstance(per_class, dict) and all(isinstance(v, dict) for v in per_class.values()))):
+        raise RunError(f"{path} is not the test metrics this tool writes; re-run `python -m core.evaluate {run_dir}`.")
+    return result
 
 
 def write_test_metrics(run_dir: str | Path, result: dict) -> None:
@@ -483,7 +500,13 @@ def read_progress(run_dir: str | Path) -> tuple[Progress, float] | None:
 def read_cost_sessions(run_dir: str | Path) -> list[dict]:
     """The study's measurements of each training session of the run (peak memory, wall time); [] if none."""
     path = Path(run_dir) / _COST
-    return read_json(path)["sessions"] if path.is_file() else []
+    if not path.is_file():
+        return []
+    raw = read_json(path)
+    sessions = raw.get("sessions") if isinstance(raw, dict) else None
+    if not isinstance(sessions, list) or not all(isinstance(x, dict) for x in sessions):
+        raise RunError(f"{path} is not the cost record this tool writes (a 'sessions' list); the file is corrupt.")
+    return sessions
 
 
 def append_cost_session(run_dir: str | Path, session: dict) -> None:
