@@ -348,3 +348,55 @@ def test_a_study_waits_for_a_run_another_study_trains_and_counts_it_finished(run
     assert settled_state(run_dir, logged.append, poll_s=0.05) == "finished"
     t.join(10)
     assert any("waiting for it" in line for line in logged)
+
+
+# --------------------------------------------------------------------------- tracebacks and wrong advice
+
+def test_an_undefined_test_auc_is_printed_as_undefined_not_a_traceback(runs_copy, monkeypatch, capsys):
+    from core.train import __main__ as cli
+
+    run_dir = runs_copy[28]
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    runs.write_test_metrics(run_dir, {**metrics, "auc": None})  # a 1-image or all-negative test split
+    monkeypatch.setattr(cli, "train", lambda *a, **k: "finished")
+    assert cli.main(["--resume", str(run_dir)]) == 0
+    assert "test AUC (medmnist) undefined" in capsys.readouterr().err
+
+
+def test_a_data_root_of_non_utf8_bytes_loads(data_root, tmp_path):
+    root = tmp_path / os.fsdecode(b"donn\xe9es")  # Latin-1 bytes, not UTF-8
+    root.mkdir()
+    (root / D.npz_name(28)).write_bytes(D.npz_path(data_root, 28).read_bytes())
+    assert len(D.load(root, 28, on_disk=True).train) == len(D.load(data_root, 28).train)
+
+
+def test_a_device_as_the_settings_file_is_refused_at_once():
+    from core import settings
+
+    with pytest.raises(settings.SettingsError, match="over"):
+        settings.load("/dev/zero")
+
+
+def test_evaluating_on_moved_data_records_the_new_place(runs_copy, data_root, tmp_path):
+    from core.evaluate.scoring import evaluate_run
+
+    run_dir = runs_copy[28]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / D.npz_name(28)).write_bytes(D.npz_path(data_root, 28).read_bytes())
+    evaluate_run(run_dir, "cpu", data_root=moved)
+    assert runs.read_config(run_dir)["train"]["data_root"] == str(moved.resolve())
+
+
+def test_a_frozen_clock_neither_divides_by_zero_nor_stores_negative_seconds(data_root, tmp_path, monkeypatch):
+    import time
+
+    from core.train import prepare_run, train
+
+    cfg = TrainConfig(size=28, epochs=1, subset=64, batch_size=32, data_root=str(data_root),
+                      runs_dir=str(tmp_path / "runs"), device="cpu", select_by="val_loss")
+    run_dir = prepare_run(cfg)
+    monkeypatch.setattr(time, "time", lambda: 1_000_000.0)
+    assert train(run_dir) == "finished"
+    (row,) = runs.read_metrics(run_dir)
+    assert row["seconds"] >= 0 and row["images_per_s"] > 0

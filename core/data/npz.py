@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shutil
 import threading
 import zipfile
@@ -137,7 +138,7 @@ def cache_root() -> Path:
 
 
 def _cache_dir(path: Path) -> Path:
-    key = hashlib.md5(str(path.resolve()).encode()).hexdigest()[:12]
+    key = hashlib.md5(os.fsencode(path.resolve())).hexdigest()[:12]  # fsencode: a path of non-UTF-8 bytes too
     return cache_root() / f"{path.stem}-{key}"
 
 

@@ -308,7 +308,9 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
     for epoch in range(state.start_epoch, cfg.epochs + 1):
         if state.done:
             break
-        t0 = time.time()
+        # Durations from the monotonic clock: the wall clock can step back (NTP) or stand still (a frozen
+        # container clock), which stored negative seconds and divided by zero.
+        t0 = time.monotonic()
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(cfg.lr, cfg.schedule, epoch, cfg.epochs)
         torch.manual_seed(_epoch_seed(cfg.seed, epoch) + rank)
@@ -327,11 +329,11 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
             scores.append(torch.sigmoid(logits.float()).cpu().numpy())
             labels.append(y.cpu().numpy().astype(np.uint8))
             if main_rank:
-                speed = seen * world / (time.time() - t0)
+                speed = seen * world / max(time.monotonic() - t0, 1e-6)
                 left = (n_batches - b - 1) * per_rank * world / speed + (cfg.epochs - epoch) * (
                     np.mean(epoch_times) if epoch_times else len(train_idx) / speed * 1.15)
                 on_progress(Progress(run_dir, epoch, cfg.epochs, "train", b + 1, n_batches, speed, left))
-        train_seconds = time.time() - t0
+        train_seconds = max(time.monotonic() - t0, 1e-6)
         if main_rank:
             on_progress(Progress(run_dir, epoch, cfg.epochs, "val", n_batches, n_batches, seen * world / train_seconds, 0.0))
 
@@ -354,7 +356,7 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
                **_epoch_metrics("val", data.val.labels, val_scores, cfg.threshold),
                "val_auc_per_class": dict(zip(D.CLASS_NAMES, metrics.auc_per_class(data.val.labels, val_scores))),
                "lr": optimizer.param_groups[0]["lr"], "images": seen * world,
-               "seconds": time.time() - t0, "images_per_s": seen * world / train_seconds}
+               "seconds": time.monotonic() - t0, "images_per_s": seen * world / train_seconds}
         epoch_times.append(row["seconds"])
         _record_epoch(run_dir, cfg, state, row, model, optimizer, world, main_rank)
         if main_rank and on_epoch:
