@@ -400,3 +400,54 @@ def test_a_frozen_clock_neither_divides_by_zero_nor_stores_negative_seconds(data
     assert train(run_dir) == "finished"
     (row,) = runs.read_metrics(run_dir)
     assert row["seconds"] >= 0 and row["images_per_s"] > 0
+
+
+def test_sigterm_inside_a_checkpoint_write_stops_the_run_resumably(data_root, tmp_path, monkeypatch):
+    from core.runs import checkpoints
+    from core.train import loop, prepare_run, train
+
+    cfg = TrainConfig(size=28, epochs=1, subset=64, batch_size=32, data_root=str(data_root),
+                      runs_dir=str(tmp_path / "runs"), device="cpu", select_by="val_loss")
+    run_dir = prepare_run(cfg)
+
+    def interrupted_save(*a, **k):  # torch.save reports the interrupt it was writing through as a RuntimeError
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from None
+    monkeypatch.setattr(checkpoints, "save_last", interrupted_save)
+    monkeypatch.setattr(loop.checkpoints, "save_last", interrupted_save)
+    assert train(run_dir) == "stopped"
+    assert runs.read_status(run_dir)["state"] == "stopped"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_run_folder_is_a_message(runs_copy):
+    from core.train import train
+
+    run_dir = runs_copy[28]
+    runs.set_status(run_dir, "stopped")
+    run_dir.chmod(0o555)
+    try:
+        with pytest.raises(runs.RunError):
+            train(run_dir)
+    finally:
+        run_dir.chmod(0o755)
+
+
+def test_a_run_folder_deleted_while_training_is_a_message(data_root, tmp_path, monkeypatch):
+    import shutil
+
+    from core.train import loop, prepare_run, train
+
+    cfg = TrainConfig(size=28, epochs=2, subset=64, batch_size=32, data_root=str(data_root),
+                      runs_dir=str(tmp_path / "runs"), device="cpu", select_by="val_loss")
+    run_dir = prepare_run(cfg)
+    real = loop._record_epoch
+
+    def record_then_vanish(*a, **k):
+        real(*a, **k)
+        shutil.rmtree(run_dir)
+    monkeypatch.setattr(loop, "_record_epoch", record_then_vanish)
+    with pytest.raises(runs.RunError, match="deleted, moved or made read-only"):
+        train(run_dir)

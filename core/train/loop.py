@@ -183,20 +183,37 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
                 runs.set_status(run_dir, state, **({} if state == "finished" else
                                                   {"error": "Stopped by request; resume to continue."}))
             return state
-        except KeyboardInterrupt:
-            if main_rank:
-                runs.set_status(run_dir, "stopped", error="Interrupted; resume to continue.")
-            return "stopped"
         except BaseException as e:
+            # SIGTERM (a KeyboardInterrupt) inside torch.save surfaces as the RuntimeError it caused: still a stop.
+            if _caused_by(e, KeyboardInterrupt):
+                if main_rank:
+                    with contextlib.suppress(OSError, UserError):  # the folder may be gone: the stop is what counts
+                        runs.set_status(run_dir, "stopped", error="Interrupted; resume to continue.")
+                return "stopped"
             if main_rank:
                 try:
                     runs.set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
                 except OSError:
                     pass  # disk full or folder gone: the original error is the one to report
+            if isinstance(e, OSError) and not isinstance(e, UserError):
+                raise runs.RunError(f"Could not write to the run folder {run_dir} ({e.strerror or e}): it was deleted, "
+                                    "moved or made read-only while training. Restore it (and its permissions), then "
+                                    "resume the run.") from None
             raise
         finally:
             if world > 1 and dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _caused_by(e: BaseException | None, kind: type[BaseException]) -> bool:
+    """Whether `e`, or an exception it was raised from or while handling, is a `kind`."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kind):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _data_for(run_dir: Path, data_root: str | Path | None, cfg: TrainConfig, main_rank: bool) -> D.ChestData:
