@@ -451,3 +451,11 @@ def test_a_run_folder_deleted_while_training_is_a_message(data_root, tmp_path, m
     monkeypatch.setattr(loop, "_record_epoch", record_then_vanish)
     with pytest.raises(runs.RunError, match="deleted, moved or made read-only"):
         train(run_dir)
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc, a file system nothing can be created in")
+def test_an_unwritable_cache_is_not_called_a_full_disk(data_root, monkeypatch):
+    monkeypatch.setenv("CHESTMNIST_CACHE", "/proc/chestmnist-cache")
+    with pytest.raises(D.DataError) as e:
+        D.load(data_root, 28, on_disk=True)
+    assert "cannot be created" in str(e.value) and "Disk full" not in str(e.value)

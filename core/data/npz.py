@@ -5,6 +5,7 @@ core.data decides what a ChestMNIST file must hold; this module only reads what 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -237,6 +238,14 @@ def _check_declared_sizes(path: Path, z: zipfile.ZipFile, keys: list[str], in_me
             "Close other programs, or use a machine with more memory.")
     cache = _cache_dir(path)
     need = sum(declared[k] for k in to_cache if not _cache_target(path, k).is_file())
+    try:  # made now (unpacking needs it next): a read-only disk reports 0 bytes free and is not a full one
+        if need:
+            cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            why = (e.strerror or str(e)).lower()
+            raise DataError(f"The image cache folder {cache} cannot be created ({why}). Set CHESTMNIST_CACHE to a "
+                            "writable folder, or fix that folder's permissions.") from None
     free = _free_disk(cache)
     if free is not None and need > free:
         raise DataError(
