@@ -459,3 +459,13 @@ def test_an_unwritable_cache_is_not_called_a_full_disk(data_root, monkeypatch):
     with pytest.raises(D.DataError) as e:
         D.load(data_root, 28, on_disk=True)
     assert "cannot be created" in str(e.value) and "Disk full" not in str(e.value)
+
+
+@pytest.mark.parametrize("flag", ["--seed=-1", "--seed=99999999999999999999", "--pos-weight-clip=nan",
+                                  "--pos-weight-clip=inf"])
+def test_out_of_range_flags_end_with_status_2_and_leave_no_run_folder(flag, data_root, tmp_path, capsys):
+    from core.train.__main__ import main
+
+    assert main([flag, "--epochs", "1", "--data-root", str(data_root), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
