@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import platform
 import sys
@@ -195,7 +196,7 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
                     runs.set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
                 except OSError:
                     pass  # disk full or folder gone: the original error is the one to report
-            if isinstance(e, OSError) and not isinstance(e, UserError):
+            if isinstance(e, OSError) and e.errno in _FOLDER_GONE and not isinstance(e, UserError):
                 raise runs.RunError(f"Could not write to the run folder {run_dir} ({e.strerror or e}): it was deleted, "
                                     "moved or made read-only while training. Restore it (and its permissions), then "
                                     "resume the run.") from None
@@ -203,6 +204,10 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
         finally:
             if world > 1 and dist.is_initialized():
                 dist.destroy_process_group()
+
+
+# What a write into a run folder deleted, moved or made read-only under the trainer fails with.
+_FOLDER_GONE = (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def _caused_by(e: BaseException | None, kind: type[BaseException]) -> bool:
