@@ -469,3 +469,11 @@ def test_out_of_range_flags_end_with_status_2_and_leave_no_run_folder(flag, data
     assert main([flag, "--epochs", "1", "--data-root", str(data_root), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "error:" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_split_with_more_images_than_any_xray_set_is_not_loaded(data_root, monkeypatch):
+    from core.data import npz
+
+    monkeypatch.setattr(npz, "MAX_IMAGES", 100)  # the planted file's 256 train images stand in for a zip bomb's millions
+    with pytest.raises(D.DataError, match="declares 256 images in train_images"):
+        D.load(data_root, 28)

@@ -212,6 +212,10 @@ def _gb(n: int) -> str:
     return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
 
 
+# Images one split may hold: over four times NIH ChestX-ray14 (112,120 images), every ChestMNIST split included.
+MAX_IMAGES = 500_000
+
+
 def _check_declared_sizes(path: Path, z: zipfile.ZipFile, keys: list[str], in_memory: list[str],
                           to_cache: list[str]) -> None:
     """Refuse, before anything is allocated or unpacked, an npz whose arrays cannot fit.
@@ -227,6 +231,9 @@ def _check_declared_sizes(path: Path, z: zipfile.ZipFile, keys: list[str], in_me
             shape, _, dtype = _npy_header(f, f"{path} ({key})", "download or import the file again.")
             header = f.tell()
         declared[key] = math.prod(shape) * dtype.itemsize
+        if shape and shape[0] > MAX_IMAGES:  # a zip bomb: a few KB of zeros that unpack to gigabytes
+            raise DataError(f"{path} declares {shape[0]:,} images in {key}, more than any chest X-ray set holds "
+                            f"(at most {MAX_IMAGES:,} here; NIH ChestX-ray14 has 112,120), so it is not loaded.")
         if header + declared[key] != info.file_size:
             raise DataError(
                 f"{path} is corrupt: its {key} array declares shape {tuple(shape)} of {dtype} ({declared[key]:,} "
