@@ -231,13 +231,13 @@ def _check_declared_sizes(path: Path, z: zipfile.ZipFile, keys: list[str], in_me
             shape, _, dtype = _npy_header(f, f"{path} ({key})", "download or import the file again.")
             header = f.tell()
         declared[key] = math.prod(shape) * dtype.itemsize
-        if shape and shape[0] > MAX_IMAGES:  # a zip bomb: a few KB of zeros that unpack to gigabytes
-            raise DataError(f"{path} declares {shape[0]:,} images in {key}, more than any chest X-ray set holds "
-                            f"(at most {MAX_IMAGES:,} here; NIH ChestX-ray14 has 112,120), so it is not loaded.")
         if header + declared[key] != info.file_size:
             raise DataError(
                 f"{path} is corrupt: its {key} array declares shape {tuple(shape)} of {dtype} ({declared[key]:,} "
                 f"bytes) but holds {info.file_size - header:,} bytes. Download or import it again.")
+        if shape and shape[0] > MAX_IMAGES:  # a zip bomb: a few KB of zeros that unpack to gigabytes
+            raise DataError(f"{path} declares {shape[0]:,} images in {key}, more than any chest X-ray set holds "
+                            f"(at most {MAX_IMAGES:,} here; NIH ChestX-ray14 has 112,120), so it is not loaded.")
     need, free = sum(declared[k] for k in in_memory), _available_memory()
     if free is not None and need > free:
         raise DataError(
