@@ -106,7 +106,9 @@ def main() -> None:
         st.json(run["config"] or {}, expanded=2)
     with log:
         path = runs.log_path(r.path)
-        if path.is_file():
+        if path.is_symlink():  # run folders travel as tar files: a planted link could show any file of this machine
+            st.warning("The run's log is a symbolic link, so it is not shown. Remove the link to hide this.")
+        elif path.is_file():
             text = path.read_text(errors="replace")
             st.code("\n".join(text.splitlines()[-LOG_TAIL:]) or "(empty)", language=None)
             st.download_button("Download the whole log", text.encode(), file_name=f"{r.id}.log", key="run_log")

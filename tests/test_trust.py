@@ -477,3 +477,16 @@ def test_a_split_with_more_images_than_any_xray_set_is_not_loaded(data_root, mon
     monkeypatch.setattr(npz, "MAX_IMAGES", 100)  # the planted file's 256 train images stand in for a zip bomb's millions
     with pytest.raises(D.DataError, match="declares 256 images in train_images"):
         D.load(data_root, 28)
+
+
+def test_the_run_page_does_not_show_a_log_that_is_a_link(open_page, data_root, runs_copy, tmp_path):
+    run_dir = runs_copy[28]
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY")
+    runs.log_path(run_dir).symlink_to(secret)
+    at = open_page("run.py", data_root, run_dir.parent)
+    at.query_params["run"] = run_dir.name
+    at.run()
+    assert not at.exception
+    assert not any("PRIVATE KEY" in c for c in texts(at.code))
+    assert any("symbolic link" in w for w in texts(at.warning))
