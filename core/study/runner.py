@@ -285,5 +285,5 @@ def train_one_main(argv: list[str]) -> int:
                 info["device"] = f"{device} ({torch.cuda.get_device_name(device)})"
                 info["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
                 info["cuda_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
-            child_file.write_text(json.dumps(info))
+            runs.write_json(child_file, info)  # atomic: a link in its place is replaced, never written through
     return code
