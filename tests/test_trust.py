@@ -75,6 +75,17 @@ def test_a_stop_link_or_folder_is_no_stop_request_and_breaks_nothing(tmp_path):
     assert not runs.stop_requested(tmp_path)
     runs.clear_stop(tmp_path)  # no IsADirectoryError
     assert (tmp_path / "STOP").is_dir()
+    (tmp_path / "STOP").rmdir()
+    target = tmp_path / "target"
+    target.write_text("kept")
+    (tmp_path / "STOP").symlink_to(target)
+    assert not runs.stop_requested(tmp_path)
+    with pytest.raises(runs.RunError, match="symbolic link"):
+        runs.request_stop(tmp_path)
+    runs.clear_stop(tmp_path)  # a resume clears the planted link, not its target
+    assert not (tmp_path / "STOP").is_symlink() and target.read_text() == "kept"
+    runs.request_stop(tmp_path)
+    assert runs.stop_requested(tmp_path)
 
 
 # --------------------------------------------------------------------------- 2. imports over data runs use

@@ -42,7 +42,7 @@ import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def read_json(path: str | Path) -> Any:
         raise RunError(f"{path} is not valid JSON ({e}); the file is corrupt.") from None
 
 
-def open_own(path: str | Path, mode: str) -> Any:
+def open_own(path: str | Path, mode: str) -> IO[bytes]:
     """Open a run file for writing ("wb" or "ab"), never through a symlink: run folders travel as tar
     files, links included, and a planted `.lock` -> ~/thesis.txt would otherwise be truncated.
 
@@ -302,8 +302,9 @@ def stop_requested(run_dir: str | Path) -> bool:
 
 
 def clear_stop(run_dir: str | Path) -> None:
-    if stop_requested(run_dir):
-        (Path(run_dir) / _STOP).unlink(missing_ok=True)
+    stop = Path(run_dir) / _STOP
+    if stop.is_symlink() or stop.is_file():  # unlinking a link removes the link, never its target
+        stop.unlink(missing_ok=True)
 
 
 def own_file_names(run_dir: str | Path) -> set[str]:
