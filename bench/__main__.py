@@ -1,6 +1,6 @@
 """`python -m bench [--quick | --tiny] [--only GROUP,...]`: every benchmark, a table, one JSON line.
 
-Groups: pipeline, compute, autotune, memory, interaction, efficiency, stats, saliency, app_speed, export, effective, mutation (in that order). Progress goes to
+Groups: pipeline, compute, autotune, memory, interaction, efficiency, stats, saliency, app_speed, export, effective, mutation, fuzz (in that order). Progress goes to
 stderr; stdout gets the table (name, value, unit, baseline, ratio, ratio of best repeats, target,
 pass/fail, note) and
 ends with ONE JSON line: {"mode", "machine", "seconds", "summary", "figures": {name: {...}}}.
@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 GROUPS = ("pipeline", "compute", "autotune", "memory", "interaction", "efficiency", "stats", "saliency", "app_speed",
-          "export", "effective", "mutation")
+          "export", "effective", "mutation", "fuzz")
 
 
 def _fmt(v) -> str:

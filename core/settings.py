@@ -17,6 +17,7 @@ from core import env
 from core.files import atomic_write
 
 KEYS: tuple[str, ...] = ("data_root", "runs_dir")
+MAX_BYTES = 1 << 16  # two folder names fit many times over
 
 
 class SettingsError(UserError):
@@ -35,7 +36,14 @@ def load(path: str | Path | None = None) -> dict[str, str]:
     """
     path = Path(path) if path is not None else settings_path()
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        # A bounded read: a device (/dev/full, /dev/zero) in the file's place would otherwise be read until
+        # memory runs out.
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise SettingsError(f"The settings file {path} is over {MAX_BYTES:,} bytes, so it is not this tool's; the "
+                                "defaults are used. Point CHESTMNIST_SETTINGS at a file of its own.")
+        raw = json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

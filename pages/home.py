@@ -25,7 +25,7 @@ from PIL import Image  # noqa: E402
 from core.data import chestmnist as D  # noqa: E402
 from core.runs import record as runs  # noqa: E402
 from core.runs import folder as runs_folder  # noqa: E402
-from core.data.importer import ImportReport, import_folder  # noqa: E402
+from core.data.importer import ImportReport, default_out_dir, import_folder  # noqa: E402
 from core.data.provenance import official_split_sizes, run_data_label  # noqa: E402
 from ui.common import (RUN_METRIC_COLUMNS, data_root, load_data, page_link, read_runs, run_metrics,  # noqa: E402
                           runs_dir, set_data_root)
@@ -209,7 +209,7 @@ def show_report(report: ImportReport) -> None:
     st.caption("Imported data is not ChestMNIST: label its results as your data, never as ChestMNIST results.")
 
 
-def import_section(root: Path, expanded: bool) -> None:
+def import_section(expanded: bool) -> None:
     with st.expander("Import your own X-rays (image folder + label CSV)", expanded=expanded):
         st.caption("NIH layout (`Image Index`, `Finding Labels` joined by `|`, optional `Patient ID`, `Split`) or one "
                    "0/1 column per ChestMNIST class. Images are made 8-bit grayscale, centre-cropped to a square and "
@@ -220,17 +220,19 @@ def import_section(root: Path, expanded: bool) -> None:
         size = left.selectbox("Size", D.SIZES, index=1, format_func=lambda s: f"{s} px", key="import_size")
         seed = mid.number_input("Split seed", 0, 2**31 - 1, 0, key="import_seed",
                                 help="Seed of the patient-disjoint split (used only without a Split column).")
-        out = right.text_input("Output folder", key="import_out", placeholder=str(root),
-                               help="Empty: the data root. An existing file of the same size there is replaced.")
+        out = right.text_input("Output folder", key="import_out", placeholder=str(default_out_dir().parent / "<now>"),
+                               help="Empty: a new folder under ~/chestmnist-imports. Never the bundled demo.")
+        replace = st.checkbox("Replace an existing file of this size there (the old one is kept, renamed; refused "
+                              "when a run was trained on it)", key="import_replace")
         if st.button("Import", key="import_go", type="primary"):
             if not images_dir.strip() or not labels_csv.strip():
                 st.error("Enter both the images folder and the labels CSV.")
             else:
-                out_dir = Path(out.strip()).expanduser() if out.strip() else root
+                out_dir = Path(out.strip()).expanduser() if out.strip() else default_out_dir()
                 bar = st.progress(0.0, text="Reading the label CSV and scanning the folder…")
                 try:
                     report = import_folder(Path(images_dir.strip()).expanduser(), Path(labels_csv.strip()).expanduser(),
-                                           int(size), out_dir, seed=int(seed),
+                                           int(size), out_dir, seed=int(seed), replace=replace, runs_dir=runs_dir(),
                                            on_progress=lambda done, total: bar.progress(
                                                done / max(total, 1), text=f"Decoding images: {done:,} of {total:,}"))
                 except D.DataError as e:  # DataImportError, or a size check
@@ -294,7 +296,7 @@ def runs_section(where: Path) -> None:
             st.session_state["delete_pending"] = choice
         pending = st.session_state.get("delete_pending")
         if pending:
-            queued = " It is queued: if a background queue is waiting to train it, that queue stops there." \
+            queued = " It is queued: a background queue waiting to train it skips it and trains the rest." \
                 if deletable.get(pending) and deletable[pending].state == "queued" else ""
             st.warning(f"Delete run **{pending}** and all its files (checkpoints, metrics, scores)? "
                        f"This cannot be undone.{queued}")
@@ -319,5 +321,5 @@ def runs_section(where: Path) -> None:
 _notice()
 root = data_root()
 data_section(root)
-import_section(root, expanded=not (root.is_dir() and D.available_sizes(root)))
+import_section(expanded=not (root.is_dir() and D.available_sizes(root)))
 runs_section(runs_dir())

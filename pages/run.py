@@ -26,8 +26,10 @@ def pick(infos: list[runs_folder.RunInfo]) -> runs_folder.RunInfo | None:
     by_id = {r.id: r for r in infos}
     wanted = st.query_params.get("run")
     if wanted and wanted not in by_id:
-        st.warning(f"No run {wanted!r} in {runs_dir()}: it was deleted, or the link names another runs folder. "
-                   "Pick one below.")
+        # The link's text is not shown: st.warning renders markdown, and a crafted link would draw its own
+        # links and remote images inside the app's message.
+        st.warning(f"The run this link names is not in {runs_dir()}: it was deleted, or the link names another runs "
+                   "folder. Pick one below.")
     # A new link wins over the picker; the picker's own choice is then written to the URL.
     if wanted in by_id and wanted != st.session_state.get("run_page_from_url"):
         st.session_state["run_page_run"] = wanted
@@ -129,7 +131,9 @@ def main() -> None:
         st.json(run["config"] or {}, expanded=2)
     with log:
         path = runs.log_path(r.path)
-        if path.is_file():
+        if path.is_symlink():  # run folders travel as tar files: a planted link could show any file of this machine
+            st.warning("The run's log is a symbolic link, so it is not shown. Remove the link to hide this.")
+        elif path.is_file():
             text = path.read_text(errors="replace")
             st.code("\n".join(text.splitlines()[-LOG_TAIL:]) or "(empty)", language=None)
             st.download_button("Download the whole log", text.encode(), file_name=f"{r.id}.log", key="run_log")

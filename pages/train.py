@@ -212,7 +212,7 @@ def start(run_dirs) -> None:
     """Launch prepared run folders as one background queue and say so."""
     try:
         pid = L.launch(list(run_dirs))
-    except OSError as e:
+    except (OSError, runs.RunError) as e:  # RunError: the log is a planted symlink, refused
         st.error(f"Could not start the training process: {e}. The run folder(s) stay queued; start them below.")
         return
     _launched(run_dirs)

@@ -53,7 +53,7 @@ def test_without_a_link_it_offers_a_run_and_puts_it_in_the_url(open_page, data_r
 def test_an_unknown_run_in_the_link_is_said_not_a_traceback(open_page, data_root, runs_copy):
     at = run_page(open_page, data_root, runs_copy[28].parent, "no-such-run")
     assert not at.exception
-    assert any("No run 'no-such-run'" in w for w in texts(at.warning))
+    assert any("The run this link names is not in" in w for w in texts(at.warning))
 
 
 def test_no_runs_is_guidance(open_page, data_root, tmp_path):

@@ -102,3 +102,22 @@ def test_a_rebound_foreign_name_cannot_open_the_websocket(server, name):
 
 def test_a_foreign_origin_cannot_open_the_websocket_on_localhost(server):
     assert _websocket_status(server, f"localhost:{server}", f"http://evil.example:{server}") == 403
+
+
+def _headers(port: int, path: str) -> dict[str, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": f"localhost:{port}"})
+        response = conn.getresponse()
+        response.read()
+        return {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/run", "/_stcore/health"])
+def test_no_other_site_may_frame_the_app(server, path):
+    """Clickjacking (issue #21): a page elsewhere must not show the app in a frame and steer clicks onto Delete."""
+    headers = _headers(server, path)
+    assert headers.get("content-security-policy") == "frame-ancestors 'self'"
+    assert headers.get("x-frame-options") == "SAMEORIGIN"

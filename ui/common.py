@@ -89,7 +89,7 @@ def sidebar_settings() -> None:
         except settings.SettingsError as e:
             saved, st.session_state["settings_error"] = {}, str(e)
         for key, default in defaults.items():
-            st.session_state.setdefault(key, st.query_params.get(key) or saved.get(key) or default)
+            st.session_state.setdefault(key, url_folder(key) or saved.get(key) or default)
     remembered = f"A change is remembered across reloads and tabs, over the environment, in {settings.settings_path()}."
     with st.sidebar:
         st.text_input("Data root", key="data_root", on_change=_remember, args=("data_root",),
@@ -116,6 +116,17 @@ def sidebar_settings() -> None:
             st.query_params[key] = value
         elif value == default and key in st.query_params:
             del st.query_params[key]
+
+
+# What a folder taken from the URL may not hold: messages render markdown, where these make links,
+# remote images and code spans (a link's text must never draw inside the app).
+_MARKUP = ("[", "]", "(", ")", "<", ">", "`", "\n", "\r", "://", "www.")
+
+
+def url_folder(key: str) -> str | None:
+    """The folder the URL names under `key`, or None when it holds markup (see _MARKUP) or is absent."""
+    value = st.query_params.get(key)
+    return value if value and not any(m in value.lower() for m in _MARKUP) else None
 
 
 def file_mtime(path: Path) -> float:

@@ -35,7 +35,10 @@ def reliability_frame(loaded: list[dict], names: dict[str, str], which: str) -> 
         path = run["info"].path
         if not runs.has_scores(path, "test"):
             continue
-        cal = _calibration(str(path), file_mtime(runs.scores_path(path, "test")))
+        try:
+            cal = _calibration(str(path), file_mtime(runs.scores_path(path, "test")))
+        except runs.RunError:  # damaged scores: that run has no diagram; its error shows above the tables
+            continue
         if which == POOLED:
             bins = cal["pooled"]
         else:

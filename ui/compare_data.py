@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -227,6 +228,15 @@ def _difference(runs_a: list[str], runs_b: list[str], n_boot: int, seed: int, mi
     return _cached_difference(tuple(runs_a), tuple(runs_b), mtimes, n_boot, seed, min_positives)
 
 
+def _loads_scores(run_dir: Path) -> bool:
+    """Whether the run's test scores load: a damaged file leaves that run out of the paired answer, not the page down."""
+    try:
+        runs.load_scores(run_dir, "test")
+    except runs.RunError:
+        return False
+    return True
+
+
 DIFF_COLUMNS = ["family", "comparison", "runs", "delta", "CI low", "CI high", "p", "p adjusted", "verdict",
                 "non-inferiority", "seeds needed", "left out"]
 
@@ -241,7 +251,7 @@ def differences_frame(groups: list[Group], margin: float = C.DEFAULT_MARGIN, cor
     label: dict[tuple[str, int], str] = {}
     for g in groups:
         tested = {str(r["info"].path): r["config"].get("train") or {} for r in g.runs
-                  if runs.has_scores(r["info"].path, "test")}
+                  if runs.has_scores(r["info"].path, "test") and _loads_scores(r["info"].path)}
         if g.size and tested:
             members[(g.recipe, g.size)] = G.seed_groups(tested)[0].runs
             label[(g.recipe, g.size)] = g.name

@@ -160,8 +160,10 @@ def download(root: str | Path, size: int, progress: Callable[[int, int], None] |
     except OSError as e:
         raise DataError(f"Cannot create the data folder {root}: {e.strerror}. Choose a writable --data-root.") from None
     part = dest.with_suffix(".npz.part")
+    # O_NOFOLLOW: a link planted at the .part name would otherwise have the download written through it.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+        with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(os.open(part, flags, 0o666), "wb") as out:
             total = int(response.headers.get("Content-Length") or approx_mb(size) * 2**20)
             done = 0
             while block := response.read(1 << 20):
@@ -176,6 +178,8 @@ def download(root: str | Path, size: int, progress: Callable[[int, int], None] |
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DataError(f"Disk full while downloading {npz_name(size)} (up to {approx_mb(size):,} MB) to {part}; "
                             "the partial file was deleted. Free space there or choose another --data-root.") from None
+        if e.errno == errno.ELOOP:
+            raise DataError(f"{part} was a symbolic link; it was removed, not written through. Try again.") from None
         if isinstance(e, PermissionError):
             raise DataError(f"Cannot write {part}: permission denied. Choose a writable --data-root.") from None
         raise DataError(f"Could not download {npz_name(size)} from {url} ({e}). {offline_instructions(root, size)}") from None

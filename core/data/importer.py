@@ -13,12 +13,14 @@ line decides which.
 
 What goes wrong is collected and judged per kind, so one bad file never hides the others:
 
-- fatal (`DataImportError`, nothing written): an unreadable CSV (missing, not a regular file, over
+- fatal (`DataImportError`, nothing written): an output folder inside the bundled demo, an existing
+  file of the same size without `replace`, or one a run was trained on; an unreadable CSV (missing, not a regular file, over
   MAX_CSV_BYTES, not parseable), missing columns, unknown finding names, label values other than
   0/1, bad `Split` values, empty image names, duplicate image names whose rows disagree, more than
   half of the rows unusable, a split left empty, or no room to write the output;
 - skipped (listed in the report): images named in the CSV but not found, found under two
-  subfolders, empty, unreadable, or too large to decode (over MAX_PIXELS);
+  subfolders, named by several rows (one file never gets several labels), empty, unreadable, or too
+  large to decode (over MAX_PIXELS);
 - ignored (listed in the report): files in the folder that the CSV does not name, including
   non-image files; subfolders that cannot be read are named in a warning.
 
@@ -30,6 +32,7 @@ import argparse
 import os
 import stat
 import sys
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,10 +42,12 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.data.chestmnist import CLASS_NAMES, SIZES, SPLITS, DataError, check_size, npz_name, write_npz
+from core.data.chestmnist import (CLASS_NAMES, SIZES, SPLITS, DataError, check_size, DEMO_ROOT, file_md5, npz_name,
+                                  write_npz)
 from core.files import DiskFullError, atomic_write
 from core.data.pixels import image_extensions, load_or_reason
 from core.data.table import DataImportError, Table, deduplicate, examples, read_table
+from core.runs.folder import runs_on_data
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.1, 0.2)
 @dataclass
@@ -170,6 +175,16 @@ def _resolve(names: list[str], files: dict[str, Path]) -> tuple[list[str | None]
         reasons.append("" if len(candidates) == 1 else
                        "file not found" if not candidates else
                        f"ambiguous: {len(candidates)} files with this name in different subfolders")
+    # Rows that differ by name but reach one file (p1/x.png .. p70/x.png, all by base name onto the only
+    # x.png) would import one image under many labels and patients: none of them is trusted.
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    for i, rel in enumerate(found):
+        if rel is not None:
+            rows_of[rel].append(i)
+    for rel, rows in rows_of.items():
+        for i in rows if len(rows) > 1 else ():
+            found[i] = None
+            reasons[i] = f"{len(rows)} rows of the CSV name this one file ({rel}); which labels are its is unclear"
     return found, reasons
 
 
@@ -257,9 +272,36 @@ def _assign_splits(table: Table, rows: np.ndarray, names: list[str], patients: l
     return split_idx, split_source
 
 
+def default_out_dir() -> Path:
+    """A new folder for an import when none is chosen: never the data root, whose files runs were trained on."""
+    return Path.home() / "chestmnist-imports" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _check_target(out_dir: Path, size: int, replace: bool, runs_dir: str | Path | None) -> None:
+    """DataImportError, before any image is decoded, when the import would write into the bundled demo,
+    replace a file without `replace`, or replace a file a run in `runs_dir` was trained on (that run
+    could then never resume or be evaluated again)."""
+    where = out_dir.expanduser().resolve()
+    if DEMO_ROOT.resolve() in (where, *where.parents):
+        raise DataImportError(f"{out_dir} is the bundled demo folder; imports never write there. Choose a new "
+                              "output folder.")
+    path = out_dir / npz_name(size)
+    if not path.exists():
+        return
+    if not replace:
+        raise DataImportError(f"{path} exists already, and an import never replaces a data file unless asked. "
+                              "Choose a new output folder, or ask to replace it (--replace; the old file is kept "
+                              "beside it, renamed).")
+    users = runs_on_data(runs_dir, path, file_md5(path))
+    if users:
+        raise DataImportError(f"{path} is the data of {len(users)} run(s) (e.g. {examples(users)}): replaced, they "
+                              "could no longer resume or be evaluated. Choose a new output folder.")
+
+
 def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out_dir: str | Path, *,
                   seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                  on_progress: Callable[[int, int], None] | None = None) -> ImportReport:
+                  on_progress: Callable[[int, int], None] | None = None, replace: bool = False,
+                  runs_dir: str | Path | None = None) -> ImportReport:
     """Convert `images_dir` + `labels_csv` into `out_dir/npz_name(size)` plus `<stem>_index.csv`.
 
     The npz has medmnist's keys (`{split}_images` uint8 (N, size, size), `{split}_labels` uint8
@@ -269,7 +311,9 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     Splits come from a `Split` column if present, else a seeded patient-disjoint split with
     `fractions` (train, val, test) of the images. `on_progress(done, total)` is called while images
     are decoded, about 200 times at most. Raises DataImportError for the fatal problems in the
-    module docstring; an existing file of the same name is replaced only after a successful import.
+    module docstring. An existing file of the same name is refused unless `replace` (and then only when no
+    run in `runs_dir`, default the usual runs folder, was trained on it); it is kept, renamed, after a
+    successful import. Nothing is ever written into the bundled demo folder.
     """
     images_dir, labels_csv, out_dir = Path(images_dir), Path(labels_csv), Path(out_dir)
     try:
@@ -279,6 +323,7 @@ def import_folder(images_dir: str | Path, labels_csv: str | Path, size: int, out
     fractions = _check_fractions(fractions)
     if not images_dir.is_dir():
         raise DataImportError(f"The image folder {images_dir} does not exist or is not a folder. Check the path.")
+    _check_target(out_dir, size, replace, runs_dir)
 
     table = read_table(labels_csv)
     keep, warnings = deduplicate(table, labels_csv.name)
@@ -339,11 +384,13 @@ def _write(out_dir: Path, size: int, arrays: dict[str, np.ndarray], index_rows: 
     """Write the npz and its index CSV into `out_dir`; (npz path, index path)."""
     path = out_dir / npz_name(size)
     index_path = out_dir / f"{path.stem}_index.csv"
-    if path.exists():
-        warnings.append(f"Replaced the existing {path}.")
     index = pd.DataFrame(index_rows, columns=["split", "index", "image", "file", "patient_id"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if path.exists():  # replace was asked for (_check_target): keep the old file, under a new name
+            kept = path.with_name(f"{path.stem}.replaced-{time.strftime('%Y%m%d-%H%M%S')}.npz")
+            os.link(path, kept)
+            warnings.append(f"Replaced {path}; the old file is kept as {kept.name}.")
         # The large npz first: a full disk then stops the import before either file is replaced.
         write_npz(out_dir, size, {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in SPLITS})
         atomic_write(index_path, lambda f: index.to_csv(f, index=False))
@@ -402,7 +449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("images_dir", type=Path)
     p.add_argument("labels_csv", type=Path)
     p.add_argument("--size", type=int, required=True, choices=SIZES)
-    p.add_argument("--out", type=Path, required=True, help="output folder, usable as a data root")
+    p.add_argument("--out", type=Path, required=True, help="output folder, usable as a data root (never demo/)")
+    p.add_argument("--replace", action="store_true", help="replace an existing file of this size in --out (kept, "
+                   "renamed); refused when a run in --runs-dir was trained on it")
+    p.add_argument("--runs-dir", default=None, help="the runs whose data is never replaced; default: $CHESTMNIST_RUNS, "
+                   "else checkpoints/")
     p.add_argument("--seed", type=int, default=0, help="seed of the patient-disjoint split (no Split column)")
     p.add_argument("--fractions", type=_fractions_arg, default=DEFAULT_FRACTIONS,
                    help="train,val,test fractions of the images (default 0.7,0.1,0.2)")
@@ -418,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         report = import_folder(args.images_dir, args.labels_csv, args.size, args.out, seed=args.seed,
-                               fractions=args.fractions, on_progress=progress)
+                               fractions=args.fractions, on_progress=progress, replace=args.replace,
+                               runs_dir=args.runs_dir)
     except DataImportError as e:
         print(f"import-folder: {e}", file=sys.stderr)
         return 2

@@ -5,8 +5,10 @@ core.data decides what a ChestMNIST file must hold; this module only reads what 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
+import os
 import shutil
 import threading
 import zipfile
@@ -137,7 +139,7 @@ def cache_root() -> Path:
 
 
 def _cache_dir(path: Path) -> Path:
-    key = hashlib.md5(str(path.resolve()).encode()).hexdigest()[:12]
+    key = hashlib.md5(os.fsencode(path.resolve())).hexdigest()[:12]  # fsencode: a path of non-UTF-8 bytes too
     return cache_root() / f"{path.stem}-{key}"
 
 
@@ -210,6 +212,10 @@ def _gb(n: int) -> str:
     return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
 
 
+# Images one split may hold: over four times NIH ChestX-ray14 (112,120 images), every ChestMNIST split included.
+MAX_IMAGES = 500_000
+
+
 def _check_declared_sizes(path: Path, z: zipfile.ZipFile, keys: list[str], in_memory: list[str],
                           to_cache: list[str]) -> None:
     """Refuse, before anything is allocated or unpacked, an npz whose arrays cannot fit.
@@ -229,6 +235,9 @@ def _check_declared_sizes(path: Path, z: zipfile.ZipFile, keys: list[str], in_me
             raise DataError(
                 f"{path} is corrupt: its {key} array declares shape {tuple(shape)} of {dtype} ({declared[key]:,} "
                 f"bytes) but holds {info.file_size - header:,} bytes. Download or import it again.")
+        if shape and shape[0] > MAX_IMAGES:  # a zip bomb: a few KB of zeros that unpack to gigabytes
+            raise DataError(f"{path} declares {shape[0]:,} images in {key}, more than any chest X-ray set holds "
+                            f"(at most {MAX_IMAGES:,} here; NIH ChestX-ray14 has 112,120), so it is not loaded.")
     need, free = sum(declared[k] for k in in_memory), _available_memory()
     if free is not None and need > free:
         raise DataError(
@@ -236,6 +245,14 @@ def _check_declared_sizes(path: Path, z: zipfile.ZipFile, keys: list[str], in_me
             "Close other programs, or use a machine with more memory.")
     cache = _cache_dir(path)
     need = sum(declared[k] for k in to_cache if not _cache_target(path, k).is_file())
+    try:  # made now (unpacking needs it next): a read-only disk reports 0 bytes free and is not a full one
+        if need:
+            cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            why = (e.strerror or str(e)).lower()
+            raise DataError(f"The image cache folder {cache} cannot be created ({why}). Set CHESTMNIST_CACHE to a "
+                            "writable folder, or fix that folder's permissions.") from None
     free = _free_disk(cache)
     if free is not None and need > free:
         raise DataError(

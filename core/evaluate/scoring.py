@@ -126,6 +126,8 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", data: D.ChestData | 
     run_dir = Path(run_dir)
     if data is None:
         data = run_data(run_dir, data_root)
+        # The data moved and its MD5 matched: the run's config now points at the new place (as on resume).
+        runs.record_data_root(run_dir, data.root)
     else:
         check_same_data(run_dir, data)
     dev = resolve_device(device)

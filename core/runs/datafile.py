@@ -8,7 +8,7 @@ from pathlib import Path
 from core import env
 from core.data import chestmnist as D
 from core.runs import record as runs
-from core.train.recipe import TrainConfig
+from core.train.recipe import ConfigError, TrainConfig
 
 
 def config_of(run_dir: str | Path) -> TrainConfig:
@@ -35,7 +35,15 @@ def config_of(run_dir: str | Path) -> TrainConfig:
     if problems:
         raise runs.RunError(f"{runs.config_path(run_dir)} does not describe a run of this tool: "
                             + "; ".join(problems) + ". Restore the file, or start a new run.")
-    return TrainConfig(**fields)
+    config = TrainConfig(**fields)
+    # The command line's range checks: a value no run could have been made with (subset 0, seed 2**70,
+    # model "../../etc") would otherwise crash a resume or evaluation half way.
+    try:
+        config.validate()
+    except ConfigError as e:
+        raise runs.RunError(f"{runs.config_path(run_dir)} holds settings no run of this tool has: {e} "
+                            "Restore the file, or start a new run.") from None
+    return config
 
 
 _MD5: dict[tuple[str, int, int], str] = {}

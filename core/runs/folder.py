@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core import env
 from core.runs import record as runs
@@ -67,11 +68,14 @@ def run_info(run_dir: str | Path) -> RunInfo:
             test = runs.read_test_metrics(run_dir)
         except RunError as e:
             error = error or str(e)
-    return RunInfo(path=run_dir, id=run_dir.name, state=status.get("state", "failed"), size=train.get("size"),
-                   model=train.get("model"), name=train.get("name", ""), epochs_done=len(rows), epochs=train.get("epochs"),
+    def typed(key: str, kind: type, default: Any = None) -> Any:  # a hand-edited config shows as unknown, not a crash
+        value = train.get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else default
+    return RunInfo(path=run_dir, id=run_dir.name, state=status.get("state", "failed"), size=typed("size", int),
+                   model=typed("model", str), name=typed("name", str, ""), epochs_done=len(rows), epochs=typed("epochs", int),
                    max_val_auc=max(aucs) if aucs else None, test_auc=test.get("auc"), test_acc=test.get("acc"),
-                   data_root=train.get("data_root"), created=run_dir.stat().st_mtime if run_dir.exists() else 0.0,
-                   error=error)
+                   data_root=typed("data_root", str), created=run_dir.stat().st_mtime if run_dir.exists() else 0.0,
+                   error=error if error is None else str(error))
 
 
 def _is_run_folder(path: Path) -> bool:
@@ -85,6 +89,24 @@ def _run_dirs(runs_dir: str | Path | None) -> list[Path]:
     if not runs_dir.is_dir():
         return []
     return [d for d in runs_dir.iterdir() if _is_run_folder(d)]
+
+
+def runs_on_data(runs_dir: str | Path | None, data_file: str | Path, md5: str) -> list[str]:
+    """Ids of the runs in `runs_dir` trained on `data_file`: its MD5 in their config, or its folder and name
+    (a run recorded without an MD5). What an import must not replace."""
+    where = Path(data_file).resolve()
+    found = []
+    for d in _run_dirs(runs_dir):
+        try:
+            config = runs.read_config(d)
+        except RunError:
+            continue
+        data = config.get("data") if isinstance(config.get("data"), dict) else {}
+        root, name = config["train"].get("data_root"), data.get("file")
+        here = isinstance(root, str) and isinstance(name, str) and (Path(root) / name).resolve() == where
+        if here or data.get("md5") == md5:
+            found.append(d.name)
+    return sorted(found)
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
@@ -108,14 +130,18 @@ def delete_run(runs_dir: str | Path, run_id: str) -> list[str]:
     path = resolve_run(runs_dir, run_id)
     if not path.is_dir():
         raise RunError(f"No run {run_id!r} in {runs_dir}.")
-    if not runs.is_own_run(path) or not runs.has_status(path):
+    # A delete cut short after the status file went leaves the marker alone: still ours, deletable again.
+    if not runs.is_own_run(path) or not (runs.has_status(path) or not runs.holds_run_files(path)):
         raise RunError(f"{path} was not created by this tool (it lacks the run marker {runs.MARKER}, a run id for a "
                        "name or a status file), so it is not deleted. Delete it by hand if you are sure.")
     if runs.read_status(path).get("state") == "running":
         raise RunError(f"Run {run_id} is still training; stop it before deleting it.")
     ours = runs.own_file_names(path)
     kept = []
-    for entry in sorted(os.scandir(path), key=lambda e: e.name != runs.MARKER):  # the marker last: a half-deleted run stays ours
+    # The config, status and marker last, in that order: a delete that fails half way leaves a run that
+    # reads as damaged (not `finished` without its checkpoint) and that this tool still owns and can delete.
+    last = {runs.config_path(path).name: 1, runs.status_path(path).name: 2, runs.MARKER: 3}
+    for entry in sorted(os.scandir(path), key=lambda e: last.get(e.name, 0)):
         if entry.name in ours and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
         else:

@@ -30,6 +30,7 @@ docs/run-folder.md describes the same format for people.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -42,7 +43,7 @@ import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -81,13 +82,33 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise RunError(f"{path} is missing.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except OSError as e:  # a folder of that name, no permission
+        raise RunError(f"{path} cannot be read ({e.strerror or e}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise RunError(f"{path} is not valid JSON ({e}); the file is corrupt.") from None
+
+
+def open_own(path: str | Path, mode: str) -> IO[bytes]:
+    """Open a run file for writing ("wb" or "ab"), never through a symlink: run folders travel as tar
+    files, links included, and a planted `.lock` -> ~/thesis.txt would otherwise be truncated.
+
+    RunError naming the link when `path` is one; the link and its target are left as they are.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if "a" in mode else 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RunError(f"{path} is a symbolic link; refusing to write through it (it could overwrite the file it "
+                           "points to). Remove the link, then try again.") from None
+        raise RunError(f"{path} cannot be written ({e.strerror or e}): make the run folder writable, or remove "
+                       "what stands in that file's place.") from None
+    return os.fdopen(fd, mode)
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
     """Append one line, fsynced; a crash can at worst cut off this line, which readers skip."""
-    with open(path, "ab") as f:
+    with open_own(path, "ab") as f:
         line = json.dumps(to_jsonable(row), allow_nan=False).encode() + b"\n"
         # A cut-off previous line (killed mid-write) must not swallow this row.
         if f.tell() > 0:
@@ -100,10 +121,19 @@ def append_jsonl(path: str | Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+# More epochs than any run trains: a larger number is damage, and would overflow the arrays it indexes.
+MAX_EPOCH = 100_000
+
+
+def _is_number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and abs(v) < 1e300)
+
+
 def _is_metrics_row(row: Any) -> bool:
-    """A row this tool writes: a positive int epoch and numbers (or null, true/false, a per-class dict)."""
-    return (isinstance(row, dict) and type(row.get("epoch")) is int and row["epoch"] >= 1
-            and all(v is None or isinstance(v, (int, float, dict)) for v in row.values()))
+    """A row this tool writes: a positive int epoch and numbers (or null, true/false), a per-class dict
+    only under a `per_class` key (a dict where a number belongs would take a page down)."""
+    return (isinstance(row, dict) and type(row.get("epoch")) is int and 1 <= row["epoch"] <= MAX_EPOCH
+            and all(_is_number(v) or ("per_class" in k and isinstance(v, dict)) for k, v in row.items()))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -204,15 +234,19 @@ def read_status(run_dir: str | Path) -> dict:
         status = read_json(run_dir / _STATUS)
     except RunError as e:
         return {"state": "failed", "error": str(e)}
-    if not isinstance(status, dict):
-        return {"state": "failed", "error": f"{run_dir / _STATUS} is not a status object; the file is corrupt."}
+    if not isinstance(status, dict) or status.get("state") not in STATES:
+        return {"state": "failed", "error": f"{run_dir / _STATUS} holds no state of a run; the file is corrupt."}
     state = status.get("state")
-    if state in _GONE and status.get("host") == socket.gethostname():
-        pid, started = status.get("pid"), status.get("started")
-        alive = isinstance(pid, int) and process.alive(pid, started if isinstance(started, int) else None)
-        # This process knows it is alive (its start time matched); it may hold the lock on another fd.
-        if not alive or (state == "running" and pid != os.getpid() and process.lock_free(run_dir / _LOCK)):
-            status = {**status, "state": "interrupted", "error": _GONE[state]}
+    if state not in _GONE:
+        return status
+    pid, started = status.get("pid"), status.get("started")
+    here = status.get("host") == socket.gethostname()
+    # A pid names a process only on its own host; the lock (dropped by the OS when its holder dies) tells on
+    # any host, so a run left `running` by a container that restarted under a new host name reads as dead.
+    alive = not here or (isinstance(pid, int) and process.alive(pid, started if isinstance(started, int) else None))
+    # This process knows it is alive (its start time matched); it may hold the lock on another fd.
+    if not alive or (state == "running" and not (here and pid == os.getpid()) and process.lock_free(run_dir / _LOCK)):
+        status = {**status, "state": "interrupted", "error": _GONE[state]}
     return status
 
 
@@ -224,7 +258,7 @@ def training_lock(run_dir: str | Path) -> Iterator[None]:
     gets a RunError instead of interleaving checkpoints with the first. A reader's probe
     (read_status) holds the lock for a moment, so taking it is retried for a second.
     """
-    f = open(Path(run_dir) / _LOCK, "w")
+    f = open_own(Path(run_dir) / _LOCK, "ab")  # append: opening never truncates, whatever the name holds
     for attempt in range(21):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -243,9 +277,16 @@ def training_lock(run_dir: str | Path) -> Iterator[None]:
 def read_config(run_dir: str | Path) -> dict:
     path = Path(run_dir) / _CONFIG
     config = read_json(path)
-    if not isinstance(config, dict) or "train" not in config:
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
         raise RunError(f"{path} is not a run config of this tool (no 'train' section).")
     version = config.get("format_version", 0)
+    if type(version) is not int:
+        raise RunError(f"{path} has format_version {version!r}, not a number; the file is corrupt.")
+    data = config.get("data", {})
+    n = data.get("n") or {} if isinstance(data, dict) else None
+    if not isinstance(n, dict) or not all(type(v) is int for v in n.values()) \
+            or not all(isinstance(data.get(k), (str, type(None))) for k in ("file", "md5")):
+        raise RunError(f"{path} has a damaged 'data' section (file, md5, n); restore the file.")
     if version > FORMAT_VERSION:
         raise RunError(f"{path} was written by a newer version of this tool (format {version}); update to read it.")
     return config
@@ -253,15 +294,19 @@ def read_config(run_dir: str | Path) -> dict:
 
 def request_stop(run_dir: str | Path) -> None:
     """Ask the process training this run to stop after its current batch (works across processes)."""
-    (Path(run_dir) / _STOP).touch()
+    open_own(Path(run_dir) / _STOP, "ab").close()
 
 
 def stop_requested(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / _STOP).exists()
+    """Whether a STOP file is there; a folder or link of that name is not one (clear_stop could not remove it)."""
+    stop = Path(run_dir) / _STOP
+    return stop.is_file() and not stop.is_symlink()
 
 
 def clear_stop(run_dir: str | Path) -> None:
-    (Path(run_dir) / _STOP).unlink(missing_ok=True)
+    stop = Path(run_dir) / _STOP
+    if stop.is_symlink() or stop.is_file():  # unlinking a link removes the link, never its target
+        stop.unlink(missing_ok=True)
 
 
 def own_file_names(run_dir: str | Path) -> set[str]:
@@ -278,8 +323,13 @@ def holds_run_files(path: str | Path) -> bool:
     return (path / _CONFIG).exists() or (path / _STATUS).exists()
 
 
+def status_path(run_dir: str | Path) -> Path:
+    """The run's status file; read it with read_status."""
+    return Path(run_dir) / _STATUS
+
+
 def has_status(path: str | Path) -> bool:
-    return (Path(path) / _STATUS).is_file()
+    return status_path(path).is_file()
 
 
 def is_own_run(path: str | Path) -> bool:
@@ -399,8 +449,17 @@ def has_test_metrics(run_dir: str | Path) -> bool:
 
 
 def read_test_metrics(run_dir: str | Path) -> dict:
-    """test_metrics.json; RunError if it is missing (the run is not evaluated) or corrupt."""
-    return read_json(Path(run_dir) / _TEST_METRICS)
+    """test_metrics.json; RunError if it is missing (the run is not evaluated) or corrupt: its headline
+    numbers must be numbers (or null), its per-class entries objects, as core.evaluate writes them."""
+    path = Path(run_dir) / _TEST_METRICS
+    result = read_json(path)
+    ci = result.get("auc_ci") if isinstance(result, dict) else None
+    per_class = result.get("per_class") if isinstance(result, dict) else None
+    if not isinstance(result, dict) or not all(_is_number(result.get(k)) for k in ("auc", "acc", "ece", "brier")) \
+            or not (ci is None or (isinstance(ci, list) and len(ci) == 2 and all(map(_is_number, ci)))) \
+            or not (per_class is None or (isinstance(per_class, dict) and all(isinstance(v, dict) for v in per_class.values()))):
+        raise RunError(f"{path} is not the test metrics this tool writes; re-run `python -m core.evaluate {run_dir}`.")
+    return result
 
 
 def write_test_metrics(run_dir: str | Path, result: dict) -> None:
@@ -444,7 +503,13 @@ def read_progress(run_dir: str | Path) -> tuple[Progress, float] | None:
 def read_cost_sessions(run_dir: str | Path) -> list[dict]:
     """The study's measurements of each training session of the run (peak memory, wall time); [] if none."""
     path = Path(run_dir) / _COST
-    return read_json(path)["sessions"] if path.is_file() else []
+    if not path.is_file():
+        return []
+    raw = read_json(path)
+    sessions = raw.get("sessions") if isinstance(raw, dict) else None
+    if not isinstance(sessions, list) or not all(isinstance(x, dict) for x in sessions):
+        raise RunError(f"{path} is not the cost record this tool writes (a 'sessions' list); the file is corrupt.")
+    return sessions
 
 
 def append_cost_session(run_dir: str | Path, session: dict) -> None:

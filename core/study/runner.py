@@ -121,6 +121,18 @@ def train_child(run_dir: Path, nproc_per_node: int, log: Callable[[str], None]) 
     return runs.read_status(run_dir).get("state", "failed")
 
 
+def settled_state(run_dir: Path, log: Callable[[str], None], poll_s: float = 5.0) -> str:
+    """The run's state once no process trains it. Two studies of one recipe in one runs folder share their
+    runs: a run the other study is training is waited for, and its result counts here (not as FAILED)."""
+    status = runs.read_status(run_dir)
+    if status.get("state") == "running":
+        log(f"{run_dir.name} is being trained by process {status.get('pid')} (another study?); waiting for it")
+    while status.get("state") == "running":
+        time.sleep(poll_s)
+        status = runs.read_status(run_dir)
+    return status.get("state", "failed")
+
+
 def train_in_process(run_dir: Path, log: Callable[[str], None]) -> str:
     epochs_before, t0 = len(runs.read_metrics(run_dir)), time.time()
     try:
@@ -217,16 +229,15 @@ def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], nam
     failed = []
     for i, p in enumerate(plan):
         label = f"{p.size} px seed {p.seed}"
-        state = runs.read_status(p.run_dir).get("state")
-        if state == "running":
-            raise StudyError(f"{p.run_dir} ({label}) is being trained by process "
-                             f"{runs.read_status(p.run_dir).get('pid')}; wait for it or stop it, then run this again.")
+        state = settled_state(p.run_dir, log)
         if state != "finished":
             done = len(runs.read_metrics(p.run_dir))
             log(f"[{i + 1}/{len(plan)}] {label}: {'resuming after epoch ' + str(done) if done else 'training'} "
                 f"{p.run_dir}")
             state = (train_child(p.run_dir, nproc_per_node, log) if isolate
                      else train_in_process(p.run_dir, log))
+            # Refused because another study trains it: that study's result is this one's too.
+            state = settled_state(p.run_dir, log) if state in ("running", "failed") else state
             if state == "stopped":  # asked to stop (Ctrl-C, SIGTERM, a STOP file): stop the study too
                 raise StudyStopped(f"{label} was stopped after {len(runs.read_metrics(p.run_dir))} epochs "
                                    f"({p.run_dir}); run the same command again to resume the study.")
@@ -274,5 +285,5 @@ def train_one_main(argv: list[str]) -> int:
                 info["device"] = f"{device} ({torch.cuda.get_device_name(device)})"
                 info["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
                 info["cuda_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
-            child_file.write_text(json.dumps(info))
+            runs.write_json(child_file, info)  # atomic: a link in its place is replaced, never written through
     return code

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume or args.run_dirs:
             targets = [Path(p) for p in (args.run_dirs or [args.resume])]
             for run_dir in targets:
+                if args.run_dirs and not runs.is_run_dir(run_dir):  # deleted while queued: skipped below
+                    continue
                 if not runs.is_run_dir(run_dir):
                     raise runs.RunError(f"{run_dir} is not a run folder (no run config); pass a folder under the runs dir.")
                 status = runs.read_status(run_dir)
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                 dist.broadcast_object_list(box, src=0)
             targets = [Path(box[0])]
         for run_dir in targets:
+            if args.run_dirs and not runs.is_run_dir(run_dir):  # deleted while it waited in the queue: train the rest
+                if lead:
+                    print(f"skipped {run_dir}: it was deleted while queued", file=sys.stderr)
+                continue
             if lead:
                 print(f"run folder: {run_dir}", file=sys.stderr)
             state = train(run_dir, print_progress if live else None, print_epoch if lead else None,
@@ -96,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             if lead:
                 m = runs.read_test_metrics(run_dir)
-                print(f"test AUC (medmnist) {m['auc']:.4f}   test ACC (medmnist, 0.5) {m['acc']:.4f}", file=sys.stderr)
+                # AUC is undefined (None) on a test split without both classes of some finding.
+                auc, acc = (f"{v:.4f}" if isinstance(v, float) else "undefined" for v in (m.get("auc"), m.get("acc")))
+                print(f"test AUC (medmnist) {auc}   test ACC (medmnist, 0.5) {acc}", file=sys.stderr)
         if lead:
             print(targets[-1].resolve())
         return 0

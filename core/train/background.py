@@ -22,7 +22,7 @@ def launch(run_dirs: list[Path]) -> int:
     run_dirs = [Path(p).resolve() for p in run_dirs]
     for run_dir in run_dirs:
         runs.clear_stop(run_dir)
-    log = open(runs.log_path(run_dirs[0]), "ab")
+    log = runs.open_own(runs.log_path(run_dirs[0]), "ab")  # a planted link there is refused, not appended to
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "core.train", "--run-dirs", *map(str, run_dirs)], cwd=root,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import platform
 import sys
@@ -183,20 +184,41 @@ def train(run_dir: str | Path, on_progress: Callable[[Progress], None] | None = 
                 runs.set_status(run_dir, state, **({} if state == "finished" else
                                                   {"error": "Stopped by request; resume to continue."}))
             return state
-        except KeyboardInterrupt:
-            if main_rank:
-                runs.set_status(run_dir, "stopped", error="Interrupted; resume to continue.")
-            return "stopped"
         except BaseException as e:
+            # SIGTERM (a KeyboardInterrupt) inside torch.save surfaces as the RuntimeError it caused: still a stop.
+            if _caused_by(e, KeyboardInterrupt):
+                if main_rank:
+                    with contextlib.suppress(OSError, UserError):  # the folder may be gone: the stop is what counts
+                        runs.set_status(run_dir, "stopped", error="Interrupted; resume to continue.")
+                return "stopped"
             if main_rank:
                 try:
                     runs.set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
                 except OSError:
                     pass  # disk full or folder gone: the original error is the one to report
+            if isinstance(e, OSError) and e.errno in _FOLDER_GONE and not isinstance(e, UserError):
+                raise runs.RunError(f"Could not write to the run folder {run_dir} ({e.strerror or e}): it was deleted, "
+                                    "moved or made read-only while training. Restore it (and its permissions), then "
+                                    "resume the run.") from None
             raise
         finally:
             if world > 1 and dist.is_initialized():
                 dist.destroy_process_group()
+
+
+# What a write into a run folder deleted, moved or made read-only under the trainer fails with.
+_FOLDER_GONE = (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _caused_by(e: BaseException | None, kind: type[BaseException]) -> bool:
+    """Whether `e`, or an exception it was raised from or while handling, is a `kind`."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kind):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _data_for(run_dir: Path, data_root: str | Path | None, cfg: TrainConfig, main_rank: bool) -> D.ChestData:
@@ -298,7 +320,9 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
     for epoch in range(state.start_epoch, cfg.epochs + 1):
         if state.done:
             break
-        t0 = time.time()
+        # Durations from the monotonic clock: the wall clock can step back (NTP) or stand still (a frozen
+        # container clock), which stored negative seconds and divided by zero.
+        t0 = time.monotonic()
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(cfg.lr, cfg.schedule, epoch, cfg.epochs)
         torch.manual_seed(_epoch_seed(cfg.seed, epoch) + rank)
@@ -317,11 +341,11 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
             scores.append(torch.sigmoid(logits.float()).cpu().numpy())
             labels.append(y.cpu().numpy().astype(np.uint8))
             if main_rank:
-                speed = seen * world / (time.time() - t0)
+                speed = seen * world / max(time.monotonic() - t0, 1e-6)
                 left = (n_batches - b - 1) * per_rank * world / speed + (cfg.epochs - epoch) * (
                     np.mean(epoch_times) if epoch_times else len(train_idx) / speed * 1.15)
                 on_progress(Progress(run_dir, epoch, cfg.epochs, "train", b + 1, n_batches, speed, left))
-        train_seconds = time.time() - t0
+        train_seconds = max(time.monotonic() - t0, 1e-6)
         if main_rank:
             on_progress(Progress(run_dir, epoch, cfg.epochs, "val", n_batches, n_batches, seen * world / train_seconds, 0.0))
 
@@ -344,7 +368,7 @@ def _train_loop(run_dir: Path, cfg: TrainConfig, data: D.ChestData, device: torc
                **_epoch_metrics("val", data.val.labels, val_scores, cfg.threshold),
                "val_auc_per_class": dict(zip(D.CLASS_NAMES, metrics.auc_per_class(data.val.labels, val_scores))),
                "lr": optimizer.param_groups[0]["lr"], "images": seen * world,
-               "seconds": time.time() - t0, "images_per_s": seen * world / train_seconds}
+               "seconds": time.monotonic() - t0, "images_per_s": seen * world / train_seconds}
         epoch_times.append(row["seconds"])
         _record_epoch(run_dir, cfg, state, row, model, optimizer, world, main_rank)
         if main_rank and on_epoch:
