@@ -54,20 +54,20 @@ def effective_section(groups: list[CD.Group]) -> None:
     dirs = _tested(top)
     lower = [g for g in tested if g.recipe == top.recipe and g.size < top.size]
     sizes = tuple(sorted({r for r in EF.GRID if r < top.size} | {g.size for g in lower}))
-    have = [EF.effective_scores(d, sizes, cached_only=True) for d in dirs]
-    if any(("resampled", r) not in h for h in have for r in sizes):
-        n = sum(len(sizes) for _ in dirs)
-        st.caption(f"Not scored yet: {len(dirs)} run(s) x {len(sizes)} effective sizes ({', '.join(map(str, sizes))} px); "
-                   "kept in each run folder afterwards.")
-        if not st.button(f"Score {n} degraded test sets", key="compare_effective_go"):
-            return
-        with st.spinner("Scoring the test images at each effective size..."):
-            for d in dirs:
-                EF.effective_scores(d, sizes)
-    try:
+    try:  # the run's own data file is needed (and checked) to score its test images again
+        have = [EF.effective_scores(d, sizes, cached_only=True) for d in dirs]
+        if any(("resampled", r) not in h for h in have for r in sizes):
+            n = sum(len(sizes) for _ in dirs)
+            st.caption(f"Not scored yet: {len(dirs)} run(s) x {len(sizes)} effective sizes "
+                       f"({', '.join(map(str, sizes))} px); kept in each run folder afterwards.")
+            if not st.button(f"Score {n} degraded test sets", key="compare_effective_go"):
+                return
+            with st.spinner("Scoring the test images at each effective size..."):
+                for d in dirs:
+                    EF.effective_scores(d, sizes)
         curve = _curve(tuple(dirs), sizes, _mtimes(dirs))
     except UserError as e:
-        st.error(f"The effective-resolution curve could not be computed: {e}")
+        st.info(f"No effective-resolution curve for {top.name}: {e}")
         return
     points = [{"series": f"{top.name}, tested at r" + (" (the data's own r px file)" if p["source"] == "file" else ""),
                "kind": "tested at r", "size": p["effective_size"], "auc": p["auc"],

@@ -5,27 +5,10 @@ these names or parses these files; it calls the readers and writers here. Two ne
 through them: core.runs.checkpoints (de)serialises the .pt files with torch (so reading a run needs no
 torch), and core.runs.folder lists, deletes and guards the runs of one folder.
 
-    config.json        write_config / read_config: {"format_version", "train": TrainConfig fields,
-                       "data": {file, md5, n: {split: count}}, "model": {params, flops_per_image},
-                       "versions", "machine": {platform, cpus, device, amp}, "created"}
-    status.json        set_status / read_status: {"state" (one of STATES), "pid", "host", "updated", ...}
-    progress.json      write_progress / read_progress: the latest Progress and the time it was written
-    metrics.jsonl      append_metrics / read_metrics / truncate_metrics: one JSON line per finished epoch
-    last.pt, best.pt   checkpoint_path; core.runs.checkpoints: save_last / load_last, save_best / load_model
-    thresholds.json    chosen_thresholds_path: chosen on val by core.evaluate (core.metrics.thresholds' format)
-    thresholds-user.json  user_thresholds_path: the user's saved set (the Thresholds page); core never writes it
-                       thresholds_path: the set in effect, the user's when there is one
-    val_scores.npz,
-    test_scores.npz    save_scores / load_scores: sigmoid scores (N, 14) float32, labels (N, 14) uint8
-    test_metrics.json  write_test_metrics / read_test_metrics (core.metrics.summarize's dict)
-    study_cost.json    append_cost_session / read_cost_sessions: peak memory and wall time per session
-    train.log          log_path: the background trainer's output
-    STOP               request_stop / stop_requested / clear_stop: a cooperative stop across processes
-    .lock              training_lock: held by the process training the run
-    .chestmnist-run    new_run_dir: the run id, written when the folder is created; what delete_run checks
+Each file, its reader and writer here, and its content: docs/run-folder.md (the table there is this
+module's map; keep the two in step).
 
 Every write is atomic (temp file + rename), so a killed process leaves the previous version.
-docs/run-folder.md describes the same format for people.
 """
 from __future__ import annotations
 
@@ -522,14 +505,12 @@ def cost_child_path(run_dir: str | Path) -> Path:
 
 
 def read_effective_scores(run_dir: str | Path, key: str) -> dict[tuple[str, int], np.ndarray]:
-    """The cached test scores at effective sizes (core.evaluate.effective): {(source, r): (N, 14)}; {} when
-    there is no cache, it cannot be read, or it was made under another `key` (best checkpoint, data file)."""
-    path = Path(run_dir) / _EFFECTIVE
+    """The cached test scores at effective sizes (core.evaluate.effective): {(source, r): (N, 14)}; {} without a
+    readable cache made under this `key` (best checkpoint, data file)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key:
-                return {}
-            return {(name.rsplit("_", 1)[0], int(name.rsplit("_", 1)[1])): z[name] for name in z.files if name != "key"}
+        with np.load(Path(run_dir) / _EFFECTIVE, allow_pickle=False) as z:
+            same = str(z["key"]) == key
+            return {(n.rsplit("_", 1)[0], int(n.rsplit("_", 1)[1])): z[n] for n in z.files if n != "key" and same}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return {}
 
