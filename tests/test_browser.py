@@ -315,6 +315,25 @@ def test_browser_end_to_end(browser, server):  # browser first: no server starte
     step("Compare: 3+ charts drawn, summary lists the 28 and 64 px runs")
     shot(page, "compare")
 
+    # Which pixels matter: scored on request, then the effective-resolution and per-finding charts, neither
+    # collapsed (AppTest cannot see a chart's height).
+    before = charts.count()
+    page.get_by_role("button", name=re.compile(r"^Score \d+ degraded test sets")).click()
+    wait_text(page, "Which findings need pixels", 120)
+    settle(page)
+    assert charts.count() == before + 2, charts.count()
+    for i in range(charts.count()):
+        charts.nth(i).scroll_into_view_if_needed()
+        charts.nth(i).locator("canvas, svg").first.wait_for(state="attached", timeout=30_000)
+        box = charts.nth(i).bounding_box()
+        assert box and box["height"] >= 100, (i, box)
+    assert re.search(r"28 px\.", main_text(page)), "no information-or-training sentence for 28 px"
+    assert_no_errors(page, "Compare, which pixels matter")
+    step("Compare: effective-resolution and per-finding charts drawn, the 28 px gap in words")
+    for heading, name in (("Which pixels matter", "compare-pixels"), ("Which findings need pixels", "compare-findings")):
+        page.get_by_role("heading", name=heading, exact=True).scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / f"{name}.png"))
+
     # Thresholds: nudge the first class's slider with the keyboard; its row in the table follows.
     goto(page, "Thresholds", "Thresholds")
     before = grid_rows(page, 0)

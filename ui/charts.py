@@ -161,7 +161,8 @@ def effective_chart(df: pd.DataFrame) -> alt.LayerChart:
     `df`: rows with series, size, auc, lo, hi, kind ("tested at r" / "trained at r").
     """
     order = sorted(df["series"].unique())
-    color = alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("which models"))
+    color = alt.Color("series:N", sort=order, scale=colour_scale(order),
+                      legend=alt.Legend(title=None, orient="top", direction="vertical", labelLimit=LABEL_LIMIT))
     x = alt.X("size:Q", scale=alt.Scale(type="log", nice=False), title="image size seen by the model (px, log scale)",
               axis=alt.Axis(values=sorted(df["size"].unique().tolist())))
     y = alt.Y("auc:Q", scale=alt.Scale(zero=False), title="test AUC (medmnist)")

@@ -57,14 +57,17 @@ def effective_section(groups: list[CD.Group]) -> None:
     try:  # the run's own data file is needed (and checked) to score its test images again
         have = [EF.effective_scores(d, sizes, cached_only=True) for d in dirs]
         if any(("resampled", r) not in h for h in have for r in sizes):
-            n = sum(len(sizes) for _ in dirs)
-            st.caption(f"Not scored yet: {len(dirs)} run(s) x {len(sizes)} effective sizes "
-                       f"({', '.join(map(str, sizes))} px); kept in each run folder afterwards.")
-            if not st.button(f"Score {n} degraded test sets", key="compare_effective_go"):
+            ask = st.empty()  # the offer goes once the scores are there
+            with ask.container():
+                st.caption(f"Not scored yet: {len(dirs)} run(s) x {len(sizes)} effective sizes "
+                           f"({', '.join(map(str, sizes))} px); kept in each run folder afterwards.")
+                go = st.button(f"Score {len(dirs) * len(sizes)} degraded test sets", key="compare_effective_go")
+            if not go:
                 return
             with st.spinner("Scoring the test images at each effective size..."):
                 for d in dirs:
                     EF.effective_scores(d, sizes)
+            ask.empty()
         curve = _curve(tuple(dirs), sizes, _mtimes(dirs))
     except UserError as e:
         st.info(f"No effective-resolution curve for {top.name}: {e}")
