@@ -414,7 +414,7 @@ def test_which_pixels_matter_scores_on_request_then_draws_the_curve_and_the_gap(
     cached = EF.effective_scores(runs_copy[64], (16, 20, 28, 40, 56), cached_only=True)
     assert {("resampled", r) for r in (16, 20, 28, 40, 56)} <= set(cached)  # kept in the run folder
     said = " ".join(m.value for m in at.markdown)
-    assert "**28 px.**" in said and any(w in said for w in ("Not distinguishable", "Limited by", "relies on detail"))
+    assert "**28 px.**" in said and any(w in said for w in ("No cost of", "Information", "Limited by", "relies on detail"))
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     assert any("effective" in json.dumps(s) or "image size seen by the model" in json.dumps(s) for s in specs)
     assert any("change in test AUC" in json.dumps(s) for s in specs)

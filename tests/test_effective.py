@@ -158,9 +158,23 @@ def test_information_or_training_says_which_from_the_paired_gap(planted_run, run
     as_seen = detector(np.stack([EF.upscale(im, S) for im in small.images]))  # what the 64 px model scores at 28 px
     runs.save_scores(run_at_28, "test", as_seen, small.labels)
     same = EF.information_or_training([run_at_28], [planted_run], 28, n_boot=300)
-    assert same["source"] == "file" and abs(same["delta"]) < 1e-9 and same["words"].startswith("Not distinguishable")
+    assert same["source"] == "file" and abs(same["delta"]) < 1e-9 and same["words"].startswith("Information"), same["words"]
     worse = as_seen.copy()
     worse[:, COARSE] = np.random.default_rng(5).random(len(worse))  # the 28 px model never learned the square
     runs.save_scores(run_at_28, "test", worse, small.labels)
     lost = EF.information_or_training([run_at_28], [planted_run], 28, n_boot=300)
     assert lost["delta"] < 0 and lost["words"].startswith("Limited by its training"), lost["words"]
+
+
+@pytest.mark.parametrize("gap, loss, start", [
+    ((-0.03, -0.05, -0.01, 0.001), (-0.04, -0.06, -0.02, 0.001), "Limited by its training"),
+    ((0.03, 0.01, 0.05, 0.001), (-0.04, -0.06, -0.02, 0.001), "Models trained at 28 px do better"),
+    ((0.00, -0.02, 0.02, 0.9), (-0.04, -0.06, -0.02, 0.001), "Information, as far as these runs can tell"),
+    ((0.00, -0.02, 0.02, 0.9), (0.001, -0.02, 0.02, 0.9), "No cost of 28 px to explain"),
+])
+def test_gap_words_claim_only_what_the_intervals_cover(gap, loss, start):
+    """Each sentence follows its verdicts: a gap only when decided, 'information' only when the larger model loses."""
+    def result(d, lo, hi, p):
+        return {"delta": d, "ci": [lo, hi], "p_value": p, "ci_level": 0.95}
+    words = EF.gap_words(result(*gap), result(*loss), 28, 224)
+    assert words.startswith(start), words

@@ -154,29 +154,42 @@ def information_or_training(trained_at_r: Sequence[str | Path], trained_at_s: Se
     at_r = [effective_scores(d, [r], device) for d in trained_at_s]
     source = "file" if all(("file", r) in s for s in at_r) else "resampled"
     labels = runs.load_scores(trained_at_r[0], "test")[1]
-    result = metrics.seed_group_difference(labels, [runs.load_scores(d, "test")[0] for d in trained_at_r],
-                                           [s[(source, r)] for s in at_r], n_boot=n_boot, seed=seed,
-                                           class_names=D.CLASS_NAMES)
+    kw = {"n_boot": n_boot, "seed": seed, "class_names": D.CLASS_NAMES}
+    degraded = [s[(source, r)] for s in at_r]
+    result = metrics.seed_group_difference(labels, [runs.load_scores(d, "test")[0] for d in trained_at_r], degraded, **kw)
+    # What the larger model itself loses at r: without a loss there is no cost of r to attribute.
+    loss = metrics.seed_group_difference(labels, degraded, [runs.load_scores(d, "test")[0] for d in trained_at_s], **kw)
     s = int(config_of(trained_at_s[0]).size)
-    return result | {"source": source, "trained_at": r, "tested_from": s, "words": gap_words(result, r, s)}
+    return result | {"source": source, "trained_at": r, "tested_from": s, "loss_at_r": loss,
+                     "words": gap_words(result, loss, r, s)}
 
 
-def gap_words(result: dict[str, Any], r: int, s: int) -> str:
-    """What the difference (trained at r) - (trained at s, tested at r) supports, in one or two sentences."""
-    delta, (lo, hi) = result["delta"], result["ci"]
-    if not all(np.isfinite(x) for x in (delta, lo, hi)):
-        return f"At {r} px the two cannot be compared: no finding has enough test positives and negatives."
-    span = f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    decided = result["p_value"] < 1 - result.get("ci_level", 0.95)
-    if decided and delta < 0:
+def _decided(result: dict[str, Any]) -> bool:
+    return bool(result["p_value"] < 1 - result.get("ci_level", 0.95))
+
+
+def _span(result: dict[str, Any]) -> str:
+    return f"{result['delta']:+.3f} [{result['ci'][0]:+.3f}, {result['ci'][1]:+.3f}]"
+
+
+def gap_words(result: dict[str, Any], loss: dict[str, Any], r: int, s: int) -> str:
+    """What `result`, (trained at r) - (trained at s, tested at r), supports, given `loss`, (trained at s, tested at
+    r) - (trained at s, tested at s): a sentence or two that claim no more than the intervals."""
+    if not all(np.isfinite(x) for x in (result["delta"], *result["ci"], loss["delta"], *loss["ci"])):
+        return f"At {r} px the runs cannot be compared: no finding has enough test positives and negatives."
+    gap, lost = _span(result), _span(loss)
+    if _decided(result) and result["delta"] < 0:
         return (f"Limited by its training: the {s} px model shown the same images at {r} px scores higher than the "
-                f"models trained at {r} px ({span}), so {r} px images hold more than training at {r} px reached.")
-    if decided and delta > 0:
-        return (f"Models trained at {r} px do better on {r} px images than the {s} px model shown them ({span}): "
+                f"models trained at {r} px ({gap}), so {r} px images hold more than training at {r} px reached.")
+    if _decided(result) and result["delta"] > 0:
+        return (f"Models trained at {r} px do better on {r} px images than the {s} px model shown them ({gap}): "
                 f"the {s} px model relies on detail that {r} px lacks.")
-    return (f"Not distinguishable at {r} px ({span}): training at {r} px and testing the {s} px model at {r} px "
-            f"score alike within that interval, so what {r} px costs against {s} px looks like information, not "
-            "training, as far as these runs can tell.")
+    if not _decided(loss):
+        return (f"No cost of {r} px to explain: the {s} px model shown {r} px images is not distinguishable from "
+                f"itself at {s} px ({lost}), nor from models trained at {r} px ({gap}). Not distinguishable is not "
+                "equal: the intervals say how large a difference these runs could have missed.")
+    return (f"Information, as far as these runs can tell: the {s} px model loses {-loss['delta']:.3f} when shown "
+            f"{r} px images ({lost}), and models trained at {r} px score like it there ({gap}).")
 
 
 def finding_rows(result: dict[str, Any], correction: str = "holm") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
