@@ -391,3 +391,19 @@ def test_effective_resolution_and_ensembles_reach_the_report(study, tmp_path):
     assert res["ensembles"]["sizes"] == [28, 64] and "px ensemble" in res["ensembles"]["vs_control"]
     text = (tmp_path / "r" / "report.md").read_text()
     assert "## Which pixels matter" in text and "## Multi-scale ensembles" in text and "**28 px**" in text
+
+
+def test_the_headline_follows_the_verdicts():
+    """'Highest test AUC: 28 px, also the cheapest' was printed for a difference of -0.002, p = 0.876 (issue #24):
+    a point estimate that the primary family does not separate is no winner."""
+    from core.study.markdown import observations
+
+    sizes = [{"size": 28, "candidate": "res-cnn", "test_auc": 0.574, "gflops": 0.058, "n_seeds": 5},
+             {"size": 224, "candidate": "res-cnn", "test_auc": 0.567, "gflops": 0.236, "n_seeds": 5}]
+    row = {"family": "primary", "a": "28 px", "b": "224 px", "paired": True}
+    undecided = {"sizes": sizes, "candidates": ["res-cnn"],
+                 "differences": {"rows": [row | {"verdict": "not distinguishable (delta 0.007 [-0.022, 0.036])"}]}}
+    (said,) = observations(undecided)
+    assert said.startswith("No size is distinguishable from 224 px") and "Highest" not in said
+    decided = undecided | {"differences": {"rows": [row | {"verdict": "28 px better than 224 px by 0.030 [0.01, 0.05]"}]}}
+    assert observations(decided)[0].startswith("Highest test AUC: 28 px (0.574), also the cheapest")

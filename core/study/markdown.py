@@ -26,16 +26,26 @@ def observations(summary: dict) -> list[str]:
             out.append("The test AUC intervals of all sizes overlap; that alone neither ranks the sizes nor shows "
                        "them equal: read the paired Differences, and non-inferiority, below.")
     if sizes:
-        best = max(sizes, key=lambda r: r["test_auc"])
-        cheapest = min(sizes, key=lambda r: r["gflops"])
-        b, c = row_label(summary, best), row_label(summary, cheapest)
-        if b != c:
-            out.append(f"Highest test AUC: {b} ({best['test_auc']:.3f}) at "
-                       f"{best['gflops'] / cheapest['gflops']:.1f}x the FLOPs per image of {c} "
-                       f"({cheapest['test_auc']:.3f}).")
-        else:
-            out.append(f"Highest test AUC: {b} ({best['test_auc']:.3f}), also the cheapest.")
+        out.append(_headline(summary, sizes))
     return out
+
+
+def _headline(summary: dict, sizes: list[dict]) -> str:
+    """The highest test AUC, said only as far as the primary family's (Holm-adjusted) verdicts support it: a
+    point estimate that is not distinguishable from the others is no winner."""
+    best = max(sizes, key=lambda r: r["test_auc"])
+    cheapest = min(sizes, key=lambda r: r["gflops"])
+    b, c = row_label(summary, best), row_label(summary, cheapest)
+    primary = [r for r in (summary.get("differences") or {}).get("rows", []) if r.get("family") == "primary"]
+    decided = [r for r in primary if r.get("paired") and not str(r.get("verdict", "")).startswith(("not ", "cannot"))]
+    if primary and not decided:
+        return (f"No size is distinguishable from {primary[0]['b']} after correction (the primary family, below), so "
+                f"no size wins: the highest point estimate, {b} ({best['test_auc']:.3f}), is not evidence of a "
+                f"better size, and whether the cheapest, {c}, is good enough is the non-inferiority column's answer.")
+    if b == c:
+        return f"Highest test AUC: {b} ({best['test_auc']:.3f}), also the cheapest."
+    return (f"Highest test AUC: {b} ({best['test_auc']:.3f}) at {best['gflops'] / cheapest['gflops']:.1f}x the FLOPs "
+            f"per image of {c} ({cheapest['test_auc']:.3f}); the paired Differences say which gaps are real.")
 
 
 def markdown(summary: dict) -> str:
