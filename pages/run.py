@@ -106,7 +106,7 @@ def show_export(r: runs_folder.RunInfo) -> None:
 
 
 def main() -> None:
-    st.title("Run")
+    st.title("Run details")  # the navigation's name for this page
     infos = read_runs(runs_dir())
     if infos is None:
         st.stop()

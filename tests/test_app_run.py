@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 from core.runs import record as runs
@@ -81,3 +82,18 @@ def test_reports_page_with_no_reports_says_how_to_build_one(open_page, data_root
     at.session_state["reports_dir"] = str(tmp_path / "nothing")
     at.run()
     assert not at.exception and any("python -m core.study" in i for i in texts(at.info))
+
+
+def test_the_page_title_is_the_navigation_name():
+    """The navigation said "Run details" and the page "Run" (issue #24): one name."""
+    import ast
+
+    from tests.conftest import REPO
+
+    tree = ast.parse((REPO / "app.py").read_text())
+    nav = {Path(n.args[0].value).name: next(k.value.value for k in n.keywords if k.arg == "title")
+           for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "Page"}
+    titles = {p.name: next(n.args[0].value for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Call)
+                           and getattr(n.func, "attr", "") == "title" and n.args and isinstance(n.args[0], ast.Constant))
+              for p in (REPO / "pages").glob("*.py") if p.name in nav}
+    assert titles["run.py"] == nav["run.py"]
