@@ -171,6 +171,7 @@ def test_information_or_training_says_which_from_the_paired_gap(planted_run, run
     ((0.03, 0.01, 0.05, 0.001), (-0.04, -0.06, -0.02, 0.001), "Models trained at 28 px do better"),
     ((0.00, -0.02, 0.02, 0.9), (-0.04, -0.06, -0.02, 0.001), "Information, as far as these runs can tell"),
     ((0.00, -0.02, 0.02, 0.9), (0.001, -0.02, 0.02, 0.9), "No cost of 28 px to explain"),
+    ((0.00, -0.02, 0.02, 0.9), (0.04, 0.02, 0.06, 0.001), "No loss at 28 px"),
 ])
 def test_gap_words_claim_only_what_the_intervals_cover(gap, loss, start):
     """Each sentence follows its verdicts: a gap only when decided, 'information' only when the larger model loses."""
@@ -178,3 +179,11 @@ def test_gap_words_claim_only_what_the_intervals_cover(gap, loss, start):
         return {"delta": d, "ci": [lo, hi], "p_value": p, "ci_level": 0.95}
     words = EF.gap_words(result(*gap), result(*loss), 28, 224)
     assert words.startswith(start), words
+
+
+def test_a_page_reading_the_cache_loads_no_data_file(planted_run, detector_scores, monkeypatch):
+    """Compare asks for the cache on every rerun: that must not load (or unpack) the run's data file."""
+    EF.effective_scores(planted_run, (24,))
+    monkeypatch.setattr(EF.D, "load", lambda *a, **k: pytest.fail("the data file was loaded"))
+    assert ("resampled", 24) in EF.effective_scores(planted_run, (24,), cached_only=True)
+    assert EF.effective_scores(planted_run, (24,), data_root=planted_run / "nowhere", cached_only=True) == {}

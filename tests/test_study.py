@@ -401,9 +401,9 @@ def test_the_headline_follows_the_verdicts():
     sizes = [{"size": 28, "candidate": "res-cnn", "test_auc": 0.574, "gflops": 0.058, "n_seeds": 5},
              {"size": 224, "candidate": "res-cnn", "test_auc": 0.567, "gflops": 0.236, "n_seeds": 5}]
     row = {"family": "primary", "a": "28 px", "b": "224 px", "paired": True}
-    undecided = {"sizes": sizes, "candidates": ["res-cnn"],
-                 "differences": {"rows": [row | {"verdict": "not distinguishable (delta 0.007 [-0.022, 0.036])"}]}}
+    undecided = {"sizes": sizes, "candidates": ["res-cnn"], "ci_level": 0.95,
+                 "differences": {"rows": [row | {"p_value": 0.03, "p_adjusted": 0.09}]}}  # raw p < 0.05 is not enough
     (said,) = observations(undecided)
     assert said.startswith("No size is distinguishable from 224 px") and "Highest" not in said
-    decided = undecided | {"differences": {"rows": [row | {"verdict": "28 px better than 224 px by 0.030 [0.01, 0.05]"}]}}
+    decided = undecided | {"differences": {"rows": [row | {"p_value": 0.001, "p_adjusted": 0.003}]}}
     assert observations(decided)[0].startswith("Highest test AUC: 28 px (0.574), also the cheapest")

@@ -52,26 +52,31 @@ def check_sizes(sizes: Sequence[int], native: int) -> list[int]:
     return sorted({int(r) for r in sizes if r < native})
 
 
-def _cache_key(run_dir: Path, data: D.ChestData) -> str:
+def _cache_key(run_dir: Path, data_file: Path) -> str:
     best = runs.checkpoint_path(run_dir, "best").stat()
-    return f"{best.st_size}-{best.st_mtime_ns}-{data_md5(data.path)}"
+    return f"{best.st_size}-{best.st_mtime_ns}-{data_md5(data_file)}"
 
 
 def effective_scores(run_dir: str | Path, sizes: Sequence[int] = GRID, device: str = "auto",
                      data_root: str | Path | None = None, cached_only: bool = False) -> dict[tuple[str, int], np.ndarray]:
     """{(source, r): (N, 14) test probabilities} of the run's best model on its test images at effective
     size r < its size, from the cache where it holds them (same best checkpoint and data file), else
-    scored now and added to the cache (not with `cached_only`: a page drawing what is there). source is
+    scored now and added to the cache. With `cached_only` (a page drawing what is there), only the cache,
+    without loading or checking the data file; {} where the recorded file is gone. source is
     "resampled", or "file" where the data root holds the same test images (by labels and count) at r px."""
     run_dir = Path(run_dir)
     cfg = config_of(run_dir)
     wanted = check_sizes(sizes, cfg.size)
+    if cached_only:  # a page's rerun: no data file loaded, only its MD5 (computed once per process) for the key
+        path = D.npz_path(Path(data_root).expanduser() if data_root is not None else Path(cfg.data_root), cfg.size)
+        cached = runs.read_effective_scores(run_dir, _cache_key(run_dir, path)) if path.is_file() else {}
+        return {k: v for k, v in cached.items() if k[1] in wanted}
     data = run_data(run_dir, data_root)
-    key = _cache_key(run_dir, data)
+    key = _cache_key(run_dir, data.path)
     cached = runs.read_effective_scores(run_dir, key)
     todo = [r for r in wanted if ("resampled", r) not in cached]
-    files = {r: f for r in wanted if (f := _same_images_at(data, r)) is not None and ("file", r) not in cached}
-    if (todo or files) and not cached_only:
+    files = {r: f for r in wanted if ("file", r) not in cached and (f := _same_images_at(data, r)) is not None}
+    if todo or files:
         from core.evaluate.scoring import run_scorer
         from core.runs.checkpoints import load_model
         from core.train.device import resolve_device
@@ -188,6 +193,9 @@ def gap_words(result: dict[str, Any], loss: dict[str, Any], r: int, s: int) -> s
         return (f"No cost of {r} px to explain: the {s} px model shown {r} px images is not distinguishable from "
                 f"itself at {s} px ({lost}), nor from models trained at {r} px ({gap}). Not distinguishable is not "
                 "equal: the intervals say how large a difference these runs could have missed.")
+    if loss["delta"] > 0:  # the larger model does better on less detail: nothing lost to attribute
+        return (f"No loss at {r} px: the {s} px model scores higher on {r} px images than on its own ({lost}), and "
+                f"models trained at {r} px are not distinguishable from it there ({gap}).")
     return (f"Information, as far as these runs can tell: the {s} px model loses {-loss['delta']:.3f} when shown "
             f"{r} px images ({lost}), and models trained at {r} px score like it there ({gap}).")
 

@@ -37,7 +37,8 @@ def _headline(summary: dict, sizes: list[dict]) -> str:
     cheapest = min(sizes, key=lambda r: r["gflops"])
     b, c = row_label(summary, best), row_label(summary, cheapest)
     primary = [r for r in (summary.get("differences") or {}).get("rows", []) if r.get("family") == "primary"]
-    decided = [r for r in primary if r.get("paired") and not str(r.get("verdict", "")).startswith(("not ", "cannot"))]
+    alpha = 1 - summary.get("ci_level", 0.95)
+    decided = [r for r in primary if r.get("paired") and r.get("p_adjusted") is not None and r["p_adjusted"] < alpha]
     if primary and not decided:
         return (f"No size is distinguishable from {primary[0]['b']} after correction (the primary family, below), so "
                 f"no size wins: the highest point estimate, {b} ({best['test_auc']:.3f}), is not evidence of a "
