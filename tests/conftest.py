@@ -30,6 +30,26 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     isolate(monkeypatch, tmp_path_factory)
 
 
+@pytest.fixture
+def fake_download(monkeypatch):
+    """fake_download(body): urllib.request.urlopen answers with `body` (its Content-Length set), so a download
+    runs offline; only the network is stood in for."""
+    import io
+    import urllib.request
+
+    def serve(body: bytes) -> None:
+        class Response(io.BytesIO):
+            headers = {"Content-Length": str(len(body))}
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *a):
+                return False
+        monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Response(body))
+    return serve
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """A data root with planted-pattern npz files at 28 and 64 px (256/96/96 images)."""

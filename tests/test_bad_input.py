@@ -123,20 +123,9 @@ def test_import_to_a_full_disk_says_so_and_writes_nothing(tiny_disk, tmp_path):
     assert not list(tiny_disk.iterdir()), "neither the npz, its index nor a temp file may be left"
 
 
-def test_a_download_that_fills_the_disk_says_so_and_leaves_no_partial_file(tiny_disk, monkeypatch):
-    import io
-    import urllib.request
-
-    class Response(io.BytesIO):
-        headers = {"Content-Length": str(300_000)}
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
+def test_a_download_that_fills_the_disk_says_so_and_leaves_no_partial_file(tiny_disk, fake_download):
     # Only the network is stood in for; the disk that fills is real.
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Response(os.urandom(300_000)))
+    fake_download(os.urandom(300_000))
     with pytest.raises(D.DataError) as e:
         D.download(tiny_disk, 28)
     msg = str(e.value)

@@ -198,19 +198,8 @@ def test_download_offline_gives_placement_instructions(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir()), "a failed download leaves no partial file"
 
 
-def test_download_checks_md5(tmp_path, monkeypatch):
-    import io
-    import urllib.request
-
-    class Response(io.BytesIO):
-        headers = {"Content-Length": "5"}
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Response(b"12345"))
+def test_download_checks_md5(tmp_path, monkeypatch, fake_download):
+    fake_download(b"12345")
     progress = []
     with pytest.raises(D.DataError, match="MD5"):
         D.download(tmp_path, 28, lambda done, total: progress.append((done, total)))

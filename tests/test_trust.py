@@ -503,19 +503,8 @@ def test_the_run_page_does_not_show_a_log_that_is_a_link(open_page, data_root, r
     assert any("symbolic link" in w for w in texts(at.warning))
 
 
-def test_a_download_is_never_written_through_a_planted_part_link(tmp_path, monkeypatch):
-    import io
-    import urllib.request
-
-    class Response(io.BytesIO):
-        headers = {"Content-Length": "5"}
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Response(b"12345"))
+def test_a_download_is_never_written_through_a_planted_part_link(tmp_path, fake_download):
+    fake_download(b"12345")
     thesis = tmp_path / "thesis.txt"
     thesis.write_text("four years of work")
     root = tmp_path / "root"
