@@ -394,6 +394,12 @@ def test_browser_end_to_end(browser, server):  # browser first: no server starte
     step("Your images: an uploaded PNG scored with its findings table and maps")
     shot(page, "predict")
 
+    # Run details: the page's title is its navigation name; the run's curves and its export offer are drawn.
+    goto(page, "Run details", "Run details")
+    assert_no_errors(page, "Run details")
+    step("Run details: opened under its navigation name")
+    shot(page, "run")
+
     # Back to Data & runs: both runs listed as finished, with test metrics.
     goto(page, "Data & runs", "Data & runs")
     page.get_by_role("heading", name="Runs", exact=True).wait_for()

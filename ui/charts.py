@@ -190,7 +190,7 @@ def findings_chart(df: pd.DataFrame) -> alt.LayerChart:
     y = alt.Y("finding:N", sort=order, title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT))
     verdicts = ["gain", "loss", "not distinguishable"]
     color = alt.Color("verdict:N", scale=alt.Scale(domain=verdicts, range=["#2ca02c", "#d62728", "#999999"]),
-                      legend=alt.Legend(title="verdict (p adjusted over the findings)", orient="top"))
+                      legend=alt.Legend(title="verdict (p adjusted over the findings)", orient="top", titleLimit=LABEL_LIMIT))
     tooltip = ["finding", alt.Tooltip("delta:Q", format="+.4f", title="change in AUC"),
                alt.Tooltip("lo:Q", format="+.4f", title="95% low"), alt.Tooltip("hi:Q", format="+.4f", title="95% high"),
                alt.Tooltip("positives:Q", title="test positives"), alt.Tooltip("p:Q", format=".3g", title="p"),

@@ -82,7 +82,7 @@ def effective_section(groups: list[CD.Group]) -> None:
         sd = aucs.std() if len(aucs) > 1 else 0.0
         points.append({"series": "trained at r (mean ± sd over seeds)", "kind": "trained at r", "size": g.size,
                        "auc": aucs.mean(), "lo": aucs.mean() - sd, "hi": aucs.mean() + sd})
-    st.altair_chart(charts.effective_chart(pd.DataFrame(points)), width="stretch")
+    st.altair_chart(charts.effective_chart(pd.DataFrame(points)), width="stretch", height=440)
     st.caption("Line: the chosen model on its own test images with less detail (band: its paired 95% interval of "
                "the change, seed-aware); diamonds: runs of the same recipe trained at that size. The gap between "
                "the two at one size says whether a model trained there is limited by the information or by its "
@@ -112,7 +112,7 @@ def findings_part(top: CD.Group, lower: list[CD.Group]) -> None:
     frame = pd.DataFrame(rows).rename(columns={"ci_low": "lo", "ci_high": "hi"})
     apart = [f"{r['finding']} ({r['positives']} positives)" for r in apart_rows]
     if len(frame):
-        st.altair_chart(charts.findings_chart(frame), width="stretch")
+        st.altair_chart(charts.findings_chart(frame), width="stretch", height=24 * len(frame) + 140)
     st.caption(f"Test AUC of {top.name} minus {low.name}, per finding, paired on the same {result['n_images']} test "
                f"images (seed-aware); p adjusted over the {len(frame)} findings compared (Holm). "
                + (f"Too few test positives (under {result['min_positives']}) for a verdict: {', '.join(apart)}."
