@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from core import metrics
@@ -110,7 +111,7 @@ def test_more_pixels_that_score_better_are_named_and_equal_ones_are_not_distingu
 # --- the study grid ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
+def grid_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("grid-data")
     for size in (28, 64):
         write_planted(root, size, n=(96, 48, 48))
@@ -118,10 +119,10 @@ def data_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def grid(data_root, tmp_path_factory):
+def grid(grid_root, tmp_path_factory):
     """A 2-size x 2-subset x 1-seed grid of seed-cnn, 1 epoch, trained in-process."""
     runs_dir, out = tmp_path_factory.mktemp("grid-runs"), tmp_path_factory.mktemp("grid-reports") / "g"
-    base = TrainConfig(model="seed-cnn", epochs=1, batch_size=48, device="cpu", data_root=str(data_root),
+    base = TrainConfig(model="seed-cnn", epochs=1, batch_size=48, device="cpu", data_root=str(grid_root),
                        runs_dir=str(runs_dir))
     report = run_study(base, [28, 64], [0], name="grid", out_dir=out, subsets=[0.25, 1.0], isolate=False,
                        inference_images=16, log=lambda m: None, n_boot=100)
@@ -148,7 +149,7 @@ def test_subsets_plan_every_size_and_fraction_and_the_report_answers(grid):
     assert report.summary["figures"]["frontier"] == FRONTIER_FIGURE
 
 
-def test_the_grid_resumes_without_training_again(grid, data_root):
+def test_the_grid_resumes_without_training_again(grid):
     report, base, out = grid
     before = {e["run_dir"]: (Path(e["run_dir"]) / "metrics.jsonl").stat().st_mtime_ns
               for e in read_study_file(out)["runs"]}
@@ -160,9 +161,50 @@ def test_the_grid_resumes_without_training_again(grid, data_root):
 
 
 @pytest.mark.parametrize("bad", ["0", "1.5", "-0.25", "nan"])
-def test_fractions_outside_0_1_are_refused_with_exit_2(bad, data_root, tmp_path, capsys):
-    code = main(["--sizes", "28", "--subsets", "0.5", bad, "--data-root", str(data_root), "--device", "cpu",
+def test_fractions_outside_0_1_are_refused_with_exit_2(bad, grid_root, tmp_path, capsys):
+    code = main(["--sizes", "28", "--subsets", "0.5", bad, "--data-root", str(grid_root), "--device", "cpu",
                  "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and "--subsets takes fractions of the training split in (0, 1]" in err
     assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+# --- the Compare page ---------------------------------------------------------------------------------------
+
+def _frontier_chart(at) -> tuple[dict, list[dict], object]:
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        if any(lay.get("mark", {}).get("interpolate") == "step-after" for lay in spec.get("layer", [])):
+            frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in element.proto.datasets]
+            return spec, frames[0].to_dict("records"), element
+    raise AssertionError("no frontier chart")
+
+
+def test_compare_draws_the_frontier_when_the_runs_differ_in_subset(open_page, grid, grid_root):
+    report, base, out = grid
+    ids = [Path(e["run_dir"]).name for e in read_study_file(out)["runs"]]
+    at = open_page("compare.py", grid_root, Path(base.runs_dir), timeout=180)
+    at.session_state["compare_runs"] = ids
+    at.run()
+    assert not at.exception and not at.error
+    assert "Images or pixels" in [h.value for h in at.header]
+    cells = {c["label"]: c for c in report.summary["frontier"]["cells"]}
+    spec, rows, _ = _frontier_chart(at)
+    assert {r["label"]: (r["x"], r["auc"], r["front"]) for r in rows} == pytest.approx(
+        {k: (c["train_gflop"], c["auc"], c["front_gflop"]) for k, c in cells.items()})
+    assert any(lay["mark"]["type"] == "text" and lay["encoding"]["text"]["field"] == "label" for lay in spec["layer"])
+    said = " ".join(m.value for m in at.markdown)
+    assert "4.0x the images at 28 px (all images)" in said and "5.2x the pixels at 64 px (1/4 of the images)" in said
+    at.radio(key="compare_frontier_x").set_value("measured training seconds").run()
+    _, rows, _ = _frontier_chart(at)
+    assert {r["label"]: (r["x"], r["front"]) for r in rows} == pytest.approx(
+        {k: (c["seconds"], c["front_seconds"]) for k, c in cells.items()})
+
+
+def test_compare_leaves_the_frontier_out_when_every_run_saw_all_images(open_page, grid, grid_root):
+    _, base, out = grid
+    full = [Path(e["run_dir"]).name for e in read_study_file(out)["runs"] if not e.get("subset")]
+    at = open_page("compare.py", grid_root, Path(base.runs_dir), timeout=180)
+    at.session_state["compare_runs"] = full
+    at.run()
+    assert not at.exception and "Images or pixels" not in [h.value for h in at.header]
