@@ -65,6 +65,30 @@ def test_equal_compute_pairs_28_px_on_all_images_with_64_px_on_a_quarter():
     assert FR.equal_compute_pairs(grid, tolerance=1.2) == []
 
 
+def test_the_equal_compute_pairs_are_one_holm_family():
+    """res-cnn-like costs (64 px 1.2x 28 px per image): two pairs, all against half and half against a quarter."""
+    labels = (np.random.default_rng(1).random((300, 14)) < 0.3).astype(np.uint8)
+    flops = {28: 58_404_864, 64: 71_226_624}  # core.models.describe("res-cnn", size)["flops"]
+    scores, points = {}, []
+    for size in (28, 64):
+        for n in (250, 500, 1000):
+            for seed in range(2):
+                name = f"{size}-{n}-{seed}"
+                scores[name] = _planted(labels, 0.6 + 0.0002 * n, len(scores))
+                points.append(FR.RunPoint(name, "r", size, seed, n, 1000, FR.training_gflop(flops[size], n, 10), None,
+                                          float(np.nanmean(metrics.auc_per_class(labels, scores[name])))))
+
+    def difference(a, b, n_boot, seed, min_positives):
+        return metrics.seed_group_difference(labels, [scores[r] for r in a], [scores[r] for r in b], n_boot=n_boot,
+                                             seed=seed, min_positives=min_positives)
+    grid = FR.frontier(points, n_boot=200, difference=difference)
+    assert [(r["a"].split(" (")[0], r["b"].split(" (")[0]) for r in grid["pairs"]] == [
+        ("28 px · 1/2 of the images", "64 px · 1/4 of the images"), ("28 px · all images", "64 px · 1/2 of the images")]
+    np.testing.assert_allclose([r["p_adjusted"] for r in grid["pairs"]],
+                               metrics.holm([r["p_value"] for r in grid["pairs"]]))
+    assert all(c["front_seconds"] is False for c in grid["cells"])  # no measured seconds: no frontier on that axis
+
+
 def _planted(labels: np.ndarray, noise: float, seed: int) -> np.ndarray:
     return np.clip(labels + np.random.default_rng(seed).normal(0, noise, labels.shape), 0, 1).astype(np.float32)
 
@@ -124,13 +148,21 @@ def grid(grid_root, tmp_path_factory):
     runs_dir, out = tmp_path_factory.mktemp("grid-runs"), tmp_path_factory.mktemp("grid-reports") / "g"
     base = TrainConfig(model="seed-cnn", epochs=1, batch_size=48, device="cpu", data_root=str(grid_root),
                        runs_dir=str(runs_dir))
-    report = run_study(base, [28, 64], [0], name="grid", out_dir=out, subsets=[0.25, 1.0], isolate=False,
-                       inference_images=16, log=lambda m: None, n_boot=100)
-    return report, base, out
+    drawn = []  # the training indices each run drew, in the order the runs trained (in this process)
+
+    def recorded(n, k, seed):
+        drawn.append(draw(n, k, seed))
+        return drawn[-1]
+    draw = D.subset_indices
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(D, "subset_indices", recorded)
+        report = run_study(base, [28, 64], [0], name="grid", out_dir=out, subsets=[0.25, 1.0], isolate=False,
+                           inference_images=16, log=lambda m: None, n_boot=100)
+    return report, base, out, drawn
 
 
 def test_subsets_plan_every_size_and_fraction_and_the_report_answers(grid):
-    report, _, out = grid
+    report, _, out, _ = grid
     entries = read_study_file(out)["runs"]
     assert sorted((e["size"], e.get("subset", 0), e["seed"]) for e in entries) == [
         (28, 0, 0), (28, 24, 0), (64, 0, 0), (64, 24, 0)]  # a quarter of 96 training images is 24; all: no subset
@@ -149,8 +181,15 @@ def test_subsets_plan_every_size_and_fraction_and_the_report_answers(grid):
     assert report.summary["figures"]["frontier"] == FRONTIER_FIGURE
 
 
+def test_each_run_trained_on_the_same_images_at_both_sizes(grid):
+    *_, drawn = grid
+    quarter28, quarter64, all28, all64 = drawn  # planned subset by subset, size by size
+    np.testing.assert_array_equal(quarter28, quarter64)
+    assert len(quarter28) == 24 and set(quarter28) < set(all28) and set(all28) == set(all64) == set(range(96))
+
+
 def test_the_grid_resumes_without_training_again(grid):
-    report, base, out = grid
+    report, base, out, _ = grid
     before = {e["run_dir"]: (Path(e["run_dir"]) / "metrics.jsonl").stat().st_mtime_ns
               for e in read_study_file(out)["runs"]}
     run_study(base, [28, 64], [0], name="grid", out_dir=out, subsets=[1.0, 0.25], isolate=False,
@@ -181,7 +220,7 @@ def _frontier_chart(at) -> tuple[dict, list[dict], object]:
 
 
 def test_compare_draws_the_frontier_when_the_runs_differ_in_subset(open_page, grid, grid_root):
-    report, base, out = grid
+    report, base, out, _ = grid
     ids = [Path(e["run_dir"]).name for e in read_study_file(out)["runs"]]
     at = open_page("compare.py", grid_root, Path(base.runs_dir), timeout=180)
     at.session_state["compare_runs"] = ids
@@ -202,7 +241,7 @@ def test_compare_draws_the_frontier_when_the_runs_differ_in_subset(open_page, gr
 
 
 def test_compare_leaves_the_frontier_out_when_every_run_saw_all_images(open_page, grid, grid_root):
-    _, base, out = grid
+    _, base, out, _ = grid
     full = [Path(e["run_dir"]).name for e in read_study_file(out)["runs"] if not e.get("subset")]
     at = open_page("compare.py", grid_root, Path(base.runs_dir), timeout=180)
     at.session_state["compare_runs"] = full
