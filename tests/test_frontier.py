@@ -51,7 +51,7 @@ def test_pareto_front_of_a_known_table():
 
 
 def _point(size: int, n: int, seed: int, auc: float, split: int = 1000, epochs: int = 10) -> FR.RunPoint:
-    return FR.RunPoint(f"{size}-{n}-{seed}", "r", size, seed, n, split,
+    return FR.RunPoint(f"{size}-{n}-{seed}", '{"model": "seed-cnn"}', size, seed, n, split,
                        FR.training_gflop(SEED_CNN_FLOPS[size], n, epochs), 1.0 + n * size / 1e4, auc)
 
 
@@ -87,6 +87,15 @@ def test_the_equal_compute_pairs_are_one_holm_family():
     np.testing.assert_allclose([r["p_adjusted"] for r in grid["pairs"]],
                                metrics.holm([r["p_value"] for r in grid["pairs"]]))
     assert all(c["front_seconds"] is False for c in grid["cells"])  # no measured seconds: no frontier on that axis
+
+
+def test_runs_of_two_data_folders_on_all_their_images_are_no_subsets():
+    points = [_point(28, 1000, 0, 0.7), _point(64, 1000, 0, 0.7)]
+    other = [FR.RunPoint(f"o{s}", '{"data_root": "other", "model": "res-cnn"}', s, 0, 400, 400, 1.0, None, 0.6)
+             for s in (28, 64)]
+    assert FR.subsets(points + other) == 1 and FR.subsets(points + [_point(28, 250, 0, 0.6)]) == 2
+    labels = [c["label"] for c in FR.frontier(points + other)["cells"]]
+    assert "res-cnn 28 px · all images (400 images)" in labels  # several recipes: each label names its model
 
 
 def _planted(labels: np.ndarray, noise: float, seed: int) -> np.ndarray:

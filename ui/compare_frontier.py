@@ -32,7 +32,7 @@ def frontier_section(groups: list[CD.Group]) -> None:
     except (UserError, KeyError) as e:  # an old or damaged config: the rest of the page still shows
         st.caption(f"Images or pixels not shown: {e}")
         return
-    if len({p.n_train for p in points}) < 2:
+    if FR.subsets(points) < 2:
         return
     st.header("Images or pixels")
     title = st.radio("x axis", list(AXES), horizontal=True, key="compare_frontier_x")

@@ -118,6 +118,21 @@ def cells(points: Sequence[RunPoint]) -> list[Cell]:
     return sorted(out, key=lambda c: (c.train_gflop, c.size))
 
 
+def subsets(points: Sequence[RunPoint]) -> int:
+    """The most training-set sizes any one recipe has among `points`: above 1, an images-or-pixels grid. Runs of
+    other data folders (other split sizes) are other recipes, so they make no grid."""
+    by_recipe: dict[str, set[int]] = {}
+    for p in points:
+        by_recipe.setdefault(p.recipe, set()).add(p.n_train)
+    return max(map(len, by_recipe.values()), default=0)
+
+
+def _names(grid: Sequence[Cell]) -> dict[Cell, str]:
+    """Each cell's label, its model in front where the cells are of several recipes."""
+    several = len({c.recipe for c in grid}) > 1
+    return {c: (json.loads(c.recipe).get("model", "?") + " " if several else "") + c.label for c in grid}
+
+
 def pareto(compute: Sequence[float], auc: Sequence[float]) -> np.ndarray:
     """True where no other point has compute <= and AUC >= with one of them strict (non-dominated)."""
     x, y = np.asarray(compute, dtype=float), np.asarray(auc, dtype=float)
@@ -142,10 +157,11 @@ def _share(fraction: float) -> str:
     return f"1/{k} of the images" if abs(1 / fraction - k) < 0.05 * k else f"{fraction:.0%} of the images"
 
 
-def sentence(row: Mapping[str, Any], a: Cell, b: Cell) -> str:
-    """The equal-compute answer in words: which of the pair wins (on the family-adjusted p), or neither."""
+def sentence(row: Mapping[str, Any], a: Cell, b: Cell, model: str = "") -> str:
+    """The equal-compute answer in words: which of the pair wins (on the family-adjusted p), or neither; `model`
+    goes in front where the cells are of several recipes."""
     images, pixels = a.n_train / b.n_train, (b.size / a.size) ** 2
-    at = f"At ~{math.sqrt(a.train_gflop * b.train_gflop):,.3g} GFLOP of training"
+    at = f"{model + ': ' if model else ''}At ~{math.sqrt(a.train_gflop * b.train_gflop):,.3g} GFLOP of training"
     more_images = f"{images:.1f}x the images at {a.size} px ({_share(a.fraction)})"
     more_pixels = f"{pixels:.1f}x the pixels at {b.size} px ({_share(b.fraction)})"
     if not row.get("paired"):
@@ -185,15 +201,16 @@ def frontier(points: Sequence[RunPoint], n_boot: int = 2000, correction: str = "
         front_s[timed] = pareto([grid[i].seconds for i in timed], [grid[i].auc for i in timed])
     pairs = equal_compute_pairs(grid, tolerance)
     plan = [{"family": FAMILY, "kind": "more images vs more pixels", "a": a, "b": b} for a, b in pairs]
-    rows = C.compare(plan, {c: list(c.runs) for c in grid}, {c: c.label for c in grid}, n_boot=n_boot,
+    names = _names(grid)
+    rows = C.compare(plan, {c: list(c.runs) for c in grid}, names, n_boot=n_boot,
                      correction=correction, alpha=ALPHA, difference=difference) if plan else []
     for row, (a, b) in zip(rows, pairs):
-        row.update(sentence=sentence(row, a, b), gflop_a=a.train_gflop, gflop_b=b.train_gflop,
+        model = names[a][: -len(a.label)].strip()
+        row.update(sentence=sentence(row, a, b, model), gflop_a=a.train_gflop, gflop_b=b.train_gflop,
                    compute_ratio=b.train_gflop / a.train_gflop)
         row.pop("per_class", None)
-    return {"cells": [asdict(c) | {"label": c.label, "front_gflop": bool(f), "front_seconds": bool(s)}
+    return {"cells": [asdict(c) | {"label": names[c], "front_gflop": bool(f), "front_seconds": bool(s)}
                       for c, f, s in zip(grid, front, front_s)],
-            "pairs": rows, "sentences": [r["sentence"] for r in rows],
-            "subsets": len({c.n_train for c in grid}), "tolerance": tolerance,
+            "pairs": rows, "sentences": [r["sentence"] for r in rows], "subsets": subsets(points), "tolerance": tolerance,
             "train_factor": TRAIN_FACTOR, "convention": CONVENTION, "seconds_text": SECONDS_TEXT,
             "correction": correction, "n_boot": n_boot}
