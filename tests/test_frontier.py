@@ -179,6 +179,8 @@ def test_subsets_plan_every_size_and_fraction_and_the_report_answers(grid):
                for e in entries}
     assert all(t["subset"] == k and t["seed"] == 0 for (_, k), t in trained.items())
     summary = json.loads((out / "summary.json").read_text())
+    # The other tables name the subset runs by their subset; the full-data runs are the plain recipe.
+    assert {(r["subset"], r["candidate"]) for r in summary["runs"]} == {(None, "seed-cnn"), (24, "seed-cnn subset=24")}
     labels = sorted(c["label"] for c in summary["frontier"]["cells"])
     assert labels == ["28 px · 1/4 of the images (24 images)", "28 px · all images (96 images)",
                       "64 px · 1/4 of the images (24 images)", "64 px · all images (96 images)"]

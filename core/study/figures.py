@@ -50,6 +50,8 @@ def _frontier(grid: dict, source: str, path: Path) -> None:
             ax.legend(fontsize=8, loc="lower right")
         if shown and max(c[key] for c in shown) / min(c[key] for c in shown) > 8:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide within a decade
+        ax.margins(x=0.12)  # room for the labels of the outermost cells
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test AUC (medmnist)")
         ax.grid(alpha=0.3)
