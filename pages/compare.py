@@ -24,6 +24,7 @@ from ui.common import (RUN_LINK_COLUMN, file_mtime, load_data, page_link, read_r
                           through_app)
 from ui.compare_calibration import calibration_section
 from ui.compare_effective import effective_section
+from ui.compare_frontier import frontier_section
 
 INFER_N = 64  # test images timed per checkpoint: few, so the page stays quick; the study times more
 INFER_COL = f"inference ms per image (CPU, {INFER_N} test images)"
@@ -331,6 +332,7 @@ def main() -> None:
     cost_slot, timing_slot = summary_section(loaded, summary, names)
     calibration_section(loaded, names)
     effective_section(groups)
+    frontier_section(groups)
     st.header("Test AUC per class")
     per_class = per_class_frame(loaded, names)
     if len(per_class):

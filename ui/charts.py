@@ -202,3 +202,26 @@ def findings_chart(df: pd.DataFrame) -> alt.LayerChart:
         base.mark_rule(strokeWidth=2).encode(x=alt.X("lo:Q", title="change in test AUC (95% interval)"), x2="hi:Q"),
         base.mark_point(filled=True, size=80).encode(x="delta:Q"),
     ).properties(height=max(160, 24 * len(df)))
+
+
+def frontier_chart(df: pd.DataFrame, x_title: str) -> alt.LayerChart:
+    """Images or pixels: test AUC (mean ± sd over seeds) against training compute, one point per size and subset
+    labelled by them, coloured by size, and the Pareto frontier as a dashed step line (log x axis).
+
+    `df`: rows with label, size, x, auc, lo, hi, front (bool: on the frontier of this axis).
+    """
+    sizes = sorted(df["size"].unique().tolist())
+    color = alt.Color("size:O", scale=alt.Scale(domain=sizes, scheme="viridis"), legend=alt.Legend(title="px"))
+    x = alt.X("x:Q", scale=alt.Scale(type="log", nice=False), title=x_title + " (log scale)")
+    y = alt.Y("auc:Q", scale=alt.Scale(zero=False), title="test AUC (medmnist, mean over seeds)")
+    tooltip = ["label", alt.Tooltip("x:Q", format=",.3g", title=x_title),
+               alt.Tooltip("auc:Q", format=".4f", title="test AUC"), alt.Tooltip("front:N", title="on the frontier")]
+    base = alt.Chart(df).encode(x=x, y=y, tooltip=tooltip)
+    return alt.layer(
+        base.transform_filter(alt.datum.front).mark_line(interpolate="step-after", strokeDash=[5, 3], color="black"),
+        base.mark_rule(strokeWidth=2).encode(color=color, y=alt.Y("lo:Q", scale=alt.Scale(zero=False)), y2="hi:Q"),
+        base.mark_point(filled=True, size=140).encode(color=color, shape=alt.Shape(
+            "front:N", scale=alt.Scale(domain=[True, False], range=["diamond", "circle"]),
+            legend=alt.Legend(title="on the Pareto frontier"))),
+        base.mark_text(align="left", dx=9, dy=-9, fontSize=11).encode(text="label:N"),
+    )

@@ -294,10 +294,15 @@ def write_npz(root: str | Path, size: int, splits: dict[str, tuple[np.ndarray, n
 
 
 def subset_indices(n: int, k: int | None, seed: int) -> np.ndarray:
-    """Sorted seeded random sample of k of n indices (all of them when k is None or >= n)."""
+    """Sorted seeded random sample of k of n indices (all of them when k is None or >= n).
+
+    The first k of one seeded permutation of all n: for a seed, a smaller subset lies inside every
+    larger one, and the sample depends on nothing but (n, k, seed), so every size's file (same
+    images, same order) gives the same images. `Generator.choice` without replacement did neither
+    across k (Floyd's algorithm below n = 10,000), so an images-or-pixels grid compared other images."""
     if k is None or k >= n:
         return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 
 def prevalence(labels: np.ndarray) -> np.ndarray:

@@ -15,7 +15,8 @@ Each run trains in a child process so its peak memory can be measured on its own
 maximum resident set size from the kernel, and on CUDA torch's peak allocated GPU memory).
 
 Parts: common (constants, errors), recipe (names, study.json), runner (the grid), records (per-run
-numbers), tables, figures, markdown, report (build_report), reading (StudyReport), cli.
+numbers), frontier (images or pixels: AUC against training compute over sizes x --subsets), tables,
+figures, markdown, report (build_report), reading (StudyReport), cli.
 
 From Python (a notebook): `load_study(report_dir)` opens a finished report,
 `build_report(run_dirs, out_dir)` builds one from any finished runs, `list_studies()` finds them.

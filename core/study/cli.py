@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=int, nargs="+", default=list(D.SIZES), help=f"image sizes, from {D.SIZES}")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds per size (seeds --seed, --seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--subsets", type=float, nargs="+", default=None, metavar="FRACTION",
+                   help="images or pixels: also train every size and seed on these fractions of the training split, "
+                        "in (0, 1], e.g. 0.25 0.5 1.0 (for a seed the same images at every size, a smaller subset "
+                        "inside a larger); the report adds test AUC against training compute")
     add_arguments(p, RECIPE)
     p.add_argument("--name", default=None, help="study name (default: data folder, model, epochs and a recipe hash)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<name>/)")
@@ -80,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             report = run_study(base, args.sizes, range(args.seed, args.seed + args.seeds), args.name, args.out,
                                skip_missing=args.skip_missing, nproc_per_node=args.nproc_per_node,
+                               subsets=args.subsets,
                                command=["python", "-m", "core.study", *argv], **verdicts)
             log(f"done in {format_seconds(time.time() - t0)}")
         if report.data_warning:

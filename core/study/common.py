@@ -16,6 +16,7 @@ TEST_KEYS = ("test_auc", "test_acc", "test_macro_f1")
 COST_KEYS = ("params", "gflops", "seconds_per_epoch", "train_images_per_s", "inference_ms_per_image",
              "peak_rss_mb", "cuda_peak_mb", "data_mb")
 FIGURES = {"curves": "curves.png", "auc_vs_cost": "auc_vs_cost.png", "per_class_auc": "per_class_auc.png"}
+FRONTIER_FIGURE = "auc_vs_training_compute.png"  # drawn only for a grid over training subsets (--subsets)
 
 
 class StudyError(UserError):

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.data import chestmnist as D  # noqa: E402
-from core.study.common import FIGURES  # noqa: E402
+from core.study.common import FIGURES, FRONTIER_FIGURE  # noqa: E402
 from core.study.tables import multi_seed, row_label, several_candidates  # noqa: E402
 
 def draw_figures(summary: dict, records: list[dict], out_dir: Path) -> dict[str, str]:
@@ -23,7 +23,43 @@ def draw_figures(summary: dict, records: list[dict], out_dir: Path) -> dict[str,
     _curves(summary, records, colors, source, out_dir / FIGURES["curves"])
     _auc_vs_cost(summary, records, colors, source, out_dir / FIGURES["auc_vs_cost"])
     _per_class_auc(summary, sizes, source, out_dir / FIGURES["per_class_auc"])
+    if summary.get("frontier"):
+        _frontier(summary["frontier"], source, out_dir / FRONTIER_FIGURE)
+        return FIGURES | {"frontier": FRONTIER_FIGURE}
     return dict(FIGURES)
+
+
+def _frontier(grid: dict, source: str, path: Path) -> None:
+    """Images or pixels (core.study.frontier): test AUC against training GFLOP and measured seconds, each cell
+    labelled by size and subset, the Pareto frontier of each axis as a step line."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    cells = grid["cells"]
+    sizes = sorted({c["size"] for c in cells})
+    colors = {s: plt.get_cmap("viridis")(i / max(1, len(sizes) - 1) * 0.85) for i, s in enumerate(sizes)}
+    for ax, key, front, xlabel in ((axes[0], "train_gflop", "front_gflop", "training GFLOP (3 x forward x images x epochs)"),
+                                   (axes[1], "seconds", "front_seconds", "measured training seconds (train + val)")):
+        shown = [c for c in cells if c[key] is not None]
+        for c in shown:
+            sd = c["auc_sd"] or 0
+            ax.errorbar([c[key]], [c["auc"]], yerr=[[sd], [sd]], fmt="o", ms=8, capsize=4, color=colors[c["size"]],
+                        mec="black" if c[front] else colors[c["size"]])
+            ax.annotate(c["label"], (c[key], c["auc"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        line = sorted((c[key], c["auc"]) for c in shown if c[front])
+        if line:
+            ax.step(*zip(*line), where="post", color="black", lw=1, ls="--", label="Pareto frontier")
+            ax.legend(fontsize=8, loc="lower right")
+        if shown and max(c[key] for c in shown) / min(c[key] for c in shown) > 8:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide within a decade
+        ax.margins(x=0.12)  # room for the labels of the outermost cells
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test AUC (medmnist)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Images or pixels: test AUC against training compute - error bars ± 1 sd over seeds - {source}",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _curves(summary: dict, records: list[dict], colors: dict, source: str, path: Path) -> None:

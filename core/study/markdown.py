@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
+
 from core.study.resolution import markdown as resolution_markdown
-from core.study.common import FIGURES
+from core.study.common import FIGURES, FRONTIER_FIGURE
 from core.study.tables import format_tables, markdown_table, multi_seed, per_class_table, row_label, several_candidates
 
 
@@ -52,7 +54,36 @@ def _headline(summary: dict, sizes: list[dict]) -> str:
 def markdown(summary: dict) -> str:
     """report.md for a study summary (summary.json)."""
     return "\n".join(_intro(summary) + _data_and_machine(summary) + _results(summary)
-                     + resolution_markdown(summary.get("resolution") or {}) + _figures_and_runs(summary))
+                     + resolution_markdown(summary.get("resolution") or {}) + _frontier(summary.get("frontier"))
+                     + _figures_and_runs(summary))
+
+
+def _frontier(grid: dict | None) -> list[str]:
+    """Images or pixels (core.study.frontier): the grid's cells against training compute, and the answer at
+    equal compute."""
+    if not grid:
+        return []
+    rows = [{"cell": c["label"], "seeds": len(c["seeds"]),
+             "test AUC (mean ± sd)": f"{c['auc']:.4f}" + (f" ± {c['auc_sd']:.4f}" if c["auc_sd"] is not None else ""),
+             "training GFLOP": f"{c['train_gflop']:,.3g}",
+             "measured s": "n/a" if c["seconds"] is None else f"{c['seconds']:,.1f}",
+             "on the frontier (GFLOP / s)": f"{'yes' if c['front_gflop'] else 'no'} / "
+                                             f"{'yes' if c['front_seconds'] else 'no'}"} for c in grid["cells"]]
+    answer = [f"- {s}" for s in grid["sentences"]] or [
+        f"- No two cells trade images for pixels within {grid['tolerance']:g}x of each other's training GFLOP: "
+        "no equal-compute comparison."]
+    return ["## Images or pixels", "",
+            "Every size trained on fractions of the training split (for a seed, the same images at every size, a "
+            "smaller subset inside a larger). Test AUC is medmnist's mean per-class ROC AUC on the test set, the "
+            f"mean over seeds. Compute: {grid['convention']}; {grid['seconds_text']}. On the frontier: no other cell "
+            "has no more compute and no lower test AUC.", "", markdown_table(pd.DataFrame(rows)), "",
+            "At equal compute, more images at fewer pixels against more pixels on fewer images (cells whose training "
+            f"GFLOP lie within {grid['tolerance']:g}x of each other), paired on the same test images and seed-aware; "
+            "the pairs are one family, the verdict on its "
+            f"{'Holm' if grid['correction'] == 'holm' else 'Benjamini-Hochberg'}-adjusted p (the 95% CI is "
+            "unadjusted):", "", *answer, "",
+            f"![Test AUC against training compute]({FRONTIER_FIGURE})", ""]
+
 
 
 def _intro(summary: dict) -> list[str]:

@@ -78,6 +78,34 @@ def read_study_file(out_dir: str | Path) -> dict | None:
     return study
 
 
+def subset_counts(fractions: Iterable[float], data_root: str | Path, sizes: Iterable[int]) -> list[int | None]:
+    """Training images per epoch (TrainConfig.subset) for each fraction of the training split, smallest
+    first; None for the whole split, so the grid's full-data runs are a plain study's runs.
+
+    The split must hold as many images at every size (one folder's files hold the same images): the
+    subset drawn for a seed is then the same images at every size. StudyError for a fraction outside
+    (0, 1], one that rounds to no image, or splits that differ across sizes.
+    """
+    fractions = list(fractions)
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad or not fractions:
+        raise StudyError(f"--subsets takes fractions of the training split in (0, 1], e.g. 0.25 0.5 1.0; got "
+                         f"{', '.join(map(str, bad)) or 'none'}.")
+    counts = {size: D.split_counts(data_root, size)["train"] for size in sizes}
+    if len(set(counts.values())) > 1:
+        raise StudyError("The training split differs across sizes (" + ", ".join(
+            f"{s} px: {n:,}" for s, n in counts.items()) + " images): a subset would not be the same images at "
+            "every size. Use one data folder whose files hold the same images.")
+    n = next(iter(counts.values()))
+    out: list[int | None] = []
+    for f in sorted(set(fractions)):
+        k = round(f * n)
+        if k < 1:
+            raise StudyError(f"--subsets {f} of the {n:,} training images is no image; use a larger fraction.")
+        out.append(None if k >= n else k)
+    return list(dict.fromkeys(out))
+
+
 def check_sizes(data_root: str | Path, sizes: Iterable[int], skip_missing: bool = False,
                 log: Callable[[str], None] = log) -> list[int]:
     """The requested sizes that have data under `data_root`, sorted.

@@ -112,7 +112,9 @@ def label_candidates(records: list[dict]) -> None:
     most common recipe of the runs (e.g. "res-cnn batch_size=128"), so runs group by candidate and size."""
     recipes = [recipe_settings(r["train_config"]) for r in records]
     keys = [json.dumps(x, sort_keys=True, default=str) for x in recipes]
-    reference = recipes[keys.index(max(keys, key=keys.count))]
+    # Of equally common recipes the one on the whole training split is the reference, so a --subsets grid's
+    # subset runs read "subset=253", not its full-data runs "subset=None".
+    reference = recipes[keys.index(max(keys, key=lambda k: (keys.count(k), not recipes[keys.index(k)].get("subset"))))]
     for r, recipe in zip(records, recipes):
         diff = [f"{k}={v}" for k, v in recipe.items() if k != "model" and v != reference.get(k)]
         r["candidate"] = " ".join([recipe.get("model", "?"), *diff])

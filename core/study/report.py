@@ -24,6 +24,7 @@ from core.study.reading import StudyReport
 from core.study.recipe import read_study_file, recipe_settings, study_file
 from core.study.comparisons import DEFAULT_MARGIN
 from core.study.differences import differences
+from core.study.frontier import frontier, run_point
 from core.study.resolution import resolution_sections
 from core.study.records import CALIBRATION_KEYS, cpu_model, label_candidates, readme_title, run_record, size_rows
 
@@ -136,6 +137,8 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
                                    equivalence=equivalence),
     }
     summary["resolution"] = resolution_sections(records, effective, ensembles, n_boot, device)
+    grid = frontier([run_point(r["run_dir"]) for r in records], n_boot=n_boot, correction=correction)
+    summary["frontier"] = grid if grid["subsets"] > 1 else None  # images or pixels: only a grid over subsets
     summary["observations"] = observations(summary)
     mixed = sorted({json.dumps(recipe_settings(r["train_config"]), sort_keys=True) for r in records})
     if len(mixed) > 1:

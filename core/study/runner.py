@@ -29,7 +29,7 @@ from core.evaluate.scoring import evaluate_run
 from core.train.loop import prepare_run, print_epoch, print_progress, train
 from core.study.common import DEFAULT_REPORTS_DIR, ROOT, STUDY_VERSION, StudyError, StudyStopped, log
 from core.study.recipe import (check_sizes, default_name, is_study_run, read_study_file, recipe_diff, recipe_of,
-                               run_name, slug, study_file)
+                               run_name, slug, study_file, subset_counts)
 from core.study.reading import StudyReport
 from core.study.report import build_report
 
@@ -40,6 +40,7 @@ class PlannedRun:
     seed: int
     run_dir: Path
     state: str  # state before this invocation did anything
+    subset: int | None = None  # training images per epoch (None: the whole split)
 
 
 def find_existing(study: dict | None, runs_dir: Path, name: str, size: int, seed: int, recipe: dict) -> Path | None:
@@ -61,14 +62,16 @@ def find_existing(study: dict | None, runs_dir: Path, name: str, size: int, seed
 
 def save_study(out_dir: Path, name: str, base: TrainConfig, plan: list[PlannedRun], previous: dict | None,
                 command: list[str] | None) -> None:
-    entries = {(e["size"], e["seed"]): e for e in (previous or {}).get("runs", [])}
+    # Keyed by subset too: an images-or-pixels grid has several runs per size and seed.
+    entries = {(e["size"], e.get("subset"), e["seed"]): e for e in (previous or {}).get("runs", [])}
     for p in plan:
-        entries[(p.size, p.seed)] = {"size": p.size, "seed": p.seed, "run_dir": str(p.run_dir)}
+        entries[(p.size, p.subset, p.seed)] = {"size": p.size, "seed": p.seed, "run_dir": str(p.run_dir)} | (
+            {"subset": p.subset} if p.subset else {})
     runs.write_json(study_file(out_dir), {
         "format_version": STUDY_VERSION, "name": name, "recipe": recipe_of(base),
         "execution": {k: getattr(base, k) for k in ("device", "amp", "channels_last", "runs_dir")},
         "sizes": sorted({p.size for p in plan}), "seeds": sorted({p.seed for p in plan}),
-        "runs": sorted(entries.values(), key=lambda e: (e["size"], e["seed"])),
+        "runs": sorted(entries.values(), key=lambda e: (e["size"], e.get("subset") or 0, e["seed"])),
         "command": command, "created": (previous or {}).get("created", time.time()), "updated": time.time(),
     })
 
@@ -159,24 +162,23 @@ def _check_same_study(previous: dict | None, name: str, recipe: dict, out_dir: P
                          f"Use the same settings to continue it, or another --name / --out for a new study.")
 
 
-def plan_runs(base: TrainConfig, name: str, sizes: list[int], seeds: list[int], previous: dict | None) -> list[PlannedRun]:
-    """The study's run for every (size, seed): the existing one (study.json's, else found by name in
-    the runs folder) or a newly prepared one (core.train.prepare_run).
+def plan_runs(base: TrainConfig, name: str, sizes: list[int], seeds: list[int], previous: dict | None,
+              subsets: list[int | None] | None = None) -> list[PlannedRun]:
+    """The study's run for every (subset, size, seed): the existing one (study.json's, else found by name
+    in the runs folder) or a newly prepared one (core.train.prepare_run). `subsets` (training images per
+    epoch, None = all) default to base.subset alone.
 
     All or nothing: when one run cannot be prepared (bad settings or data at one size), the runs this
     call prepared are removed before the error is raised, so no half-made sweep is left behind."""
-    recipe, runs_dir = recipe_of(base), Path(base.runs_dir).expanduser()
+    runs_dir = Path(base.runs_dir).expanduser()
     plan: list[PlannedRun] = []
     try:
-        for size in sizes:
-            for seed in seeds:
-                config = dataclasses.replace(base, size=size, seed=seed, name=run_name(name, seed))
-                config.validate()
-                found = find_existing(previous, runs_dir, name, size, seed, recipe)
-                if found is None:
-                    plan.append(PlannedRun(size, seed, prepare_run(config).resolve(), "new"))
-                else:
-                    plan.append(PlannedRun(size, seed, found, runs.read_status(found).get("state", "failed")))
+        for subset, size, seed in ((k, s, x) for k in (subsets or [base.subset]) for s in sizes for x in seeds):
+            config = dataclasses.replace(base, size=size, seed=seed, name=run_name(name, seed), subset=subset)
+            config.validate()
+            found = find_existing(previous, runs_dir, name, size, seed, recipe_of(config))
+            state = "new" if found is None else runs.read_status(found).get("state", "failed")
+            plan.append(PlannedRun(size, seed, found or prepare_run(config).resolve(), state, subset))
     except BaseException as e:
         for p in plan:
             if p.state == "new":
@@ -190,8 +192,12 @@ def plan_runs(base: TrainConfig, name: str, sizes: list[int], seeds: list[int], 
 def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], name: str | None = None,
               out_dir: str | Path | None = None, *, skip_missing: bool = False, nproc_per_node: int = 1,
               isolate: bool = True, command: list[str] | None = None, inference_images: int = 512,
-              log: Callable[[str], None] = log, **verdicts: Any) -> "StudyReport":
+              log: Callable[[str], None] = log, subsets: Iterable[float] | None = None,
+              **verdicts: Any) -> "StudyReport":
     """Train `base` at every size and seed (re-using, resuming or preparing runs), then build the report.
+
+    `subsets`: fractions of the training split (core.study.recipe.subset_counts) to train every size and
+    seed on, an images-or-pixels grid; a seed draws the same, nested images at every size and fraction.
 
     `base.size`/`base.seed`/`base.name` are ignored (set per run). `isolate` trains each run in a
     child process (needed to measure its peak memory); `nproc_per_node` > 1 launches that child
@@ -205,6 +211,9 @@ def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], nam
     if nproc_per_node < 1:
         raise StudyError(f"--nproc-per-node {nproc_per_node} must be at least 1.")
     sizes = check_sizes(base.data_root, sizes, skip_missing, log)
+    if subsets is not None and base.subset:
+        raise StudyError("--subset and --subsets both given: --subsets sets each run's subset.")
+    counts = subset_counts(subsets, base.data_root, sizes) if subsets is not None else None
     base = dataclasses.replace(base, size=sizes[0], seed=seeds[0], name="")
     base.validate()
     name = slug(name) if name else default_name(base)
@@ -215,7 +224,7 @@ def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], nam
     previous = read_study_file(out_dir)
     _check_same_study(previous, name, recipe, out_dir)
     # Find or prepare every run first: bad settings or data fail here, before hours of training.
-    plan = plan_runs(base, name, sizes, seeds, previous)
+    plan = plan_runs(base, name, sizes, seeds, previous, counts)
     busy = [p for p in plan if runs.read_status(p.run_dir).get("state") == "running"]
     if busy:
         raise StudyError("Being trained by another process (wait for it or stop it, then run this again): "
@@ -228,7 +237,7 @@ def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], nam
 
     failed = []
     for i, p in enumerate(plan):
-        label = f"{p.size} px seed {p.seed}"
+        label = f"{p.size} px seed {p.seed}" + (f" subset {p.subset}" if p.subset else "")
         state = settled_state(p.run_dir, log)
         if state != "finished":
             done = len(runs.read_metrics(p.run_dir))
