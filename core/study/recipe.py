@@ -78,6 +78,14 @@ def read_study_file(out_dir: str | Path) -> dict | None:
     return study
 
 
+def write_sequential(out_dir: str | Path, record: dict) -> None:
+    """Keep an until-decided study's record (core.study.until: design, rounds, budget spent) in its study.json."""
+    study = read_study_file(out_dir)
+    if study is None:
+        raise StudyError(f"{study_file(Path(out_dir))} is missing: the study's runs must be planned first.")
+    runs.write_json(study_file(Path(out_dir)), study | {"sequential": record})
+
+
 def check_sizes(data_root: str | Path, sizes: Iterable[int], skip_missing: bool = False,
                 log: Callable[[str], None] = log) -> list[int]:
     """The requested sizes that have data under `data_root`, sorted.
