@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
@@ -14,15 +13,14 @@ from core.study.comparisons import DEFAULT_MARGIN
 from core.train.cost import format_seconds
 from core.study.common import StudyError, StudyStopped, log
 from core.study.reading import StudyReport
+from core.study.recipe import KNOBS
 from core.study.report import build_report, finished_runs, rebuild_report
 from core.study.runner import run_study, train_one_main
 from core.study.until import DEFAULT_MAX_SEEDS, parse_budget, run_until_decided
 
 DESCRIPTION = "The resolution trade-off study: one recipe at several image sizes and seeds, one report."
 
-
-# The recipe's knobs a study passes to every run; size, seed and name are the study's own (--sizes, --seeds).
-RECIPE = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("size", "seed", "name")]
+RECIPE = KNOBS
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,6 +14,10 @@ from core.train.recipe import TrainConfig
 from core.study.common import EXECUTION_FIELDS, StudyError, log
 
 
+# The recipe's knobs a study passes to every run; size, seed and name are the study's own (--sizes, --seeds).
+KNOBS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("size", "seed", "name")]
+
+
 def slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:limit]
 
