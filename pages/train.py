@@ -30,6 +30,7 @@ from core.train import background as L  # noqa: E402
 from core.models.registry import MODELS  # noqa: E402
 from core.study.recipe import slug  # noqa: E402
 from ui.recipe_form import knob_input  # noqa: E402
+from ui.until_decided import until_decided  # noqa: E402
 from ui.speed import DRAWN, STALE_S, Reading, speed  # noqa: E402
 from ui.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs,  # noqa: E402
                           run_label, run_metrics, run_url, runs_dir)
@@ -403,6 +404,7 @@ if not present:
 cfg = recipe(root, rdir, present)
 estimate_slot = st.container()
 start_buttons(cfg, present)
+until_decided(cfg, present)
 st.divider()
 live(rdir)
 # Last, though shown above the buttons: a speed not measured yet starts its background measurement

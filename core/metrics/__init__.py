@@ -3,7 +3,7 @@ per-class and thresholded metrics, bootstrap intervals, paired comparisons of ru
 they let one claim (adjusted p, non-inferiority, seeds needed),
 calibration, and per-class thresholds chosen on validation. docs/metrics.md defines each.
 
-Parts: classification, bootstrap, paired, decisions (families, non-inferiority, seeds needed), reliability (calibration), thresholds, arrays (shared input checks).
+Parts: classification, bootstrap, paired, decisions (families, non-inferiority, seeds needed), sequential (group-sequential boundaries for deciding as seeds arrive), reliability (calibration), thresholds, arrays (shared input checks).
 """
 from core.lazy import lazy_exports
 
@@ -13,5 +13,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "paired": ('MIN_POSITIVES', 'PairingError', 'check_same_images', 'eligible_classes', 'paired_auc_difference', 'seed_group_difference', 't_interval', 'verdict'),
     "decisions": ('CORRECTIONS', 'adjust_p', 'holm', 'noninferiority', 'noninferiority_text', 'seeds_needed'),
     "reliability": ('brier_score', 'calibration', 'expected_calibration_error', 'reliability_bins'),
+    "sequential": ('boundaries', 'fractions', 'nominal_levels', 'one_sided_p', 'sequential_holm', 'spent'),
     "arrays": ('check_inputs',),
 })

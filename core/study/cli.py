@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
@@ -13,14 +12,15 @@ from core.train.recipe import TrainConfig, add_arguments
 from core.study.comparisons import DEFAULT_MARGIN
 from core.train.cost import format_seconds
 from core.study.common import StudyError, StudyStopped, log
+from core.study.reading import StudyReport
+from core.study.recipe import KNOBS
 from core.study.report import build_report, finished_runs, rebuild_report
 from core.study.runner import run_study, train_one_main
+from core.study.until import DEFAULT_MAX_SEEDS, parse_budget, run_until_decided
 
 DESCRIPTION = "The resolution trade-off study: one recipe at several image sizes and seeds, one report."
 
-
-# The recipe's knobs a study passes to every run; size, seed and name are the study's own (--sizes, --seeds).
-RECIPE = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("size", "seed", "name")]
+RECIPE = KNOBS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +53,51 @@ def _parser() -> argparse.ArgumentParser:
                    help="add multi-scale ensembles (one run per size) against as many models at the best size")
     p.add_argument("--equivalence", action="store_true",
                    help="also test equivalence (TOST) of each size to the largest within ±margin")
+    p.add_argument("--until-decided", action="store_true",
+                   help="train in rounds, one seed at every size per round, until every size is decided against "
+                        "the largest (superior, non-inferior or inferior at --margin; group-sequential, "
+                        "docs/study.md), the budget would be exceeded, or --max-seeds is reached")
+    p.add_argument("--budget", type=_budget, default=None, metavar="DURATION",
+                   help="with --until-decided (implied): wall time for all rounds, e.g. 3h, 50m, 1h30m; no round "
+                        "is started that the measured cost of the rounds so far says would not fit")
+    p.add_argument("--max-seeds", type=int, default=None,
+                   help=f"with --until-decided: the planned most seeds per size (default {DEFAULT_MAX_SEEDS}); the "
+                        "sequential boundaries are spread over looks after 2..max-seeds seeds")
     return p
+
+
+def _budget(text: str) -> float:
+    try:
+        return parse_budget(text)
+    except StudyError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _until_decided_error(args: argparse.Namespace) -> str | None:
+    """Why the until-decided options cannot go together as given; None when they can."""
+    if not (args.until_decided or args.budget is not None or args.max_seeds is not None):
+        return None
+    if args.report_only or args.runs:
+        return "--until-decided, --budget and --max-seeds train a study: leave out --report-only and --runs"
+    if args.seeds != 1:
+        return "--until-decided adds seeds until decided: give --max-seeds instead of --seeds"
+    if args.subsets is not None:
+        return ("--until-decided decides sizes on all the training images; run an images-or-pixels grid "
+                "(--subsets) as a study of its own")
+    if args.max_seeds is not None and args.max_seeds < 2:
+        return f"--max-seeds must be at least 2 (a look needs 2 seeds per size), got {args.max_seeds}"
+    return None
+
+
+def _train(args: argparse.Namespace, command: list[str], verdicts: dict) -> StudyReport:
+    """Run the study the arguments ask for: the fixed grid of --seeds, or round by round until decided."""
+    base = TrainConfig(**{k: v for k in RECIPE if (v := getattr(args, k)) is not None})
+    common = {"name": args.name, "out_dir": args.out, "skip_missing": args.skip_missing,
+              "nproc_per_node": args.nproc_per_node, "command": command, **verdicts}
+    if args.until_decided or args.budget is not None or args.max_seeds is not None:
+        return run_until_decided(base, args.sizes, max_seeds=args.max_seeds or DEFAULT_MAX_SEEDS,
+                                 budget_s=args.budget, first_seed=args.seed, **common)
+    return run_study(base, args.sizes, range(args.seed, args.seed + args.seeds), subsets=args.subsets, **common)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.margin > 0:
         print(f"error: --margin must be positive, got {args.margin}", file=sys.stderr)
         return 2
+    if problem := _until_decided_error(args):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     verdicts = {"margin": args.margin, "correction": args.correction, "equivalence": args.equivalence,
                 "effective": args.effective, "ensembles": args.ensembles}
     try:
@@ -80,12 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                                    command=["python", "-m", "core.study", *argv], **verdicts) if args.runs
                       else rebuild_report(args.out, args.device, **verdicts))
         else:
-            base = TrainConfig(**{k: v for k in RECIPE if (v := getattr(args, k)) is not None})
             t0 = time.time()
-            report = run_study(base, args.sizes, range(args.seed, args.seed + args.seeds), args.name, args.out,
-                               skip_missing=args.skip_missing, nproc_per_node=args.nproc_per_node,
-                               subsets=args.subsets,
-                               command=["python", "-m", "core.study", *argv], **verdicts)
+            report = _train(args, ["python", "-m", "core.study", *argv], verdicts)
             log(f"done in {format_seconds(time.time() - t0)}")
         if report.data_warning:
             log(report.data_warning)

@@ -7,6 +7,7 @@ import pandas as pd
 
 from core.study.resolution import markdown as resolution_markdown
 from core.study.common import FIGURES, FRONTIER_FIGURE
+from core.study.sequential import markdown as sequential_markdown
 from core.study.tables import format_tables, markdown_table, multi_seed, per_class_table, row_label, several_candidates
 
 
@@ -53,7 +54,8 @@ def _headline(summary: dict, sizes: list[dict]) -> str:
 
 def markdown(summary: dict) -> str:
     """report.md for a study summary (summary.json)."""
-    return "\n".join(_intro(summary) + _data_and_machine(summary) + _results(summary)
+    return "\n".join(_intro(summary) + sequential_markdown(summary.get("sequential") or {})
+                     + _data_and_machine(summary) + _results(summary)
                      + resolution_markdown(summary.get("resolution") or {}) + _frontier(summary.get("frontier"))
                      + _figures_and_runs(summary))
 

@@ -14,6 +14,10 @@ from core.train.recipe import TrainConfig
 from core.study.common import EXECUTION_FIELDS, StudyError, log
 
 
+# The recipe's knobs a study passes to every run; size, seed and name are the study's own (--sizes, --seeds).
+KNOBS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("size", "seed", "name")]
+
+
 def slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:limit]
 
@@ -104,6 +108,14 @@ def subset_counts(fractions: Iterable[float], data_root: str | Path, sizes: Iter
             raise StudyError(f"--subsets {f} of the {n:,} training images is no image; use a larger fraction.")
         out.append(None if k >= n else k)
     return list(dict.fromkeys(out))
+
+
+def write_sequential(out_dir: str | Path, record: dict) -> None:
+    """Keep an until-decided study's record (core.study.until: design, rounds, budget spent) in its study.json."""
+    study = read_study_file(out_dir)
+    if study is None:
+        raise StudyError(f"{study_file(Path(out_dir))} is missing: the study's runs must be planned first.")
+    runs.write_json(study_file(Path(out_dir)), study | {"sequential": record})
 
 
 def check_sizes(data_root: str | Path, sizes: Iterable[int], skip_missing: bool = False,

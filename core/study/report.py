@@ -73,7 +73,8 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
                  study_name: str | None = None, measure_inference_time: bool = True, inference_images: int = 512,
                  failed: list[str] | None = None, command: list[str] | None = None,
                  n_boot: int = 2000, margin: float = DEFAULT_MARGIN, correction: str = "holm",
-                 equivalence: bool = False, effective: bool = False, ensembles: bool = False) -> "StudyReport":
+                 equivalence: bool = False, effective: bool = False, ensembles: bool = False,
+                 sequential: dict | None = None) -> "StudyReport":
     """Write the report for finished runs into `out_dir` and return it (as `load_study` would).
 
     Any finished runs can be passed (e.g. ones picked on the Compare page, or the runs of several
@@ -82,7 +83,8 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
     resamples; p adjusted within each family by `correction`, "holm" or "bh"; non-inferiority of each size
     to the largest at `margin` AUC, and with `equivalence` equivalence within ±margin). With `effective`, the
     largest size's effective-resolution curve and which findings gain from resolution; with `ensembles`,
-    multi-scale ensembles against their same-size control (core.study.resolution). Writes report.md, summary.json, runs.csv, table1_val.csv,
+    multi-scale ensembles against their same-size control (core.study.resolution). `sequential`: an
+    until-decided study's record (core.study.until), its verdicts and rounds shown first. Writes report.md, summary.json, runs.csv, table1_val.csv,
     test.csv, cost.csv, per_class_test_auc.csv and the figures. Runs without test metrics
     raise RunError (evaluate them first). Inference time is measured here, on `device`, with
     the first run of each size (seeds share the architecture).
@@ -136,6 +138,7 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
         "differences": differences(records, n_boot=n_boot, correction=correction, margin=margin,
                                    equivalence=equivalence),
     }
+    summary["sequential"] = {k: v for k, v in (sequential or {}).items() if k not in ("pid", "state")} or None
     summary["resolution"] = resolution_sections(records, effective, ensembles, n_boot, device)
     grid = frontier([run_point(r["run_dir"]) for r in records], n_boot=n_boot, correction=correction)
     summary["frontier"] = grid if grid["subsets"] > 1 else None  # images or pixels: only a grid over subsets
@@ -192,7 +195,7 @@ def rebuild_report(out_dir: str | Path, device: str = "auto", **verdicts: Any) -
     if not done:
         raise StudyError(f"No finished runs in {study_file(Path(out_dir))}; run the study to train them.")
     return build_report(done, out_dir, device=device, study_name=study["name"], command=study.get("command"),
-                        **verdicts)
+                        sequential=study.get("sequential"), **verdicts)
 
 
 def finished_runs(paths: Iterable[str | Path]) -> list[Path]:

@@ -70,9 +70,11 @@ def save_study(out_dir: Path, name: str, base: TrainConfig, plan: list[PlannedRu
     runs.write_json(study_file(out_dir), {
         "format_version": STUDY_VERSION, "name": name, "recipe": recipe_of(base),
         "execution": {k: getattr(base, k) for k in ("device", "amp", "channels_last", "runs_dir")},
-        "sizes": sorted({p.size for p in plan}), "seeds": sorted({p.seed for p in plan}),
+        "sizes": sorted({e["size"] for e in entries.values()}), "seeds": sorted({e["seed"] for e in entries.values()}),
         "runs": sorted(entries.values(), key=lambda e: (e["size"], e.get("subset") or 0, e["seed"])),
         "command": command, "created": (previous or {}).get("created", time.time()), "updated": time.time(),
+        # an until-decided study's rounds (core.study.until) outlive the runs it adds each round
+        **({"sequential": previous["sequential"]} if (previous or {}).get("sequential") else {}),
     })
 
 
@@ -205,36 +207,73 @@ def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], nam
     the data or settings are wrong, StudyStopped when a run is stopped. Runs that fail are
     reported and left out of the report; the others still are reported.
     """
-    seeds = sorted(set(seeds))
-    if not seeds:
-        raise StudyError("No seeds given.")
-    if nproc_per_node < 1:
-        raise StudyError(f"--nproc-per-node {nproc_per_node} must be at least 1.")
+    study = open_study(base, sizes, name, out_dir, skip_missing=skip_missing, subsets=subsets, log=log)
+    plan = plan_grid(study, seeds, nproc_per_node, command, log)
+    failed = train_plan(study, plan, nproc_per_node, isolate, log)
+    finished = [p.run_dir for p in plan if p not in failed]
+    if not finished:
+        raise StudyError("Every run of the study failed; see each run's status and log in its folder.")
+    return build_report(finished, study.out_dir, device=study.base.device, study_name=study.name,
+                        inference_images=inference_images, failed=[str(p.run_dir) for p in failed], command=command,
+                        **verdicts)
+
+
+@dataclass
+class Study:
+    """A study's checked settings: its recipe (size, seed and name unset), sizes, name and report folder."""
+
+    base: TrainConfig
+    sizes: list[int]
+    name: str
+    out_dir: Path
+    subsets: list[int | None] | None = None  # training images per epoch of an images-or-pixels grid (None = all)
+
+
+def open_study(base: TrainConfig, sizes: Iterable[int], name: str | None = None, out_dir: str | Path | None = None,
+               *, skip_missing: bool = False, subsets: Iterable[float] | None = None,
+               log: Callable[[str], None] = log) -> Study:
+    """Check the data, settings and name of a study (nothing is written); StudyError and the like when wrong."""
     sizes = check_sizes(base.data_root, sizes, skip_missing, log)
     if subsets is not None and base.subset:
         raise StudyError("--subset and --subsets both given: --subsets sets each run's subset.")
     counts = subset_counts(subsets, base.data_root, sizes) if subsets is not None else None
-    base = dataclasses.replace(base, size=sizes[0], seed=seeds[0], name="")
+    base = dataclasses.replace(base, size=sizes[0], seed=0, name="")
     base.validate()
     name = slug(name) if name else default_name(base)
     if not name:
         raise StudyError("--name must contain letters or digits.")
     out_dir = Path(out_dir) if out_dir else DEFAULT_REPORTS_DIR / name
-    recipe = recipe_of(base)
-    previous = read_study_file(out_dir)
-    _check_same_study(previous, name, recipe, out_dir)
+    _check_same_study(read_study_file(out_dir), name, recipe_of(base), out_dir)
+    return Study(base, sizes, name, out_dir, counts)
+
+
+def plan_grid(study: Study, seeds: Iterable[int], nproc_per_node: int, command: list[str] | None,
+              log: Callable[[str], None] = log) -> list[PlannedRun]:
+    """Find or prepare every (size, seed) run of `seeds` and list them in study.json (kept with the earlier ones)."""
+    seeds = sorted(set(seeds))
+    if not seeds:
+        raise StudyError("No seeds given.")
+    if nproc_per_node < 1:
+        raise StudyError(f"--nproc-per-node {nproc_per_node} must be at least 1.")
+    previous = read_study_file(study.out_dir)
     # Find or prepare every run first: bad settings or data fail here, before hours of training.
-    plan = plan_runs(base, name, sizes, seeds, previous, counts)
+    plan = plan_runs(study.base, study.name, study.sizes, seeds, previous, study.subsets)
     busy = [p for p in plan if runs.read_status(p.run_dir).get("state") == "running"]
     if busy:
         raise StudyError("Being trained by another process (wait for it or stop it, then run this again): "
                          + ", ".join(f"{p.size} px seed {p.seed} ({p.run_dir}, pid {runs.read_status(p.run_dir).get('pid')})"
                                      for p in busy))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_study(out_dir, name, base, plan, previous, command)
+    study.out_dir.mkdir(parents=True, exist_ok=True)
+    save_study(study.out_dir, study.name, study.base, plan, previous, command)
     todo = [p for p in plan if p.state != "finished"]
-    log(f"{name}: {len(plan)} runs ({len(plan) - len(todo)} finished, {len(todo)} to train) -> {out_dir}")
+    log(f"{study.name}: {len(plan)} runs ({len(plan) - len(todo)} finished, {len(todo)} to train) -> {study.out_dir}")
+    return plan
 
+
+def train_plan(study: Study, plan: list[PlannedRun], nproc_per_node: int = 1, isolate: bool = True,
+               log: Callable[[str], None] = log) -> list[PlannedRun]:
+    """Train (or re-use, or resume) every planned run in turn and score it on test; the runs that failed.
+    StudyStopped when a run is stopped (Ctrl-C, SIGTERM, a STOP file)."""
     failed = []
     for i, p in enumerate(plan):
         label = f"{p.size} px seed {p.seed}" + (f" subset {p.subset}" if p.subset else "")
@@ -262,13 +301,8 @@ def run_study(base: TrainConfig, sizes: Iterable[int], seeds: Iterable[int], nam
             log(f"[{i + 1}/{len(plan)}] {label}: finished already, re-used ({p.run_dir.name})")
         if not runs.has_test_metrics(p.run_dir):
             log(f"{label}: evaluating on test")
-            evaluate_run(p.run_dir, base.device)
-    finished = [p.run_dir for p in plan if p not in failed]
-    if not finished:
-        raise StudyError("Every run of the study failed; see each run's status and log in its folder.")
-    report = build_report(finished, out_dir, device=base.device, study_name=name, inference_images=inference_images,
-                          failed=[str(p.run_dir) for p in failed], command=command, **verdicts)
-    return report
+            evaluate_run(p.run_dir, study.base.device)
+    return failed
 
 
 def train_one_main(argv: list[str]) -> int:

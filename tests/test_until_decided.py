@@ -1,0 +1,123 @@
+"""`python -m core.study --until-decided`: rounds, stop reasons, resume after a kill, budget, report (tiny real training)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.runs import record as runs
+from core.study import main, read_study_file
+from core.study import runner as R
+from core.study import sequential as Q
+from core.study.until import run_until_decided
+from core.train import TrainConfig
+from core.train import cost as E
+from tests.synthetic import write_planted
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("until-data")
+    for size in (28, 64):
+        write_planted(root, size, n=(96, 64, 64))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def known_speed(monkeypatch):
+    """A stand-in training speed (the projection's arithmetic is core.train.cost's, tested there)."""
+    monkeypatch.setattr(E, "measure_speed", lambda config, *a, **kw: (10.0, "cpu"))  # a round: ~40 s
+    monkeypatch.setattr(E, "start_seconds", lambda: 0.0)
+
+
+def _until(data_root: Path, runs_dir: Path, out: Path, **kw):
+    base = TrainConfig(epochs=1, batch_size=64, device="cpu", data_root=str(data_root), runs_dir=str(runs_dir),
+                       model="seed-cnn")
+    return run_until_decided(base, [28, 64], out_dir=out, isolate=False, n_boot=200, inference_images=16,
+                             log=lambda m: None, **kw)
+
+
+def _kill_at(monkeypatch, n_run: int):
+    """Ctrl-C (a kill between epochs) as the n-th run of this call is about to train."""
+    real, calls = R.train_in_process, []
+
+    def train(run_dir, log):
+        calls.append(run_dir)
+        if len(calls) == n_run:
+            raise KeyboardInterrupt
+        return real(run_dir, log)
+    monkeypatch.setattr(R, "train_in_process", train)
+    return lambda: monkeypatch.setattr(R, "train_in_process", real)
+
+
+def _decisions(seq: dict) -> list:
+    return [(r["round"], r["seeds"], r["verdicts"]) for r in seq["rounds"]]
+
+
+def test_a_killed_study_resumes_to_the_same_decision(data_root, tmp_path, monkeypatch):
+    settings = {"margin": 0.3, "max_seeds": 3}
+    whole = _until(data_root, tmp_path / "runs-a", tmp_path / "a", **settings).summary["sequential"]
+    assert whole["outcome"]["stop"] in Q.STOPS
+
+    restore = _kill_at(monkeypatch, 4)  # round 2's second size: round 1 and half of round 2 trained
+    with pytest.raises(KeyboardInterrupt):
+        _until(data_root, tmp_path / "runs-b", tmp_path / "b", **settings)
+    restore()
+    cut = read_study_file(tmp_path / "b")["sequential"]
+    assert cut["state"] == "stopped" and [r["round"] for r in cut["rounds"]] == [1] and cut["spent_s"] > 0
+    resumed = _until(data_root, tmp_path / "runs-b", tmp_path / "b", **settings).summary["sequential"]
+    assert _decisions(resumed) == _decisions(whole)
+    assert resumed["outcome"]["stop"] == whole["outcome"]["stop"]
+    assert [c["verdict"] for c in resumed["outcome"]["comparisons"]] == \
+        [c["verdict"] for c in whole["outcome"]["comparisons"]]
+    assert resumed["spent_s"] >= cut["spent_s"] + resumed["rounds"][-1]["wall_s"] * 0.5
+    # only the runs the kill left undone were trained again: one run per size per seed in all
+    assert len(list((tmp_path / "runs-b").iterdir())) == 2 * len(resumed["rounds"])
+    # the decision is the rule applied to the saved looks, nothing else
+    looks = [r["look"] for r in resumed["rounds"] if r["look"]]
+    assert Q.verdicts(looks, 0.3, 3) == resumed["rounds"][-1]["verdicts"]
+
+
+def test_budget_stops_before_a_round_that_would_not_fit_and_survives_a_resume(data_root, tmp_path, monkeypatch):
+    settings = {"margin": 0.001, "max_seeds": 10}  # a first look at 2 of 10 seeds decides nothing this close
+    restore = _kill_at(monkeypatch, 5)  # after rounds 1 and 2
+    with pytest.raises(KeyboardInterrupt):
+        _until(data_root, tmp_path / "runs", tmp_path / "out", **settings)
+    restore()
+    spent = read_study_file(tmp_path / "out")["sequential"]["spent_s"]
+    report = _until(data_root, tmp_path / "runs", tmp_path / "out", budget_s=spent + 0.01, **settings)
+    seq = report.summary["sequential"]
+    assert seq["outcome"]["stop"] == "budget" and len(seq["rounds"]) == 2
+    assert seq["outcome"]["undecided"] == ["28 px"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Stopped: budget" in text and "undecided" in text and "Next decision: " in text
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["sequential"]["outcome"]["comparisons"][0]["verdict"] == "undecided"
+    assert summary["sequential"]["rounds"][1]["levels"]["last"] < 0.05
+    # the report rebuilt from study.json keeps the sequential verdicts
+    assert main(["--report-only", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert "Stopped: budget" in (tmp_path / "out" / "report.md").read_text()
+    # a design change would void the boundaries: refused
+    with pytest.raises(Exception, match="max seeds 10"):
+        _until(data_root, tmp_path / "runs", tmp_path / "out", margin=0.001, max_seeds=5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "3x"], "not a duration"),
+    (["--until-decided", "--margin", "-0.1"], "--margin must be positive"),
+    (["--until-decided", "--max-seeds", "1"], "at least 2"),
+    (["--until-decided", "--seeds", "3"], "--max-seeds instead of --seeds"),
+    (["--budget", "1s"], "more than the budget"),
+])
+def test_bad_until_decided_input_is_a_clear_error(data_root, tmp_path, capsys, args, message):
+    code = main(["--sizes", "28", "64", "--epochs", "1", "--data-root", str(data_root), "--device", "cpu",
+                 "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *args]) \
+        if args[0] != "--budget" or args[1] != "3x" else None
+    if code is None:  # argparse refuses the value itself
+        with pytest.raises(SystemExit) as e:
+            main(["--budget", "3x"])
+        code = e.value.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() or not any(runs.is_run_dir(p) for p in (tmp_path / "runs").iterdir())
