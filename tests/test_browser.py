@@ -175,13 +175,13 @@ def goto(page, name: str, heading: str) -> None:
     settle(page)
 
 
-def shot(page, name: str, wait: bool = True) -> None:
-    """Screenshot of the whole page into SHOTS/<name>.png.
+def shot(page, name: str, wait: bool = True, folder: Path = SHOTS) -> None:
+    """Screenshot of the whole page into <folder>/<name>.png.
 
     Streamlit scrolls its main area, not the document, so a plain full-page screenshot is just the
     viewport: the viewport is made as tall as the content for the picture, then put back.
     """
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     page.mouse.move(0, 0)  # no hover tooltips in the picture
     height = page.evaluate("""() => Math.max(document.documentElement.scrollHeight,
         ...Array.from(document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"]'),
@@ -191,7 +191,7 @@ def shot(page, name: str, wait: bool = True) -> None:
         page.wait_for_timeout(400)  # charts re-layout after the resize
         if wait:
             settle(page, quiet_s=0.5)
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
     finally:
         page.set_viewport_size(VIEWPORT)
 
