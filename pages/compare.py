@@ -152,7 +152,7 @@ def tradeoff_points(summary: pd.DataFrame, groups: pd.DataFrame, x: str, group_x
     return pd.DataFrame(pts, columns=["kind", "group", "name", "x", "auc", "lo", "hi", "runs", "run id"])
 
 
-def per_class_frame(loaded: list[dict], names: dict[str, str]) -> pd.DataFrame:
+def per_class_frame(loaded: list[dict], names: dict[str, str], short: dict[str, str]) -> pd.DataFrame:
     recs = []
     for run in loaded:
         test = run["test"]
@@ -169,10 +169,10 @@ def per_class_frame(loaded: list[dict], names: dict[str, str]) -> pd.DataFrame:
             else:
                 text = f"{auc:.3f} (95% CI {lo:.3f}–{hi:.3f})"
             recs.append({"class": c, "positives": pc.get("support"), "series": names[run["info"].id],
-                         "run id": run["info"].id, "auc": auc, "ci_low": lo, "ci_high": hi,
+                         "short": short[run["info"].id], "run id": run["info"].id, "auc": auc, "ci_low": lo, "ci_high": hi,
                          "label": "—" if auc is None else f"{auc:.2f}", "test AUC": text})
-    return pd.DataFrame(recs, columns=["class", "positives", "series", "run id", "auc", "ci_low", "ci_high", "label",
-                                       "test AUC"])
+    return pd.DataFrame(recs, columns=["class", "positives", "series", "short", "run id", "auc", "ci_low", "ci_high",
+                                       "label", "test AUC"])
 
 
 def pick_runs(infos: list[runs_folder.RunInfo]) -> list[runs_folder.RunInfo]:
@@ -189,16 +189,22 @@ def pick_runs(infos: list[runs_folder.RunInfo]) -> list[runs_folder.RunInfo]:
 
 
 def data_note(loaded: list[dict], names: dict[str, str]) -> None:
-    """Which data each run used: NIH or imported numbers must never pass as ChestMNIST results."""
+    """Which data each run used: NIH or imported numbers must never pass as ChestMNIST results. One line on the
+    page, which runs used which data in an expander (the list grows with every run picked)."""
     labels = {run["info"].id: run_data_label(run["config"]) if run["config"] else (False, "unknown (no readable run config)")
               for run in loaded}
     others = [rid for rid, (official, _) in labels.items() if not official]
-    if others:
-        st.warning("Not ChestMNIST: " + "; ".join(f"**{names[rid]}** ({rid}) used "
-                                                  f"{labels[rid][1].removeprefix('NOT ChestMNIST: ')}" for rid in others)
-                   + ". Their numbers describe that data, not ChestMNIST.")
-    else:
+    if not others:
         st.caption("All selected runs used the official ChestMNIST files (MD5 checked when the run was prepared).")
+        return
+    which = "All" if len(others) == len(labels) else f"{len(others)} of the {len(labels)}"
+    st.warning(f"Not ChestMNIST: {which} selected runs used other data; their numbers describe that data.",
+               icon=":material/warning:")
+    by_data: dict[str, list[str]] = {}
+    for rid in others:
+        by_data.setdefault(labels[rid][1].removeprefix("NOT ChestMNIST: "), []).append(f"{names[rid]} ({rid})")
+    with st.expander("Which runs, which data"):
+        st.markdown("\n".join(f"- **{data}**: " + "; ".join(who) for data, who in by_data.items()))
 
 
 def answer_section(groups: list[CD.Group], summary: pd.DataFrame, group_table: pd.DataFrame) -> None:
@@ -253,7 +259,7 @@ def curves_section(loaded: list[dict], names: dict[str, str], groups: list[CD.Gr
     labels = [label for _, label in CD.EPOCH_METRICS]
     if overlay and grouped:
         bands = CD.band_frame(epochs).rename(columns={"group": "series"})
-        lines = bands.assign(run=bands["runs"].astype(str) + " runs", value=bands["mean"], raw=bands["mean"])
+        lines = bands.assign(run=bands["runs"].astype(str) + " runs", value=bands["mean"], raw=bands["raw"])
         order = [g.name for g in groups]
         st.altair_chart(charts.curves_chart(lines, order, labels, True, bands, log_loss), width="stretch")
     else:
@@ -334,12 +340,13 @@ def main() -> None:
     effective_section(groups)
     frontier_section(groups)
     st.header("Test AUC per class")
-    per_class = per_class_frame(loaded, names)
+    per_class = per_class_frame(loaded, names, CD.short_names(groups))
     if len(per_class):
-        st.altair_chart(charts.heat_chart(per_class, [names[run["info"].id] for run in loaded]), width="stretch")
+        st.altair_chart(charts.heat_chart(per_class), width="stretch", height=charts.heat_height())
         st.caption("Grey, '—': AUC undefined for that class on that run's test split (no positives or no negatives). "
-                   "Hover a cell for the 95% bootstrap CI and the class's test positives.")
-        download(per_class.drop(columns=["label"]), "per_class_auc", "test AUC per class")
+                   "Hover a cell for the run's full name, the 95% bootstrap CI and the class's test positives; the "
+                   "AUC is written in the cells when they are wide enough.")
+        download(per_class.drop(columns=["label", "short"]), "per_class_auc", "test AUC per class")
     time_inference(loaded, summary, names, cost_slot, timing_slot)
 
 

@@ -62,6 +62,33 @@ def _f(v) -> str:
     return "—" if v is None else f"{v:.4f}"
 
 
+# Per class, two tables that each fit a 1400 px window (twenty columns did not): narrow numbers under short
+# headers, the long names as help.
+_COUNT, _RATE = dict(format="%d", width=58), dict(format="%.3f", width=68)
+_COLUMNS = {
+    "class": st.column_config.TextColumn(pinned=True),
+    "support": st.column_config.NumberColumn("positives", help="Test positives.", **_COUNT),
+    "threshold": st.column_config.NumberColumn("threshold", help="The class's threshold (tuned on val).", **_RATE),
+    "precision": st.column_config.NumberColumn("precision", help="Precision at the threshold.", **_RATE),
+    "recall": st.column_config.NumberColumn("recall", help="Recall (sensitivity) at the threshold.", **_RATE),
+    "specificity": st.column_config.NumberColumn("spec.", help="Specificity at the threshold.", **_RATE),
+    "f1": st.column_config.NumberColumn("F1", help="F1 at the threshold.", **_RATE),
+    **{k: st.column_config.NumberColumn(k, help=f"{k.upper()} count at the threshold.", **_COUNT)
+       for k in ("tp", "fp", "fn", "tn")},
+    "auc": st.column_config.NumberColumn("AUC", help="Test AUC.", **_RATE),
+    "auc_ci_low": st.column_config.NumberColumn("CI low", help="95% bootstrap CI of the AUC, low end.", **_RATE),
+    "auc_ci_high": st.column_config.NumberColumn("CI high", help="95% bootstrap CI of the AUC, high end.", **_RATE),
+    **{f"{a}_at_{b}{p}": st.column_config.NumberColumn(f"{a} @{p}% {b}", help=(
+        f"{'Sensitivity' if a == 'sens' else 'Specificity'} at {p}% {'specificity' if b == 'spec' else 'sensitivity'}, "
+        "read off the test ROC curve."), **_RATE) for a, b in (("sens", "spec"), ("spec", "sens")) for p in (90, 95)},
+    "ece": st.column_config.NumberColumn("ECE", help="Expected calibration error.", **_RATE),
+    "brier": st.column_config.NumberColumn("Brier", help="Brier score.", **_RATE),
+}
+AT_THRESHOLD = ["class", "support", "threshold", "precision", "recall", "specificity", "f1", "tp", "fp", "fn", "tn"]
+RANKING = ["class", "support", "auc", "auc_ci_low", "auc_ci_high", "sens_at_spec90", "sens_at_spec95", "spec_at_sens90",
+           "spec_at_sens95", "ece", "brier"]
+
+
 def show_test(run: dict) -> None:
     test = run["test"]
     if not test:
@@ -76,9 +103,10 @@ def show_test(run: dict) -> None:
     c[3].metric("Brier", _f(test.get("brier")))
     per_class = pd.DataFrame([{"class": c, **v} for c, v in (test.get("per_class") or {}).items()])
     if len(per_class):
-        first = [k for k in ("class", "support", "auc", "auc_ci_low", "auc_ci_high") if k in per_class]
-        st.dataframe(per_class[first + [k for k in per_class if k not in first]], hide_index=True,
-                     column_config={"support": st.column_config.NumberColumn("test positives", format="%d")})
+        for title, columns in (("Ranking and calibration", RANKING), ("At the run's thresholds", AT_THRESHOLD)):
+            shown = [k for k in columns if k in per_class]
+            st.markdown(f"**{title}**")
+            st.dataframe(per_class[shown], hide_index=True, column_config={k: _COLUMNS[k] for k in shown})
 
 
 def show_export(r: runs_folder.RunInfo) -> None:

@@ -1,7 +1,7 @@
 """Saliency: one test image, the run's predictions for it, where the model looked, and how far to trust it.
 
 Images are browsed by index, by finding, by outcome at the run's saved thresholds, or by
-confidence; the page opens on the most confident true positive of the chosen finding. Maps come
+confidence; the page opens on a true positive at those thresholds (see _opening). Maps come
 from the chosen method (core.explain.saliency), one per true finding, with the image's deletion and
 insertion curves; checks over a set of images (core.explain.sanity) run on request. The same test image
 is shown through the runs the user picks on the same data file family (same data root, any size).
@@ -32,6 +32,8 @@ from ui.common import (evaluated_runs, file_mtime, load_data, load_scores, pick_
 MODES = ("Index", "Finding", "Outcome", "Confidence")
 OUTCOMES = ("TP", "FP", "FN", "TN")
 SHOW_PX = 256
+PROB_ROW_PX = 22  # a finding's bar in the probability chart; PROB_CHART_PX adds its title, legend and axis
+PROB_CHART_PX = PROB_ROW_PX * N_CLASSES + 110
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading model…")
@@ -107,22 +109,32 @@ def _curves(run_dir: str, mtime: float, image: np.ndarray, c: int, cam: np.ndarr
     return Q.faithfulness(load_model(run_dir), image[None], c, cam[None])
 
 
+CURVE_PLOT_PX = 170  # the curves' plot; CURVE_CHART_PX adds the title, x axis and the two legends below it
+CURVE_CHART_PX = CURVE_PLOT_PX + 150
+
+
 def _curve_chart(f: Q.Faithfulness, title: str) -> alt.Chart:
-    """Mean deletion and insertion curves of `f`, solid, with the random-order ones dashed."""
+    """Mean deletion and insertion curves of `f`, solid, with the random-order ones dashed.
+
+    Drawn with height=CURVE_CHART_PX: Streamlit otherwise fits the whole chart, legends included, into the
+    plot's own height, and in a narrow column the plot collapsed to a line. The legends sit below the plot,
+    one entry per line, so they keep their labels in a third of the window.
+    """
     rows = []
     for curve in ("deletion", "insertion", "random_deletion", "random_insertion"):
         kind = curve.split("_")[-1]
-        order = "random order" if curve.startswith("random") else "most salient first"
+        order = "random" if curve.startswith("random") else "salient first"  # short: a third of the window
         for x, y in zip(f.fractions, getattr(f, curve).mean(axis=0)):
             rows.append({"Pixels removed or revealed": x, "Probability": y, "Curve": kind, "Order": order,
                          "Area": float(f.auc(curve).mean())})
     df = pd.DataFrame(rows)
+    legend = dict(orient="bottom", direction="vertical", labelLimit=200)
     return alt.Chart(df).mark_line().encode(
         x=alt.X("Pixels removed or revealed:Q", axis=alt.Axis(format="%")),
         y=alt.Y("Probability:Q", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("Curve:N", legend=alt.Legend(orient="bottom")),
-        strokeDash=alt.StrokeDash("Order:N", legend=alt.Legend(orient="bottom")),
-        tooltip=["Curve", "Order", alt.Tooltip("Area:Q", format=".3f")]).properties(height=180, title=title)
+        color=alt.Color("Curve:N", legend=alt.Legend(**legend)),
+        strokeDash=alt.StrokeDash("Order:N", legend=alt.Legend(**legend)),
+        tooltip=["Curve", "Order", alt.Tooltip("Area:Q", format=".3f")]).properties(height=CURVE_PLOT_PX, title=title)
 
 
 def _probability_chart(prob: np.ndarray, thr: np.ndarray, truth: np.ndarray, chosen: int) -> alt.LayerChart:
@@ -139,15 +151,32 @@ def _probability_chart(prob: np.ndarray, thr: np.ndarray, truth: np.ndarray, cho
                         title="True label", legend=alt.Legend(orient="top")),
         opacity=alt.condition("datum.Chosen", alt.value(1.0), alt.value(0.75)), tooltip=tooltip)
     ticks = alt.Chart(df).mark_tick(color="black", thickness=2, size=16).encode(x="Threshold:Q", y=y, tooltip=tooltip)
-    return alt.layer(bars, ticks).properties(height=alt.Step(22), title="Probability · tick = threshold")
+    # A fixed height, not a step per finding: Streamlit fits charts to their box and drops a step height
+    # with a console warning ("Dropping fit-y because spec has discrete height").
+    return alt.layer(bars, ticks).properties(height=PROB_ROW_PX * N_CLASSES, title="Probability · tick = threshold")
 
 
-def _informative(scores: np.ndarray, labels: np.ndarray, c: int) -> int:
-    """The most confident true positive of class c (else its most confident image): where a map has
-    something to show."""
-    pos = np.flatnonzero(labels[:, c] == 1)
-    pool = pos if len(pos) else np.arange(len(scores))
-    return int(pool[np.argmax(scores[pool, c])])
+def _opening(info: RunInfo, scores: np.ndarray, labels: np.ndarray, thr: np.ndarray) -> tuple[int, int, str]:
+    """(finding, image, why) to open on: an image the model gets right, so the first map shown is of a real
+    detection. Of the findings with a true positive at the run's saved thresholds, the one with the best test
+    AUC, and its most confident true positive; with none, the first finding's most confident positive (a miss)."""
+    hits = (labels == 1) & (scores >= thr)
+    found = np.flatnonzero(hits.any(axis=0))
+    if not len(found):
+        pool = np.flatnonzero(labels[:, 0] == 1)
+        pool = pool if len(pool) else np.arange(len(scores))
+        return 0, int(pool[np.argmax(scores[pool, 0])]), (
+            f"the most confident {CLASS_NAMES[0]} image: no finding has a true positive at the run's saved thresholds")
+    try:
+        per_class = runs.read_test_metrics(info.path).get("per_class") or {}
+    except RunError:  # no AUC to rank by: the first finding with a true positive
+        per_class = {}
+    aucs = [per_class.get(CLASS_NAMES[k], {}).get("auc") for k in found]
+    c = int(found[int(np.argmax([-1.0 if a is None else a for a in aucs]))])
+    pool = np.flatnonzero(hits[:, c])
+    return c, int(pool[np.argmax(scores[pool, c])]), (
+        f"the most confident true positive for {CLASS_NAMES[c]} at the run's saved threshold ({thr[c]:.3f}), of the "
+        "findings with one the best by test AUC")
 
 
 def _set_checks(info: RunInfo, images: np.ndarray, scores: np.ndarray, labels: np.ndarray, c: int,
@@ -180,12 +209,17 @@ def _set_checks(info: RunInfo, images: np.ndarray, scores: np.ndarray, labels: n
             return
         _, r, f = held
         left, right = st.columns(2)
-        df = pd.DataFrame({"Layers re-initialised (cumulative, from the head)": r.layers,
-                           "Spearman ρ with the trained maps": r.mean()})
-        left.dataframe(df, hide_index=True, width="stretch")
+        # Short headers, the long names as help: at 1400 px the table gets half of a column, and the long
+        # header pushed the values out of sight.
+        df = pd.DataFrame({"Layers re-initialised": r.layers, "Spearman ρ": r.mean()})
+        left.dataframe(df, hide_index=True, width="stretch", column_config={
+            "Layers re-initialised": st.column_config.TextColumn(width="medium", help="Cumulative, from the head down."),
+            "Spearman ρ": st.column_config.NumberColumn(format="%.3f", width="small", help=(
+                "Spearman ρ of the maps with the trained model's maps, mean over the images."))})
         left.caption("Near 0 after the head is randomised: the maps depend on the learned weights, as they "
                      "should. Near 1: the method shows the image, not what the model learned.")
-        right.altair_chart(_curve_chart(f, f"Mean over {len(f.deletion)} images"), width="stretch")
+        right.altair_chart(_curve_chart(f, f"Mean over {len(f.deletion)} images"), width="stretch",
+                           height=CURVE_CHART_PX)
 
 
 through_app()
@@ -213,6 +247,10 @@ if n == 0:
     st.stop()
 
 # --- which image -----------------------------------------------------------------------------
+if "sal_class" not in st.session_state:  # open on an image the model gets right, not image 0
+    c, st.session_state["sal_index"], why = _opening(info, scores, labels, thr)
+    st.session_state["sal_class"] = c
+    st.session_state["sal_opened_on"] = (c, st.session_state["sal_index"], why)
 top = st.columns([1, 1, 1, 1])
 c = top[0].selectbox("Finding", range(N_CLASSES), key="sal_class", format_func=lambda i: CLASS_NAMES[i],
                      help="Used to filter images and for the map.")
@@ -223,9 +261,7 @@ method = top[1].selectbox("Method", S.METHODS, key="sal_method", format_func=S.M
                                "The others take up to a few seconds per map at 224 px.")
 mode = top[2].radio("Browse test images by", MODES, key="sal_mode", horizontal=True)
 if mode == "Index":
-    if "sal_index" not in st.session_state:  # open on an image with something to show, not image 0
-        st.session_state["sal_index"] = _informative(scores, labels, c)
-    st.session_state["sal_index"] = min(max(int(st.session_state["sal_index"]), 0), n - 1)
+    st.session_state["sal_index"] = min(max(int(st.session_state.get("sal_index", 0)), 0), n - 1)
     idx = int(top[3].number_input(f"Test image index (0–{n - 1})", 0, n - 1, step=1, key="sal_index"))
 else:
     if mode == "Finding":
@@ -255,6 +291,8 @@ else:
 image, prob, truth = images[idx], scores[idx], labels[idx]
 present = [CLASS_NAMES[k] for k in np.flatnonzero(truth)]
 st.subheader(f"Test image {idx}")
+if st.session_state.get("sal_opened_on", ())[:2] == (c, idx):
+    st.caption(f"Opened on test image {idx}: {st.session_state['sal_opened_on'][2]}.")
 st.markdown("**True findings:** " + (", ".join(present) if present else "none (no finding)"))
 ci = _auc_ci(str(info.path), file_mtime(runs.scores_path(info.path, "test")), labels, scores)[c]
 if not np.isfinite(ci).all():
@@ -279,10 +317,10 @@ try:
     if own_cam[1]:
         view[1].warning(f"Empty map: no pixel raised {CLASS_NAMES[c]}; there is nothing here to read.")
     f = _curves(str(info.path), file_mtime(runs.checkpoint_path(info.path, "best")), image, c, _map_of(info, image, c, method))
-    view[0].altair_chart(_curve_chart(f, "Deletion / insertion"), width="stretch")
+    view[0].altair_chart(_curve_chart(f, "Deletion / insertion"), width="stretch", height=CURVE_CHART_PX)
 except (RunError, ValueError) as e:
     view[1].error(f"No map for this run: {e}")
-view[2].altair_chart(_probability_chart(prob, thr, truth, c), width="stretch")
+view[2].altair_chart(_probability_chart(prob, thr, truth, c), width="stretch", height=PROB_CHART_PX)
 
 if own_cam is not None and present:
     st.subheader("Every true finding of this image")
@@ -315,8 +353,11 @@ if not others:
             "size on the **Train** page to compare what each resolution looks at.")
 else:
     by_id = {r.id: r for r in others}
-    picked = st.multiselect("Runs in the strip", list(by_id), default=list(by_id)[:4], key="sal_strip",
-                            format_func=lambda i: run_label(by_id[i]))
+    # One run per other size by default (the selected run's recipe and seed where there is one), so every
+    # resolution is on the strip without picking, not the first few runs of one size.
+    kin = set(G.one_per_size(info.path, [r.path for r in others]))
+    picked = st.multiselect("Runs in the strip", list(by_id), default=[i for i in by_id if str(by_id[i].path) in kin],
+                            key="sal_strip", format_func=lambda i: run_label(by_id[i]))
     st.caption(f"{label} for **{CLASS_NAMES[c]}** of test image {idx} through each run on {info.data_root}: "
                "★ the selected run, then the chosen others by size; the ? under a panel gives its run id.")
     per_row = 4

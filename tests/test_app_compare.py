@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -117,9 +118,13 @@ def test_default_selection_and_one_colour_per_run(open_page, data_root, finished
         np.testing.assert_allclose(mine.sort_values("epoch")["value"], [r["val_auc"] for r in rows])
         assert set(mine["size"]) == {size}
 
-    # The data note: generated data is not ChestMNIST and the page says which runs.
+    # The data note: generated data is not ChestMNIST, in one short line; which runs used which data in an expander.
     (warning,) = texts(at.warning)
-    assert warning.startswith("Not ChestMNIST") and all(p.name in warning for p in finished_runs.values())
+    assert warning.startswith("Not ChestMNIST: All selected runs") and len(warning) < 100, warning
+    assert not any(p.name in warning for p in finished_runs.values()), warning
+    (details,) = [e for e in at.expander if e.label == "Which runs, which data"]
+    listed = " ".join(m.value for m in details.markdown)
+    assert all(p.name in listed for p in finished_runs.values()) and str(data_root) in listed, listed
 
 
 def hover_rules(spec) -> list[dict]:
@@ -127,16 +132,25 @@ def hover_rules(spec) -> list[dict]:
             if (lay["mark"]["type"] if isinstance(lay["mark"], dict) else lay["mark"]) == "rule"]
 
 
-def test_hover_readout_lists_every_run_with_its_full_name(open_page, data_root, finished_runs):
-    at = open_page("compare.py", data_root, finished_runs[28].parent).run()
+def test_hover_readout_lists_every_run_with_its_full_name(open_page, data_root, runs_copy):
+    # The 64 px run ended an epoch earlier: its last metrics row goes.
+    rows = runs.read_metrics(runs_copy[64])
+    runs.truncate_metrics(runs_copy[64], len(rows) - 1)
+    at = open_page("compare.py", data_root, runs_copy[28].parent).run()
+    at.slider(key="compare_smooth").set_value(0.5).run()
     spec, _ = chart_by(at, is_curves)
     rules = hover_rules(spec)
     assert len(rules) == 5  # one per panel, each with its own nearest-epoch selection
     for rule in rules:
-        assert any(t["op"] == "pivot" if "op" in t else "pivot" in t for t in rule["transform"])
-        titles = [t.get("title") for t in rule["encoding"]["tooltip"]]
-        assert titles[1:] == ["28 px · res-cnn (val)", "28 px · res-cnn (train)", "64 px · res-cnn (val)",
-                              "64 px · res-cnn (train)"]
+        assert rule["encoding"]["tooltip"]["field"] == "tip"
+        tips = {row["epoch"]: row["tip"] for row in rule["data"]["values"]}
+        assert list(tips[1]) == ["epoch", "28 px · res-cnn (val)", "28 px · res-cnn (train)", "64 px · res-cnn (val)",
+                                 "64 px · res-cnn (train)"], tips[1]
+        # The run that ended earlier has no key at its missing epoch (where a pivoted field read NaN); every value
+        # reads logged and smoothed.
+        assert list(tips[max(tips)]) == ["epoch", "28 px · res-cnn (val)", "28 px · res-cnn (train)"], tips
+        assert all(re.fullmatch(r"-?\d+\.\d{4} logged, -?\d+\.\d{4} smoothed", v)
+                   for tip in tips.values() for k, v in tip.items() if k != "epoch"), tips
     params = [p["name"] for p in spec.get("params", [])] or [p["name"] for r in rules for p in r.get("params", [])]
     assert len(set(params)) == 5
 
@@ -237,6 +251,30 @@ def test_heat_table_has_every_class_and_undefined_cells(open_page, data_root, ru
                 assert mine.loc[c, "auc"] == pytest.approx(auc)
                 assert mine.loc[c, "test AUC"] == f"{auc:.3f} (95% CI {lo:.3f}–{hi:.3f})"
     assert (df["test AUC"] == "undefined (no positives)").sum() == 1
+    # Classes down the side, runs across under short level labels (full names in the tooltip); the AUC is
+    # written only in cells wide enough for it.
+    enc = spec["layer"][0]["encoding"]
+    assert enc["y"]["field"] == "class" and enc["x"]["field"] == "short" and enc["x"]["axis"]["labelAngle"] == 0
+    assert {t.get("title") for t in enc["tooltip"]} >= {"run"} and set(df["short"]) == {"28 px", "64 px"}
+    text = [lay for lay in spec["layer"] if lay["mark"] == "text" or lay["mark"].get("type") == "text"][0]
+    assert "bandwidth('x')" in text["encoding"]["opacity"]["condition"]["test"]
+
+
+def test_short_run_labels_are_unique_at_20_runs():
+    from types import SimpleNamespace
+
+    from ui import compare_data as CD
+
+    def run(rid: str, seed: int) -> dict:
+        return {"info": SimpleNamespace(id=rid), "config": {"train": {"seed": seed}}}
+    groups = [CD.Group("28 px · res-cnn", 28, "res-cnn", "a", [run(f"a{s}", s) for s in range(17)]),
+              CD.Group("28 px · res-cnn · lr=0.01", 28, "res-cnn", "b", [run("b0", 0)]),
+              CD.Group("28 px · res-cnn · lr=0.1", 28, "res-cnn", "c", [run("c0", 0)]),
+              CD.Group("64 px · res-cnn", 64, "res-cnn", "d", [run("d0", 0)])]
+    short = CD.short_names(groups)
+    assert short["a3"] == "28 px · s3" and short["d0"] == "64 px"
+    assert short["b0"] != short["c0"] and len(set(short.values())) == len(short) == 20, short
+    assert max(len(v) for v in short.values()) <= 12, short
 
 
 def _second_seed(run_dir, auc_shift: float):
@@ -377,7 +415,10 @@ def test_official_data_is_not_flagged_and_unevaluated_runs_are_noted(open_page, 
     at = open_page("compare.py", data_root, official.parent).run()
     assert not at.exception
     (warning,) = texts(at.warning)
-    assert stopped.name in warning and official.name not in warning
+    assert warning.startswith("Not ChestMNIST: 1 of the 2 selected runs"), warning
+    (details,) = [e for e in at.expander if e.label == "Which runs, which data"]
+    listed = " ".join(m.value for m in details.markdown)
+    assert stopped.name in listed and official.name not in listed, listed
     table = summary(at)
     assert np.isnan(table.loc[stopped.name, "test AUC (medmnist)"])
     assert any("Not evaluated on test yet" in c and "64 px" in c for c in texts(at.caption))

@@ -34,9 +34,12 @@ def media(monkeypatch):
     return stored
 
 
-def _open(open_page, data_root, run_dir):
+def _open(open_page, data_root, run_dir, finding: int | None = 0):
+    """The page on `run_dir`, on `finding` (None: the page's own choice of finding and image)."""
     at = open_page("saliency.py", data_root, run_dir.parent)
     at.session_state["run"] = run_dir.name
+    if finding is not None:
+        at.session_state["sal_class"] = finding
     at.run()
     assert not at.exception, at.exception
     return at
@@ -222,12 +225,22 @@ def test_changed_data_file_is_an_error(open_page, data_root, runs_copy, tmp_path
     assert any("Re-evaluate" in e.value for e in at.error)
 
 
-def test_opens_on_the_most_confident_true_positive(open_page, data_root, finished_runs):
-    run = finished_runs[28]
+def test_opens_on_a_true_positive_at_the_saved_thresholds(open_page, data_root, runs_copy):
+    """The first image is one the model gets right. Saved thresholds leave one finding, the worst ranked, with
+    true positives (every other finding is missed everywhere): the page opens on that finding's most confident
+    true positive, not on the first finding or the best ranked one, and says so."""
+    run = runs_copy[28]
     scores, labels = R.load_scores(run, "test")
-    at = _open(open_page, data_root, run)
-    pos = np.flatnonzero(labels[:, 0])
-    assert _shown_index(at) == pos[np.argmax(scores[pos, 0])]
+    aucs = {c: v["auc"] for c, v in R.read_test_metrics(run)["per_class"].items() if v.get("auc") is not None}
+    k = CLASS_NAMES.index(min(aucs, key=aucs.get))
+    thr = np.ones(len(CLASS_NAMES))
+    thr[k] = 0.0
+    T.save_thresholds(R.user_thresholds_path(run), thr, CLASS_NAMES, method="manual")
+    at = _open(open_page, data_root, run, finding=None)
+    pos = np.flatnonzero(labels[:, k])
+    assert at.selectbox(key="sal_class").value == k and _shown_index(at) == pos[np.argmax(scores[pos, k])]
+    assert any(f"Opened on test image {_shown_index(at)}: the most confident true positive for {CLASS_NAMES[k]}"
+               in x.value for x in at.caption), [x.value for x in at.caption]
 
 
 @pytest.mark.parametrize("method", ["occlusion", "integrated-gradients"])
@@ -270,7 +283,7 @@ def test_set_checks_run_on_request(open_page, data_root, finished_runs):
     at.button(key="sal_run_checks").click().run()
     assert not at.exception and not at.error
     table = at.dataframe[0].value
-    assert len(table) >= 3 and table.columns[0].startswith("Layers re-initialised")
+    assert len(table) >= 3 and list(table.columns) == ["Layers re-initialised", "Spearman ρ"]  # short: they fit
     assert np.isfinite(table.iloc[:, 1]).any()
     assert len(at.get("vega_lite_chart")) == 3  # probability, this image's curves, the set's mean curves
 
@@ -281,3 +294,18 @@ def test_strip_shows_only_the_chosen_runs(open_page, data_root, finished_runs, m
     at.multiselect(key="sal_strip").set_value([]).run()
     panels = [c for c, _ in _images(at, media) if re.fullmatch(r"(★ )?\d+ px · res-cnn · p = \d\.\d{3}", c)]
     assert panels and all(p.startswith("★") for p in panels)
+
+
+def test_strip_default_is_one_run_per_other_size_of_the_closest_kin(tmp_path):
+    """Not the first runs of one size (28, 28, 28, 64 px): per other size the run of the same recipe and seed,
+    else the same recipe, else any."""
+    from core.runs import groups as G
+
+    def run(size: int, seed: int, lr: float = 0.001):
+        d = R.new_run_dir(tmp_path, size, "res-cnn")
+        R.write_config(d, {"train": {"size": size, "seed": seed, "lr": lr, "model": "res-cnn", "data_root": str(tmp_path)}})
+        return d
+    me = run(28, 1)
+    others = [run(28, 0), run(28, 2), run(64, 0), run(64, 1, lr=0.01), run(64, 1), run(128, 5), run(224, 1, lr=0.01),
+              run(224, 0)]
+    assert G.one_per_size(me, others) == [str(others[4]), str(others[5]), str(others[7])]

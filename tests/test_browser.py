@@ -15,6 +15,7 @@ unless REQUIRE_BROWSER=1 (CI), then failed. Deselect with `-k "not browser"`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -59,17 +60,10 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def server(tmp_path):
-    """`streamlit run app.py` on a free localhost port; yields (base url, runs dir). Torn down always,
-    and every run it started is asked to stop so no detached trainer outlives the test."""
-    from core.data import chestmnist as D
-
-    data_root = tmp_path / "data"  # the bundled demo's 28 and 64 px files (the flow trains every size present)
-    data_root.mkdir()
-    for size in (28, 64):
-        (data_root / D.npz_name(size)).symlink_to(D.DEMO_ROOT / D.npz_name(size))
-    runs_dir = tmp_path / "runs"
+@contextlib.contextmanager
+def serve(tmp_path: Path, data_root: Path, runs_dir: Path):
+    """`streamlit run app.py` on a free localhost port over `data_root` and `runs_dir`; yields its base url.
+    Torn down always, and every run it started is asked to stop so no detached trainer outlives the test."""
     port = _free_port()
     env = {**os.environ, "CHESTMNIST_ROOT": str(data_root), "CHESTMNIST_RUNS": str(runs_dir),
            "CHESTMNIST_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
@@ -85,7 +79,7 @@ def server(tmp_path):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("Streamlit did not come up:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
             time.sleep(0.3)
-        yield url, runs_dir, data_root
+        yield url
     finally:
         from core.runs import record as runs
         from core.runs import folder as runs_folder
@@ -104,7 +98,23 @@ def server(tmp_path):
 
 
 @pytest.fixture
-def browser():
+def server(tmp_path):
+    """The app over the bundled demo's 28 and 64 px files (the flow trains every size present) and an empty
+    runs folder; yields (base url, runs dir, data root)."""
+    from core.data import chestmnist as D
+
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    for size in (28, 64):
+        (data_root / D.npz_name(size)).symlink_to(D.DEMO_ROOT / D.npz_name(size))
+    runs_dir = tmp_path / "runs"
+    with serve(tmp_path, data_root, runs_dir) as url:
+        yield url, runs_dir, data_root
+
+
+@contextlib.contextmanager
+def chromium():
+    """Headless Chromium; a skip (a failure under REQUIRE_BROWSER=1) when it or playwright is missing."""
     exe, missing = _chromium(), None
     if exe is None:
         missing = "Chromium not installed (apt-get install chromium)"
@@ -115,13 +125,19 @@ def browser():
     if missing:
         if os.environ.get("REQUIRE_BROWSER") == "1":
             pytest.fail(f"{missing}, and REQUIRE_BROWSER=1 says the browser test must run.")
-        pytest.skip(f"{missing}: the end-to-end browser test needs it.")
+        pytest.skip(f"{missing}: the browser tests need it.")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def browser():
+    with chromium() as b:
+        yield b
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -159,13 +175,13 @@ def goto(page, name: str, heading: str) -> None:
     settle(page)
 
 
-def shot(page, name: str, wait: bool = True) -> None:
-    """Screenshot of the whole page into SHOTS/<name>.png.
+def shot(page, name: str, wait: bool = True, folder: Path = SHOTS) -> None:
+    """Screenshot of the whole page into <folder>/<name>.png.
 
     Streamlit scrolls its main area, not the document, so a plain full-page screenshot is just the
     viewport: the viewport is made as tall as the content for the picture, then put back.
     """
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     page.mouse.move(0, 0)  # no hover tooltips in the picture
     height = page.evaluate("""() => Math.max(document.documentElement.scrollHeight,
         ...Array.from(document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"]'),
@@ -175,7 +191,7 @@ def shot(page, name: str, wait: bool = True) -> None:
         page.wait_for_timeout(400)  # charts re-layout after the resize
         if wait:
             settle(page, quiet_s=0.5)
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
     finally:
         page.set_viewport_size(VIEWPORT)
 

@@ -6,6 +6,8 @@ chart as PNG ("Download as PNG"); vega-embed's own menu is off in Streamlit.
 """
 from __future__ import annotations
 
+import re
+
 import altair as alt
 import pandas as pd
 
@@ -28,20 +30,22 @@ def _legend(title: str) -> alt.Legend:
 
 
 def _hover_rule(df: pd.DataFrame, order: list[str], name: str) -> alt.Chart:
-    """A vertical rule at the epoch nearest the pointer, its tooltip listing every series there (train and val).
+    """A vertical rule at the epoch nearest the pointer, its tooltip listing every series there (train and val):
+    the logged value and the smoothed one, which the lines draw.
 
-    The frame is pivoted to one column per (series, split), named by position (s0v, s0t, …) so that
-    run names with dots or brackets never reach a Vega field name; the tooltip titles carry the names.
+    Each epoch's tooltip is one object built here (`tip`, keyed by the full series names): a series without that
+    epoch (a run that ended earlier) has no key in it, where a Vega pivot gave it an empty field that read "NaN".
     """
-    keys = {(s, sp): f"s{i}{sp[0]}" for i, s in enumerate(order) for sp in ("val", "train")}
-    df = df.assign(key=[keys[(s, sp)] for s, sp in zip(df["series"], df["split"])])
-    present = set(df["key"])
+    per_epoch: dict[int, dict] = {}
+    rank = {s: i for i, s in enumerate(order)}
+    for s, sp, epoch, value, raw in sorted(zip(df["series"], df["split"], df["epoch"], df["value"], df["raw"]),
+                                           key=lambda r: (r[2], rank[r[0]], r[1] != "val")):
+        tip = per_epoch.setdefault(int(epoch), {"epoch": int(epoch), "tip": {"epoch": int(epoch)}})["tip"]
+        tip[f"{s} ({sp})"] = f"{raw:.4f} logged, {value:.4f} smoothed"
     hover = alt.selection_point(name=name, nearest=True, on="pointerover", fields=["epoch"], empty=False,
                                 clear="pointerout")
-    tooltip = [alt.Tooltip("epoch:Q", format="d")] + [
-        alt.Tooltip(f"{k}:Q", title=f"{s} ({sp})", format=".4f") for (s, sp), k in keys.items() if k in present]
-    return alt.Chart(df).transform_pivot("key", value="value", groupby=["epoch"]).mark_rule(color="#888").encode(
-        x="epoch:Q", opacity=alt.condition(hover, alt.value(0.6), alt.value(0)), tooltip=tooltip).add_params(hover)
+    return alt.Chart(alt.Data(values=list(per_epoch.values()))).mark_rule(color="#888").encode(
+        x="epoch:Q", opacity=alt.condition(hover, alt.value(0.6), alt.value(0)), tooltip="tip:N").add_params(hover)
 
 
 def _panel(df: pd.DataFrame, bands: pd.DataFrame | None, order: list[str], label: str, i: int,
@@ -123,19 +127,44 @@ def tradeoff_chart(points: pd.DataFrame, x_title: str, order: list[str]) -> alt.
     ).properties(height=320)
 
 
-def heat_chart(df: pd.DataFrame, order: list[str]) -> alt.LayerChart:
-    """Test AUC per class (rows) and run (columns); grey where undefined."""
+HEAT_ROW_PX = 24  # a finding's row in the per-class heatmap; heat_height adds the run labels and the legend
+HEAT_TEXT_MIN_PX = 34  # narrowest cell that holds its AUC ("0.73") without touching the next
+
+
+def heat_height() -> int:
+    """The per-class heatmap's height for st.altair_chart: Streamlit otherwise squeezes it into its default."""
+    return HEAT_ROW_PX * len(D.CLASS_NAMES) + 120
+
+
+def _natural(label: str) -> list:
+    """Sort key reading the numbers in a label as numbers: 28 px · s2 before 28 px · s10, 28 px before 128 px."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", label) if t]
+
+
+def heat_chart(df: pd.DataFrame) -> alt.LayerChart:
+    """Test AUC per class (rows, every finding named) and run (columns by size then seed, `short` labels over two
+    lines, level; the full name in the tooltip); grey where undefined. The AUC is written in a cell only where
+    it fits.
+
+    `df`: rows of compare.per_class_frame (with `short`).
+    """
+    short_order = sorted(set(df["short"]), key=_natural)
     base = alt.Chart(df).encode(
-        x=alt.X("series:N", sort=order, title="run", axis=alt.Axis(labelAngle=-30, labelLimit=LABEL_LIMIT)),
-        y=alt.Y("class:N", sort=list(D.CLASS_NAMES), title=None),
-        tooltip=["class", alt.Tooltip("positives:Q", title="test positives"), "series", "run id",
-                 alt.Tooltip("test AUC:N", title="test AUC (95% CI)")])
+        x=alt.X("short:N", sort=short_order, title=None,
+                axis=alt.Axis(orient="top", labelAngle=0, labelExpr="split(datum.label, ' · ')", labelOverlap=False,
+                              labelLimit=80, domain=False, ticks=False)),
+        y=alt.Y("class:N", sort=list(D.CLASS_NAMES), title=None, axis=alt.Axis(labelOverlap=False, labelLimit=200)),
+        tooltip=["class", alt.Tooltip("series:N", title="run"), "run id",
+                 alt.Tooltip("positives:Q", title="test positives"), alt.Tooltip("test AUC:N", title="test AUC (95% CI)")])
     defined = base.transform_filter("isValid(datum.auc)").mark_rect().encode(
-        color=alt.Color("auc:Q", scale=alt.Scale(scheme="viridis"), title="test AUC"))
+        color=alt.Color("auc:Q", scale=alt.Scale(scheme="viridis"), title="test AUC",
+                        legend=alt.Legend(orient="bottom", direction="horizontal", gradientLength=240)))
     undefined = base.transform_filter("!isValid(datum.auc)").mark_rect(color="#d9d9d9")
     text = base.mark_text(fontSize=11).encode(
-        text="label:N", color=alt.condition("isValid(datum.auc) && datum.auc < 0.75", alt.value("white"), alt.value("black")))
-    return (defined + undefined + text).properties(height=14 * 26)
+        text="label:N",
+        opacity=alt.condition(f"bandwidth('x') >= {HEAT_TEXT_MIN_PX}", alt.value(1), alt.value(0)),
+        color=alt.condition("isValid(datum.auc) && datum.auc < 0.75", alt.value("white"), alt.value("black")))
+    return (defined + undefined + text).properties(height=HEAT_ROW_PX * len(D.CLASS_NAMES))
 
 
 def reliability_chart(df: pd.DataFrame, order: list[str]) -> alt.LayerChart:

@@ -17,6 +17,16 @@ from ui import charts
 from ui.common import file_mtime, load_scores
 
 POOLED = "pooled (every class with positives and negatives)"
+# Short headers for the tables (each must fit a 1400 px window beside the run or class column); the long
+# names are the columns' help.
+SHORT = {"ECE (pooled)": "ECE pooled", "ECE (mean over classes)": "ECE class mean",
+         "sensitivity at 90% specificity (mean)": "sens @ 90% spec", "sensitivity at 95% specificity (mean)": "sens @ 95% spec",
+         "sensitivity at 90% specificity": "sens @ 90% spec", "sensitivity at 95% specificity": "sens @ 95% spec",
+         "specificity at 90% sensitivity": "spec @ 90% sens", "specificity at 95% sensitivity": "spec @ 95% sens"}
+
+
+def _number(label: str, fmt: str) -> st.column_config.NumberColumn:
+    return st.column_config.NumberColumn(SHORT.get(label, label), format=fmt, help=label)
 PER_CLASS = {"support": "test positives", "auc": "test AUC", "ece": "ECE", "brier": "Brier",
              "sens_at_spec90": "sensitivity at 90% specificity", "sens_at_spec95": "sensitivity at 95% specificity",
              "spec_at_sens90": "specificity at 90% sensitivity", "spec_at_sens95": "specificity at 95% sensitivity"}
@@ -90,15 +100,15 @@ def calibration_section(loaded: list[dict], names: dict[str, str]) -> None:
                "diagonal a predicted 30% comes true 30% of the time. A loss weighted by pos_weight pushes rare "
                "findings' probabilities up on purpose, so ECE measures that choice as much as the model.")
     st.dataframe(pooled_frame(tested, names), hide_index=True, key="compare_calibration_runs",
-                 column_config={k: st.column_config.NumberColumn(format="%.4f") for k in
-                                ("ECE (pooled)", "ECE (mean over classes)", "Brier",
-                                 "sensitivity at 90% specificity (mean)", "sensitivity at 95% specificity (mean)")})
+                 column_config={"run": st.column_config.TextColumn(width="medium"), **{k: _number(k, "%.4f") for k in (
+                     "ECE (pooled)", "ECE (mean over classes)", "Brier", "sensitivity at 90% specificity (mean)",
+                     "sensitivity at 95% specificity (mean)")}})
     by_name = {names[run["info"].id]: run for run in tested}
     pick = st.selectbox("Per class, for run", list(by_name), key="compare_calibration_run")
     st.dataframe(class_frame(by_name[pick]), hide_index=True, key="compare_calibration_classes",
-                 column_config={"test positives": st.column_config.NumberColumn(format="%d"),
-                                **{label: st.column_config.NumberColumn(format="%.3f")
-                                   for key, label in PER_CLASS.items() if key != "support"}})
+                 column_config={"test positives": st.column_config.NumberColumn("positives", format="%d",
+                                                                                help="test positives"),
+                                **{label: _number(label, "%.3f") for key, label in PER_CLASS.items() if key != "support"}})
     st.caption("Operating points are read off the test ROC curve (as AUC is): they describe the curve, not thresholds "
                "chosen in advance (choose those on validation, on the Thresholds page). Empty: undefined for a class "
                "without positives or negatives. Few positives make any per-class number uncertain.")

@@ -119,6 +119,18 @@ def series_names(groups: list[Group]) -> dict[str, str]:
     return out
 
 
+def short_names(groups: list[Group]) -> dict[str, str]:
+    """A label per run id short enough for a column per run (the full one: series_names): its size, and its seed
+    where its group has several runs (`28 px · s3`); a running number where two runs would read alike."""
+    out: dict[str, str] = {}
+    for g in groups:
+        for run in g.runs:
+            seed = (run["config"].get("train") or {}).get("seed")
+            out[run["info"].id] = f"{g.size} px" + (f" · s{seed}" if len(g.runs) > 1 else "")
+    labels = list(out.values())
+    return {rid: label if labels.count(label) == 1 else f"{label} · #{i + 1}" for i, (rid, label) in enumerate(out.items())}
+
+
 def smooth(values: pd.Series, weight: float) -> pd.Series:
     """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled to 0."""
     if weight <= 0:
@@ -151,12 +163,14 @@ def epoch_frame(loaded: list[dict], names: dict[str, str], groups: list[Group], 
 
 
 def band_frame(epochs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over each group's runs per (epoch, split, metric): the seed bands (sd 0 for one run)."""
+    """Mean and sd over each group's runs per (epoch, split, metric): the seed bands (sd 0 for one run), with the
+    mean of the logged values (`raw`) beside the smoothed `mean`."""
     if not len(epochs):
-        return pd.DataFrame(columns=["group", "size", "epoch", "split", "metric", "mean", "sd", "runs", "lo", "hi"])
+        return pd.DataFrame(columns=["group", "size", "epoch", "split", "metric", "mean", "raw", "sd", "runs", "lo",
+                                     "hi"])
     out = epochs.groupby(["group", "size", "epoch", "split", "metric"], as_index=False).agg(
-        mean=("value", "mean"), sd=("value", lambda s: float(np.std(s, ddof=1)) if len(s) > 1 else 0.0),
-        runs=("run", "nunique"))
+        mean=("value", "mean"), raw=("raw", "mean"),
+        sd=("value", lambda s: float(np.std(s, ddof=1)) if len(s) > 1 else 0.0), runs=("run", "nunique"))
     out["lo"], out["hi"] = out["mean"] - out["sd"], out["mean"] + out["sd"]
     return out
 

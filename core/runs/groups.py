@@ -21,8 +21,8 @@ from core.data import chestmnist as D
 from core.runs import record as runs
 from core.study.recipe import recipe_settings
 
-__all__ = ["SeedGroup", "group_difference", "images_problem", "images_source", "recipe_key", "same_images",
-           "seed_groups"]
+__all__ = ["SeedGroup", "group_difference", "images_problem", "images_source", "one_per_size", "recipe_key",
+           "same_images", "seed_groups"]
 
 
 def images_source(train: Mapping[str, Any]) -> str | None:
@@ -97,6 +97,28 @@ def images_problem(run_a: str | Path, run_b: str | Path) -> str | None:
 def same_images(run_a: str | Path, run_b: str | Path) -> bool:
     """True when runs a and b scored the same test images in the same order (see images_problem)."""
     return images_problem(run_a, run_b) is None
+
+
+def one_per_size(run: str | Path, others: Sequence[str | Path]) -> list[str]:
+    """One of `others` per size other than `run`'s, ordered by size: the closest kin of `run` at each size (its
+    recipe and seed, else its recipe, else its seed, else the first given), so that a strip of the same image
+    across resolutions differs in resolution only, where the runs allow."""
+    def train(r: str | Path) -> Mapping[str, Any]:
+        try:
+            return runs.read_config(r).get("train") or {}
+        except runs.RunError:
+            return {}
+    own = train(run)
+    recipe, seed = recipe_key(own), own.get("seed")
+    best: dict[Any, tuple[int, str]] = {}
+    for other in others:
+        t = train(other)
+        if t.get("size") is None or t.get("size") == own.get("size"):
+            continue
+        kin = 2 * (recipe_key(t) != recipe) + (t.get("seed") != seed)  # 0: same recipe and seed ... 3: neither
+        if t["size"] not in best or kin < best[t["size"]][0]:  # ties: the first given stays
+            best[t["size"]] = (kin, str(other))
+    return [best[size][1] for size in sorted(best)]
 
 
 def group_difference(runs_a: Sequence[str | Path], runs_b: Sequence[str | Path], n_boot: int = 2000, seed: int = 0,
