@@ -12,5 +12,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "folder": ('RunInfo', 'delete_run', 'list_runs'),
     "datafile": ('config_of', 'run_data'),
     "summary": ('RunSummary', 'run_summary'),
-    "groups": ('SeedGroup', 'group_difference', 'images_problem', 'recipe_key', 'same_images', 'seed_groups'),
+    "groups": ('SeedGroup', 'group_difference', 'images_problem', 'recipe_key', 'repeat_notes', 'same_images',
+               'seed_groups'),
 })
