@@ -418,3 +418,55 @@ def test_which_pixels_matter_scores_on_request_then_draws_the_curve_and_the_gap(
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     assert any("effective" in json.dumps(s) or "image size seen by the model" in json.dumps(s) for s in specs)
     assert any("change in test AUC" in json.dumps(s) for s in specs)
+
+
+def _clone(run_dir, folder: str, auc_shift: float = 0.0, **train):
+    """A copy of `run_dir` in `folder` (a run id: it orders runs in time) with other train settings."""
+    twin = run_dir.parent / folder
+    shutil.copytree(run_dir, twin)
+    config = json.loads((twin / "config.json").read_text())
+    config["train"].update(train)
+    runs.write_json(twin / "config.json", config)
+    rows = [dict(r, val_auc=r["val_auc"] + auc_shift) for r in runs.read_metrics(twin)]
+    (twin / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return twin
+
+
+def test_default_selection_is_the_most_recent_recipe_not_the_best_run_per_size(open_page, data_root, runs_copy):
+    # An older run of another recipe scores higher at 64 px: the best-per-size pick took it over the sweep's own.
+    other = _clone(runs_copy[64], "20000101-000000-64px-res-cnn-old-0000", auc_shift=0.3, epochs=12)
+    at = open_page("compare.py", data_root, other.parent).run()
+    assert not at.exception and not at.error
+    assert sorted(at.multiselect(key="compare_runs").value) == sorted(p.name for p in runs_copy.values())
+
+
+def test_a_seed_run_twice_counts_once_and_the_page_says_which(open_page, data_root, runs_copy):
+    again = _clone(runs_copy[28], runs_copy[28].name + "-again", name="study-x-s0")  # same recipe and seed 0
+    at = open_page("compare.py", data_root, again.parent).run()
+    assert not at.exception and not at.error
+    assert again.name in at.multiselect(key="compare_runs").value
+    row = table_with(at, "seeds").value.set_index("group").loc["28 px · res-cnn"]
+    assert (row["runs"], row["seeds"]) == (1, "0")  # not "0, 0": one seed, not two
+    note = (f"2 runs repeat seed 0 of 28 px · res-cnn; the most recent ({again.name}) is used, the other "
+            f"({runs_copy[28].name}) left out.")
+    assert note in texts(at.caption)
+
+
+def test_the_url_reopens_the_same_view_and_drops_unknown_runs(open_page, data_root, runs_copy):
+    at = open_page("compare.py", data_root, runs_copy[28].parent)
+    at.query_params.update({"runs": [runs_copy[64].name, "no-such-run](http://x)"], "compare_smooth": "0.5",
+                            "compare_overlay": "0", "compare_correction": "bh", "compare_margin": "7"})
+    at.run()
+    assert not at.exception and not at.error
+    assert at.multiselect(key="compare_runs").value == [runs_copy[64].name]
+    (warning,) = [w for w in texts(at.warning) if "this link names" in w]
+    assert warning.startswith("1 run(s) this link names are not in") and "no-such-run" not in warning
+    assert (at.slider(key="compare_smooth").value, at.toggle(key="compare_overlay").value) == (0.5, False)
+    assert at.radio(key="compare_correction").value == "bh"
+    assert at.number_input(key="compare_margin").value == 0.01  # out of range in the link: the default
+    # What the page now shows is in its URL; a default is left out of it.
+    assert at.query_params["runs"] == runs_copy[64].name and "no-such-run" not in str(at.query_params)
+    at.slider(key="compare_smooth").set_value(0.0).run()
+    at.multiselect(key="compare_runs").select(runs_copy[28].name).run()
+    assert "compare_smooth" not in at.query_params and at.query_params["compare_overlay"] == "0"
+    assert sorted(at.query_params["runs"]) == sorted([runs_copy[28].name, runs_copy[64].name])

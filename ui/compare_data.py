@@ -65,6 +65,8 @@ class Group:
     model: str | None
     recipe: str  # the recipe as sorted JSON: groups of one family share it
     runs: list[dict] = field(default_factory=list)
+    counted: set[str] = field(default_factory=set)  # ids of the runs its numbers use: each seed once
+    notes: list[str] = field(default_factory=list)  # which run of a repeated seed is used (core.runs.groups)
 
 
 def _recipe_key(run: dict) -> str:
@@ -100,7 +102,24 @@ def seed_groups(loaded: list[dict]) -> list[Group]:
     for g in by_key.values():
         tag = tags[g.recipe]
         g.name = f"{g.size} px · {g.model}" + (f" · {tag}" if tag else "")
+        _count_seeds_once(g)
     return sorted(by_key.values(), key=lambda g: (g.size or 0, g.name))
+
+
+def _count_seeds_once(g: Group) -> None:
+    """Set the group's counted runs and notes by core.runs.groups.seed_groups, the study report's dedupe:
+    a repeated seed (a sweep and a study run of one recipe, a copy) is its most recent run."""
+    configs = {str(run["info"].path): run["config"].get("train") for run in g.runs}
+    counted = {path for path, train in configs.items() if not train}  # an unreadable config counts as itself
+    for sg in G.seed_groups({path: train for path, train in configs.items() if train}):
+        counted.update(sg.runs)
+        g.notes += G.repeat_notes(sg, g.name)
+    g.counted = {run["info"].id for run in g.runs if str(run["info"].path) in counted}
+
+
+def counted_ids(groups: list[Group]) -> set[str]:
+    """The run ids the groups' numbers use (each seed of a group once)."""
+    return set().union(*(g.counted for g in groups))
 
 
 def series_names(groups: list[Group]) -> dict[str, str]:
@@ -204,7 +223,7 @@ def group_frame(summary: pd.DataFrame, groups: list[Group]) -> pd.DataFrame:
     """One row per seed group: runs, seeds, mean and sd over seeds of test and best val AUC, cost."""
     out = []
     for g in groups:
-        rows = summary[summary["group"] == g.name]
+        rows = summary[(summary["group"] == g.name) & summary["run id"].isin(g.counted)]
         test_mean, test_sd = _mean_sd(rows["test AUC (medmnist)"])
         val_mean, val_sd = _mean_sd(rows["best val AUC (medmnist)"])
         out.append({"group": g.name, "size (px)": g.size, "model": g.model, "runs": len(rows),
