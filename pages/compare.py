@@ -21,7 +21,7 @@ from core.data.provenance import run_data_label
 from ui import charts
 from ui import compare_data as CD
 from ui.common import (RUN_LINK_COLUMN, file_mtime, load_data, page_link, read_runs, run_label, run_url, runs_dir,
-                          through_app)
+                          runs_dir_problem, through_app)
 from ui.compare_calibration import calibration_section
 from ui.compare_effective import effective_section
 from ui.url_state import Control, remember, restore
@@ -322,6 +322,9 @@ def main() -> None:
     if infos is None:
         st.stop()
     infos = [r for r in infos if r.epochs_done > 0]
+    if not infos and (problem := runs_dir_problem(rdir)):
+        st.error(problem)
+        st.stop()
     if not infos:
         st.info(f"No run in {rdir} has finished an epoch yet. Train one on the Train page; it shows up here after its "
                 "first epoch.")

@@ -16,7 +16,7 @@ from core.runs import folder as runs_folder
 from core.data.provenance import run_data_label
 from ui import charts
 from ui import compare_data as CD
-from ui.common import page_link, read_runs, run_label, runs_dir, through_app
+from ui.common import page_link, read_runs, run_label, runs_dir, runs_dir_problem, through_app
 
 LOG_TAIL = 200  # lines of the training log shown; the whole file is a download
 
@@ -109,6 +109,9 @@ def main() -> None:
     st.title("Run details")  # the navigation's name for this page
     infos = read_runs(runs_dir())
     if infos is None:
+        st.stop()
+    if not infos and (problem := runs_dir_problem(runs_dir())):
+        st.error(problem)
         st.stop()
     if not infos:
         st.info(f"No runs in {runs_dir()} yet. Train one on the Train page.")

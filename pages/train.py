@@ -16,6 +16,7 @@ through_app()
 st.title("Train")
 
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import altair as alt  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -31,8 +32,8 @@ from core.models.registry import MODELS  # noqa: E402
 from core.study.recipe import slug  # noqa: E402
 from ui.recipe_form import knob_input  # noqa: E402
 from ui.speed import DRAWN, STALE_S, Reading, speed  # noqa: E402
-from ui.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs,  # noqa: E402
-                          run_label, run_metrics, run_url, runs_dir)
+from ui.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, data_root_problem, file_mtime,  # noqa: E402
+                          page_link, read_runs, run_label, run_metrics, run_url, runs_dir)
 
 HOUR = 3600
 SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
@@ -239,6 +240,9 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
     sweep_clicked = right.button(f"Same recipe at every size ({sizes} px)", key="train_sweep", width="stretch",
                                  help="One run per size present under the data root, trained one after another "
                                       "in a single background process: the study's resolution sweep.")
+    if (train_clicked or sweep_clicked) and (problem := data_root_problem(Path(cfg.data_root))):
+        st.error(f"Not started: {problem}")
+        return
     if train_clicked:
         from core.train import loop as T
 
@@ -397,7 +401,9 @@ def live(rdir) -> None:
 
 root, rdir = data_root(), runs_dir()
 present = D.available_sizes(root) if root.is_dir() else []
-if not present:
+if problem := data_root_problem(root):
+    st.error(problem)
+elif not present:
     st.info(f"No ChestMNIST data under {root}. Download or import a size on the Data & runs page first; "
             "the cost estimate below still works.")
 cfg = recipe(root, rdir, present)

@@ -48,9 +48,17 @@ def line_encoding(unit) -> dict:
 
 
 def test_no_runs_is_guidance_not_an_error(open_page, data_root, tmp_path):
+    (tmp_path / "runs").mkdir()
     at = open_page("compare.py", data_root, tmp_path / "runs").run()
     assert not at.exception and not at.error
     assert any("has finished an epoch" in i for i in texts(at.info))
+
+
+def test_a_mistyped_runs_folder_is_said_not_to_exist(open_page, data_root, tmp_path):
+    at = open_page("compare.py", data_root, tmp_path / "checkpoitns").run()
+    assert not at.exception and not at.info  # not "No run in checkpoitns has finished an epoch yet"
+    (error,) = texts(at.error)
+    assert error.startswith(f"The runs folder {tmp_path / 'checkpoitns'} does not exist.")
 
 
 def chart_by(at, test) -> tuple[dict, "pd.DataFrame"]:  # noqa: F821

@@ -58,8 +58,17 @@ def test_an_unknown_run_in_the_link_is_said_not_a_traceback(open_page, data_root
 
 
 def test_no_runs_is_guidance(open_page, data_root, tmp_path):
+    (tmp_path / "none").mkdir()
     at = run_page(open_page, data_root, tmp_path / "none")
     assert not at.exception and any("No runs in" in i for i in texts(at.info))
+
+
+def test_a_runs_folder_that_does_not_exist_is_said_so(open_page, data_root, tmp_path):
+    at = run_page(open_page, data_root, tmp_path / "checkpoitns")  # a typo
+    assert not at.exception and not at.info
+    assert texts(at.error) == [f"The runs folder {tmp_path / 'checkpoitns'} does not exist. Choose the folder that "
+                               "holds your runs in the sidebar (a typo?); training in a folder that does not exist "
+                               "yet creates it."]
 
 
 def test_reports_page_lists_and_shows_a_built_study(open_page, data_root, finished_runs, tmp_path):

@@ -315,6 +315,17 @@ def test_bad_config_is_an_error_and_leaves_no_run(open_page, data_root, tmp_path
     assert run_dirs_in(runs_dir) == [] and launches == []
 
 
+def test_a_mistyped_data_root_is_said_in_the_apps_terms(open_page, tmp_path, launches):
+    at = page(open_page, tmp_path / "dta", tmp_path / "runs", **FAST).run()
+    problem = (f"The data root {tmp_path / 'dta'} does not exist. Choose the folder that holds the chestmnist*.npz "
+               "files in the sidebar (a typo?), download or import data on the Data & runs page, or use the demo data.")
+    assert problem in texts(at.error)
+    at.button(key="train_go").click().run()
+    assert not at.exception and f"Not started: {problem}" in texts(at.error)
+    assert not any("--data-root" in e or "CHESTMNIST_ROOT" in e for e in texts(at.error))
+    assert run_dirs_in(tmp_path / "runs") == [] and launches == []
+
+
 def test_sweep_failing_at_one_size_leaves_no_half_sweep(open_page, tmp_path, launches):
     root, runs_dir = tmp_path / "data", tmp_path / "runs"
     write_planted(root, 28, n=(200, 40, 40))
