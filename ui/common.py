@@ -181,8 +181,10 @@ def load_scores(run_dir: str | Path, split: str):
 
 
 def run_label(info: runs_folder.RunInfo) -> str:
+    """How the run pickers name a run: its display name and tags (when given), size, model, state, test AUC, id."""
     auc = f", test AUC {info.test_auc:.3f}" if info.test_auc is not None else ""
-    return f"{info.size} px · {info.model} · {info.state}{auc} · {info.id}"
+    given = "".join(f"{part} · " for part in (info.display_name, " ".join(f"#{t}" for t in info.tags)) if part)
+    return f"{given}{info.size} px · {info.model} · {info.state}{auc} · {info.id}"
 
 
 def read_runs(where: Path) -> list[runs_folder.RunInfo] | None:

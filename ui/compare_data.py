@@ -123,18 +123,15 @@ def counted_ids(groups: list[Group]) -> set[str]:
 
 
 def series_names(groups: list[Group]) -> dict[str, str]:
-    """Full legend name per run id: its group's name, plus seed where the group has several runs, plus
-    the id where seeds repeat too (copies)."""
+    """Full legend name per run id: its group's name, plus the run's display name (core.runs.annotations) or, where
+    the group has several runs, its seed, plus the id where that repeats too (copies, two runs of one name)."""
     out = {}
     for g in groups:
-        seeds = [(run["config"].get("train") or {}).get("seed") for run in g.runs]
-        for run, seed in zip(g.runs, seeds):
-            name = g.name
-            if len(g.runs) > 1:
-                name += f" · seed {seed}"
-                if seeds.count(seed) > 1:
-                    name += f" · {run['info'].id}"
-            out[run["info"].id] = name
+        tags = [run["info"].display_name or (f"seed {(run['config'].get('train') or {}).get('seed')}"
+                                             if len(g.runs) > 1 else "") for run in g.runs]
+        for run, tag in zip(g.runs, tags):
+            name = g.name + (f" · {tag}" if tag else "")
+            out[run["info"].id] = name + (f" · {run['info'].id}" if tag and tags.count(tag) > 1 else "")
     return out
 
 
