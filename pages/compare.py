@@ -251,33 +251,67 @@ def answer_section(groups: list[CD.Group], summary: pd.DataFrame, group_table: p
         st.info("None of the selected runs has test metrics yet.")
 
 
+SEED_GROUPS, EACH_RUN = "recipe and size (seed groups)", "run"
+
+
+def curve_controls(loaded: list[dict]) -> tuple[str, str, str]:
+    """(x axis, group by, colour by), each a setting that differs among the runs or the default; kept in the URL."""
+    fields = CD.recipe_fields(loaded)
+    controls = (Control("compare_curve_x", "epoch", options=tuple(CD.X_AXES)),
+                Control("compare_group_by", SEED_GROUPS, options=(SEED_GROUPS, *fields)),
+                Control("compare_colour", EACH_RUN, options=(EACH_RUN, *fields)))
+    restore(controls)
+    c = st.columns(3)
+    x = c[0].radio("x axis", list(CD.X_AXES), horizontal=True, key="compare_curve_x",
+                   help="Step: batches trained, from each epoch's images. Wall time: the logged seconds of each "
+                        "epoch (training and validation) summed; pauses between a stop and a resume are not in it.")
+    group_by = c[1].selectbox("Group by", [SEED_GROUPS, *fields], key="compare_group_by",
+                              help="What the mean ± sd lines average over: the seeds of a recipe at a size, or every "
+                                   "run with the same value of a setting that differs among these runs.")
+    colour = c[2].selectbox("Colour by", [EACH_RUN, *fields], key="compare_colour",
+                            help="One line per run either way; coloured by run, or by one of its settings.")
+    remember(controls)
+    return x, group_by, colour
+
+
 def curves_section(loaded: list[dict], names: dict[str, str], groups: list[CD.Group]) -> None:
     st.header("Learning curves")
+    x, group_by, colour = curve_controls(loaded)
     c = st.columns([2, 2, 2, 3])
     overlay = c[0].toggle("Overlay runs", key="compare_overlay",
                           help="On: one panel per metric. Off: small multiples, one column per run.")
-    several = any(len(g.runs) > 1 for g in groups)
-    grouped = c[1].toggle("Mean ± sd over seeds", key="compare_bands", disabled=not (overlay and several),
-                          help="One line per seed group (mean over its runs) with a ±1 sd band; needs a group "
-                               "with several seeds among the selected runs.") and several
+    counted = CD.counted_ids(groups)  # each seed once: of a seed run twice, its most recent run
+    group_of = ({run["info"].id: g.name for g in groups for run in g.runs} if group_by == SEED_GROUPS
+                else CD.field_labels(loaded, [group_by]))
+    sizes = pd.Series([group_of[i] for i in counted]).value_counts()
+    several = bool((sizes > 1).any())
+    grouped = c[1].toggle("Mean ± sd over runs", key="compare_bands", disabled=not (overlay and several),
+                          help="One line per group (mean over its runs) with a ±1 sd band; needs a group with "
+                               "several runs among the selected ones. Drawn against epochs.") and several and overlay
     log_loss = c[2].toggle("Log scale for loss", key="compare_logloss")
     weight = c[3].slider("Smoothing", 0.0, 0.95, step=0.05, key="compare_smooth",
                          help="Exponential moving average as TensorBoard's (debiased); hover shows the logged value.")
     epochs = CD.epoch_frame(loaded, names, groups, weight)
     labels = [label for _, label in CD.EPOCH_METRICS]
-    if overlay and grouped:
-        # Each seed once: of a seed run twice (a sweep and a study), its most recent run.
-        bands = CD.band_frame(epochs[epochs["run"].isin(CD.counted_ids(groups))]).rename(columns={"group": "series"})
+    if grouped:
+        mine = epochs[epochs["run"].isin(counted)]
+        bands = CD.band_frame(mine.assign(group=mine["run"].map(group_of))).rename(columns={"group": "series"})
         lines = bands.assign(run=bands["runs"].astype(str) + " runs", value=bands["mean"], raw=bands["mean"])
-        order = [g.name for g in groups]
+        order = list(dict.fromkeys(sorted(bands["series"], key=str)) if group_by != SEED_GROUPS else
+                     [g.name for g in groups])
         st.altair_chart(charts.curves_chart(lines, order, labels, True, bands, log_loss), width="stretch")
     else:
         order = [names[run["info"].id] for run in loaded]
-        st.altair_chart(charts.curves_chart(epochs, order, labels, overlay, None, log_loss), width="stretch")
+        view = charts.CurveView(*CD.X_AXES[x])
+        if colour != EACH_RUN:
+            epochs = epochs.assign(colour=epochs["run"].map(CD.field_labels(loaded, [colour])))
+            view = charts.CurveView(*CD.X_AXES[x], "colour", colour)
+        st.altair_chart(charts.curves_chart(epochs, order, labels, overlay, None, log_loss, view), width="stretch")
     st.caption("Solid: validation, dashed: training (training metrics are averaged over the epoch while the weights "
-               "change). Hover a panel for every run's value at that epoch. AUC (medmnist) is the mean over classes "
-               "with positives; ACC (medmnist, 0.5) the mean per-label accuracy at 0.5; F1 here uses each run's fixed "
-               "per-epoch threshold. The chart's toolbar saves it as PNG.")
+               "change). Open diamonds: each run's kept (best) checkpoint; a dotted rule: training resumed there "
+               "after a stop. Hover a panel for every run's value at that point. AUC (medmnist) is the mean over "
+               "classes with positives; ACC (medmnist, 0.5) the mean per-label accuracy at 0.5; F1 here uses each "
+               "run's fixed per-epoch threshold. The chart's toolbar saves it as PNG.")
     download(epochs, "learning_curves", "learning curves (logged and smoothed)")
 
 

@@ -478,3 +478,56 @@ def test_the_url_reopens_the_same_view_and_drops_unknown_runs(open_page, data_ro
     at.multiselect(key="compare_runs").select(runs_copy[28].name).run()
     assert "compare_smooth" not in at.query_params and at.query_params["compare_overlay"] == "0"
     assert sorted(at.query_params["runs"]) == sorted([runs_copy[28].name, runs_copy[64].name])
+
+
+def layers_of(spec, mark: str) -> list[dict]:
+    return [lay for row in panels(spec) for p in row for lay in p["layer"]
+            if (lay["mark"]["type"] if isinstance(lay["mark"], dict) else lay["mark"]) == mark]
+
+
+def test_step_and_wall_time_axes_and_best_and_resume_markers(open_page, data_root, runs_copy):
+    run_dir = runs_copy[28]
+    rows = runs.read_metrics(run_dir)
+    rows[1]["resumed"] = True  # as the trainer marks the first epoch after a resume
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    at = open_page("compare.py", data_root, run_dir.parent).run()
+    assert not at.exception and not at.error
+    spec, df = chart_by(at, is_curves)
+    (best,) = {json.dumps(lay["transform"]) for lay in layers_of(spec, "point") if lay["mark"].get("shape") == "diamond"}
+    assert "datum.best" in best
+    mine = df[(df["run"] == run_dir.name) & (df["split"] == "val") & (df["metric"] == "loss")].sort_values("epoch")
+    assert list(mine["best"]) == [r["epoch"] == rows[-1]["best_epoch"] for r in rows]
+    assert list(mine["resumed"]) == [False, True]
+    assert any("datum.resumed" in json.dumps(lay["transform"]) for lay in layers_of(spec, "rule"))
+
+    batch = runs.read_config(run_dir)["train"]["batch_size"]
+    at.radio(key="compare_curve_x").set_value("step").run()
+    spec, df = chart_by(at, is_curves)
+    assert line_encoding(panels(spec)[0][0])["x"]["field"] == "step" and at.query_params["compare_curve_x"] == "step"
+    mine = df[(df["run"] == run_dir.name) & (df["split"] == "val") & (df["metric"] == "loss")].sort_values("epoch")
+    np.testing.assert_allclose(mine["step"], np.cumsum([np.ceil(r["images"] / batch) for r in rows]))
+    at.radio(key="compare_curve_x").set_value("wall time").run()
+    spec, df = chart_by(at, is_curves)
+    assert line_encoding(panels(spec)[0][0])["x"]["field"] == "minutes"
+    mine = df[(df["run"] == run_dir.name) & (df["split"] == "val") & (df["metric"] == "loss")].sort_values("epoch")
+    np.testing.assert_allclose(mine["minutes"], np.cumsum([r["seconds"] / 60 for r in rows]))
+
+
+def test_group_and_colour_by_a_setting(open_page, data_root, runs_copy):
+    twin = _second_seed(runs_copy[28], -0.1)
+    at = open_page("compare.py", data_root, twin.parent).run()
+    assert at.selectbox(key="compare_group_by").options == ["recipe and size (seed groups)", "seed", "size"]
+    at.selectbox(key="compare_group_by").set_value("seed").run()  # across sizes: seed 0 has two runs
+    assert not at.exception and at.query_params["compare_group_by"] == "seed"
+    spec, df = chart_by(at, is_curves)
+    assert line_encoding(panels(spec)[0][0])["color"]["scale"]["domain"] == ["seed=0", "seed=1"]
+    runs_of = df.dropna(subset=["mean"]).groupby("series")["runs"].max().to_dict()
+    assert runs_of == {"seed=0": 2, "seed=1": 1}
+
+    at.toggle(key="compare_bands").set_value(False).run()
+    at.selectbox(key="compare_colour").set_value("size").run()
+    spec, df = chart_by(at, is_curves)
+    enc = line_encoding(panels(spec)[0][0])
+    assert enc["color"]["field"] == "colour" and enc["color"]["scale"]["domain"] == ["size=28", "size=64"]
+    assert enc["detail"]["field"] == "series"  # still one line per run
+    assert df.dropna(subset=["colour"]).groupby("colour")["run"].nunique().to_dict() == {"size=28": 2, "size=64": 1}

@@ -146,31 +146,69 @@ def smooth(values: pd.Series, weight: float) -> pd.Series:
     return pd.Series(out, index=values.index)
 
 
+# The curves' x axes: (column of epoch_frame, title). Steps and time are summed from each epoch's row (its
+# training images and seconds); the log holds no timestamps, so time is training time, pauses left out.
+X_AXES = {"epoch": ("epoch", "epoch"), "step": ("step", "step (batches trained)"),
+          "wall time": ("minutes", "training time (minutes, training + validation)")}
+
+
+def _run_axes(run: dict) -> list[dict]:
+    """Per metrics row of a run: its step and training minutes so far, whether its checkpoint is the kept (best)
+    one, and whether training resumed at that epoch (the trainer marks the first row after a resume)."""
+    batch = (run["config"].get("train") or {}).get("batch_size")
+    best_epoch = summary_of_rows(run["rows"]).best_epoch
+    step = minutes = 0.0
+    out = []
+    for row in run["rows"]:
+        images, seconds = num(row.get("images")), num(row.get("seconds"))
+        step = step + np.ceil(images / batch) if images is not None and isinstance(batch, int) and batch > 0 else np.nan
+        minutes = minutes + seconds / 60 if seconds is not None else np.nan
+        out.append({"step": step, "minutes": minutes, "best": row["epoch"] == best_epoch,
+                    "resumed": row.get("resumed") is True})
+    return out
+
+
 def epoch_frame(loaded: list[dict], names: dict[str, str], groups: list[Group], weight: float = 0.0) -> pd.DataFrame:
-    """One row per (run, epoch, split, metric): `raw` as logged, `value` smoothed with `weight`."""
+    """One row per (run, epoch, split, metric): `raw` as logged, `value` smoothed with `weight`, and the x axes
+    and markers of _run_axes."""
     group_of = {run["info"].id: g.name for g in groups for run in g.runs}
     recs = []
     for run in loaded:
         r = run["info"]
-        for row in run["rows"]:
+        for row, axes in zip(run["rows"], _run_axes(run)):
             for split in ("train", "val"):
                 for key, label in EPOCH_METRICS:
                     value = num(row.get(f"{split}_{key}"))
                     if value is not None:
                         recs.append({"run": r.id, "series": names[r.id], "group": group_of[r.id], "size": r.size,
-                                     "epoch": row["epoch"], "split": split, "metric": label, "raw": value})
-    df = pd.DataFrame(recs, columns=["run", "series", "group", "size", "epoch", "split", "metric", "raw"])
+                                     "epoch": row["epoch"], "split": split, "metric": label, "raw": value, **axes})
+    df = pd.DataFrame(recs, columns=["run", "series", "group", "size", "epoch", "split", "metric", "raw", "step",
+                                     "minutes", "best", "resumed"])
     df = df.sort_values(["run", "split", "metric", "epoch"], kind="stable")
     df["value"] = df.groupby(["run", "split", "metric"])["raw"].transform(lambda s: smooth(s, weight)) \
         if len(df) else pd.Series(dtype=float)
     return df.reset_index(drop=True)
 
 
+def recipe_fields(loaded: list[dict]) -> list[str]:
+    """The training settings (size and seed included) whose values differ among the runs: what the curves can be
+    grouped or coloured by."""
+    trains = [run["config"].get("train") or {} for run in loaded]
+    names = sorted({k for t in trains for k in t} - {"data_root", "runs_dir", "name"})
+    return [k for k in names if len({json.dumps(t.get(k), sort_keys=True, default=str) for t in trains}) > 1]
+
+
+def field_labels(loaded: list[dict], fields: list[str]) -> dict[str, str]:
+    """Per run id, its values of `fields` ("size=64 · lr=0.001"): a group or colour of the curves."""
+    return {run["info"].id: " · ".join(f"{k}={(run['config'].get('train') or {}).get(k)}" for k in fields)
+            for run in loaded}
+
+
 def band_frame(epochs: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd over each group's runs per (epoch, split, metric): the seed bands (sd 0 for one run)."""
     if not len(epochs):
-        return pd.DataFrame(columns=["group", "size", "epoch", "split", "metric", "mean", "sd", "runs", "lo", "hi"])
-    out = epochs.groupby(["group", "size", "epoch", "split", "metric"], as_index=False).agg(
+        return pd.DataFrame(columns=["group", "epoch", "split", "metric", "mean", "sd", "runs", "lo", "hi"])
+    out = epochs.groupby(["group", "epoch", "split", "metric"], as_index=False).agg(
         mean=("value", "mean"), sd=("value", lambda s: float(np.std(s, ddof=1)) if len(s) > 1 else 0.0),
         runs=("run", "nunique"))
     out["lo"], out["hi"] = out["mean"] - out["sd"], out["mean"] + out["sd"]
