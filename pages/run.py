@@ -149,6 +149,9 @@ def main() -> None:
                 f"`{r.path}`")
     (st.caption if official else st.warning)(f"Data: {data}")
     edit_annotations(r)
+    if run["config"]:
+        page_link("pages/train.py", "Train again with this recipe", icon=":material/replay:",
+                  query_params={"from_run": r.id})
     if run["error"] or r.error:
         st.error(run["error"] or r.error)
     curves, test, config, log, files, export = st.tabs(["Curves", "Test metrics", "Config", "Log", "Files", "Export"])

@@ -223,13 +223,13 @@ def pick_run(available: list[runs_folder.RunInfo] | None, label: str = "Run", ke
     return by_id[chosen]
 
 
-def page_link(page: str, label: str, icon: str | None = None) -> None:
-    """st.page_link to one of app.py's pages, or a plain hint where that page is not registered
-    (a page run on its own with `streamlit run pages/x.py`, or in AppTest)."""
+def page_link(page: str, label: str, icon: str | None = None, query_params: dict[str, str] | None = None) -> None:
+    """st.page_link to one of app.py's pages (with `query_params` in its URL), or a plain hint where that page is
+    not registered (a page run on its own with `streamlit run pages/x.py`, or in AppTest)."""
     from streamlit.errors import StreamlitAPIException
 
     try:
-        st.page_link(page, label=label, icon=icon)
+        st.page_link(page, label=label, icon=icon, query_params=query_params)
     except StreamlitAPIException:
         st.caption(f"Open **{label}** from the app's navigation.")
 
