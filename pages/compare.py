@@ -21,10 +21,11 @@ from core.data.provenance import run_data_label
 from ui import charts
 from ui import compare_data as CD
 from ui.common import (RUN_LINK_COLUMN, file_mtime, load_data, page_link, read_runs, run_label, run_url, runs_dir,
-                          through_app)
+                          runs_dir_problem, through_app)
 from ui.compare_calibration import calibration_section
 from ui.compare_effective import effective_section
 from ui.compare_frontier import frontier_section
+from ui.url_state import Control, remember, restore
 
 INFER_N = 64  # test images timed per checkpoint: few, so the page stays quick; the study times more
 INFER_COL = f"inference ms per image (CPU, {INFER_N} test images)"
@@ -45,19 +46,20 @@ def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int =
 
 
 def default_selection(infos: list[runs_folder.RunInfo]) -> list[str]:
-    """The best run per size by max val AUC (runs without a val AUC only when a size has nothing else),
-    with the other seeds of its recipe at that size."""
-    best: dict[int | None, runs_folder.RunInfo] = {}
-    for r in infos:
-        cur = best.get(r.size)
-        score = -1.0 if r.max_val_auc is None else r.max_val_auc
-        if cur is None or score > (-1.0 if cur.max_val_auc is None else cur.max_val_auc):
-            best[r.size] = r
-    # Seeds are first-class: every run of the chosen run's recipe at its size comes along.
-    keys = {r.size: CD.recipe_key(r.path) for r in best.values()}
-    picked = [r for r in infos if r.id in {b.id for b in best.values()}
-              or (keys.get(r.size) is not None and CD.recipe_key(r.path) == keys[r.size])]
+    """Every run of one recipe, the most recent run's (the latest sweep or study): its sizes and seeds, and
+    no run of another recipe (a best-per-size pick mixed recipes: a 12-epoch run stood in for the sweep's)."""
+    latest = max(infos, key=lambda r: r.id)  # run ids begin with their creation time
+    key = CD.recipe_key(latest.path)
+    picked = [r for r in infos if r.id == latest.id or (key is not None and CD.recipe_key(r.path) == key)]
     return [r.id for r in sorted(picked, key=lambda r: (r.size or 0, r.id))]
+
+
+# The view controls a link carries (ui.url_state); the run selection is `?runs=`, kept by pick_runs.
+CONTROLS = (Control("compare_margin", 0.01, low=0.001, high=0.2),
+            Control("compare_correction", "holm", options=("holm", "bh")), Control("compare_equivalence", False),
+            Control("compare_x", "GFLOPs per image", options=("GFLOPs per image", "seconds per epoch (median)")),
+            Control("compare_overlay", True), Control("compare_bands", True), Control("compare_logloss", True),
+            Control("compare_smooth", 0.0, low=0.0, high=0.95))
 
 
 def _ci_text(lo, hi) -> str | None:
@@ -116,7 +118,8 @@ DIFF_TABLE = {
     "family": _TEXT("family", help="primary: each size against the largest (the resolution question); exploratory: "
                                    "adjacent sizes. p is adjusted within a family."),
     "comparison": _TEXT("comparison", pinned=True), "runs": _TEXT("runs", help=(
-        "Seeds in each group. A group's AUC is the mean of its seeds' AUCs; a copied run of a seed counts once.")),
+        "Seeds in each group. A group's AUC is the mean of its seeds' AUCs; a seed run twice (a copy, a sweep and "
+        "a study of one recipe) counts once, its most recent run.")),
     "delta": _NUM("delta AUC", format="%+.4f", help="Mean test AUC of a minus b, over classes with enough positives."),
     "CI low": _NUM("95% CI low", format="%+.4f"), "CI high": _NUM("95% CI high", format="%+.4f"),
     "p": _NUM("p", format="%.2g", help="Two-sided p from the seed and image variance (docs/metrics.md)."),
@@ -176,15 +179,27 @@ def per_class_frame(loaded: list[dict], names: dict[str, str], short: dict[str, 
 
 
 def pick_runs(infos: list[runs_folder.RunInfo]) -> list[runs_folder.RunInfo]:
+    """The runs to compare: the URL's (`?runs=…`, a shared link) on a session's first visit, else the default;
+    kept in the URL. A run the link names that is not in this runs folder is left out, and the page says so."""
     by_id = {r.id: r for r in infos}
     key = "compare_runs"
     if key not in st.session_state:
-        st.session_state[key] = default_selection(infos)
+        wanted = st.query_params.get_all("runs")
+        known = [i for i in dict.fromkeys(wanted) if i in by_id]
+        if len(known) < len(set(wanted)):
+            # The ids are not shown: messages render markdown, and a crafted link would draw in them.
+            st.warning(f"{len(set(wanted)) - len(known)} run(s) this link names are not in {runs_dir()} (deleted, "
+                       "or the link names another runs folder); they are left out.")
+        st.session_state[key] = known or default_selection(infos)
     else:  # runs deleted meanwhile drop out of the selection
         st.session_state[key] = [i for i in st.session_state[key] if i in by_id]
     picked = st.multiselect("Runs", list(by_id), key=key, format_func=lambda i: run_label(by_id[i]),
-                            help="Default: the best run per size by max val AUC. Pick every seed of a recipe to "
-                                 "see mean ± sd over seeds.")
+                            help="Default: every run of the most recent recipe (the latest sweep or study), all its "
+                                 "sizes and seeds. The selection is kept in the page's URL.")
+    if not picked:
+        st.query_params.pop("runs", None)
+    elif st.query_params.get_all("runs") != picked:
+        st.query_params["runs"] = picked
     return sorted((by_id[i] for i in picked), key=lambda r: (r.size or 0, r.id))
 
 
@@ -210,7 +225,7 @@ def data_note(loaded: list[dict], names: dict[str, str]) -> None:
 def answer_section(groups: list[CD.Group], summary: pd.DataFrame, group_table: pd.DataFrame) -> None:
     st.header("Does resolution matter here?")
     c = st.columns(3)
-    margin = c[0].number_input("Non-inferiority margin (AUC)", 0.001, 0.2, 0.01, 0.005, format="%.3f",
+    margin = c[0].number_input("Non-inferiority margin (AUC)", 0.001, 0.2, step=0.005, format="%.3f",
                                key="compare_margin", help="How much test AUC a smaller size may lose and still count "
                                "as good enough; also the difference 'seeds needed' is sized for.")
     correction = c[1].radio("Correction within a family", ["holm", "bh"], horizontal=True, key="compare_correction",
@@ -243,32 +258,67 @@ def answer_section(groups: list[CD.Group], summary: pd.DataFrame, group_table: p
         st.info("None of the selected runs has test metrics yet.")
 
 
+SEED_GROUPS, EACH_RUN = "recipe and size (seed groups)", "run"
+
+
+def curve_controls(loaded: list[dict]) -> tuple[str, str, str]:
+    """(x axis, group by, colour by), each a setting that differs among the runs or the default; kept in the URL."""
+    fields = CD.recipe_fields(loaded)
+    controls = (Control("compare_curve_x", "epoch", options=tuple(CD.X_AXES)),
+                Control("compare_group_by", SEED_GROUPS, options=(SEED_GROUPS, *fields)),
+                Control("compare_colour", EACH_RUN, options=(EACH_RUN, *fields)))
+    restore(controls)
+    c = st.columns(3)
+    x = c[0].radio("x axis", list(CD.X_AXES), horizontal=True, key="compare_curve_x",
+                   help="Step: batches trained, from each epoch's images. Wall time: the logged seconds of each "
+                        "epoch (training and validation) summed; pauses between a stop and a resume are not in it.")
+    group_by = c[1].selectbox("Group by", [SEED_GROUPS, *fields], key="compare_group_by",
+                              help="What the mean ± sd lines average over: the seeds of a recipe at a size, or every "
+                                   "run with the same value of a setting that differs among these runs.")
+    colour = c[2].selectbox("Colour by", [EACH_RUN, *fields], key="compare_colour",
+                            help="One line per run either way; coloured by run, or by one of its settings.")
+    remember(controls)
+    return x, group_by, colour
+
+
 def curves_section(loaded: list[dict], names: dict[str, str], groups: list[CD.Group]) -> None:
     st.header("Learning curves")
+    x, group_by, colour = curve_controls(loaded)
     c = st.columns([2, 2, 2, 3])
-    overlay = c[0].toggle("Overlay runs", value=True, key="compare_overlay",
+    overlay = c[0].toggle("Overlay runs", key="compare_overlay",
                           help="On: one panel per metric. Off: small multiples, one column per run.")
-    several = any(len(g.runs) > 1 for g in groups)
-    grouped = c[1].toggle("Mean ± sd over seeds", value=True, key="compare_bands", disabled=not (overlay and several),
-                          help="One line per seed group (mean over its runs) with a ±1 sd band; needs a group "
-                               "with several seeds among the selected runs.") and several
-    log_loss = c[2].toggle("Log scale for loss", value=True, key="compare_logloss")
-    weight = c[3].slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="compare_smooth",
+    counted = CD.counted_ids(groups)  # each seed once: of a seed run twice, its most recent run
+    group_of = ({run["info"].id: g.name for g in groups for run in g.runs} if group_by == SEED_GROUPS
+                else CD.field_labels(loaded, [group_by]))
+    sizes = pd.Series([group_of[i] for i in counted]).value_counts()
+    several = bool((sizes > 1).any())
+    grouped = c[1].toggle("Mean ± sd over runs", key="compare_bands", disabled=not (overlay and several),
+                          help="One line per group (mean over its runs) with a ±1 sd band; needs a group with "
+                               "several runs among the selected ones. Drawn against epochs.") and several and overlay
+    log_loss = c[2].toggle("Log scale for loss", key="compare_logloss")
+    weight = c[3].slider("Smoothing", 0.0, 0.95, step=0.05, key="compare_smooth",
                          help="Exponential moving average as TensorBoard's (debiased); hover shows the logged value.")
     epochs = CD.epoch_frame(loaded, names, groups, weight)
     labels = [label for _, label in CD.EPOCH_METRICS]
-    if overlay and grouped:
-        bands = CD.band_frame(epochs).rename(columns={"group": "series"})
+    if grouped:
+        mine = epochs[epochs["run"].isin(counted)]
+        bands = CD.band_frame(mine.assign(group=mine["run"].map(group_of))).rename(columns={"group": "series"})
         lines = bands.assign(run=bands["runs"].astype(str) + " runs", value=bands["mean"], raw=bands["raw"])
-        order = [g.name for g in groups]
+        order = list(dict.fromkeys(sorted(bands["series"], key=str)) if group_by != SEED_GROUPS else
+                     [g.name for g in groups])
         st.altair_chart(charts.curves_chart(lines, order, labels, True, bands, log_loss), width="stretch")
     else:
         order = [names[run["info"].id] for run in loaded]
-        st.altair_chart(charts.curves_chart(epochs, order, labels, overlay, None, log_loss), width="stretch")
+        view = charts.CurveView(*CD.X_AXES[x])
+        if colour != EACH_RUN:
+            epochs = epochs.assign(colour=epochs["run"].map(CD.field_labels(loaded, [colour])))
+            view = charts.CurveView(*CD.X_AXES[x], "colour", colour)
+        st.altair_chart(charts.curves_chart(epochs, order, labels, overlay, None, log_loss, view), width="stretch")
     st.caption("Solid: validation, dashed: training (training metrics are averaged over the epoch while the weights "
-               "change). Hover a panel for every run's value at that epoch. AUC (medmnist) is the mean over classes "
-               "with positives; ACC (medmnist, 0.5) the mean per-label accuracy at 0.5; F1 here uses each run's fixed "
-               "per-epoch threshold. The chart's toolbar saves it as PNG.")
+               "change). Open diamonds: each run's kept (best) checkpoint; a dotted rule: training resumed there "
+               "after a stop. Hover a panel for every run's value at that point. AUC (medmnist) is the mean over "
+               "classes with positives; ACC (medmnist, 0.5) the mean per-label accuracy at 0.5; F1 here uses each "
+               "run's fixed per-epoch threshold. The chart's toolbar saves it as PNG.")
     download(epochs, "learning_curves", "learning curves (logged and smoothed)")
 
 
@@ -313,6 +363,9 @@ def main() -> None:
     if infos is None:
         st.stop()
     infos = [r for r in infos if r.epochs_done > 0]
+    if not infos and (problem := runs_dir_problem(rdir)):
+        st.error(problem)
+        st.stop()
     if not infos:
         st.info(f"No run in {rdir} has finished an epoch yet. Train one on the Train page; it shows up here after its "
                 "first epoch.")
@@ -329,12 +382,16 @@ def main() -> None:
     groups = CD.seed_groups(loaded)
     names = CD.series_names(groups)
     data_note(loaded, names)
+    for note in (n for g in groups for n in g.notes):
+        st.caption(note)
     summary = CD.summary_frame(loaded, names, groups)
     summary["test AUC 95% CI"] = [_ci_text(lo, hi) for lo, hi in
                                   zip(summary["test AUC 95% CI low"], summary["test AUC 95% CI high"])]
     summary[INFER_COL] = np.nan  # filled in at the end of the page (timing a checkpoint takes a second or so)
+    restore(CONTROLS)
     answer_section(groups, summary, CD.group_frame(summary, groups))
     curves_section(loaded, names, groups)
+    remember(CONTROLS)
     cost_slot, timing_slot = summary_section(loaded, summary, names)
     calibration_section(loaded, names)
     effective_section(groups)

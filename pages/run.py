@@ -11,12 +11,13 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import UserError
+from core.runs import annotations
 from core.runs import record as runs
 from core.runs import folder as runs_folder
 from core.data.provenance import run_data_label
 from ui import charts
 from ui import compare_data as CD
-from ui.common import page_link, read_runs, run_label, runs_dir, through_app
+from ui.common import page_link, read_runs, run_label, runs_dir, runs_dir_problem, through_app
 
 LOG_TAIL = 200  # lines of the training log shown; the whole file is a download
 
@@ -133,10 +134,37 @@ def show_export(r: runs_folder.RunInfo) -> None:
                            mime="application/zip", key="run_export_download")
 
 
+def edit_annotations(r: runs_folder.RunInfo) -> None:
+    """The run's display name, notes and tags (core.runs.annotations): shown in the run lists and on Compare; the
+    folder and its id stay. Notes are shown as plain text (a run folder may come from anyone)."""
+    saved = annotations.read(r.path)
+    if saved.notes:
+        st.text(saved.notes)
+    if st.session_state.pop("run_notes_saved", None) == r.id:
+        st.success("Saved.")
+    with st.expander("Name, notes and tags"), st.form(f"run_notes_{r.id}", border=False):
+        name = st.text_input("Display name", saved.name, max_chars=annotations.MAX_NAME, key=f"run_name_{r.id}",
+                             help="Shown instead of the size and model in the run lists and on Compare; the run "
+                                  "folder keeps its name.")
+        notes = st.text_area("Notes", saved.notes, max_chars=annotations.MAX_NOTES, key=f"run_notes_text_{r.id}")
+        tags = st.text_input("Tags", ", ".join(saved.tags), key=f"run_tags_{r.id}", help="Comma-separated.")
+        if st.form_submit_button("Save"):
+            try:
+                annotations.write(r.path, name, notes, tags.split(","))
+            except runs.RunError as e:
+                st.error(f"Not saved: {e}")
+            else:
+                st.session_state["run_notes_saved"] = r.id
+                st.rerun()
+
+
 def main() -> None:
     st.title("Run details")  # the navigation's name for this page
     infos = read_runs(runs_dir())
     if infos is None:
+        st.stop()
+    if not infos and (problem := runs_dir_problem(runs_dir())):
+        st.error(problem)
         st.stop()
     if not infos:
         st.info(f"No runs in {runs_dir()} yet. Train one on the Train page.")
@@ -148,6 +176,10 @@ def main() -> None:
     st.markdown(f"**{run_label(r)}**  \nState: **{r.state}** · {r.epochs_done}/{r.epochs or '?'} epochs · folder "
                 f"`{r.path}`")
     (st.caption if official else st.warning)(f"Data: {data}")
+    edit_annotations(r)
+    if run["config"]:
+        page_link("pages/train.py", "Train again with this recipe", icon=":material/replay:",
+                  query_params={"from_run": r.id})
     if run["error"] or r.error:
         st.error(run["error"] or r.error)
     curves, test, config, log, files, export = st.tabs(["Curves", "Test metrics", "Config", "Log", "Files", "Export"])

@@ -16,6 +16,7 @@ through_app()
 st.title("Train")
 
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import altair as alt  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -29,11 +30,11 @@ from core.train import cost as E  # noqa: E402
 from core.train import background as L  # noqa: E402
 from core.models.registry import MODELS  # noqa: E402
 from core.study.recipe import slug  # noqa: E402
-from ui.recipe_form import knob_input  # noqa: E402
+from ui.recipe_form import knob_input, prefill_from_run  # noqa: E402
 from ui.until_decided import until_decided  # noqa: E402
 from ui.speed import DRAWN, STALE_S, Reading, speed  # noqa: E402
-from ui.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, file_mtime, page_link, read_runs,  # noqa: E402
-                          run_label, run_metrics, run_url, runs_dir)
+from ui.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, data_root_problem, file_mtime,  # noqa: E402
+                          page_link, read_runs, run_label, run_metrics, run_url, runs_dir)
 
 HOUR = 3600
 SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
@@ -169,7 +170,7 @@ def _images(e: E.Estimate) -> str:
 
 
 def sweep_total(cfg: C.TrainConfig, present: list[int], e: E.Estimate) -> None:
-    """What the sweep costs: one trainer process training every size present, one after another.
+    """What the sweep costs: one trainer process training each chosen size (`present`) and seed, one after another.
 
     Each size's speed is measured in the background (as the main estimate); every size is assumed to
     have the split sizes of estimate `e` (as the ChestMNIST files and NIH-1000 do), so no other
@@ -180,16 +181,18 @@ def sweep_total(cfg: C.TrainConfig, present: list[int], e: E.Estimate) -> None:
     except D.DataError:
         return
     parts, total, start = [], 0.0, 0.0
+    seeds = int(st.session_state.get("train_sweep_seeds", 1))
     for size in present:
         one = _estimate(cfg, size, n)
         if not isinstance(one, E.Estimate):
             st.caption(f"Sweep estimate: measuring the speed at {size} px in the background…")
             return
-        seconds = one.total_seconds - one.start_seconds
+        seconds = (one.total_seconds - one.start_seconds) * seeds
         total, start = total + seconds, one.start_seconds
         parts.append(f"{size} px {E.format_seconds(seconds)}")
     st.caption(f"Sweep estimate (**Same recipe at every size**): **{E.format_seconds(total + start)}** for "
-               f"{cfg.epochs} epoch(s) at each size ({' + '.join(parts)}), one size after another in one process.",
+               f"{cfg.epochs} epoch(s) at each size and seed ({' + '.join(parts)}), one run after another in one "
+               "process.",
                help=f"Speed measured once per size on this machine; every size assumed to have this size's split "
                     f"({_images(e)}). An upper bound when early stopping ends runs sooner.")
 
@@ -232,14 +235,32 @@ def launch_notes(active_ids: set[str]) -> None:
                        "this page; its output is logged in the first run's folder.")
 
 
+def sweep_choice(present: list[int]) -> tuple[list[int], int]:
+    """The sweep's sizes (of those present, every one by default) and number of seeds (from the recipe's seed on)."""
+    if "train_sweep_sizes" in st.session_state:  # a size whose data went away drops out
+        st.session_state["train_sweep_sizes"] = [s for s in st.session_state["train_sweep_sizes"] if s in present]
+    c = st.columns(2)
+    sizes = c[0].multiselect("Sweep sizes", present, default=present, key="train_sweep_sizes",
+                             format_func=lambda s: f"{s} px", help="The sizes the sweep trains, smallest first.")
+    seeds = c[1].number_input("Seeds per size", 1, 20, 1, key="train_sweep_seeds",
+                              help="Seeds from the recipe's seed on (seed, seed + 1, …): mean ± sd over seeds on Compare.")
+    return sorted(sizes), int(seeds)
+
+
 def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
     """The Train and sweep buttons, and what they do when clicked."""
+    chosen, n_seeds = sweep_choice(present)
     left, right = st.columns(2)
-    sizes = ", ".join(map(str, present)) or "none present"
+    sizes = ", ".join(map(str, chosen)) or "none chosen"
+    seeds = f", {n_seeds} seeds" if n_seeds > 1 else ""
     train_clicked = left.button("Train", type="primary", key="train_go", width="stretch")
-    sweep_clicked = right.button(f"Same recipe at every size ({sizes} px)", key="train_sweep", width="stretch",
-                                 help="One run per size present under the data root, trained one after another "
+    sweep_clicked = right.button(f"Same recipe at every size ({sizes} px{seeds})", key="train_sweep", width="stretch",
+                                 disabled=bool(present) and not chosen,
+                                 help="One run per size and seed, trained one after another (smallest size first) "
                                       "in a single background process: the study's resolution sweep.")
+    if (train_clicked or sweep_clicked) and (problem := data_root_problem(Path(cfg.data_root))):
+        st.error(f"Not started: {problem}")
+        return
     if train_clicked:
         from core.train import loop as T
 
@@ -253,17 +274,17 @@ def start_buttons(cfg: C.TrainConfig, present: list[int]) -> None:
     if sweep_clicked and not present:
         st.error(f"No data under {cfg.data_root}: download or import at least one size on the Data & runs page.")
     elif sweep_clicked:
-        sweep(cfg, present)
+        sweep(cfg, chosen, n_seeds)
 
 
-def sweep(cfg: C.TrainConfig, present: list[int]) -> None:
-    """The study's plan (core.study.runner.plan_runs) for one seed at every size present: runs of the
-    same name and recipe are re-used (finished) or resumed, the others prepared; then one queue."""
+def sweep(cfg: C.TrainConfig, sizes: list[int], n_seeds: int) -> None:
+    """The study's plan (core.study.runner.plan_runs) for `n_seeds` seeds (from the recipe's) at each of `sizes`: runs
+    of the same name and recipe are re-used (finished) or resumed, the others prepared; then one queue."""
     from core.study.runner import plan_runs
 
     try:
         runs_folder.check_runs_dir(cfg.runs_dir)
-        plan = plan_runs(cfg, slug(cfg.name) or "sweep", present, [cfg.seed], previous=None)
+        plan = plan_runs(cfg, slug(cfg.name) or "sweep", sizes, list(range(cfg.seed, cfg.seed + n_seeds)), previous=None)
     except UserError as e:
         st.error(f"Sweep not started: {e}")
         return
@@ -378,7 +399,8 @@ def live(rdir) -> None:
     st.subheader("Active runs")
     if not active:
         st.caption(f"No run is training or queued in {rdir}.")
-    for r in sorted(active, key=lambda r: (r.state != "running", r.id)):
+    # Queued runs in size order (their ids sort 128 before 28), as a sweep trains them.
+    for r in sorted(active, key=lambda r: (r.state != "running", r.size or 0, r.id)):
         show_active(r, anything_running)
 
     attention = [r for r in infos if r.state in ("stopped", "interrupted", "failed")][:10]
@@ -397,8 +419,13 @@ def live(rdir) -> None:
 
 
 root, rdir = data_root(), runs_dir()
+if prefill_from_run(rdir):
+    st.info("The recipe of the run you came from is filled in below: change what you want to try (a size, a seed, "
+            "a setting) and train.")
 present = D.available_sizes(root) if root.is_dir() else []
-if not present:
+if problem := data_root_problem(root):
+    st.error(problem)
+elif not present:
     st.info(f"No ChestMNIST data under {root}. Download or import a size on the Data & runs page first; "
             "the cost estimate below still works.")
 cfg = recipe(root, rdir, present)
@@ -415,4 +442,4 @@ with estimate_slot:
     except C.ConfigError as e:
         st.error(f"{e}")
     else:
-        estimates(cfg, present)
+        estimates(cfg, sorted(st.session_state.get("train_sweep_sizes", present)))

@@ -49,9 +49,17 @@ def line_encoding(unit) -> dict:
 
 
 def test_no_runs_is_guidance_not_an_error(open_page, data_root, tmp_path):
+    (tmp_path / "runs").mkdir()
     at = open_page("compare.py", data_root, tmp_path / "runs").run()
     assert not at.exception and not at.error
     assert any("has finished an epoch" in i for i in texts(at.info))
+
+
+def test_a_mistyped_runs_folder_is_said_not_to_exist(open_page, data_root, tmp_path):
+    at = open_page("compare.py", data_root, tmp_path / "checkpoitns").run()
+    assert not at.exception and not at.info  # not "No run in checkpoitns has finished an epoch yet"
+    (error,) = texts(at.error)
+    assert error.startswith(f"The runs folder {tmp_path / 'checkpoitns'} does not exist.")
 
 
 def chart_by(at, test) -> tuple[dict, "pd.DataFrame"]:  # noqa: F821
@@ -459,3 +467,108 @@ def test_which_pixels_matter_scores_on_request_then_draws_the_curve_and_the_gap(
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     assert any("effective" in json.dumps(s) or "image size seen by the model" in json.dumps(s) for s in specs)
     assert any("change in test AUC" in json.dumps(s) for s in specs)
+
+
+def _clone(run_dir, folder: str, auc_shift: float = 0.0, **train):
+    """A copy of `run_dir` in `folder` (a run id: it orders runs in time) with other train settings."""
+    twin = run_dir.parent / folder
+    shutil.copytree(run_dir, twin)
+    config = json.loads((twin / "config.json").read_text())
+    config["train"].update(train)
+    runs.write_json(twin / "config.json", config)
+    rows = [dict(r, val_auc=r["val_auc"] + auc_shift) for r in runs.read_metrics(twin)]
+    (twin / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return twin
+
+
+def test_default_selection_is_the_most_recent_recipe_not_the_best_run_per_size(open_page, data_root, runs_copy):
+    # An older run of another recipe scores higher at 64 px: the best-per-size pick took it over the sweep's own.
+    other = _clone(runs_copy[64], "20000101-000000-64px-res-cnn-old-0000", auc_shift=0.3, epochs=12)
+    at = open_page("compare.py", data_root, other.parent).run()
+    assert not at.exception and not at.error
+    assert sorted(at.multiselect(key="compare_runs").value) == sorted(p.name for p in runs_copy.values())
+
+
+def test_a_seed_run_twice_counts_once_and_the_page_says_which(open_page, data_root, runs_copy):
+    again = _clone(runs_copy[28], runs_copy[28].name + "-again", name="study-x-s0")  # same recipe and seed 0
+    at = open_page("compare.py", data_root, again.parent).run()
+    assert not at.exception and not at.error
+    assert again.name in at.multiselect(key="compare_runs").value
+    row = table_with(at, "seeds").value.set_index("group").loc["28 px · res-cnn"]
+    assert (row["runs"], row["seeds"]) == (1, "0")  # not "0, 0": one seed, not two
+    note = (f"2 runs repeat seed 0 of 28 px · res-cnn; the most recent ({again.name}) is used, the other "
+            f"({runs_copy[28].name}) left out.")
+    assert note in texts(at.caption)
+
+
+def test_the_url_reopens_the_same_view_and_drops_unknown_runs(open_page, data_root, runs_copy):
+    at = open_page("compare.py", data_root, runs_copy[28].parent)
+    at.query_params.update({"runs": [runs_copy[64].name, "no-such-run](http://x)"], "compare_smooth": "0.5",
+                            "compare_overlay": "0", "compare_correction": "bh", "compare_margin": "7"})
+    at.run()
+    assert not at.exception and not at.error
+    assert at.multiselect(key="compare_runs").value == [runs_copy[64].name]
+    (warning,) = [w for w in texts(at.warning) if "this link names" in w]
+    assert warning.startswith("1 run(s) this link names are not in") and "no-such-run" not in warning
+    assert (at.slider(key="compare_smooth").value, at.toggle(key="compare_overlay").value) == (0.5, False)
+    assert at.radio(key="compare_correction").value == "bh"
+    assert at.number_input(key="compare_margin").value == 0.01  # out of range in the link: the default
+    # What the page now shows is in its URL; a default is left out of it.
+    assert at.query_params["runs"] == runs_copy[64].name and "no-such-run" not in str(at.query_params)
+    at.slider(key="compare_smooth").set_value(0.0).run()
+    at.multiselect(key="compare_runs").select(runs_copy[28].name).run()
+    assert "compare_smooth" not in at.query_params and at.query_params["compare_overlay"] == "0"
+    assert sorted(at.query_params["runs"]) == sorted([runs_copy[28].name, runs_copy[64].name])
+
+
+def layers_of(spec, mark: str) -> list[dict]:
+    return [lay for row in panels(spec) for p in row for lay in p["layer"]
+            if (lay["mark"]["type"] if isinstance(lay["mark"], dict) else lay["mark"]) == mark]
+
+
+def test_step_and_wall_time_axes_and_best_and_resume_markers(open_page, data_root, runs_copy):
+    run_dir = runs_copy[28]
+    rows = runs.read_metrics(run_dir)
+    rows[1]["resumed"] = True  # as the trainer marks the first epoch after a resume
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    at = open_page("compare.py", data_root, run_dir.parent).run()
+    assert not at.exception and not at.error
+    spec, df = chart_by(at, is_curves)
+    (best,) = {json.dumps(lay["transform"]) for lay in layers_of(spec, "point") if lay["mark"].get("shape") == "diamond"}
+    assert "datum.best" in best
+    mine = df[(df["run"] == run_dir.name) & (df["split"] == "val") & (df["metric"] == "loss")].sort_values("epoch")
+    assert list(mine["best"]) == [r["epoch"] == rows[-1]["best_epoch"] for r in rows]
+    assert list(mine["resumed"]) == [False, True]
+    assert any("datum.resumed" in json.dumps(lay["transform"]) for lay in layers_of(spec, "rule"))
+
+    batch = runs.read_config(run_dir)["train"]["batch_size"]
+    at.radio(key="compare_curve_x").set_value("step").run()
+    spec, df = chart_by(at, is_curves)
+    assert line_encoding(panels(spec)[0][0])["x"]["field"] == "step" and at.query_params["compare_curve_x"] == "step"
+    mine = df[(df["run"] == run_dir.name) & (df["split"] == "val") & (df["metric"] == "loss")].sort_values("epoch")
+    np.testing.assert_allclose(mine["step"], np.cumsum([np.ceil(r["images"] / batch) for r in rows]))
+    at.radio(key="compare_curve_x").set_value("wall time").run()
+    spec, df = chart_by(at, is_curves)
+    assert line_encoding(panels(spec)[0][0])["x"]["field"] == "minutes"
+    mine = df[(df["run"] == run_dir.name) & (df["split"] == "val") & (df["metric"] == "loss")].sort_values("epoch")
+    np.testing.assert_allclose(mine["minutes"], np.cumsum([r["seconds"] / 60 for r in rows]))
+
+
+def test_group_and_colour_by_a_setting(open_page, data_root, runs_copy):
+    twin = _second_seed(runs_copy[28], -0.1)
+    at = open_page("compare.py", data_root, twin.parent).run()
+    assert at.selectbox(key="compare_group_by").options == ["recipe and size (seed groups)", "seed", "size"]
+    at.selectbox(key="compare_group_by").set_value("seed").run()  # across sizes: seed 0 has two runs
+    assert not at.exception and at.query_params["compare_group_by"] == "seed"
+    spec, df = chart_by(at, is_curves)
+    assert line_encoding(panels(spec)[0][0])["color"]["scale"]["domain"] == ["seed=0", "seed=1"]
+    runs_of = df.dropna(subset=["mean"]).groupby("series")["runs"].max().to_dict()
+    assert runs_of == {"seed=0": 2, "seed=1": 1}
+
+    at.toggle(key="compare_bands").set_value(False).run()
+    at.selectbox(key="compare_colour").set_value("size").run()
+    spec, df = chart_by(at, is_curves)
+    enc = line_encoding(panels(spec)[0][0])
+    assert enc["color"]["field"] == "colour" and enc["color"]["scale"]["domain"] == ["size=28", "size=64"]
+    assert enc["detail"]["field"] == "series"  # still one line per run
+    assert df.dropna(subset=["colour"]).groupby("colour")["run"].nunique().to_dict() == {"size=28": 2, "size=64": 1}

@@ -58,8 +58,17 @@ def test_an_unknown_run_in_the_link_is_said_not_a_traceback(open_page, data_root
 
 
 def test_no_runs_is_guidance(open_page, data_root, tmp_path):
+    (tmp_path / "none").mkdir()
     at = run_page(open_page, data_root, tmp_path / "none")
     assert not at.exception and any("No runs in" in i for i in texts(at.info))
+
+
+def test_a_runs_folder_that_does_not_exist_is_said_so(open_page, data_root, tmp_path):
+    at = run_page(open_page, data_root, tmp_path / "checkpoitns")  # a typo
+    assert not at.exception and not at.info
+    assert texts(at.error) == [f"The runs folder {tmp_path / 'checkpoitns'} does not exist. Choose the folder that "
+                               "holds your runs in the sidebar (a typo?); training in a folder that does not exist "
+                               "yet creates it."]
 
 
 def test_reports_page_lists_and_shows_a_built_study(open_page, data_root, finished_runs, tmp_path):
@@ -97,3 +106,31 @@ def test_the_page_title_is_the_navigation_name():
                            and getattr(n.func, "attr", "") == "title" and n.args and isinstance(n.args[0], ast.Constant))
               for p in (REPO / "pages").glob("*.py") if p.name in nav}
     assert titles["run.py"] == nav["run.py"]
+
+
+def test_name_notes_and_tags_are_saved_and_shown_in_the_lists_and_on_compare(open_page, data_root, runs_copy):
+    from core.runs import annotations as A
+
+    run_dir = runs_copy[28]
+    at = run_page(open_page, data_root, run_dir.parent, run_dir.name)
+    at.text_input(key=f"run_name_{run_dir.name}").input("baseline")
+    at.text_area(key=f"run_notes_text_{run_dir.name}").input("lr too high?\n[link](http://x)")
+    at.text_input(key=f"run_tags_{run_dir.name}").input("sweep, keep")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert not at.exception and not at.error
+    assert A.read(run_dir) == A.Annotations("baseline", "lr too high?\n[link](http://x)", ("keep", "sweep"))
+    assert "Saved." in texts(at.success) and run_dir.exists()  # renamed for display; the folder stays
+    assert any(m.value.startswith("**baseline · #keep #sweep · 28 px") for m in at.markdown)
+    assert "lr too high?\n[link](http://x)" in [t.value for t in at.text]  # plain text, never markdown
+    # A control character is refused with the reason; what was saved stays.
+    at.text_input(key=f"run_name_{run_dir.name}").input("bell\x07")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert any(e.startswith("Not saved: A run's name") for e in texts(at.error))
+    assert A.read(run_dir).name == "baseline"
+
+    compare = open_page("compare.py", data_root, run_dir.parent).run()
+    assert not compare.exception and not compare.error, [e.value for e in compare.error]
+    specs = [json.dumps(json.loads(c.proto.spec), ensure_ascii=False) for c in compare.get("vega_lite_chart")]
+    assert any('"28 px · res-cnn · baseline"' in s for s in specs)  # the curves' colour key
+    options = compare.multiselect(key="compare_runs").proto.options
+    assert any(o.startswith("baseline · #keep #sweep · 28 px") for o in options), options

@@ -315,6 +315,17 @@ def test_bad_config_is_an_error_and_leaves_no_run(open_page, data_root, tmp_path
     assert run_dirs_in(runs_dir) == [] and launches == []
 
 
+def test_a_mistyped_data_root_is_said_in_the_apps_terms(open_page, tmp_path, launches):
+    at = page(open_page, tmp_path / "dta", tmp_path / "runs", **FAST).run()
+    problem = (f"The data root {tmp_path / 'dta'} does not exist. Choose the folder that holds the chestmnist*.npz "
+               "files in the sidebar (a typo?), download or import data on the Data & runs page, or use the demo data.")
+    assert problem in texts(at.error)
+    at.button(key="train_go").click().run()
+    assert not at.exception and f"Not started: {problem}" in texts(at.error)
+    assert not any("--data-root" in e or "CHESTMNIST_ROOT" in e for e in texts(at.error))
+    assert run_dirs_in(tmp_path / "runs") == [] and launches == []
+
+
 def test_sweep_failing_at_one_size_leaves_no_half_sweep(open_page, tmp_path, launches):
     root, runs_dir = tmp_path / "data", tmp_path / "runs"
     write_planted(root, 28, n=(200, 40, 40))
@@ -407,3 +418,64 @@ def test_the_advanced_knobs_reach_the_run(open_page, data_root, tmp_path, launch
     cfg = runs.read_config(run_dir)["train"]
     assert (cfg["weight_decay"], cfg["schedule"], cfg["channels_last"]) == (0.05, "cosine", False)
     assert (cfg["pos_weight_clip"], cfg["threshold"]) == (5.0, 0.4)
+
+
+def test_the_sweep_trains_the_chosen_sizes_and_seeds(open_page, data_root, tmp_path, launches):
+    runs_dir = tmp_path / "runs"
+    at = page(open_page, data_root, runs_dir, train_sweep_sizes=[64], train_sweep_seeds=2, **FAST).run()
+    assert at.button(key="train_sweep").label == "Same recipe at every size (64 px, 2 seeds)"
+    at.button(key="train_sweep").click().run()
+    assert not at.exception and not at.error
+    (queue,) = launches
+    assert [(c["size"], c["seed"]) for c in (runs.read_config(d)["train"] for d in queue)] == [(64, 0), (64, 1)]
+
+
+def test_queued_runs_are_listed_in_size_order(open_page, data_root, tmp_path):
+    runs_dir = tmp_path / "runs"
+    for size in (128, 28, 64):  # ids made in one second sort 128 before 28
+        run_dir = runs.new_run_dir(runs_dir, size, "res-cnn")
+        runs.write_config(run_dir, {"train": {"size": size, "model": "res-cnn", "epochs": 1}})
+        runs.set_status(run_dir, "queued")  # this process is alive: the run reads as queued
+    at = page(open_page, data_root, runs_dir, **FAST).run()
+    shown = [m.value for m in at.markdown if m.value.startswith("**") and " px · res-cnn · queued" in m.value]
+    assert [int(v[2:].split(" px")[0]) for v in shown] == [28, 64, 128]
+
+
+def test_the_recipe_form_is_kept_in_the_url_and_a_reload_restores_it(open_page, data_root, tmp_path):
+    at = page(open_page, data_root, tmp_path / "runs").run()
+    at.number_input(key="train_epochs").set_value(7).run()
+    at.selectbox(key="train_size").set_value(64).run()
+    at.checkbox(key="train_augment").check().run()
+    assert {k: at.query_params[k] for k in ("train_epochs", "train_size", "train_augment")} == {
+        "train_epochs": "7", "train_size": "64", "train_augment": "1"}
+    assert "train_lr" not in at.query_params  # defaults stay out of the URL
+    # A reload: a new session with that URL (plus values no knob allows, which are ignored).
+    again = open_page("train.py", data_root, tmp_path / "runs")
+    again.query_params.update({**at.query_params, "train_batch": "0", "train_model": "evil", "train_lr": "nan"})
+    again.run()
+    assert not again.exception and not again.error
+    assert (again.number_input(key="train_epochs").value, again.selectbox(key="train_size").value) == (7, 64)
+    assert again.checkbox(key="train_augment").value
+    assert again.number_input(key="train_batch").value == 128 and again.selectbox(key="train_model").value == "res-cnn"
+
+
+def test_train_again_fills_the_form_with_that_runs_recipe(open_page, data_root, runs_copy):
+    source = runs_copy[64]
+    train = runs.read_config(source)["train"]
+    at = open_page("train.py", data_root, source.parent)
+    at.query_params["from_run"] = source.name
+    at.run()
+    assert not at.exception and not at.error
+    assert any("recipe of the run you came from" in i for i in texts(at.info))
+    assert (at.selectbox(key="train_size").value, at.selectbox(key="train_model").value) == (64, train["model"])
+    assert (at.number_input(key="train_epochs").value, at.number_input(key="train_batch").value) == (
+        train["epochs"], train["batch_size"])
+    assert at.text_input(key="train_name").value == train["name"]
+    assert "from_run" not in at.query_params and at.query_params["train_size"] == "64"
+    at.number_input(key="train_epochs").set_value(5).run()  # the form is the user's again
+    assert at.number_input(key="train_epochs").value == 5
+
+    unknown = open_page("train.py", data_root, source.parent)
+    unknown.query_params["from_run"] = "no-such-run"
+    unknown.run()
+    assert not unknown.exception and any("The run this link names is not in" in w for w in texts(unknown.warning))

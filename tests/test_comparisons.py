@@ -24,15 +24,30 @@ def fake_run(tmp_path, name, size=64, seed=0, data_root="demo", md5="abc", label
 
 
 def test_seed_groups_group_by_recipe_and_size_and_count_a_seed_once(tmp_path):
-    configs = {"a": {"size": 64, "seed": 0, "model": "m", "lr": 0.1, "name": "x", "device": "cpu"},
-               "b": {"size": 64, "seed": 1, "model": "m", "lr": 0.1, "name": "y", "device": "cuda"},
-               "copy": {"size": 64, "seed": 0, "model": "m", "lr": 0.1, "name": "z"},
-               "c": {"size": 28, "seed": 0, "model": "m", "lr": 0.1},
-               "d": {"size": 64, "seed": 0, "model": "m", "lr": 0.2}}
+    configs = {"20250101-a": {"size": 64, "seed": 0, "model": "m", "lr": 0.1, "name": "x", "device": "cpu"},
+               "20250101-b": {"size": 64, "seed": 1, "model": "m", "lr": 0.1, "name": "y", "device": "cuda"},
+               "20250102-copy": {"size": 64, "seed": 0, "model": "m", "lr": 0.1, "name": "z"},
+               "20250101-c": {"size": 28, "seed": 0, "model": "m", "lr": 0.1},
+               "20250101-d": {"size": 64, "seed": 0, "model": "m", "lr": 0.2}}
     groups = G.seed_groups(configs)
+    # The later run of seed 0 (its id begins with a later time) is the one used; the earlier is set aside.
     assert [(g.size, g.runs, g.seeds, g.duplicates) for g in groups] == [
-        (64, ["a", "b"], [0, 1], ["copy"]), (28, ["c"], [0], []), (64, ["d"], [0], [])]
+        (64, ["20250101-b", "20250102-copy"], [1, 0], ["20250101-a"]), (28, ["20250101-c"], [0], []),
+        (64, ["20250101-d"], [0], [])]
     assert groups[0].recipe == groups[1].recipe != groups[2].recipe
+
+
+def test_a_sweep_run_and_a_study_run_of_one_recipe_and_seed_count_once_and_the_app_says_so():
+    sweep = {"size": 64, "seed": 0, "model": "m", "epochs": 3, "name": "sweep"}
+    configs = {"20250103-120000-64px-m-sweep-aaaa": sweep,
+               "20250105-090000-64px-m-study-x-s0-bbbb": dict(sweep, name="study-x-s0"),
+               "20250104-100000-64px-m-study-x-s1-cccc": dict(sweep, name="study-x-s1", seed=1)}
+    (group,) = G.seed_groups(configs)
+    assert sorted(group.seeds) == [0, 1] and len(group.runs) == 2
+    assert group.duplicates == ["20250103-120000-64px-m-sweep-aaaa"]
+    assert G.repeat_notes(group, "64 px") == [
+        "2 runs repeat seed 0 of 64 px; the most recent (20250105-090000-64px-m-study-x-s0-bbbb) is used, the other "
+        "(20250103-120000-64px-m-sweep-aaaa) left out."]
 
 
 def test_same_images_is_one_decision_over_folder_md5_and_labels(tmp_path):

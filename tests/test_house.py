@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from core.runs import annotations
 from core.runs import record as runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,11 +32,17 @@ def run_file_names() -> set[str]:
     return {n for n in names if "." in n.strip(".")} | {runs.MARKER}
 
 
-def test_run_file_names_are_spelled_only_in_core_runs_record():
-    names = run_file_names()
-    assert {"config.json", "metrics.jsonl", "best.pt", "test_scores.npz", ".chestmnist-run"} <= names
-    found = {(str(p.relative_to(ROOT)), n) for p in CODE if p != RECORD for n in names if n in p.read_text()}
-    assert not found, f"run file names outside core/runs/record.py: {sorted(found)}"
+# Each run-folder file has one owner, the only module that spells its name: record for what training and
+# evaluation write, annotations for what a person writes about a run.
+OWNERS = {RECORD: run_file_names(), ROOT / "core" / "runs" / "annotations.py": annotations.file_names()}
+
+
+def test_run_file_names_are_spelled_only_in_their_owner():
+    assert {"config.json", "metrics.jsonl", "best.pt", "test_scores.npz", ".chestmnist-run"} <= OWNERS[RECORD]
+    assert not set.intersection(*OWNERS.values())
+    found = {(str(p.relative_to(ROOT)), n) for owner, names in OWNERS.items() for p in CODE if p != owner
+             for n in names if n in p.read_text()}
+    assert not found, f"run file names outside their owner module: {sorted(found)}"
 
 
 def core_imports(path: Path) -> set[str]:

@@ -304,6 +304,18 @@ def test_seeds_form_one_group_and_its_difference_is_the_mean_auc_difference(stud
     assert diff["scope"] == "recipes"  # the two 64 px seeds' spread stands for both groups
 
 
+def test_a_sweep_run_repeating_a_study_runs_seed_counts_once_and_the_report_says_which(study, tmp_path):
+    report, _, _ = study
+    run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))
+    sweep = _clone(run28, tmp_path / "runs" / "sweep", name="sweep")  # same recipe and seed 0, another name
+    built = _report([run28, sweep], tmp_path / "r")
+    (row,) = built.summary["sizes"]
+    assert row["n_seeds"] == 1 and row["seeds"] == [0]
+    assert [r["run_id"] for r in built.summary["runs"]] == ["sweep"]
+    note = f"2 runs repeat seed 0 of 28 px res-cnn; the most recent (sweep) is used, the other ({run28.name}) left out."
+    assert built.summary["notes"] == [note] and note in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_runs_on_other_images_are_not_paired(study, tmp_path):
     report, _, _ = study
     run28 = Path(next(r["run_dir"] for r in report.summary["runs"] if r["size"] == 28))

@@ -76,6 +76,8 @@ def test_resume_equals_uninterrupted(tmp_path, data_root):
     a, b = runs.read_metrics(straight), runs.read_metrics(interrupted)
     assert [r["epoch"] for r in b] == [1, 2, 3]
     assert [r["lr"] for r in b] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])  # 1e-3 * (1 + cos(pi * (e - 1) / 3)) / 2
+    # The log says where training resumed (Compare marks it); an uninterrupted run says nothing.
+    assert [r.get("resumed") for r in b] == [None, True, None] and not any("resumed" in r for r in a)
     for ra, rb in zip(a, b):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-6)
         assert ra["val_auc"] == pytest.approx(rb["val_auc"], abs=1e-6)

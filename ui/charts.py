@@ -7,6 +7,7 @@ chart as PNG ("Download as PNG"); vega-embed's own menu is off in Streamlit.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import altair as alt
 import pandas as pd
@@ -29,34 +30,74 @@ def _legend(title: str) -> alt.Legend:
     return alt.Legend(title=title, labelLimit=LABEL_LIMIT, columns=2)
 
 
-def _hover_rule(df: pd.DataFrame, order: list[str], name: str) -> alt.Chart:
-    """A vertical rule at the epoch nearest the pointer, its tooltip listing every series there (train and val):
-    the logged value and the smoothed one, which the lines draw.
+@dataclass(frozen=True)
+class CurveView:
+    """How the curves are drawn: the x axis (a column of compare_data.epoch_frame and its title) and what the colour
+    tells apart (`series`, else a column of run labels, one line per run still)."""
+
+    x: str = "epoch"
+    x_title: str = "epoch"
+    colour: str = "series"
+    colour_title: str = "run"
+
+
+def x_encoding(view: CurveView) -> alt.X:
+    """Epochs as whole numbers; steps and minutes as they come."""
+    axis = alt.Axis(tickMinStep=1, format="d") if view.x in ("epoch", "step") else alt.Axis()
+    return alt.X(f"{view.x}:Q", axis=axis, title=view.x_title)
+
+
+def markers(df: pd.DataFrame, view: CurveView, y: alt.Y) -> list[alt.Chart]:
+    """On each run's validation curve: an open diamond at the kept (best) checkpoint's epoch, and a dashed rule
+    where training resumed after a stop (only where a run did; compare_data.epoch_frame's `best`, `resumed`)."""
+    if "best" not in df:  # mean curves of seed groups: no single run's checkpoint
+        return []
+    tip = ["run", "epoch", alt.Tooltip("value:Q", format=".4f")]
+    out = [alt.Chart(df).transform_filter("datum.best && datum.split == 'val'").mark_point(
+        shape="diamond", size=120, filled=False, color="#222", strokeWidth=1.5).encode(
+        x=x_encoding(view), y=y, tooltip=[alt.Tooltip("series:N", title="kept checkpoint of")] + tip)]
+    if df["resumed"].any():
+        out.append(alt.Chart(df).transform_filter("datum.resumed && datum.split == 'val'").mark_rule(
+            strokeDash=[2, 3], color="#999").encode(x=x_encoding(view), tooltip=[
+                alt.Tooltip("series:N", title="resumed after a stop")] + tip))
+    return out
+
+
+def _hover_rule(df: pd.DataFrame, order: list[str], name: str, x: str = "epoch") -> alt.Chart:
+    """A vertical rule at the `x` nearest the pointer, its tooltip listing every series there (train and val): the
+    logged value and the smoothed one, which the lines draw.
 
     Each epoch's tooltip is one object built here (`tip`, keyed by the full series names): a series without that
     epoch (a run that ended earlier) has no key in it, where a Vega pivot gave it an empty field that read "NaN".
     """
-    per_epoch: dict[int, dict] = {}
+    per_x: dict[float, dict] = {}
     rank = {s: i for i, s in enumerate(order)}
-    for s, sp, epoch, value, raw in sorted(zip(df["series"], df["split"], df["epoch"], df["value"], df["raw"]),
-                                           key=lambda r: (r[2], rank[r[0]], r[1] != "val")):
-        tip = per_epoch.setdefault(int(epoch), {"epoch": int(epoch), "tip": {"epoch": int(epoch)}})["tip"]
+    for s, sp, at, value, raw in sorted(zip(df["series"], df["split"], df[x].astype(float), df["value"], df["raw"]),
+                                        key=lambda r: (r[2], rank[r[0]], r[1] != "val")):
+        tip = per_x.setdefault(at, {x: at, "tip": {x: round(at, 1)}})["tip"]
         tip[f"{s} ({sp})"] = f"{raw:.4f} logged, {value:.4f} smoothed"
-    hover = alt.selection_point(name=name, nearest=True, on="pointerover", fields=["epoch"], empty=False,
+    hover = alt.selection_point(name=name, nearest=True, on="pointerover", fields=[x], empty=False,
                                 clear="pointerout")
-    return alt.Chart(alt.Data(values=list(per_epoch.values()))).mark_rule(color="#888").encode(
-        x="epoch:Q", opacity=alt.condition(hover, alt.value(0.6), alt.value(0)), tooltip="tip:N").add_params(hover)
+    return alt.Chart(alt.Data(values=list(per_x.values()))).mark_rule(color="#888").encode(
+        x=f"{x}:Q", opacity=alt.condition(hover, alt.value(0.6), alt.value(0)), tooltip="tip:N").add_params(hover)
+
+
+def _colour(df: pd.DataFrame, order: list[str], view: CurveView) -> alt.Color:
+    if view.colour == "series":
+        return alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend(view.colour_title))
+    values = sorted(df[view.colour].dropna().unique())
+    return alt.Color(f"{view.colour}:N", sort=values, scale=colour_scale(values), legend=_legend(view.colour_title))
 
 
 def _panel(df: pd.DataFrame, bands: pd.DataFrame | None, order: list[str], label: str, i: int,
-           log_loss: bool) -> alt.LayerChart:
+           log_loss: bool, view: CurveView = CurveView()) -> alt.LayerChart:
     """One metric: a line per series (dash = split) with points, seed bands if given, and the hover readout."""
     df = df[df["metric"] == label]
     log = log_loss and label == "loss" and bool(len(df)) and float(df["value"].min()) > 0
     scale, title = (alt.Scale(type="log"), "log scale") if log else (alt.Scale(zero=False), None)
     y = alt.Y("value:Q", scale=scale, title=title)
-    x = alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d"))
-    color = alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("run"))
+    x = x_encoding(view)
+    color = _colour(df, order, view)
     tooltip = ["series", "run", "split", "epoch", alt.Tooltip("value:Q", format=".4f"),
                alt.Tooltip("raw:Q", format=".4f", title="logged (unsmoothed)")]
     layers = []
@@ -68,15 +109,17 @@ def _panel(df: pd.DataFrame, bands: pd.DataFrame | None, order: list[str], label
     enc = dict(x=x, y=y, color=color, tooltip=tooltip)
     # Points as their own layer, without the dash: on one mark (line with point overlay) the split
     # legend drew the points' dots for val and train alike, hiding the dash that tells them apart.
+    # detail: runs sharing a colour (coloured by a setting) still draw a line each.
     layers += [alt.Chart(df).mark_line().encode(
-                   strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH, legend=SPLIT_LEGEND), **enc),
+                   strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH, legend=SPLIT_LEGEND), detail="series:N", **enc),
                alt.Chart(df).mark_point(filled=True, size=20).encode(detail="split:N", **enc),
-               _hover_rule(df, order, f"hover{i}")]
+               *markers(df, view, y), _hover_rule(df, order, f"hover{i}", view.x)]
     return alt.layer(*layers).properties(width=PANEL_W, height=PANEL_H, title=label)
 
 
 def curves_chart(df: pd.DataFrame, order: list[str], labels: list[str], overlay: bool = True,
-                 bands: pd.DataFrame | None = None, log_loss: bool = False) -> alt.TopLevelMixin:
+                 bands: pd.DataFrame | None = None, log_loss: bool = False,
+                 view: CurveView = CurveView()) -> alt.TopLevelMixin:
     """Every logged per-epoch metric. `df`: core rows of compare_data.epoch_frame, with `series` the colour
     (a run, or a seed group's mean when `bands`, compare_data.band_frame renamed, gives mean ± sd).
 
@@ -84,11 +127,11 @@ def curves_chart(df: pd.DataFrame, order: list[str], labels: list[str], overlay:
     under its empty sixth cell); else small multiples, one row per metric and one column per series.
     """
     if overlay:
-        panels = [_panel(df, bands, order, label, i, log_loss) for i, label in enumerate(labels)]
+        panels = [_panel(df, bands, order, label, i, log_loss, view) for i, label in enumerate(labels)]
         rows = [alt.hconcat(*panels[i:i + 3]) for i in range(0, len(panels), 3)]
         return alt.vconcat(*rows).resolve_scale(y="independent").configure_legend(orient="top")
-    color = alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("run"))
-    enc = dict(x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+    color = _colour(df, order, view)
+    enc = dict(x=x_encoding(view),
                y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None), color=color,
                tooltip=["series", "run", "split", "epoch", alt.Tooltip("value:Q", format=".4f")])
     base = alt.layer(

@@ -60,6 +60,26 @@ def runs_dir() -> Path:
     return Path(st.session_state.get("runs_dir") or runs_folder.default_runs_dir()).expanduser()
 
 
+def data_root_problem(root: Path) -> str | None:
+    """Why the sidebar's data root cannot hold data, in the app's terms (the core's errors name the command
+    line's --data-root); None when it is a folder, or the default one not made yet (a fresh clone: no typo)."""
+    if root.is_dir() or (not root.exists() and root == D.default_root()):
+        return None
+    what = "is a file, not a folder" if root.exists() else "does not exist"
+    return (f"The data root {root} {what}. Choose the folder that holds the chestmnist*.npz files in the sidebar "
+            "(a typo?), download or import data on the Data & runs page, or use the demo data.")
+
+
+def runs_dir_problem(where: Path) -> str | None:
+    """Why the sidebar's runs folder holds no runs when it cannot (missing, a file), in the app's terms; None when
+    it is a folder, or the default one not made yet (no run trained: no typo)."""
+    if where.is_dir() or (not where.exists() and where == runs_folder.default_runs_dir()):
+        return None
+    what = "is a file, not a folder" if where.exists() else "does not exist"
+    return (f"The runs folder {where} {what}. Choose the folder that holds your runs in the sidebar (a typo?); "
+            "training in a folder that does not exist yet creates it.")
+
+
 def _remember(key: str) -> None:
     """Save a sidebar setting to the settings file, so a new tab or a restart opens with it."""
     try:
@@ -96,6 +116,8 @@ def sidebar_settings() -> None:
                       help="Folder with chestmnist*.npz files (default: CHESTMNIST_ROOT, else ~/.medmnist); "
                            f"`{D.DEMO_WORD}` is the bundled demo set. {remembered}")
         root = data_root()
+        if problem := data_root_problem(root):
+            st.error(problem)
         if D.is_demo(root):
             st.caption("Demo: real NIH radiographs, **not ChestMNIST** (`demo/README.md`).")
         elif not D.available_sizes(root):
@@ -104,6 +126,8 @@ def sidebar_settings() -> None:
                            "with the app; not ChestMNIST.")
         st.text_input("Runs folder", key="runs_dir", on_change=_remember, args=("runs_dir",),
                       help=f"Where run folders are written (default: CHESTMNIST_RUNS, else checkpoints/). {remembered}")
+        if problem := runs_dir_problem(runs_dir()):
+            st.warning(problem)
         try:
             runs_folder.check_runs_dir(runs_dir())
         except runs.RunError as e:  # reading it is fine; training, saving and deleting there are refused
@@ -157,8 +181,10 @@ def load_scores(run_dir: str | Path, split: str):
 
 
 def run_label(info: runs_folder.RunInfo) -> str:
+    """How the run pickers name a run: its display name and tags (when given), size, model, state, test AUC, id."""
     auc = f", test AUC {info.test_auc:.3f}" if info.test_auc is not None else ""
-    return f"{info.size} px · {info.model} · {info.state}{auc} · {info.id}"
+    given = "".join(f"{part} · " for part in (info.display_name, " ".join(f"#{t}" for t in info.tags)) if part)
+    return f"{given}{info.size} px · {info.model} · {info.state}{auc} · {info.id}"
 
 
 def read_runs(where: Path) -> list[runs_folder.RunInfo] | None:
@@ -197,13 +223,13 @@ def pick_run(available: list[runs_folder.RunInfo] | None, label: str = "Run", ke
     return by_id[chosen]
 
 
-def page_link(page: str, label: str, icon: str | None = None) -> None:
-    """st.page_link to one of app.py's pages, or a plain hint where that page is not registered
-    (a page run on its own with `streamlit run pages/x.py`, or in AppTest)."""
+def page_link(page: str, label: str, icon: str | None = None, query_params: dict[str, str] | None = None) -> None:
+    """st.page_link to one of app.py's pages (with `query_params` in its URL), or a plain hint where that page is
+    not registered (a page run on its own with `streamlit run pages/x.py`, or in AppTest)."""
     from streamlit.errors import StreamlitAPIException
 
     try:
-        st.page_link(page, label=label, icon=icon)
+        st.page_link(page, label=label, icon=icon, query_params=query_params)
     except StreamlitAPIException:
         st.caption(f"Open **{label}** from the app's navigation.")
 

@@ -65,6 +65,8 @@ class Group:
     model: str | None
     recipe: str  # the recipe as sorted JSON: groups of one family share it
     runs: list[dict] = field(default_factory=list)
+    counted: set[str] = field(default_factory=set)  # ids of the runs its numbers use: each seed once
+    notes: list[str] = field(default_factory=list)  # which run of a repeated seed is used (core.runs.groups)
 
 
 def _recipe_key(run: dict) -> str:
@@ -100,22 +102,36 @@ def seed_groups(loaded: list[dict]) -> list[Group]:
     for g in by_key.values():
         tag = tags[g.recipe]
         g.name = f"{g.size} px · {g.model}" + (f" · {tag}" if tag else "")
+        _count_seeds_once(g)
     return sorted(by_key.values(), key=lambda g: (g.size or 0, g.name))
 
 
+def _count_seeds_once(g: Group) -> None:
+    """Set the group's counted runs and notes by core.runs.groups.seed_groups, the study report's dedupe:
+    a repeated seed (a sweep and a study run of one recipe, a copy) is its most recent run."""
+    configs = {str(run["info"].path): run["config"].get("train") for run in g.runs}
+    counted = {path for path, train in configs.items() if not train}  # an unreadable config counts as itself
+    for sg in G.seed_groups({path: train for path, train in configs.items() if train}):
+        counted.update(sg.runs)
+        g.notes += G.repeat_notes(sg, g.name)
+    g.counted = {run["info"].id for run in g.runs if str(run["info"].path) in counted}
+
+
+def counted_ids(groups: list[Group]) -> set[str]:
+    """The run ids the groups' numbers use (each seed of a group once)."""
+    return set().union(*(g.counted for g in groups))
+
+
 def series_names(groups: list[Group]) -> dict[str, str]:
-    """Full legend name per run id: its group's name, plus seed where the group has several runs, plus
-    the id where seeds repeat too (copies)."""
+    """Full legend name per run id: its group's name, plus the run's display name (core.runs.annotations) or, where
+    the group has several runs, its seed, plus the id where that repeats too (copies, two runs of one name)."""
     out = {}
     for g in groups:
-        seeds = [(run["config"].get("train") or {}).get("seed") for run in g.runs]
-        for run, seed in zip(g.runs, seeds):
-            name = g.name
-            if len(g.runs) > 1:
-                name += f" · seed {seed}"
-                if seeds.count(seed) > 1:
-                    name += f" · {run['info'].id}"
-            out[run["info"].id] = name
+        tags = [run["info"].display_name or (f"seed {(run['config'].get('train') or {}).get('seed')}"
+                                             if len(g.runs) > 1 else "") for run in g.runs]
+        for run, tag in zip(g.runs, tags):
+            name = g.name + (f" · {tag}" if tag else "")
+            out[run["info"].id] = name + (f" · {run['info'].id}" if tag and tags.count(tag) > 1 else "")
     return out
 
 
@@ -142,33 +158,70 @@ def smooth(values: pd.Series, weight: float) -> pd.Series:
     return pd.Series(out, index=values.index)
 
 
+# The curves' x axes: (column of epoch_frame, title). Steps and time are summed from each epoch's row (its
+# training images and seconds); the log holds no timestamps, so time is training time, pauses left out.
+X_AXES = {"epoch": ("epoch", "epoch"), "step": ("step", "step (batches trained)"),
+          "wall time": ("minutes", "training time (minutes, training + validation)")}
+
+
+def _run_axes(run: dict) -> list[dict]:
+    """Per metrics row of a run: its step and training minutes so far, whether its checkpoint is the kept (best)
+    one, and whether training resumed at that epoch (the trainer marks the first row after a resume)."""
+    batch = (run["config"].get("train") or {}).get("batch_size")
+    best_epoch = summary_of_rows(run["rows"]).best_epoch
+    step = minutes = 0.0
+    out = []
+    for row in run["rows"]:
+        images, seconds = num(row.get("images")), num(row.get("seconds"))
+        step = step + np.ceil(images / batch) if images is not None and isinstance(batch, int) and batch > 0 else np.nan
+        minutes = minutes + seconds / 60 if seconds is not None else np.nan
+        out.append({"step": step, "minutes": minutes, "best": row["epoch"] == best_epoch,
+                    "resumed": row.get("resumed") is True})
+    return out
+
+
 def epoch_frame(loaded: list[dict], names: dict[str, str], groups: list[Group], weight: float = 0.0) -> pd.DataFrame:
-    """One row per (run, epoch, split, metric): `raw` as logged, `value` smoothed with `weight`."""
+    """One row per (run, epoch, split, metric): `raw` as logged, `value` smoothed with `weight`, and the x axes
+    and markers of _run_axes."""
     group_of = {run["info"].id: g.name for g in groups for run in g.runs}
     recs = []
     for run in loaded:
         r = run["info"]
-        for row in run["rows"]:
+        for row, axes in zip(run["rows"], _run_axes(run)):
             for split in ("train", "val"):
                 for key, label in EPOCH_METRICS:
                     value = num(row.get(f"{split}_{key}"))
                     if value is not None:
                         recs.append({"run": r.id, "series": names[r.id], "group": group_of[r.id], "size": r.size,
-                                     "epoch": row["epoch"], "split": split, "metric": label, "raw": value})
-    df = pd.DataFrame(recs, columns=["run", "series", "group", "size", "epoch", "split", "metric", "raw"])
+                                     "epoch": row["epoch"], "split": split, "metric": label, "raw": value, **axes})
+    df = pd.DataFrame(recs, columns=["run", "series", "group", "size", "epoch", "split", "metric", "raw", "step",
+                                     "minutes", "best", "resumed"])
     df = df.sort_values(["run", "split", "metric", "epoch"], kind="stable")
     df["value"] = df.groupby(["run", "split", "metric"])["raw"].transform(lambda s: smooth(s, weight)) \
         if len(df) else pd.Series(dtype=float)
     return df.reset_index(drop=True)
 
 
+def recipe_fields(loaded: list[dict]) -> list[str]:
+    """The training settings (size and seed included) whose values differ among the runs: what the curves can be
+    grouped or coloured by."""
+    trains = [run["config"].get("train") or {} for run in loaded]
+    names = sorted({k for t in trains for k in t} - {"data_root", "runs_dir", "name"})
+    return [k for k in names if len({json.dumps(t.get(k), sort_keys=True, default=str) for t in trains}) > 1]
+
+
+def field_labels(loaded: list[dict], fields: list[str]) -> dict[str, str]:
+    """Per run id, its values of `fields` ("size=64 · lr=0.001"): a group or colour of the curves."""
+    return {run["info"].id: " · ".join(f"{k}={(run['config'].get('train') or {}).get(k)}" for k in fields)
+            for run in loaded}
+
+
 def band_frame(epochs: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd over each group's runs per (epoch, split, metric): the seed bands (sd 0 for one run), with the
     mean of the logged values (`raw`) beside the smoothed `mean`."""
     if not len(epochs):
-        return pd.DataFrame(columns=["group", "size", "epoch", "split", "metric", "mean", "raw", "sd", "runs", "lo",
-                                     "hi"])
-    out = epochs.groupby(["group", "size", "epoch", "split", "metric"], as_index=False).agg(
+        return pd.DataFrame(columns=["group", "epoch", "split", "metric", "mean", "raw", "sd", "runs", "lo", "hi"])
+    out = epochs.groupby(["group", "epoch", "split", "metric"], as_index=False).agg(
         mean=("value", "mean"), raw=("raw", "mean"),
         sd=("value", lambda s: float(np.std(s, ddof=1)) if len(s) > 1 else 0.0), runs=("run", "nunique"))
     out["lo"], out["hi"] = out["mean"] - out["sd"], out["mean"] + out["sd"]
@@ -218,7 +271,7 @@ def group_frame(summary: pd.DataFrame, groups: list[Group]) -> pd.DataFrame:
     """One row per seed group: runs, seeds, mean and sd over seeds of test and best val AUC, cost."""
     out = []
     for g in groups:
-        rows = summary[summary["group"] == g.name]
+        rows = summary[(summary["group"] == g.name) & summary["run id"].isin(g.counted)]
         test_mean, test_sd = _mean_sd(rows["test AUC (medmnist)"])
         val_mean, val_sd = _mean_sd(rows["best val AUC (medmnist)"])
         out.append({"group": g.name, "size (px)": g.size, "model": g.model, "runs": len(rows),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core import env
+from core.runs import annotations
 from core.runs import record as runs
 from core.runs.record import RunError
 
@@ -49,6 +50,8 @@ class RunInfo:
     data_root: str | None
     created: float
     error: str | None = None
+    display_name: str = ""  # the name a person gave it (core.runs.annotations); the id stays
+    tags: tuple[str, ...] = ()
 
 
 def run_info(run_dir: str | Path) -> RunInfo:
@@ -68,6 +71,8 @@ def run_info(run_dir: str | Path) -> RunInfo:
             test = runs.read_test_metrics(run_dir)
         except RunError as e:
             error = error or str(e)
+    notes = annotations.read(run_dir)
+
     def typed(key: str, kind: type, default: Any = None) -> Any:  # a hand-edited config shows as unknown, not a crash
         value = train.get(key)
         return value if isinstance(value, kind) and not isinstance(value, bool) else default
@@ -75,7 +80,7 @@ def run_info(run_dir: str | Path) -> RunInfo:
                    model=typed("model", str), name=typed("name", str, ""), epochs_done=len(rows), epochs=typed("epochs", int),
                    max_val_auc=max(aucs) if aucs else None, test_auc=test.get("auc"), test_acc=test.get("acc"),
                    data_root=typed("data_root", str), created=run_dir.stat().st_mtime if run_dir.exists() else 0.0,
-                   error=error if error is None else str(error))
+                   error=error if error is None else str(error), display_name=notes.name, tags=notes.tags)
 
 
 def _is_run_folder(path: Path) -> bool:
@@ -136,7 +141,7 @@ def delete_run(runs_dir: str | Path, run_id: str) -> list[str]:
                        "name or a status file), so it is not deleted. Delete it by hand if you are sure.")
     if runs.read_status(path).get("state") == "running":
         raise RunError(f"Run {run_id} is still training; stop it before deleting it.")
-    ours = runs.own_file_names(path)
+    ours = runs.own_file_names(path) | annotations.file_names()
     kept = []
     # The config, status and marker last, in that order: a delete that fails half way leaves a run that
     # reads as damaged (not `finished` without its checkpoint) and that this tool still owns and can delete.

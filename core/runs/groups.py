@@ -2,8 +2,8 @@
 
 A *recipe* is every training setting but size, seed, name and how the run executes
 (core.study.recipe.recipe_settings), its data folder resolved; a *seed group* is the runs of one
-recipe at one size, each seed counted once (a copied run folder is the same seed again, not new
-evidence). Two runs scored the same test images when they were trained on the same data folder (its
+recipe at one size, each seed counted once: a copied run folder, or a sweep run and a study run of one
+recipe and seed, are the same seed again, not new evidence, and the most recent of them is the one used. Two runs scored the same test images when they were trained on the same data folder (its
 files at every size hold the same images in the same order; the same data file's MD5 where both runs
 are of one size) and their saved test labels agree. The Compare page and the study report both group
 and pair through this module.
@@ -22,6 +22,7 @@ from core.runs import record as runs
 from core.study.recipe import recipe_settings
 
 __all__ = ["SeedGroup", "group_difference", "images_problem", "images_source", "one_per_size", "recipe_key",
+           "repeat_notes",
            "same_images", "seed_groups"]
 
 
@@ -46,31 +47,51 @@ class SeedGroup:
     recipe: str  # recipe_key of its runs
     size: int | None
     model: str | None
-    runs: list[str] = field(default_factory=list)  # run folders, in the order given
+    runs: list[str] = field(default_factory=list)  # run folders, one per seed (its most recent), in the order given
     seeds: list[Any] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # further run folders of a seed already counted
+    repeats: dict[Any, list[str]] = field(default_factory=dict)  # seed -> all its runs, the one used first
+
+
+def _recency(run_dir: str | Path) -> str:
+    """Run ids begin with their creation time (core.runs.record.new_run_dir): the larger id is the more recent run."""
+    return Path(run_dir).name
 
 
 def seed_groups(configs: Mapping[str, Mapping[str, Any]]) -> list[SeedGroup]:
-    """Group runs by (recipe, size), the first run of each seed counted and later copies set aside.
+    """Group runs by (recipe, size), each seed counted once: its most recent run, the others set aside.
 
     Args:
         configs: run folder -> its config's "train" dict (core.runs.record.read_config(run)["train"]).
 
     Returns:
-        SeedGroups in order of first appearance.
+        SeedGroups in order of first appearance; a group's runs in the order given.
     """
     groups: dict[tuple[str, Any], SeedGroup] = {}
+    by_seed: dict[tuple[str, Any, Any], list[str]] = {}
     for run_dir, train in configs.items():
         key = (recipe_key(train), train.get("size"))
-        group = groups.setdefault(key, SeedGroup(key[0], train.get("size"), train.get("model")))
-        seed = train.get("seed")
-        if seed is not None and seed in group.seeds:
+        groups.setdefault(key, SeedGroup(key[0], train.get("size"), train.get("model")))
+        by_seed.setdefault((*key, train.get("seed")), []).append(str(run_dir))
+    for run_dir, train in configs.items():
+        key, seed = (recipe_key(train), train.get("size")), train.get("seed")
+        group, same = groups[key], by_seed[(*key, seed)]
+        used = max(same, key=_recency) if seed is not None else str(run_dir)
+        if str(run_dir) != used:
             group.duplicates.append(str(run_dir))
             continue
-        group.runs.append(str(run_dir))
+        group.runs.append(used)
         group.seeds.append(seed)
+        if seed is not None and len(same) > 1:
+            group.repeats[seed] = [used] + sorted((r for r in same if r != used), key=_recency, reverse=True)
     return list(groups.values())
+
+
+def repeat_notes(group: SeedGroup, name: str) -> list[str]:
+    """What the app and the report say of a group's repeated seeds (`name`: how they call the group)."""
+    return [f"{len(same)} runs repeat seed {seed} of {name}; the most recent ({Path(same[0]).name}) is used, "
+            f"the other{'s' if len(same) > 2 else ''} ({', '.join(Path(r).name for r in same[1:])}) left out."
+            for seed, same in group.repeats.items()]
 
 
 def _train(run_dir: str | Path) -> dict:

@@ -1,4 +1,4 @@
-"""Run folders: the one owner of their files. Create a run, read and write each of its files.
+"""Run folders: the owner of their files but core.runs.annotations' (a person's name, notes, tags for a run).
 
 A run is `<runs-dir>/<run-id>/` holding plain files a person can read. No other module spells
 these names or parses these files; it calls the readers and writers here. Two neighbours work
@@ -293,7 +293,7 @@ def clear_stop(run_dir: str | Path) -> None:
 
 
 def own_file_names(run_dir: str | Path) -> set[str]:
-    """Names of the files this tool writes in a run folder (temp files of killed writes included)."""
+    """Names of the files this module writes in a run folder (temp files of killed writes included)."""
     names = {_CONFIG, _STATUS, _PROGRESS, _METRICS, _THRESHOLDS, _USER_THRESHOLDS, _TEST_METRICS, _COST, _LOG,
              _STOP, _LOCK, MARKER, _EFFECTIVE, cost_child_path(run_dir).name}
     names |= {checkpoint_path(run_dir, w).name for w in CHECKPOINTS} | {scores_path(run_dir, s).name for s in ("val", "test")}

@@ -14,6 +14,7 @@ import torch
 from core.errors import UserError
 from core.data import chestmnist as D
 from core.runs import record as runs
+from core.runs import groups as G
 from core.evaluate.scoring import measure_inference
 from core.data.provenance import data_provenance
 from core.study.common import COST_KEYS, STUDY_VERSION, TEST_KEYS, VAL_KEYS, StudyError, log
@@ -98,11 +99,10 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
         if not runs.has_test_metrics(p):
             raise runs.RunError(f"{p} has no test metrics: it has not finished (or was never evaluated). "
                                 f"Finish it, or run `python -m core.evaluate {p}`.")
-    records = [run_record(p) for p in run_dirs]
+    records, notes = one_run_per_seed([run_record(p) for p in run_dirs])
     label_candidates(records)
     order = {c: i for i, c in reversed(list(enumerate(r["candidate"] for r in records)))}
     records.sort(key=lambda r: (order[r["candidate"]], r["size"], r["seed"]))
-    notes: list[str] = []
 
     inference: dict = {}
     if measure_inference_time:
@@ -152,6 +152,16 @@ def build_report(run_dirs: Iterable[str | Path], out_dir: str | Path, *, device:
     (out_dir / "report.md").write_text(markdown(summary))
     runs.write_json(out_dir / "summary.json", summary)
     return StudyReport(out_dir, summary)
+
+
+def one_run_per_seed(records: list[dict]) -> tuple[list[dict], list[str]]:
+    """The records of the runs core.runs.groups.seed_groups counts (each seed of a recipe and size once: its most
+    recent run, as on the Compare page), and a note per repeated seed saying which run was used."""
+    used, notes = set(), []
+    for g in G.seed_groups({r["run_dir"]: r["train_config"] for r in records}):
+        used.update(g.runs)
+        notes += G.repeat_notes(g, f"{g.size} px {g.model}")
+    return [r for r in records if r["run_dir"] in used], notes
 
 
 def write_tables(summary: dict, out_dir: Path) -> None:

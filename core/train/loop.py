@@ -392,6 +392,8 @@ def _record_epoch(run_dir: Path, cfg: TrainConfig, state: _State, row: dict, mod
         state.bad_epochs += 1
     state.done = _rank0s(epoch == cfg.epochs or (cfg.patience > 0 and state.bad_epochs >= cfg.patience), world)
     row.update(best_epoch=state.best_epoch, is_best=improved)
+    if epoch == state.start_epoch > 1:  # the first epoch after a stop: Compare marks where training resumed
+        row["resumed"] = True
     if main_rank:
         # The last checkpoint first, with the epoch's row: it is what a resume trusts. A kill before the row or
         # the best checkpoint is written leaves them one epoch behind, and _resume writes them from it.
