@@ -149,8 +149,7 @@ def show_estimate(cfg: C.TrainConfig) -> E.Estimate | None:
                f"size, model, batch size and device; again after {STALE_S / 60:.0f} min or when the load changes); "
                f"a trainer process takes {E.format_seconds(e.start_seconds)} to start; {_images(e)} (validation and "
                f"scoring costed at {E.VAL_COST:g} of a training step per image, the scoring took "
-               f"{E.format_seconds(e.final_seconds)}); an upper bound when early stopping (patience) ends the run "
-               f"sooner.{note}{busy}")
+               f"{E.format_seconds(e.final_seconds)}){_early_stop(cfg)}.{note}{busy}")
     if e.total_seconds > HOUR:
         subset_fit, epochs_fit = e.within(HOUR)
         hints = []
@@ -162,6 +161,12 @@ def show_estimate(cfg: C.TrainConfig) -> E.Estimate | None:
                    + (f"To stay within an hour use {' or '.join(hints)}" if hints else "Use a subset or fewer epochs")
                    + ", or a GPU.")
     return e
+
+
+def _early_stop(cfg: C.TrainConfig) -> str:
+    """The estimate counts every epoch: with patience on, a run may stop sooner (with it off it cannot)."""
+    return (f"; an upper bound, as early stopping (patience {cfg.patience}) may end the run sooner" if cfg.patience
+            else "")
 
 
 def _images(e: E.Estimate) -> str:
@@ -180,21 +185,30 @@ def sweep_total(cfg: C.TrainConfig, present: list[int], e: E.Estimate) -> None:
         n = split_sizes(cfg.data_root, cfg.size if cfg.size in present else present[0])[0]
     except D.DataError:
         return
-    parts, total, start = [], 0.0, 0.0
     seeds = int(st.session_state.get("train_sweep_seeds", 1))
+    measured = {}
     for size in present:
         one = _estimate(cfg, size, n)
         if not isinstance(one, E.Estimate):
             st.caption(f"Sweep estimate: measuring the speed at {size} px in the background…")
             return
-        seconds = (one.total_seconds - one.start_seconds) * seeds
-        total, start = total + seconds, one.start_seconds
-        parts.append(f"{size} px {E.format_seconds(seconds)}")
-    st.caption(f"Sweep estimate (**Same recipe at every size**): **{E.format_seconds(total + start)}** for "
-               f"{cfg.epochs} epoch(s) at each size and seed ({' + '.join(parts)}), one run after another in one "
-               "process.",
-               help=f"Speed measured once per size on this machine; every size assumed to have this size's split "
-                    f"({_images(e)}). An upper bound when early stopping ends runs sooner.")
+        measured[size] = one
+    # Each size was measured at its own moment's load (a 3-7x swing within minutes on a shared machine made
+    # 128 px read cheaper than 64 px): cost every size at one load, from idle to as busy as now.
+    now = E.load_per_cpu()
+    start = max(one.start_seconds for one in measured.values())
+    low, high = ([(one.total_seconds_at(load) - one.start_seconds) * seeds for one in measured.values()]
+                 for load in (0.0, now))
+    parts = [f"{size} px {E.format_seconds(h)}" for size, h in zip(measured, high)]
+    total = (E.format_seconds(start + sum(high)) if sum(low) > 0.9 * sum(high) else
+             f"{E.format_seconds(start + sum(low))}–{E.format_seconds(start + sum(high))}")
+    loads = sorted(one.load for one in measured.values())
+    st.caption(f"Sweep estimate (**Same recipe at every size**): **{total}** for {cfg.epochs} epoch(s) at each size "
+               f"and seed ({' + '.join(parts)}), one run after another in one process.",
+               help=f"Speed measured once per size on this machine, at a load of {loads[0]:.1f}–{loads[-1]:.1f} per "
+                    f"CPU; every size is costed at one load (the range runs from an idle machine to one as busy as "
+                    f"now, {now:.1f} per CPU), so the sizes compare fairly, and every size is assumed to have this "
+                    f"size's split ({_images(e)}).{_early_stop(cfg)}.")
 
 
 @st.fragment(run_every=2)

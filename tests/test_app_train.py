@@ -174,6 +174,27 @@ def test_sweep_shows_its_total_over_the_sizes(open_page, data_root, tmp_path, mo
     assert "**1m 14s** for 2 epoch(s)" in note and "28 px 15s + 64 px 59s" in note
 
 
+def test_sweep_costs_sizes_measured_at_different_loads_at_one_load(open_page, data_root, tmp_path, monkeypatch):
+    """Seen on a shared machine: 28 px measured while busy read as slow as 64 px measured idle. Each size is
+    costed at the load now (and idle), not at its own measurement's."""
+    monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (10.0, "cpu"))  # both read 10 images/s
+    # Measurements run in threads named by size (ui.speed): 28 px measured at load 4 per CPU, 64 px idle; now 4.
+    monkeypatch.setattr(E, "load_per_cpu", lambda: {"speed-64px": 0.0}.get(threading.current_thread().name, 4.0))
+    st.cache_data.clear()
+    try:
+        at = estimated(page(open_page, data_root, tmp_path / "runs", train_subset=200, train_epochs=2, train_batch=64,
+                            train_model="seed-cnn", train_patience=0))
+    finally:
+        st.cache_data.clear()
+    assert not at.exception and not at.error
+    # At 10 images/s a size costs (200 + 0.5 x 96) / 10 x 2 + 0.5 x 192 / 10 = 59.2 s. At load 4 now: 28 px as
+    # measured (59 s), 64 px 4x its idle measurement (3m 57s); idle: 28 px a quarter (14.8 s), 64 px 59.2 s.
+    (note,) = [c for c in texts(at.caption) if c.startswith("Sweep estimate")]
+    assert "28 px 59s + 64 px 3m 57s" in note and "**1m 14s–4m 56s**" in note
+    # Patience 0: nothing can end a run early, so the estimate is not called an upper bound.
+    assert not any("upper bound" in c for c in texts(at.caption))
+
+
 def test_over_an_hour_warns_with_a_subset_and_epochs(open_page, data_root, tmp_path, monkeypatch):
     monkeypatch.setattr(E, "measure_speed", lambda config, **kw: (10.0, "cpu"))  # 10 training images/s
     st.cache_data.clear()  # no real measurement may answer for the fake one, nor the reverse

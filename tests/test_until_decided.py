@@ -103,6 +103,29 @@ def test_budget_stops_before_a_round_that_would_not_fit_and_survives_a_resume(da
         _until(data_root, tmp_path / "runs", tmp_path / "out", margin=0.001, max_seeds=5)
 
 
+class Planned(Exception):
+    """Raised where the study would plan its first round: it got past the budget check."""
+
+
+def test_a_round_measured_while_busy_is_refused_only_when_even_idle_it_would_not_fit(data_root, tmp_path, monkeypatch):
+    import core.study.until as U
+
+    def planned(*a, **kw):
+        raise Planned
+    monkeypatch.setattr(U, "plan_grid", planned)
+    monkeypatch.setattr(E, "load_per_cpu", lambda: 4.0)  # measured at load 4 per CPU: ~40 s busy, ~10 s idle
+    logged: list[str] = []
+    base = TrainConfig(epochs=1, batch_size=64, device="cpu", data_root=str(data_root), runs_dir=str(tmp_path / "r"),
+                       model="seed-cnn")
+    with pytest.raises(Planned):  # fits when the machine quietens: started, and the range is said
+        run_until_decided(base, [28, 64], out_dir=tmp_path / "a", isolate=False, margin=0.02, budget_s=20.0,
+                          log=logged.append)
+    assert any("on an idle machine: measured while it was busy" in m for m in logged)
+    with pytest.raises(R.StudyError, match="even on an idle machine, more than the budget"):
+        run_until_decided(base, [28, 64], out_dir=tmp_path / "b", isolate=False, margin=0.02, budget_s=5.0,
+                          log=logged.append)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--budget", "3x"], "not a duration"),
     (["--until-decided", "--margin", "-0.1"], "--margin must be positive"),

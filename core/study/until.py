@@ -63,17 +63,19 @@ def _design(previous: dict | None, margin: float, max_seeds: int, budget_s: floa
             "partial_s": 0.0, "rounds": [], "outcome": None, "state": "running", "pid": None}
 
 
-def first_round_estimate(study: Study, seed: int, log: Callable[[str], None] = log) -> float | None:
-    """Projected seconds of one round (one run at every size) from each size's speed measured now
-    (core.train.cost.estimate); None when it cannot be measured."""
-    total = 0.0
+def first_round_estimate(study: Study, seed: int, log: Callable[[str], None] = log) -> tuple[float, float] | None:
+    """Projected seconds of one round (one run at every size), as busy as the machine is now and idle, from
+    each size's speed measured now (core.train.cost.estimate); None when it cannot be measured. A shared
+    machine's load swings 3-7x within minutes, so a round is only refused when even the idle end would not fit."""
+    busy = idle = 0.0
     for size in study.sizes:
         try:
-            total += E.estimate(dataclasses.replace(study.base, size=size, seed=seed, name="estimate")).total_seconds
-        except (UserError, RuntimeError) as e:
-            log(f"no cost estimate at {size} px: {e}")
+            e = E.estimate(dataclasses.replace(study.base, size=size, seed=seed, name="estimate"))
+        except (UserError, RuntimeError) as err:
+            log(f"no cost estimate at {size} px: {err}")
             return None
-    return total
+        busy, idle = busy + e.total_seconds, idle + e.idle_total_seconds
+    return busy, idle
 
 
 def projected_round(rounds: list[dict], estimate: float | None) -> float | None:
@@ -94,14 +96,18 @@ def _look(study: Study, seeds: list[int], n_boot: int, margin: float) -> dict[st
     return Q.look(rows, len(seeds))
 
 
-def _announce(study: Study, seq: dict, estimate: float | None, log: Callable[[str], None]) -> None:
+def _announce(study: Study, seq: dict, estimate: float | None, log: Callable[[str], None],
+              idle: float | None = None) -> None:
     budget, left = seq["budget_s"], seq["max_seeds"] - len(seq["rounds"])
     if estimate is None:
         log(f"until decided: up to {left} more round(s); the first round's time is not known yet")
         return
     fits = left if budget is None else min(left, int(max(budget - seq["spent_s"], 0) // estimate))
     log(f"until decided: a round (one seed at {', '.join(map(str, study.sizes))} px) is projected at "
-        f"{E.format_seconds(estimate)}; " + (f"the budget {E.format_seconds(budget)} ({E.format_seconds(seq['spent_s'])}"
+        f"{E.format_seconds(estimate)}"
+        + (f" ({E.format_seconds(idle)} on an idle machine: measured while it was busy)"
+           if idle is not None and idle < 0.9 * estimate else "")
+        + "; " + (f"the budget {E.format_seconds(budget)} ({E.format_seconds(seq['spent_s'])}"
                                             f" spent) likely fits {fits} more round(s)" if budget else
                                             f"no budget: up to {left} more round(s)")
         + f" of at most {seq['max_seeds']} seeds per size")
@@ -127,10 +133,13 @@ def run_until_decided(base: Any, sizes: Iterable[int], *, margin: float, max_see
     if not math.isfinite(margin) or margin <= 0:
         raise StudyError(f"--margin must be positive, got {margin}")
     seq = _design(read_study_file(study.out_dir), margin, max_seeds, budget_s)
-    estimate = projected_round(seq["rounds"], None) or first_round_estimate(study, first_seed, log)
-    _announce(study, seq, estimate, log)
-    if not seq["rounds"] and budget_s is not None and estimate is not None and estimate > budget_s:
-        raise StudyError(f"the first round is projected at {E.format_seconds(estimate)}, more than the budget "
+    measured = projected_round(seq["rounds"], None)
+    first = None if measured is not None else first_round_estimate(study, first_seed, log)
+    estimate = measured if measured is not None else (first[0] if first else None)
+    _announce(study, seq, estimate, log, idle=first[1] if first else None)
+    if not seq["rounds"] and budget_s is not None and first is not None and first[1] > budget_s:
+        raise StudyError(f"the first round is projected at {E.format_seconds(first[1])} even on an idle machine, "
+                         f"more than the budget "
                          f"{E.format_seconds(budget_s)}: give a larger --budget")
     plan_grid(study, [first_seed], nproc_per_node, command, lambda m: None)  # study.json exists from here on
     seq |= {"state": "running", "pid": os.getpid(), "stop": None}

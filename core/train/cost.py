@@ -54,7 +54,13 @@ class Estimate:
         """Roughly total_seconds on an idle machine: with more runnable work than cores (load per CPU
         above 1) a CPU-bound measurement got about 1/load of each core, so its training and scoring
         time is divided by the load; equal to total_seconds below that."""
-        return self.start_seconds + (self.total_seconds - self.start_seconds) / max(1.0, self.load)
+        return self.total_seconds_at(0.0)
+
+    def total_seconds_at(self, load: float) -> float:
+        """total_seconds had the speed been measured at `load` per CPU instead of self.load (the same
+        1/load share of each core as idle_total_seconds): estimates measured minutes apart, at loads that
+        differ, are made comparable by costing them all at one load."""
+        return self.start_seconds + (self.total_seconds - self.start_seconds) * max(1.0, load) / max(1.0, self.load)
 
     def within(self, budget_s: float) -> tuple[int, int]:
         """(training images per epoch for these epochs, epochs of these training images) that fit
