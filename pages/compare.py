@@ -77,7 +77,7 @@ SCORES_TABLE = {
     "run": _RUN,
     "epochs done": _NUM("epochs", format="%d", help="Epochs done."),
     "best val AUC (medmnist)": _NUM("best val AUC", format="%.3f", help=f"Highest val {_AUC}, over the epochs."),
-    "best val AUC epoch": _NUM("its epoch", format="%d", help="The epoch of the best val AUC."),
+    "best val AUC epoch": _NUM("epoch", format="%d", help="The epoch of the best val AUC."),
     "tested checkpoint epoch": _NUM("tested", format="%d", help="Epoch of the checkpoint evaluated on test "
                                                                 "(chosen by the run's select-by metric)."),
     "test AUC [95% CI]": _TEXT("test AUC [95% CI]", help=f"Test {_AUC}; in brackets its 95% bootstrap confidence "

@@ -214,7 +214,7 @@ def test_summary_equals_the_run_files(open_page, data_root, finished_runs):
         assert row["inference ms per image (CPU, 64 test images)"] > 0
     # Two tables with short labels (full names in each header's help), so each fits a 1400 px window.
     assert shown_columns(table_with(at, "test AUC [95% CI]")) == [
-        "run", "epochs", "best val AUC", "its epoch", "tested", "test AUC [95% CI]", "test ACC", "macro F1",
+        "run", "epochs", "best val AUC", "epoch", "tested", "test AUC [95% CI]", "test ACC", "macro F1",
         "micro F1", "exact", "details"]
     assert shown_columns(table_with(at, "parameters")) == [
         "run", "size (px)", "model", "parameters", "GFLOPs/image", "s/epoch", "train img/s", "inference ms/image",
