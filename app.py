@@ -7,6 +7,7 @@ carries headers that forbid other sites to frame the app; Streamlit then runs th
 script, under the name `__main__`, and draws the pages.
 """
 import os
+from pathlib import Path
 
 # Before anything imports torch: its OpenMP threads then sleep rather than spin between parallel
 # regions, so the app's inference does not fight a background training run for the cores.
@@ -17,10 +18,13 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from ui.headers import NoFraming  # noqa: E402
 
+ICON = Path(__file__).parent / "ui" / "icon.png"  # lungs, drawn with PIL (64 px)
 app = st.App(__file__, middleware=[Middleware(NoFraming)])
 
 if __name__ == "__main__":  # the page script (the server's import of this file, to find `app`, draws nothing)
-    st.set_page_config(page_title="ChestMNIST Resolution Explorer", page_icon=":material/pulmonology:", layout="wide")
+    # The tab icon is a file here: for a Material Symbol the frontend fetches its SVG from fonts.gstatic.com, which
+    # fails offline (and logs an error); an emoji draws as a box where the browser has no emoji font.
+    st.set_page_config(page_title="ChestMNIST Resolution Explorer", page_icon=str(ICON), layout="wide")
 
     # Material Symbols (a web font Streamlit ships), not emoji: a browser without an emoji font draws emoji as boxes.
     nav = st.navigation([

@@ -62,33 +62,34 @@ CONTROLS = (Control("compare_margin", 0.01, low=0.001, high=0.2),
             Control("compare_smooth", 0.0, low=0.0, high=0.95))
 
 
-def _ci_text(lo, hi) -> str | None:
-    return None if CD.num(lo) is None or CD.num(hi) is None else f"{lo:.4f}–{hi:.4f}"
+def _auc_ci_text(auc, lo, hi) -> str | None:
+    if CD.num(auc) is None:
+        return None
+    return f"{auc:.3f}" if CD.num(lo) is None or CD.num(hi) is None else f"{auc:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 _NUM, _TEXT = st.column_config.NumberColumn, st.column_config.TextColumn
 _RUN = _TEXT("run", pinned=True, help="Full name: size, model, the settings that tell recipes apart, seed; the "
                                       "colour key of the charts.")
 # The summary as two tables that each fit a 1400 px window: short labels, the long names as help.
+_AUC = "AUC (medmnist): mean over classes with positives of the per-class ROC AUC"
 SCORES_TABLE = {
     "run": _RUN,
     "epochs done": _NUM("epochs", format="%d", help="Epochs done."),
-    "best val AUC (medmnist)": _NUM("best val AUC", format="%.4f", help="Highest val AUC (medmnist: mean over "
-                                                                        "classes with positives) over the epochs."),
-    "best val AUC epoch": _NUM("at epoch", format="%d", help="The epoch of the best val AUC."),
-    "val loss at that epoch": _NUM("val loss", format="%.4f", help="Val loss at the best-val-AUC epoch."),
-    "tested checkpoint epoch": _NUM("tested epoch", format="%d", help="Epoch of the checkpoint evaluated on test "
-                                                                      "(chosen by the run's select-by metric)."),
-    "test AUC (medmnist)": _NUM("test AUC", format="%.4f", help="test AUC (medmnist)."),
-    "test AUC 95% CI": _TEXT("95% CI", help="95% bootstrap confidence interval of the test AUC."),
-    "test ACC (medmnist, 0.5)": _NUM("test ACC", format="%.4f", help="test ACC (medmnist): mean per-label "
-                                                                     "accuracy at 0.5."),
-    "test macro F1 (val-tuned thresholds)": _NUM("macro F1", format="%.4f", help="Test macro F1 at per-class "
-                                                                                 "thresholds tuned on val."),
-    "test micro F1 (val-tuned thresholds)": _NUM("micro F1", format="%.4f", help="Test micro F1 at per-class "
-                                                                                 "thresholds tuned on val."),
-    "test exact-match accuracy (val-tuned thresholds)": _NUM("exact match", format="%.4f", help=(
-        "Test images with all 14 findings right, at per-class thresholds tuned on val.")),
+    "best val AUC (medmnist)": _NUM("best val AUC", format="%.3f", help=f"Highest val {_AUC}, over the epochs."),
+    "best val AUC epoch": _NUM("epoch", format="%d", help="The epoch of the best val AUC."),
+    "tested checkpoint epoch": _NUM("tested", format="%d", help="Epoch of the checkpoint evaluated on test "
+                                                                "(chosen by the run's select-by metric)."),
+    "test AUC [95% CI]": _TEXT("test AUC [95% CI]", help=f"Test {_AUC}; in brackets its 95% bootstrap confidence "
+                                                         "interval over test images."),
+    "test ACC (medmnist, 0.5)": _NUM("test ACC", format="%.3f", help="test ACC (medmnist): mean per-label "
+                                                                    "accuracy at 0.5."),
+    "test macro F1 (val-tuned thresholds)": _NUM("macro F1", format="%.3f", help="Test macro F1 at per-class "
+                                                                                "thresholds tuned on val."),
+    "test micro F1 (val-tuned thresholds)": _NUM("micro F1", format="%.3f", help="Test micro F1 at per-class "
+                                                                                "thresholds tuned on val."),
+    "test exact-match accuracy (val-tuned thresholds)": _NUM("exact", format="%.3f", help=(
+        "Test exact-match accuracy: images with all 14 findings right, at per-class thresholds tuned on val.")),
 }
 COST_TABLE = {
     "run": _RUN,
@@ -104,30 +105,39 @@ COST_TABLE = {
                                                               "one batch; measured on this machine once per "
                                                               "checkpoint."),
 }
+_NO_SD = "; '—': one seed, no spread."
 GROUP_TABLE = {
     "group": _TEXT("group", pinned=True, help="Runs sharing a recipe and a size: their seeds."),
-    "runs": _NUM("runs", format="%d"), "seeds": _TEXT("seeds"),
-    "test AUC mean": _NUM("test AUC mean", format="%.4f", help="Mean test AUC (medmnist) over the group's tested runs."),
-    "test AUC sd": _NUM("sd", format="%.4f", help="Standard deviation over seeds (empty for one run)."),
-    "best val AUC mean": _NUM("best val AUC mean", format="%.4f"),
-    "best val AUC sd": _NUM("sd ", format="%.4f"),
-    "GFLOPs per image": _NUM("GFLOPs/image", format="%.4f"),
-    "seconds per epoch (mean)": _NUM("s/epoch", format="%.1f", help="Mean over the runs of each run's median."),
+    "runs": _NUM("runs", format="%d", help="Runs counted: each seed once."), "seeds": _TEXT("seeds"),
+    "test AUC mean": _NUM("test AUC", format="%.3f", help=f"Mean over the group's tested runs of the test {_AUC}."),
+    "test AUC sd": _TEXT("sd", help="Standard deviation over seeds of the test AUC" + _NO_SD),
+    "best val AUC mean": _NUM("best val AUC", format="%.3f", help=f"Mean over the runs of the best val {_AUC}."),
+    "best val AUC sd": _TEXT("sd ", help="Standard deviation over seeds of the best val AUC" + _NO_SD),
+    "GFLOPs per image": _NUM("GFLOPs/image", format="%.3f", help="GFLOPs of one forward pass per image."),
+    "seconds per epoch (mean)": _NUM("s/epoch", format="%.1f", help="Mean over the runs of each run's median "
+                                                                    "seconds per epoch (training + validation)."),
 }
-DIFF_TABLE = {
-    "family": _TEXT("family", help="primary: each size against the largest (the resolution question); exploratory: "
-                                   "adjacent sizes. p is adjusted within a family."),
-    "comparison": _TEXT("comparison", pinned=True), "runs": _TEXT("runs", help=(
-        "Seeds in each group. A group's AUC is the mean of its seeds' AUCs; a seed run twice (a copy, a sweep and "
-        "a study of one recipe) counts once, its most recent run.")),
-    "delta": _NUM("delta AUC", format="%+.4f", help="Mean test AUC of a minus b, over classes with enough positives."),
-    "CI low": _NUM("95% CI low", format="%+.4f"), "CI high": _NUM("95% CI high", format="%+.4f"),
-    "p": _NUM("p", format="%.2g", help="Two-sided p from the seed and image variance (docs/metrics.md)."),
-    "p adjusted": _NUM("p adjusted", format="%.2g", help="p adjusted within the family; the verdict uses it."),
-    "verdict": _TEXT("verdict", width="large"),
-    "non-inferiority": _TEXT("non-inferiority", width="large"), "seeds needed": _TEXT("seeds needed", width="large"),
-    "left out": _TEXT("left out", help="Classes with too few test positives (or negatives) to enter the mean."),
-}
+
+
+def diff_table(correction: str) -> dict:
+    """The paired differences' shown columns: numbers short, each meaning in its header's help; the sentences
+    (verdict, non-inferiority, seeds needed) and the raw p are under the table."""
+    name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[correction]
+    return {
+        "comparison": _TEXT("comparison", pinned=True, help="Size a vs size b, within one recipe."),
+        "family": _TEXT("family", help="primary: each size against the largest (the resolution question); "
+                                       "exploratory: adjacent sizes. p is adjusted within a family."),
+        "runs": _TEXT("runs", help="Seeds in each group. A group's AUC is the mean of its seeds' AUCs; a seed run "
+                                   "twice (a copy, a sweep and a study of one recipe) counts once, its most recent "
+                                   "run. One run each: the numbers speak of those two runs, not their recipes."),
+        "Δ AUC [95% CI]": _TEXT("Δ AUC [95% CI]", help=f"Test {_AUC}, of a minus b over classes with enough "
+                                                       "positives; in brackets its 95% CI from seed and image "
+                                                       "variance."),
+        "p adjusted": _NUM(f"p ({'BH' if correction == 'bh' else 'Holm'})", format="%.2g", help=(
+            f"Two-sided p adjusted by {name} within the family; the decision uses it. Raw p: under the table.")),
+        "decision": _TEXT("decision", help="Which size is better at the adjusted p < 0.05, or not distinguishable. "
+                                           "The verdict in full, with its numbers: under the table."),
+    }
 
 
 def show_table(slot, frame: pd.DataFrame, config: dict, key: str) -> None:
@@ -222,6 +232,21 @@ def data_note(loaded: list[dict], names: dict[str, str]) -> None:
         st.markdown("\n".join(f"- **{data}**: " + "; ".join(who) for data, who in by_data.items()))
 
 
+def difference_details(diffs: pd.DataFrame, correction: str) -> None:
+    """Per comparison, what the table leaves out: the verdict sentence, raw p, non-inferiority, seeds needed."""
+    name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[correction]
+    with st.expander("Each comparison in full: verdict, raw p, non-inferiority, seeds needed"):
+        for _, d in diffs.iterrows():
+            parts = [f"**{d['comparison']}** ({d['family']}): {d['verdict']}."]
+            if pd.notna(d["p"]):
+                parts.append(f"p {d['p']:.2g} raw, {d['p adjusted']:.2g} {name}-adjusted within the family.")
+            parts += [f"{text[0].upper()}{text[1:]}." for text in (d["non-inferiority"], d["seeds needed"])
+                      if isinstance(text, str) and text]
+            if d["left out"]:
+                parts.append(f"Left out of the mean: {d['left out']}.")
+            st.markdown(" ".join(parts))
+
+
 def answer_section(groups: list[CD.Group], summary: pd.DataFrame, group_table: pd.DataFrame) -> None:
     st.header("Does resolution matter here?")
     c = st.columns(3)
@@ -234,7 +259,9 @@ def answer_section(groups: list[CD.Group], summary: pd.DataFrame, group_table: p
                               help="Equivalent: the difference lies within ±margin either way, not only above -margin.")
     diffs = CD.differences_frame(groups, margin, correction, equivalence)
     if len(diffs):
-        st.dataframe(diffs, hide_index=True, column_config=DIFF_TABLE, key="compare_diffs")
+        shown = diff_table(correction)
+        st.dataframe(diffs[list(shown)], hide_index=True, column_config=shown, key="compare_diffs")
+        difference_details(diffs, correction)
         st.caption("Paired on the same test images: each size against the largest (primary family) and adjacent "
                    "sizes (exploratory), within one recipe. A seed group's AUC is the mean of its seeds'; the interval "
                    f"and p carry seed-to-seed variance and image variance ({CD.N_BOOT:,} image resamples), so they speak "
@@ -244,7 +271,9 @@ def answer_section(groups: list[CD.Group], summary: pd.DataFrame, group_table: p
     else:
         st.info("No paired difference to show: pick tested runs of one recipe at two or more sizes.")
     st.subheader("Seed groups")
-    st.dataframe(group_table, hide_index=True, column_config=GROUP_TABLE, key="compare_groups")
+    sd_text = {c: [f"{v:.3f}" if pd.notna(v) else "—" for v in group_table[c]] for c in ("test AUC sd", "best val AUC sd")}
+    st.dataframe(group_table.assign(**sd_text)[list(GROUP_TABLE)], hide_index=True, column_config=GROUP_TABLE,
+                 key="compare_groups")
     download(group_table, "seed_groups", "seed groups")
     st.subheader("Test AUC against compute")
     x = st.radio("x axis", ["GFLOPs per image", "seconds per epoch (median)"], horizontal=True, key="compare_x")
@@ -329,7 +358,8 @@ def summary_section(loaded: list[dict], summary: pd.DataFrame, names: dict[str, 
     st.caption("Best val: the epoch with the highest val AUC. Test metrics come from the run's evaluation, computed "
                "with the checkpoint chosen by the run's select-by metric ('tested epoch'); the 95% CI is a bootstrap "
                "over test images. F1 and exact-match accuracy use per-class thresholds tuned on val (Youden's J). "
-               "Hover a column header for its full name; 'open' shows a run's config, log, curves and files.")
+               "Hover a column header for its full name; 'open' shows a run's config, log, curves and files. The val loss at "
+               "the best epoch is in the CSV of every run's numbers below.")
     missing_test = [names[run["info"].id] for run in loaded if not run["test"]]
     if missing_test:
         st.caption(f"Not evaluated on test yet (still training, stopped or failed): {', '.join(missing_test)}.")
@@ -385,8 +415,8 @@ def main() -> None:
     for note in (n for g in groups for n in g.notes):
         st.caption(note)
     summary = CD.summary_frame(loaded, names, groups)
-    summary["test AUC 95% CI"] = [_ci_text(lo, hi) for lo, hi in
-                                  zip(summary["test AUC 95% CI low"], summary["test AUC 95% CI high"])]
+    summary["test AUC [95% CI]"] = [_auc_ci_text(*v) for v in zip(
+        summary["test AUC (medmnist)"], summary["test AUC 95% CI low"], summary["test AUC 95% CI high"])]
     summary[INFER_COL] = np.nan  # filled in at the end of the page (timing a checkpoint takes a second or so)
     restore(CONTROLS)
     answer_section(groups, summary, CD.group_frame(summary, groups))

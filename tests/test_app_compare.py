@@ -25,7 +25,7 @@ def table_with(at, column: str):
 
 def summary(at):
     """The two summary tables (validation/test scores, compute cost) joined on the run id."""
-    scores = table_with(at, "test AUC (medmnist)").value.set_index("run id")
+    scores = table_with(at, "test AUC [95% CI]").value.set_index("run id")
     cost = table_with(at, "parameters").value.set_index("run id")
     return scores.join(cost.drop(columns=["run", "details"]))
 
@@ -201,11 +201,8 @@ def test_summary_equals_the_run_files(open_page, data_root, finished_runs):
         assert row["size (px)"] == size and row["epochs done"] == len(rows) == 2
         assert row["best val AUC (medmnist)"] == pytest.approx(best["val_auc"])
         assert row["best val AUC epoch"] == best["epoch"]
-        assert row["val loss at that epoch"] == pytest.approx(best["val_loss"])
         assert row["tested checkpoint epoch"] == rows[-1]["best_epoch"]
-        assert row["test AUC (medmnist)"] == pytest.approx(test["auc"])
-        lo, hi = map(float, row["test AUC 95% CI"].split("–"))
-        assert (lo, hi) == pytest.approx(tuple(test["auc_ci"]), abs=5e-5)
+        assert row["test AUC [95% CI]"] == "{:.3f} [{:.3f}, {:.3f}]".format(test["auc"], *test["auc_ci"])
         assert row["test ACC (medmnist, 0.5)"] == pytest.approx(test["acc"])
         assert row["test macro F1 (val-tuned thresholds)"] == pytest.approx(test["macro_f1"])
         assert row["test micro F1 (val-tuned thresholds)"] == pytest.approx(test["micro_f1"])
@@ -216,9 +213,9 @@ def test_summary_equals_the_run_files(open_page, data_root, finished_runs):
         assert row["training images/s (median)"] == pytest.approx(np.median([r["images_per_s"] for r in rows]))
         assert row["inference ms per image (CPU, 64 test images)"] > 0
     # Two tables with short labels (full names in each header's help), so each fits a 1400 px window.
-    assert shown_columns(table_with(at, "test AUC (medmnist)")) == [
-        "run", "epochs", "best val AUC", "at epoch", "val loss", "tested epoch", "test AUC", "95% CI", "test ACC",
-        "macro F1", "micro F1", "exact match", "details"]
+    assert shown_columns(table_with(at, "test AUC [95% CI]")) == [
+        "run", "epochs", "best val AUC", "epoch", "tested", "test AUC [95% CI]", "test ACC", "macro F1",
+        "micro F1", "exact", "details"]
     assert shown_columns(table_with(at, "parameters")) == [
         "run", "size (px)", "model", "parameters", "GFLOPs/image", "s/epoch", "train img/s", "inference ms/image",
         "details"]
@@ -313,8 +310,8 @@ def test_seeds_form_groups_with_mean_and_sd(open_page, data_root, runs_copy):
     row = groups.loc["28 px · res-cnn"]
     assert row["runs"] == 2 and row["seeds"] == "0, 1"
     assert row["test AUC mean"] == pytest.approx(np.mean(aucs))
-    assert row["test AUC sd"] == pytest.approx(np.std(aucs, ddof=1))
-    assert groups.loc["64 px · res-cnn", "runs"] == 1 and pd.isna(groups.loc["64 px · res-cnn", "test AUC sd"])
+    assert row["test AUC sd"] == f"{np.std(aucs, ddof=1):.3f}"
+    assert groups.loc["64 px · res-cnn", "runs"] == 1 and groups.loc["64 px · res-cnn", "test AUC sd"] == "—"
 
     # Curves: one line per group (mean over seeds) with a ±sd band, on by default when a group has seeds.
     assert at.toggle(key="compare_bands").value
@@ -348,18 +345,28 @@ def test_paired_differences_between_sizes_answer_first(open_page, data_root, fin
 
     at = open_page("compare.py", data_root, finished_runs[28].parent).run()
     assert at.header[0].value == "Does resolution matter here?"
-    (row,) = table_with(at, "verdict").value.to_dict("records")
+    table = table_with(at, "decision")
+    (row,) = table.value.to_dict("records")
     (s28, labels), (s64, labels64) = (runs.load_scores(finished_runs[s], "test") for s in (28, 64))
     want = M.paired_auc_difference(labels, s28, s64, n_boot=2000, class_names=D.CLASS_NAMES)
+    # Short columns so the table fits a 1400 px window; what each number is, in each header's help.
+    assert shown_columns(table) == ["comparison", "family", "runs", "Δ AUC [95% CI]", "p (Holm)", "decision"]
     assert row["comparison"] == "28 px vs 64 px" and row["family"] == "primary"
-    assert (row["delta"], row["CI low"], row["CI high"], row["p"], row["p adjusted"]) == pytest.approx(
-        (want["delta"], *want["ci"], want["p_value"], want["p_value"]))  # a family of one
-    assert row["verdict"] == M.verdict(want, "28 px", "64 px")
+    assert row["Δ AUC [95% CI]"] == "{:+.3f} [{:+.3f}, {:+.3f}]".format(want["delta"], *want["ci"])
+    assert row["p adjusted"] == pytest.approx(want["p_value"])  # a family of one
+    side = {1: "28 px better", -1: "64 px better", 0: "not distinguishable"}[M.winner(want)]
+    assert row["decision"] == side + " (these runs only)"
+    # The sentences and the raw p, under the table.
+    (details,) = [e for e in at.expander if e.label.startswith("Each comparison in full")]
+    (text,) = texts(details.markdown)
+    assert text.startswith(f"**28 px vs 64 px** (primary): {M.verdict(want, '28 px', '64 px')}.")
+    assert f"p {want['p_value']:.2g} raw, {want['p_value']:.2g} Holm-adjusted" in text
     ni = M.noninferiority(want, "28 px", "64 px", margin=0.01)  # a family of one: adjusted p = raw p
-    assert row["non-inferiority"] == M.noninferiority_text(
-        "28 px", "64 px", 0.01, ni["lower"], ni["upper"], ni["p_noninferior"] < 0.05, None, "runs",
-        note=f", Holm-adjusted one-sided p {ni['p_noninferior']:.2g}")
-    assert row["left out"] == "; ".join(f"{e['class']} ({e['reason']})" for e in want["excluded"])
+    sentence = M.noninferiority_text("28 px", "64 px", 0.01, ni["lower"], ni["upper"], ni["p_noninferior"] < 0.05,
+                                     None, "runs", note=f", Holm-adjusted one-sided p {ni['p_noninferior']:.2g}")
+    assert f"{sentence[0].upper()}{sentence[1:]}." in text
+    excluded = "; ".join(f"{e['class']} ({e['reason']})" for e in want["excluded"])
+    assert (f"Left out of the mean: {excluded}." in text) == bool(excluded)
 
 
 def test_runs_scored_on_other_images_are_not_paired(open_page, data_root, runs_copy):
@@ -368,9 +375,11 @@ def test_runs_scored_on_other_images_are_not_paired(open_page, data_root, runs_c
     runs.save_scores(runs_copy[64], "test", scores, labels)
     at = open_page("compare.py", data_root, runs_copy[28].parent).run()
     assert not at.exception
-    (row,) = table_with(at, "verdict").value.to_dict("records")
-    assert row["verdict"].startswith("not paired: ") and "different test labels on 1 of 96 images" in row["verdict"]
-    assert pd.isna(row["delta"])
+    (row,) = table_with(at, "decision").value.to_dict("records")
+    assert row["decision"] == "not paired" and row["Δ AUC [95% CI]"] is None
+    (details,) = [e for e in at.expander if e.label.startswith("Each comparison in full")]
+    (text,) = texts(details.markdown)
+    assert "(primary): not paired: " in text and "different test labels on 1 of 96 images" in text
 
 
 def test_calibration_per_class_with_positives(open_page, data_root, finished_runs):
@@ -406,7 +415,7 @@ def test_calibration_per_class_with_positives(open_page, data_root, finished_run
 
 def test_every_table_links_to_the_run_page(open_page, data_root, finished_runs):
     at = open_page("compare.py", data_root, finished_runs[28].parent).run()
-    for column in ("test AUC (medmnist)", "parameters"):
+    for column in ("test AUC [95% CI]", "parameters"):
         table = table_with(at, column).value.set_index("run id")
         for run_dir in finished_runs.values():
             assert table.loc[run_dir.name, "details"] == f"run?run={run_dir.name}"
@@ -428,7 +437,7 @@ def test_official_data_is_not_flagged_and_unevaluated_runs_are_noted(open_page, 
     listed = " ".join(m.value for m in details.markdown)
     assert stopped.name in listed and official.name not in listed, listed
     table = summary(at)
-    assert np.isnan(table.loc[stopped.name, "test AUC (medmnist)"])
+    assert pd.isna(table.loc[stopped.name, "test AUC [95% CI]"])
     assert any("Not evaluated on test yet" in c and "64 px" in c for c in texts(at.caption))
     _, heat = chart_by(at, is_heat)
     assert set(heat["run id"]) == {official.name}

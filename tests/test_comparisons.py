@@ -103,7 +103,8 @@ def test_verdicts_rest_on_p_adjusted_within_each_family():
     for r in rows:
         decided = r["p_adjusted"] < 0.05
         assert r["verdict"].startswith("not distinguishable") != decided
-    assert primary[0]["verdict"].startswith("224 px better than 28 px")
+        assert r["winner"] == (int(np.sign(r["delta"])) if decided else 0)  # the side the verdict's sentence names
+    assert primary[0]["verdict"].startswith("224 px better than 28 px") and primary[0]["winner"] == -1
     # non-inferiority: only 128 px is within 0.01 of 224 px; the exploratory row has none
     assert [r["noninferior"] for r in primary] == [False, False, True]
     assert primary[2]["noninferiority"].startswith("128 px is non-inferior to 224 px at margin 0.01 (lower bound")

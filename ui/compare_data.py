@@ -275,7 +275,7 @@ def group_frame(summary: pd.DataFrame, groups: list[Group]) -> pd.DataFrame:
         test_mean, test_sd = _mean_sd(rows["test AUC (medmnist)"])
         val_mean, val_sd = _mean_sd(rows["best val AUC (medmnist)"])
         out.append({"group": g.name, "size (px)": g.size, "model": g.model, "runs": len(rows),
-                    "seeds": ", ".join(str(s) for s in sorted(rows["seed"].dropna().astype(int))),
+                    "seeds": seed_ranges(list(rows["seed"].dropna().astype(int))),
                     "test AUC mean": test_mean, "test AUC sd": test_sd, "tested runs": int(rows["test AUC (medmnist)"].notna().sum()),
                     "best val AUC mean": val_mean, "best val AUC sd": val_sd,
                     "GFLOPs per image": _mean_sd(rows["GFLOPs per image"])[0],
@@ -305,7 +305,21 @@ def _loads_scores(run_dir: Path) -> bool:
 
 
 DIFF_COLUMNS = ["family", "comparison", "runs", "delta", "CI low", "CI high", "p", "p adjusted", "verdict",
-                "non-inferiority", "seeds needed", "left out"]
+                "non-inferiority", "seeds needed", "left out", "Δ AUC [95% CI]", "decision"]
+
+
+def _decision(row: dict) -> str:
+    """The verdict in a few words (core.metrics.winner's side); the sentence with its numbers is `verdict`."""
+    if not row["paired"]:
+        return "not paired"
+    side = row.get("winner")
+    said = {1: f"{row['a']} better", -1: f"{row['b']} better", 0: "not distinguishable"}.get(side, "no classes to compare")
+    return said + (" (these runs only)" if row.get("scope") == "runs" else "")
+
+
+def _delta_text(row: dict) -> str | None:
+    delta, lo, hi = (num(row.get(k)) for k in ("delta", "ci_low", "ci_high"))
+    return None if None in (delta, lo, hi) else f"{delta:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def differences_frame(groups: list[Group], margin: float = C.DEFAULT_MARGIN, correction: str = "holm",
@@ -331,5 +345,17 @@ def differences_frame(groups: list[Group], margin: float = C.DEFAULT_MARGIN, cor
         "delta": r.get("delta"), "CI low": r.get("ci_low"), "CI high": r.get("ci_high"), "p": r.get("p_value"),
         "p adjusted": r.get("p_adjusted"), "verdict": r["verdict"] if r["paired"] else r["verdict"].replace(
             "not compared: ", "not paired: "), "non-inferiority": r.get("noninferiority"),
-        "seeds needed": r.get("seeds_needed"), "left out": "; ".join(r.get("classes_excluded") or [])}
+        "seeds needed": r.get("seeds_needed"), "left out": "; ".join(r.get("classes_excluded") or []),
+        "Δ AUC [95% CI]": _delta_text(r), "decision": _decision(r)}
         for r in rows], columns=DIFF_COLUMNS)
+
+
+def seed_ranges(seeds: list[int]) -> str:
+    """Seeds as runs of consecutive numbers ("0–16, 20"): a sweep's 17 seeds in a narrow column."""
+    spans: list[list[int]] = []
+    for s in sorted(seeds):
+        if spans and s == spans[-1][1] + 1:
+            spans[-1][1] = s
+        else:
+            spans.append([s, s])
+    return ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}–{b}" for a, b in spans)

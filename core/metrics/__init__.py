@@ -10,7 +10,7 @@ from core.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "classification": ('OPERATING_LEVELS', 'auc_per_class', 'mean_auc', 'medmnist_acc', 'threshold_metrics', 'sensitivity_at_specificity', 'specificity_at_sensitivity', 'summarize'),
     "bootstrap": ('ResampledAuc', 'bootstrap_auc_ci', 'mean_auc_ci', 'medmnist_acc_ci', 'per_class_ci', 'resampled_aucs'),
-    "paired": ('MIN_POSITIVES', 'PairingError', 'check_same_images', 'eligible_classes', 'paired_auc_difference', 'seed_group_difference', 't_interval', 'verdict'),
+    "paired": ('MIN_POSITIVES', 'PairingError', 'check_same_images', 'eligible_classes', 'paired_auc_difference', 'seed_group_difference', 't_interval', 'verdict', 'winner'),
     "decisions": ('CORRECTIONS', 'adjust_p', 'holm', 'noninferiority', 'noninferiority_text', 'seeds_needed'),
     "reliability": ('brier_score', 'calibration', 'expected_calibration_error', 'reliability_bins'),
     "sequential": ('boundaries', 'fractions', 'nominal_levels', 'one_sided_p', 'sequential_holm', 'spent'),

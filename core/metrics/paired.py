@@ -311,27 +311,35 @@ def _fmt_p(p: float) -> str:
     return "p n/a" if p is None or not math.isfinite(p) else f"p={p:.2g}" if p >= 1e-4 else f"p={p:.1e}"
 
 
+def winner(result: Mapping[str, Any], p_adjusted: float | None = None, alpha: float | None = None) -> int | None:
+    """Which side a paired result decides for: 1 (a better), -1 (b better), 0 (not distinguishable), None (no
+    difference: no class could enter the mean). The p that decides is ``p_adjusted`` where given (the p adjusted
+    within the comparison's family), else the raw ``p_value``, against ``alpha`` (default 1 - ``ci_level``)."""
+    delta, (lo, hi) = result["delta"], result["ci"]
+    if delta is None or lo is None or hi is None or not all(map(math.isfinite, (delta, lo, hi))):
+        return None
+    alpha = 1 - result.get("ci_level", 0.95) if alpha is None else alpha
+    p = result.get("p_value") if p_adjusted is None else p_adjusted
+    decided = p is not None and math.isfinite(p) and p < alpha
+    return int(np.sign(delta)) if decided else 0
+
+
 def verdict(result: Mapping[str, Any], name_a: str, name_b: str, digits: int = 3,
             p_adjusted: float | None = None, alpha: float | None = None) -> str:
     """One plain sentence from a paired result, e.g. "64 px better than 28 px by 0.021 [0.004, 0.038]".
 
-    "better" only when the p that decides (``p_adjusted`` where given: the p adjusted within the
-    comparison's family, else the raw ``p_value``) is below ``alpha`` (default 1 - ``ci_level``);
-    otherwise "not distinguishable (delta 0.003 [-0.010, 0.016])". A result whose ``scope`` is
-    "runs" says it compares those two runs, not their recipes.
+    "better" only when ``winner`` decides for a side; otherwise "not distinguishable (delta 0.003 [-0.010,
+    0.016])". A result whose ``scope`` is "runs" says it compares those two runs, not their recipes.
     """
-    delta, (lo, hi) = result["delta"], result["ci"]
-    if delta is None or lo is None or hi is None or not all(map(math.isfinite, (delta, lo, hi))):
+    side = winner(result, p_adjusted, alpha)
+    if side is None:
         return (f"{name_a} and {name_b} cannot be compared: no class has {result.get('min_positives', 1)} "
                 "or more test positives and negatives")
-    alpha = 1 - result.get("ci_level", 0.95) if alpha is None else alpha
-    raw = result.get("p_value")
-    p = raw if p_adjusted is None else p_adjusted
+    delta, (lo, hi) = result["delta"], result["ci"]
     f = f"{{:.{digits}f}}"
     runs_only = " (these two runs, not their recipes)" if result.get("scope") == "runs" else ""
-    decided = p is not None and math.isfinite(p) and p < alpha
-    if decided and delta > 0:
+    if side > 0:
         return f"{name_a} better than {name_b} by {f.format(delta)} [{f.format(lo)}, {f.format(hi)}]{runs_only}"
-    if decided and delta < 0:
+    if side < 0:
         return f"{name_b} better than {name_a} by {f.format(-delta)} [{f.format(-hi)}, {f.format(-lo)}]{runs_only}"
     return f"not distinguishable (delta {f.format(delta)} [{f.format(lo)}, {f.format(hi)}]){runs_only}"

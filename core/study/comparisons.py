@@ -79,6 +79,7 @@ def _decide(rows: list[dict[str, Any]], results: list[Mapping[str, Any] | None],
             if res is None:
                 continue
             row["verdict"] = metrics.verdict(res, row["a"], row["b"], p_adjusted=p, alpha=alpha)
+            row["winner"] = metrics.winner(res, p_adjusted=p, alpha=alpha)
             if family != PRIMARY:
                 continue
             row["p_noninferior_adjusted"], row["noninferior"] = p_ni, bool(p_ni < alpha)
@@ -112,8 +113,8 @@ def compare(plan: Sequence[Mapping[str, Any]], members: Mapping[Hashable, Sequen
         n_images, n_boot_used, classes_excluded`` (each "name (why)"), ``lower_bound, p_noninferior,
         seeds_needed`` (text), ``seeds_per_group, images_needed, per_class``; primary rows also
         ``noninferior, noninferiority`` (text), ``p_noninferior_adjusted``, ``equivalent`` (None unless
-        `equivalence`); every paired row ``upper_bound, p_equivalence``; and ``verdict`` (or why the
-        groups were not compared).
+        `equivalence`); every paired row ``upper_bound, p_equivalence, winner`` (core.metrics.winner); and
+        ``verdict`` (or why the groups were not compared).
     """
     difference = difference or G.group_difference
     rows, results = [], []
