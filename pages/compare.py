@@ -335,7 +335,8 @@ def curves_section(loaded: list[dict], names: dict[str, str], groups: list[CD.Gr
         lines = bands.assign(run=bands["runs"].astype(str) + " runs", value=bands["mean"], raw=bands["raw"])
         order = list(dict.fromkeys(sorted(bands["series"], key=str)) if group_by != SEED_GROUPS else
                      [g.name for g in groups])
-        st.altair_chart(charts.curves_chart(lines, order, labels, True, bands, log_loss), width="stretch")
+        st.altair_chart(charts.curves_chart(lines, order, labels, True, bands, log_loss,
+                                            charts.CurveView(colour_title="group")), width="stretch")
     else:
         order = [names[run["info"].id] for run in loaded]
         view = charts.CurveView(*CD.X_AXES[x])
@@ -405,7 +406,7 @@ def main() -> None:
     if not chosen:
         st.info("Pick at least one run.")
         st.stop()
-    loaded = [CD.load_run(r) for r in chosen]
+    loaded = sorted((CD.load_run(r) for r in chosen), key=CD.run_order)
     for run in loaded:
         if run["error"]:
             st.error(f"Run {run['info'].id}: {run['error']}")

@@ -581,3 +581,20 @@ def test_group_and_colour_by_a_setting(open_page, data_root, runs_copy):
     assert enc["color"]["field"] == "colour" and enc["color"]["scale"]["domain"] == ["size=28", "size=64"]
     assert enc["detail"]["field"] == "series"  # still one line per run
     assert df.dropna(subset=["colour"]).groupby("colour")["run"].nunique().to_dict() == {"size=28": 2, "size=64": 1}
+
+
+def test_runs_read_in_size_then_seed_order(open_page, data_root, runs_copy):
+    """Selection order put seed 10 before seed 5 (run ids sort as text): legends and lists go by size, then seed."""
+    for seed in (10, 5):
+        twin = runs_copy[28].parent / f"{runs_copy[28].name}-seed{seed}"
+        shutil.copytree(runs_copy[28], twin)
+        config = json.loads((twin / "config.json").read_text())
+        config["train"]["seed"] = seed
+        runs.write_json(twin / "config.json", config)
+    at = open_page("compare.py", data_root, runs_copy[28].parent).run()
+    at.toggle(key="compare_bands").set_value(False).run()
+    assert not at.exception
+    spec, _ = chart_by(at, is_curves)
+    domain = line_encoding(panels(spec)[0][1])["color"]["scale"]["domain"]
+    assert len(domain) == 4 and "64 px" in domain[-1], domain
+    assert [int(re.search(r"seed (\d+)", d).group(1)) if "seed" in d else 0 for d in domain[:3]] == [0, 5, 10], domain

@@ -27,7 +27,8 @@ def colour_scale(order: list[str]) -> alt.Scale:
 
 
 def _legend(title: str) -> alt.Legend:
-    return alt.Legend(title=title, labelLimit=LABEL_LIMIT, columns=2)
+    # symbolOpacity: a legend merged from a line and its faint seed band drew faded swatches
+    return alt.Legend(title=title, labelLimit=LABEL_LIMIT, columns=2, symbolOpacity=1)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def _panel(df: pd.DataFrame, bands: pd.DataFrame | None, order: list[str], label
     """One metric: a line per series (dash = split) with points, seed bands if given, and the hover readout."""
     df = df[df["metric"] == label]
     log = log_loss and label == "loss" and bool(len(df)) and float(df["value"].min()) > 0
-    scale, title = (alt.Scale(type="log"), "log scale") if log else (alt.Scale(zero=False), None)
+    # nice=False: a log scale rounded out to powers of ten drew losses near 1 flat across 0.1-10
+    scale, title = (alt.Scale(type="log", nice=False), "log scale") if log else (alt.Scale(zero=False), None)
     y = alt.Y("value:Q", scale=scale, title=title)
     x = x_encoding(view)
     color = _colour(df, order, view)
@@ -105,7 +107,7 @@ def _panel(df: pd.DataFrame, bands: pd.DataFrame | None, order: list[str], label
         b = bands[bands["metric"] == label]
         layers.append(alt.Chart(b).mark_area(opacity=0.18).encode(
             x=x, y=alt.Y("lo:Q", scale=scale, title=title), y2="hi:Q", detail="split:N",
-            color=alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend("run"))))
+            color=alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend(view.colour_title))))
     enc = dict(x=x, y=y, color=color, tooltip=tooltip)
     # Points as their own layer, without the dash: on one mark (line with point overlay) the split
     # legend drew the points' dots for val and train alike, hiding the dash that tells them apart.

@@ -47,6 +47,13 @@ def load_run(r: runs_folder.RunInfo) -> dict:
     return out
 
 
+def run_order(run: dict) -> tuple[int, int, str]:
+    """Size, then seed, then run id: the order the legends and lists read in (the selection's put seed 10
+    before seed 5). A seed that is not a whole number (an untrusted config) sorts first."""
+    seed = (run["config"].get("train") or {}).get("seed")
+    return run["info"].size or 0, seed if isinstance(seed, int) and not isinstance(seed, bool) else -1, run["info"].id
+
+
 def recipe_key(run_dir) -> str | None:
     """The recipe of a run folder as sorted JSON (what its seed group shares with its size); None if unreadable."""
     try:
