@@ -258,3 +258,10 @@ def test_compare_leaves_the_frontier_out_when_every_run_saw_all_images(open_page
     at.session_state["compare_runs"] = full
     at.run()
     assert not at.exception and "Images or pixels" not in [h.value for h in at.header]
+
+
+@pytest.mark.parametrize("gflop, text", [(1990.4, "1,990"), (665.2, "665"), (3.25e3, "3,250"), (1.5e6, "1,500,000"),
+                                         (99.94, "99.9"), (0.01234, "0.0123")])
+def test_compute_reads_without_an_exponent(gflop, text):
+    """The real grid's sentence read "At ~1.99e+03 GFLOP of training": three significant digits, no exponent."""
+    assert FR.gflop_text(gflop) == text

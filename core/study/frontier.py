@@ -42,6 +42,12 @@ CONVENTION = (f"training GFLOP = {TRAIN_FACTOR} x forward FLOPs per image (convo
 SECONDS_TEXT = "measured seconds: sum of the logged epoch times (training + validation) on the machine that trained"
 
 
+
+def gflop_text(x: float) -> str:
+    """Three significant digits, never an exponent a reader must decode ("1,990", not "1.99e+03")."""
+    r = float(f"{x:.3g}")
+    return f"{r:,.0f}" if r >= 100 else f"{r:.3g}"
+
 @dataclass(frozen=True)
 class RunPoint:
     """One finished run's place in the grid."""
@@ -161,7 +167,7 @@ def sentence(row: Mapping[str, Any], a: Cell, b: Cell, model: str = "") -> str:
     """The equal-compute answer in words: which of the pair wins (on the family-adjusted p), or neither; `model`
     goes in front where the cells are of several recipes."""
     images, pixels = a.n_train / b.n_train, (b.size / a.size) ** 2
-    at = f"{model + ': ' if model else ''}At ~{math.sqrt(a.train_gflop * b.train_gflop):,.3g} GFLOP of training"
+    at = f"{model + ': ' if model else ''}At ~{gflop_text(math.sqrt(a.train_gflop * b.train_gflop))} GFLOP of training"
     more_images = f"{images:.1f}x the images at {a.size} px ({_share(a.fraction)})"
     more_pixels = f"{pixels:.1f}x the pixels at {b.size} px ({_share(b.fraction)})"
     if not row.get("paired"):

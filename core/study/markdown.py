@@ -7,6 +7,7 @@ import pandas as pd
 
 from core.study.resolution import markdown as resolution_markdown
 from core.study.common import FIGURES, FRONTIER_FIGURE
+from core.study.frontier import gflop_text
 from core.study.sequential import markdown as sequential_markdown
 from core.study.tables import format_tables, markdown_table, multi_seed, per_class_table, row_label, several_candidates
 
@@ -67,7 +68,7 @@ def _frontier(grid: dict | None) -> list[str]:
         return []
     rows = [{"cell": c["label"], "seeds": len(c["seeds"]),
              "test AUC (mean ± sd)": f"{c['auc']:.4f}" + (f" ± {c['auc_sd']:.4f}" if c["auc_sd"] is not None else ""),
-             "training GFLOP": f"{c['train_gflop']:,.3g}",
+             "training GFLOP": gflop_text(c["train_gflop"]),
              "measured s": "n/a" if c["seconds"] is None else f"{c['seconds']:,.1f}",
              "on the frontier (GFLOP / s)": f"{'yes' if c['front_gflop'] else 'no'} / "
                                              f"{'yes' if c['front_seconds'] else 'no'}"} for c in grid["cells"]]
