@@ -6,6 +6,7 @@ serves every test that only reads it.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from pathlib import Path
 
@@ -23,6 +24,16 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
     monkeypatch.setenv("CHESTMNIST_SETTINGS", str(tmp_path_factory.mktemp("settings") / "settings.json"))
     monkeypatch.delenv("CHESTMNIST_ROOT", raising=False)
     monkeypatch.delenv("CHESTMNIST_RUNS", raising=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist each worker is one of n processes on n cores: torch's default of one intra-op thread per core
+    (and a trainer subprocess's, via OMP_NUM_THREADS) oversubscribed the cores n times over."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)
