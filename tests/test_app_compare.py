@@ -152,6 +152,7 @@ def test_hover_readout_lists_every_run_with_its_full_name(open_page, data_root, 
     for rule in rules:
         assert rule["encoding"]["tooltip"]["field"] == "tip"
         tips = {row["epoch"]: row["tip"] for row in rule["data"]["values"]}
+        assert all(isinstance(tip["epoch"], int) for tip in tips.values())  # "epoch 3" in the readout, not "3.0"
         assert list(tips[1]) == ["epoch", "28 px · res-cnn (val)", "28 px · res-cnn (train)", "64 px · res-cnn (val)",
                                  "64 px · res-cnn (train)"], tips[1]
         # The run that ended earlier has no key at its missing epoch (where a pivoted field read NaN); every value

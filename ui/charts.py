@@ -75,7 +75,9 @@ def _hover_rule(df: pd.DataFrame, order: list[str], name: str, x: str = "epoch")
     rank = {s: i for i, s in enumerate(order)}
     for s, sp, at, value, raw in sorted(zip(df["series"], df["split"], df[x].astype(float), df["value"], df["raw"]),
                                         key=lambda r: (r[2], rank[r[0]], r[1] != "val")):
-        tip = per_x.setdefault(at, {x: at, "tip": {x: round(at, 1)}})["tip"]
+        # epochs and steps read as whole numbers ("epoch 3", not "3.0"), wall time to a tenth of a minute
+        shown = int(at) if x in ("epoch", "step") else round(at, 1)
+        tip = per_x.setdefault(at, {x: at, "tip": {x: shown}})["tip"]
         tip[f"{s} ({sp})"] = f"{raw:.4f} logged, {value:.4f} smoothed"
     hover = alt.selection_point(name=name, nearest=True, on="pointerover", fields=[x], empty=False,
                                 clear="pointerout")
