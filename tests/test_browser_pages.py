@@ -23,6 +23,8 @@ import pytest
 from tests.test_browser import (PAGE_TIMEOUT_MS, REPO, VIEWPORT, assert_no_errors, chromium, main_text, serve,
                                 settle, shot, wait_text)
 
+pytestmark = pytest.mark.browser
+
 SHOTS = REPO / "tests" / "artifacts" / "screenshots"  # always: the README's pictures come from tests/test_browser.py
 
 MIN_PLOT_PX = 100
