@@ -46,11 +46,12 @@ def inference_ms(run_dir: str, data_root: str, size: int, mtime: float, n: int =
 
 
 def default_selection(infos: list[runs_folder.RunInfo]) -> list[str]:
-    """Every run of one recipe, the most recent run's (the latest sweep or study): its sizes and seeds, and
-    no run of another recipe (a best-per-size pick mixed recipes: a 12-epoch run stood in for the sweep's)."""
+    """Every run of one recipe, the most recent run's (the latest sweep or study): its sizes and seeds (and a
+    study's training subsets), and no run of another recipe (a best-per-size pick mixed recipes: a 12-epoch run
+    stood in for the sweep's)."""
     latest = max(infos, key=lambda r: r.id)  # run ids begin with their creation time
-    key = CD.recipe_key(latest.path)
-    picked = [r for r in infos if r.id == latest.id or (key is not None and CD.recipe_key(r.path) == key)]
+    keys = CD.selection_keys(latest.path)
+    picked = [r for r in infos if r.id == latest.id or keys & CD.selection_keys(r.path)]
     return [r.id for r in sorted(picked, key=lambda r: (r.size or 0, r.id))]
 
 

@@ -499,6 +499,20 @@ def test_default_selection_is_the_most_recent_recipe_not_the_best_run_per_size(o
     assert sorted(at.multiselect(key="compare_runs").value) == sorted(p.name for p in runs_copy.values())
 
 
+def test_default_selection_after_an_images_or_pixels_grid_is_the_whole_grid(open_page, data_root, runs_copy):
+    """A grid (`core.study --subsets`) is one study of one recipe at several training subsets: opened after it,
+    Compare selects every subset of it (for the frontier), not the latest run's subset alone, and still no run
+    of another study or another recipe."""
+    grid = [_clone(runs_copy[size], f"29990101-00000{i}-{size}px-grid-{subset}", name="study-g-s0", subset=subset)
+            for i, (size, subset) in enumerate([(28, 64), (64, 64), (28, 128), (64, 128)])]
+    _clone(runs_copy[28], "29990101-000010-28px-other-study", name="study-h-s0", subset=64)  # older than the grid's last
+    _clone(runs_copy[64], "29990101-000011-64px-other-recipe", name="study-g-s1", subset=64, epochs=12)
+    latest = _clone(runs_copy[28], "29990101-000020-28px-grid-256", name="study-g-s1", subset=256)
+    at = open_page("compare.py", data_root, latest.parent).run()
+    assert not at.exception and not at.error
+    assert sorted(at.multiselect(key="compare_runs").value) == sorted(p.name for p in [*grid, latest])
+
+
 def test_a_seed_run_twice_counts_once_and_the_page_says_which(open_page, data_root, runs_copy):
     again = _clone(runs_copy[28], runs_copy[28].name + "-again", name="study-x-s0")  # same recipe and seed 0
     at = open_page("compare.py", data_root, again.parent).run()

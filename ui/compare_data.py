@@ -19,6 +19,7 @@ from core.runs import record as runs
 from core.runs import folder as runs_folder
 from core.runs import groups as G
 from core.study import comparisons as C
+from core.study.recipe import study_of
 from core.runs.summary import summary_of_rows
 from ui.common import file_mtime
 
@@ -54,13 +55,21 @@ def run_order(run: dict) -> tuple[int, int, str]:
     return run["info"].size or 0, seed if isinstance(seed, int) and not isinstance(seed, bool) else -1, run["info"].id
 
 
-def recipe_key(run_dir) -> str | None:
-    """The recipe of a run folder as sorted JSON (what its seed group shares with its size); None if unreadable."""
+def selection_keys(run_dir) -> set[str]:
+    """What the default selection matches against the most recent run, each as JSON: the run's recipe (what its
+    seed group shares with its size) and, for a study's run, its study with its recipe bar the training subset
+    (an images-or-pixels grid is one study of one recipe at several subsets); none if unreadable."""
     try:
         config = runs.read_config(run_dir)
     except runs.RunError:
-        return None
-    return G.recipe_key(config["train"]) if config.get("train") else None
+        return set()
+    train = config.get("train")
+    if not train:
+        return set()
+    keys = {G.recipe_key(train)}
+    if (study := study_of(train.get("name"))) is not None:
+        keys.add(json.dumps([study, G.recipe_key({k: v for k, v in train.items() if k != "subset"})]))
+    return keys
 
 
 @dataclass

@@ -52,6 +52,12 @@ def run_name(study: str, seed: int) -> str:
     return f"study-{study}-s{seed}"
 
 
+def study_of(name: object) -> str | None:
+    """The study a run's TrainConfig.name says it was trained for (run_name's inverse); None for any other run."""
+    m = re.fullmatch(r"study-(.+)-s\d+", name) if isinstance(name, str) else None
+    return m.group(1) if m else None
+
+
 def recipe_diff(want: dict, train_cfg: dict) -> dict:
     return {k: (v, train_cfg.get(k)) for k, v in want.items() if train_cfg.get(k) != v}
 
