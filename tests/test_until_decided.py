@@ -144,3 +144,17 @@ def test_bad_until_decided_input_is_a_clear_error(data_root, tmp_path, capsys, a
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists() or not any(runs.is_run_dir(p) for p in (tmp_path / "runs").iterdir())
+
+
+def test_a_second_process_on_a_running_studys_folder_is_refused_before_it_writes(data_root, tmp_path, capsys):
+    """Start clicked twice (or a command beside the app): while one process runs the study in a folder, a second
+    one on that folder exits 2 with a message, leaving its study.json and runs alone."""
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["--sizes", "28", "64", "--epochs", "1", "--data-root", str(data_root), "--device", "cpu", "--runs-dir",
+            str(tmp_path / "runs"), "--out", str(out), "--until-decided", "--margin", "0.2", "--max-seeds", "2"]
+    with runs.training_lock(out):  # the first study's process, between two of its writes
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already running an until-decided study in another process" in err and "Traceback" not in err
+    assert read_study_file(out) is None and not (tmp_path / "runs").exists()

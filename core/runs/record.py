@@ -234,12 +234,12 @@ def read_status(run_dir: str | Path) -> dict:
 
 
 @contextmanager
-def training_lock(run_dir: str | Path) -> Iterator[None]:
+def training_lock(run_dir: str | Path, busy: str | None = None) -> Iterator[None]:
     """Hold an exclusive lock on the run while this process trains it; the OS drops it if we die.
 
     A second trainer on the same folder (a double-clicked Resume, a CLI --resume beside the app)
-    gets a RunError instead of interleaving checkpoints with the first. A reader's probe
-    (read_status) holds the lock for a moment, so taking it is retried for a second.
+    gets a RunError (`busy` its message, when given) instead of interleaving checkpoints with the first.
+    A reader's probe (read_status) holds the lock for a moment, so taking it is retried for a second.
     """
     f = open_own(Path(run_dir) / _LOCK, "ab")  # append: opening never truncates, whatever the name holds
     for attempt in range(21):
@@ -249,7 +249,7 @@ def training_lock(run_dir: str | Path) -> Iterator[None]:
         except BlockingIOError:
             if attempt == 20:
                 f.close()
-                raise RunError(f"{run_dir} is already being trained by another process; stop it there first.") from None
+                raise RunError(busy or f"{run_dir} is already being trained by another process; stop it first.") from None
             time.sleep(0.05)
     try:
         yield

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from core.errors import UserError
+from core.runs import record as runs
 from core.study import sequential as Q
 from core.study.common import StudyError, log
 from core.study.comparisons import compare, resolution_plan
@@ -130,41 +131,46 @@ def run_until_decided(base: Any, sizes: Iterable[int], *, margin: float, max_see
     KeyboardInterrupt on Ctrl-C or SIGTERM between runs; each leaves study.json so the same call resumes.
     """
     study = open_study(base, sizes, name, out_dir, skip_missing=skip_missing, log=log)
-    if not math.isfinite(margin) or margin <= 0:
-        raise StudyError(f"--margin must be positive, got {margin}")
-    seq = _design(read_study_file(study.out_dir), margin, max_seeds, budget_s)
-    measured = projected_round(seq["rounds"], None)
-    first = None if measured is not None else first_round_estimate(study, first_seed, log)
-    estimate = measured if measured is not None else (first[0] if first else None)
-    _announce(study, seq, estimate, log, idle=first[1] if first else None)
-    if not seq["rounds"] and budget_s is not None and first is not None and first[1] > budget_s:
-        raise StudyError(f"the first round is projected at {E.format_seconds(first[1])} even on an idle machine, "
-                         f"more than the budget "
-                         f"{E.format_seconds(budget_s)}: give a larger --budget")
-    plan_grid(study, [first_seed], nproc_per_node, command, lambda m: None)  # study.json exists from here on
-    seq |= {"state": "running", "pid": os.getpid(), "stop": None}
-    write_sequential(study.out_dir, seq)
-    previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    started = None
-    try:
-        stop = _rounds(study, seq, estimate, first_seed, nproc_per_node, isolate, command, n_boot, log)
-        seq |= {"state": "finished", "outcome": Q.outcome(seq["rounds"], stop)}
-    except BaseException:
-        seq["state"] = "stopped"
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-        started = seq.pop("_round_started", None)
-        if started is not None:  # a round cut short: its time is spent all the same
-            seq["partial_s"] += time.time() - started
-            seq["spent_s"] += time.time() - started
+    # One process per study folder: a second (Start clicked twice, a command beside the app) would write the same
+    # study.json and wait on the same runs' locks; it is refused before it writes anything.
+    study.out_dir.mkdir(parents=True, exist_ok=True)
+    with runs.training_lock(study.out_dir, busy=f"{study.out_dir} is already running an until-decided study in another "
+                            "process; stop that one, or give another --out for a new study."):
+        if not math.isfinite(margin) or margin <= 0:
+            raise StudyError(f"--margin must be positive, got {margin}")
+        seq = _design(read_study_file(study.out_dir), margin, max_seeds, budget_s)
+        measured = projected_round(seq["rounds"], None)
+        first = None if measured is not None else first_round_estimate(study, first_seed, log)
+        estimate = measured if measured is not None else (first[0] if first else None)
+        _announce(study, seq, estimate, log, idle=first[1] if first else None)
+        if not seq["rounds"] and budget_s is not None and first is not None and first[1] > budget_s:
+            raise StudyError(f"the first round is projected at {E.format_seconds(first[1])} even on an idle machine, "
+                             f"more than the budget "
+                             f"{E.format_seconds(budget_s)}: give a larger --budget")
+        plan_grid(study, [first_seed], nproc_per_node, command, lambda m: None)  # study.json exists from here on
+        seq |= {"state": "running", "pid": os.getpid(), "stop": None}
         write_sequential(study.out_dir, seq)
-    log(f"until decided: stopped ({seq['outcome']['stop']}): " + "; ".join(
-        f"{c['a']} {c['verdict']}" for c in seq["outcome"]["comparisons"]))
-    done = [e["run_dir"] for e in read_study_file(study.out_dir)["runs"]
-            if e["seed"] in seq["rounds"][-1]["seeds"] and e["size"] in study.sizes]
-    return build_report(done, study.out_dir, device=study.base.device, study_name=study.name, command=command,
-                        inference_images=inference_images, sequential=seq, **({"margin": margin} | verdicts))
+        previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        started = None
+        try:
+            stop = _rounds(study, seq, estimate, first_seed, nproc_per_node, isolate, command, n_boot, log)
+            seq |= {"state": "finished", "outcome": Q.outcome(seq["rounds"], stop)}
+        except BaseException:
+            seq["state"] = "stopped"
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+            started = seq.pop("_round_started", None)
+            if started is not None:  # a round cut short: its time is spent all the same
+                seq["partial_s"] += time.time() - started
+                seq["spent_s"] += time.time() - started
+            write_sequential(study.out_dir, seq)
+        log(f"until decided: stopped ({seq['outcome']['stop']}): " + "; ".join(
+            f"{c['a']} {c['verdict']}" for c in seq["outcome"]["comparisons"]))
+        done = [e["run_dir"] for e in read_study_file(study.out_dir)["runs"]
+                if e["seed"] in seq["rounds"][-1]["seeds"] and e["size"] in study.sizes]
+        return build_report(done, study.out_dir, device=study.base.device, study_name=study.name, command=command,
+                            inference_images=inference_images, sequential=seq, **({"margin": margin} | verdicts))
 
 
 def _rounds(study: Study, seq: dict, estimate: float | None, first_seed: int, nproc_per_node: int, isolate: bool,
