@@ -60,6 +60,26 @@ def test_until_decided_launches_the_study_command_with_margin_budget_and_max_see
     assert any("Started in background process 4242" in s.value for s in at.success)
 
 
+def test_a_second_click_before_the_study_writes_its_state_launches_nothing(open_page, data_root, tmp_path, monkeypatch):
+    """For the seconds a launched study spends importing and measuring speed it has no study.json: a second click
+    (or Resume) in that time launched a second process on the same folder. Start stays greyed out on it."""
+    monkeypatch.setattr(L, "DEFAULT_REPORTS_DIR", tmp_path / "reports")
+    study = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # launched, writing nothing yet
+    calls = []
+    monkeypatch.setattr(L, "launch", lambda command, out_dir: calls.append(out_dir) or study.pid)
+    try:
+        at = _page(open_page, data_root, tmp_path)
+        at.button(key="until_go").click().run()
+        assert len(calls) == 1 and not at.exception
+        at.button(key="until_go").click().run()  # drawn before that launch, the button still took this click
+        assert len(calls) == 1 and at.button(key="until_go").disabled
+    finally:
+        study.kill()
+        study.wait()
+    at.run()  # it ended (and wrote no state): a new start is allowed
+    assert not at.button(key="until_go").disabled
+
+
 def _study(out_dir, state: str, pid: int | None, stop: str | None = None):
     """A study.json as core.study.until leaves it: two rounds, the second a look with its verdict."""
     out_dir.mkdir(parents=True)

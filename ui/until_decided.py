@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.errors import UserError
 from core.runs import folder as runs_folder
+from core.runs import process
 from core.study import launch as L
 from core.train import recipe as C
 from core.train.cost import format_seconds
@@ -36,7 +37,7 @@ def until_decided(cfg: C.TrainConfig, present: list[int]) -> None:
                    f"Report: {out_dir}")
         seq = L.state(out_dir)
         if st.button(f"Until decided ({', '.join(map(str, present))} px)", key="until_go",
-                     disabled=bool(seq and seq["alive"])):
+                     disabled=bool(seq and seq["alive"]) or _launched(out_dir) is not None):
             _start(cfg, present, margin, budget_min, max_seeds, out_dir)
         rounds(str(out_dir))
 
@@ -50,8 +51,22 @@ def _start(cfg: C.TrainConfig, present: list[int], margin: float, budget_min: fl
         st.error(f"Not started: {e}")
         return
     command = L.study_command(cfg, present, margin, int(max_seeds), budget_min * 60 if budget_min else None, out_dir)
-    pid = L.launch(command, out_dir)
+    pid = _launch(command, out_dir)
     st.success(f"Started in background process {pid}; it keeps going if you leave the page. Log: {out_dir / L.LOG}")
+
+
+def _launched(out_dir: Path) -> int | None:
+    """The live process this session started on `out_dir`, if any: for the seconds before it writes its state,
+    study.json cannot tell that it runs, and Start and Resume stay greyed out on it."""
+    pid = st.session_state.get("until_launched", {}).get(str(out_dir))
+    return pid if pid is not None and process.alive(pid) else None
+
+
+def _launch(command: list[str], out_dir: Path) -> int:
+    """Launch the study and remember its pid for this session (_launched); the pid. (A second process on the
+    folder from elsewhere, another tab or a command, is refused by the study itself.)"""
+    pid = st.session_state.setdefault("until_launched", {})[str(out_dir)] = L.launch(command, out_dir)
+    return pid
 
 
 @st.fragment(run_every=3)
@@ -73,9 +88,8 @@ def rounds(out_dir: str) -> None:
                    f"{', '.join(outcome.get('undecided') or []) or 'none'}.")
     else:
         st.warning(f"Stopped before deciding ({spent}); Resume runs the same command and goes on from the last round.")
-        if st.button("Resume", key="until_resume") and seq.get("command"):
-            pid = L.launch(seq["command"], Path(out_dir))
-            st.success(f"Resumed in background process {pid}.")
+        if st.button("Resume", key="until_resume", disabled=_launched(Path(out_dir)) is not None) and seq.get("command"):
+            st.success(f"Resumed in background process {_launch(seq['command'], Path(out_dir))}.")
     rows = [{"round": r["round"], "seeds per size": r["n_seeds"],
              "nominal level": None if r.get("levels") is None else f"{r['levels']['first']:.2g}",
              **({f"{c['a']} vs {c['b']}": v for c, v in zip(r["look"]["comparisons"], r["verdicts"])}
