@@ -182,6 +182,23 @@ def test_stopped_run_is_resumed_not_restarted(data_root, tmp_path):
     assert "not measured" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_a_stop_asked_while_the_runs_process_starts_stops_the_study(data_root, tmp_path):
+    """The app's Stop (SIGTERM to the study) while a run's child process was still importing: the child's train()
+    cleared the STOP the study had left, trained to the end, and the study went on to its next run."""
+    import os
+    import signal
+    import threading
+
+    from core.study.common import StudyStopped
+    from core.study.runner import train_child
+
+    run_dir = prepare_run(dataclasses.replace(_base(data_root, tmp_path / "runs"), size=28, epochs=1))
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()  # train_child turns it into a stop
+    with pytest.raises(StudyStopped, match="while .* was (finishing|starting)"):
+        train_child(run_dir, 1, log=lambda m: None)
+    assert runs.read_status(run_dir)["state"] in ("finished", "stopped")  # a study run again re-uses or resumes it
+
+
 def test_missing_size_is_a_clear_error_before_anything_runs(data_root, tmp_path):
     runs_dir, out = tmp_path / "runs", tmp_path / "report"
     with pytest.raises(D.DataError) as e:

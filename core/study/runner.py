@@ -89,7 +89,10 @@ def train_child(run_dir: Path, nproc_per_node: int, log: Callable[[str], None]) 
     t0 = time.time()
     proc = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
+    asked = []
+
     def ask_stop(*_):  # a cooperative stop: the child finishes its batch and saves a resumable state
+        asked.append(True)
         runs.request_stop(run_dir)
     previous = signal.signal(signal.SIGTERM, ask_stop)
     try:
@@ -123,7 +126,13 @@ def train_child(run_dir: Path, nproc_per_node: int, log: Callable[[str], None]) 
         "epochs_before": epochs_before, "epochs_after": len(runs.read_metrics(run_dir)),
         "wall_s": time.time() - t0, "ended": time.time(), "isolated": True,
     })
-    return runs.read_status(run_dir).get("state", "failed")
+    state = runs.read_status(run_dir).get("state", "failed")
+    if asked and state != "stopped":
+        # Asked while the child was starting (its train() clears a STOP left from before, so it trained on to the
+        # end) or dying of the same Ctrl-C (a "failed" round): the study stops all the same, resumable.
+        raise StudyStopped(f"stopped by request while {run_dir.name} was {'finishing' if state == 'finished' else 'starting'}"
+                           f" ({state}); run the same command again to resume the study.")
+    return state
 
 
 def settled_state(run_dir: Path, log: Callable[[str], None], poll_s: float = 5.0) -> str:
