@@ -131,6 +131,7 @@ def test_a_round_measured_while_busy_is_refused_only_when_even_idle_it_would_not
     (["--until-decided", "--margin", "-0.1"], "--margin must be positive"),
     (["--until-decided", "--max-seeds", "1"], "at least 2"),
     (["--until-decided", "--seeds", "3"], "--max-seeds instead of --seeds"),
+    (["--until-decided", "--correction", "bh"], "Benjamini-Hochberg has no group-sequential form here"),
     (["--budget", "1s"], "more than the budget"),
 ])
 def test_bad_until_decided_input_is_a_clear_error(data_root, tmp_path, capsys, args, message):

@@ -86,6 +86,10 @@ def _until_decided_error(args: argparse.Namespace) -> str | None:
                 "(--subsets) as a study of its own")
     if args.max_seeds is not None and args.max_seeds < 2:
         return f"--max-seeds must be at least 2 (a look needs 2 seeds per size), got {args.max_seeds}"
+    if args.correction != "holm":
+        # The stop rule is Holm's; a BH table in the same report would read as the decision's correction.
+        return ("--until-decided stops on Holm made group-sequential (the family-wise error stays at 5% over every "
+                "look); Benjamini-Hochberg has no group-sequential form here: leave out --correction bh")
     return None
 
 
