@@ -34,12 +34,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
         torch.set_num_threads(1)
         os.environ["OMP_NUM_THREADS"] = "1"
+    # xdist (`--dist loadfile`) hands out the files with the most tests first unless told not to (its
+    # --no-loadscope-reorder, set here rather than in pytest.ini so pytest without xdist still starts): then
+    # the files go in collection order, which pytest_collection_modifyitems sets.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The browser files first, the rest in file order: under `-n 2 --dist loadfile` (with pytest.ini's
-    --no-loadscope-reorder) each worker then starts on one of the two longest files, and short files even out
-    the end, instead of both long files running one after the other on one worker at the end."""
+    """The browser files first, the rest in file order: under `-n 2 --dist loadfile` each worker then starts on
+    one of the two longest files, and short files even out the end. Handed out most tests first, the two
+    (few tests each) came last, one after the other on one worker: 391 s of tests on it against 331 s."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is None)
 
 
