@@ -495,8 +495,12 @@ def test_train_again_fills_the_form_with_that_runs_recipe(open_page, data_root, 
     assert "from_run" not in at.query_params and at.query_params["train_size"] == "64"
     at.number_input(key="train_epochs").set_value(5).run()  # the form is the user's again
     assert at.number_input(key="train_epochs").value == 5
+    at.query_params["from_run"] = source.name  # "Train again" on the same run, a second time in this session
+    at.run()
+    assert at.number_input(key="train_epochs").value == train["epochs"] and "from_run" not in at.query_params
 
     unknown = open_page("train.py", data_root, source.parent)
     unknown.query_params["from_run"] = "no-such-run"
     unknown.run()
     assert not unknown.exception and any("The run this link names is not in" in w for w in texts(unknown.warning))
+    assert "from_run" not in unknown.query_params

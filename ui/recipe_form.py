@@ -23,12 +23,12 @@ _PREFILL = "train_prefill"  # field -> value from the run named by ?from_run=, a
 
 
 def prefill_from_run(runs_dir: Path) -> str | None:
-    """Once per link: the recipe of the run `?from_run=<id>` names, to fill the form with; the run's id (None when
-    the link names none). A run that is not in `runs_dir` or has no readable config is said on the page."""
+    """Once per link (it leaves the URL): the recipe of the run `?from_run=<id>` names, to fill the form with; the
+    run's id (None when the link names none). A run that is not in `runs_dir` or has no readable config is said."""
     wanted = st.query_params.get("from_run")
-    if not wanted or st.session_state.get("train_prefilled_from") == wanted:
+    if not wanted:
         return None
-    st.session_state["train_prefilled_from"] = wanted
+    del st.query_params["from_run"]  # from here on the URL carries the form itself, as after any change
     try:
         train = runs.read_config(runs_folder.resolve_run(runs_dir, wanted))["train"]
     except runs.RunError:
@@ -36,7 +36,6 @@ def prefill_from_run(runs_dir: Path) -> str | None:
         st.warning(f"The run this link names is not in {runs_dir} or has no readable recipe; the form is as it was.")
         return None
     st.session_state[_PREFILL] = {k: v for k, v in train.items() if k in FIELDS and k not in ("data_root", "runs_dir")}
-    del st.query_params["from_run"]  # from here on the URL carries the form itself, as after any change
     return wanted
 
 
