@@ -250,7 +250,7 @@ if n == 0:
 if "sal_class" not in st.session_state:  # open on an image the model gets right, not image 0
     c, st.session_state["sal_index"], why = _opening(info, scores, labels, thr)
     st.session_state["sal_class"] = c
-    st.session_state["sal_opened_on"] = (c, st.session_state["sal_index"], why)
+    st.session_state["sal_opened_on"] = (info.id, c, st.session_state["sal_index"], why)  # why: of this run
 top = st.columns([1, 1, 1, 1])
 c = top[0].selectbox("Finding", range(N_CLASSES), key="sal_class", format_func=lambda i: CLASS_NAMES[i],
                      help="Used to filter images and for the map.")
@@ -291,8 +291,8 @@ else:
 image, prob, truth = images[idx], scores[idx], labels[idx]
 present = [CLASS_NAMES[k] for k in np.flatnonzero(truth)]
 st.subheader(f"Test image {idx}")
-if st.session_state.get("sal_opened_on", ())[:2] == (c, idx):
-    st.caption(f"Opened on test image {idx}: {st.session_state['sal_opened_on'][2]}.")
+if st.session_state.get("sal_opened_on", ())[:3] == (info.id, c, idx):
+    st.caption(f"Opened on test image {idx}: {st.session_state['sal_opened_on'][3]}.")
 st.markdown("**True findings:** " + (", ".join(present) if present else "none (no finding)"))
 ci = _auc_ci(str(info.path), file_mtime(runs.scores_path(info.path, "test")), labels, scores)[c]
 if not np.isfinite(ci).all():

@@ -241,6 +241,9 @@ def test_opens_on_a_true_positive_at_the_saved_thresholds(open_page, data_root, 
     assert at.selectbox(key="sal_class").value == k and _shown_index(at) == pos[np.argmax(scores[pos, k])]
     assert any(f"Opened on test image {_shown_index(at)}: the most confident true positive for {CLASS_NAMES[k]}"
                in x.value for x in at.caption), [x.value for x in at.caption]
+    shown = _shown_index(at)
+    at.selectbox(key="run").set_value(runs_copy[64].name).run()  # same finding and image, another run
+    assert _shown_index(at) == shown and not any("Opened on" in x.value for x in at.caption), "a claim of another run"
 
 
 @pytest.mark.parametrize("method", ["occlusion", "integrated-gradients"])
