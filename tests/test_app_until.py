@@ -80,7 +80,7 @@ def test_a_second_click_before_the_study_writes_its_state_launches_nothing(open_
     assert not at.button(key="until_go").disabled
 
 
-def _study(out_dir, state: str, pid: int | None, stop: str | None = None):
+def _study(out_dir, state: str, pid: int | None, stop: str | None = None, started: int | None = None):
     """A study.json as core.study.until leaves it: two rounds, the second a look with its verdict."""
     out_dir.mkdir(parents=True)
     runs.write_json(study_file(out_dir), {"runs": [], "name": "t", "command": ["python", "-m", "core.study", "--x"]})
@@ -89,7 +89,7 @@ def _study(out_dir, state: str, pid: int | None, stop: str | None = None):
     looks = [{"n_seeds": 2, "comparisons": [comp]}]
     rounds = [Q.round_record(1, [0], [], 0.02, 4, 5.0), Q.round_record(2, [0, 1], looks, 0.02, 4, 5.0)]
     write_sequential(out_dir, {"margin": 0.02, "max_seeds": 4, "alpha": 0.05, "budget_s": 600, "spent_s": 10.0,
-                               "rounds": rounds, "state": state, "pid": pid,
+                               "rounds": rounds, "state": state, "pid": pid, "started": started,
                                "outcome": Q.outcome(rounds, stop) if stop else None})
 
 
@@ -113,6 +113,21 @@ def test_rounds_show_live_and_stop_ends_the_process_and_resume_reruns_the_comman
     assert any("Stopped before deciding" in w.value for w in at.warning)
     at.button(key="until_resume").click().run()
     assert launched == [(["python", "-m", "core.study", "--x"], out_dir)]
+
+
+def test_a_study_whose_pid_was_reused_reads_stopped_and_gets_no_stop(open_page, data_root, tmp_path, launched):
+    """The study died without a word (SIGKILL, a reboot) and its pid now names another process (here, this one):
+    the start time tells them apart, so the page offers Resume, not a Stop that would SIGTERM a stranger."""
+    import os
+
+    from core.runs import process
+
+    out_dir = L.report_dir(_config(data_root, tmp_path))
+    _study(out_dir, "running", os.getpid(), started=process.start_time(os.getpid()) - 1000)
+    assert L.state(out_dir)["alive"] is False
+    at = _page(open_page, data_root, tmp_path)
+    assert any("Stopped before deciding" in w.value for w in at.warning) and not at.button(key="until_go").disabled
+    assert "until_stop" not in [b.key for b in at.button]
 
 
 def test_a_finished_study_says_why_it_stopped(open_page, data_root, tmp_path, launched):

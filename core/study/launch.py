@@ -68,7 +68,10 @@ def state(out_dir: Path) -> dict[str, Any] | None:
     seq = (study or {}).get("sequential")
     if not seq:
         return None
-    alive = seq.get("state") == "running" and bool(seq.get("pid")) and process.alive(seq["pid"])
+    # With its start time, so a pid reused after the study died (a SIGKILL, a reboot) is not taken for it and sent Stop.
+    pid, started = seq.get("pid"), seq.get("started")
+    alive = (seq.get("state") == "running" and isinstance(pid, int) and not isinstance(pid, bool)
+             and process.alive(pid, started if isinstance(started, int) else None))
     return seq | {"alive": alive, "command": study.get("command")}
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from core.errors import UserError
+from core.runs import process
 from core.runs import record as runs
 from core.study import sequential as Q
 from core.study.common import StudyError, log
@@ -148,7 +149,7 @@ def run_until_decided(base: Any, sizes: Iterable[int], *, margin: float, max_see
                              f"more than the budget "
                              f"{E.format_seconds(budget_s)}: give a larger --budget")
         plan_grid(study, [first_seed], nproc_per_node, command, lambda m: None)  # study.json exists from here on
-        seq |= {"state": "running", "pid": os.getpid(), "stop": None}
+        seq |= {"state": "running", "pid": os.getpid(), "started": process.start_time(os.getpid()), "stop": None}
         write_sequential(study.out_dir, seq)
         previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
         started = None
