@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.runs import record as runs
-from core.study import main, read_study_file
+from core.study import StudyError, main, read_study_file
 from core.study import runner as R
 from core.study import sequential as Q
 from core.study.until import run_until_decided
@@ -77,6 +77,19 @@ def test_a_killed_study_resumes_to_the_same_decision(data_root, tmp_path, monkey
     # the decision is the rule applied to the saved looks, nothing else
     looks = [r["look"] for r in resumed["rounds"] if r["look"]]
     assert Q.verdicts(looks, 0.3, 3) == resumed["rounds"][-1]["verdicts"]
+
+
+def test_a_resume_with_another_first_seed_is_refused_before_it_trains(data_root, tmp_path, monkeypatch):
+    """The saved looks are of seeds 0, 1, ...: a resume from seed 5 (another seed on the Train page) was taken up and
+    trained rounds of other seeds beside those looks. It is now refused, with nothing trained."""
+    restore = _kill_at(monkeypatch, 3)  # after round 1
+    with pytest.raises(KeyboardInterrupt):
+        _until(data_root, tmp_path / "runs", tmp_path / "out", margin=0.3, max_seeds=3)
+    restore()
+    before = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    with pytest.raises(StudyError, match="sizes \\[28, 64\\] and first seed 0"):
+        _until(data_root, tmp_path / "runs", tmp_path / "out", margin=0.3, max_seeds=3, first_seed=5)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
 
 
 def test_budget_stops_before_a_round_that_would_not_fit_and_survives_a_resume(data_root, tmp_path, monkeypatch):

@@ -49,20 +49,25 @@ def parse_budget(text: str) -> float:
     return seconds
 
 
-def _design(previous: dict | None, margin: float, max_seeds: int, budget_s: float | None) -> dict[str, Any]:
+def _design(previous: dict | None, margin: float, max_seeds: int, budget_s: float | None, sizes: list[int],
+            first_seed: int) -> dict[str, Any]:
     """The until-decided record to go on with: a new one, or the saved one when its design is the same (its
-    boundaries depend on margin and max seeds, so changing them mid-study would void the error guarantee)."""
+    boundaries depend on margin and max seeds, so changing them mid-study would void the error guarantee; its
+    saved looks are of its sizes and seeds from its first, which a round of others could not extend)."""
     if max_seeds < 2:
         raise StudyError(f"--max-seeds must be at least 2 (a look needs 2 seeds per size), got {max_seeds}")
     saved = (previous or {}).get("sequential")
+    design = {"margin": margin, "max_seeds": max_seeds, "alpha": Q.ALPHA, "sizes": sizes, "first_seed": first_seed}
     if saved:
-        if (saved["margin"], saved["max_seeds"], saved["alpha"]) != (margin, max_seeds, Q.ALPHA):
-            raise StudyError(f"this until-decided study was started with margin {saved['margin']:g} and max "
-                             f"seeds {saved['max_seeds']}; its boundaries depend on them. Rerun with those, or "
-                             f"use another --out for a new study.")
-        return saved | {"budget_s": budget_s}
-    return {"margin": margin, "max_seeds": max_seeds, "alpha": Q.ALPHA, "budget_s": budget_s, "spent_s": 0.0,
-            "partial_s": 0.0, "rounds": [], "outcome": None, "state": "running", "pid": None}
+        # A record from before sizes and first seed were kept is taken to have these.
+        if any(saved.get(k, v) != v for k, v in design.items()):
+            raise StudyError(f"this until-decided study was started with margin {saved['margin']:g}, max seeds "
+                             f"{saved['max_seeds']}, sizes {saved.get('sizes', sizes)} and first seed "
+                             f"{saved.get('first_seed', first_seed)}; its boundaries and saved looks depend on them. "
+                             f"Rerun with those, or use another --out for a new study.")
+        return saved | {"budget_s": budget_s, "sizes": sizes, "first_seed": first_seed}
+    return design | {"budget_s": budget_s, "spent_s": 0.0, "partial_s": 0.0, "rounds": [], "outcome": None,
+                     "state": "running", "pid": None}
 
 
 def first_round_estimate(study: Study, seed: int, log: Callable[[str], None] = log) -> tuple[float, float] | None:
@@ -139,7 +144,7 @@ def run_until_decided(base: Any, sizes: Iterable[int], *, margin: float, max_see
                             "process; stop that one, or give another --out for a new study."):
         if not math.isfinite(margin) or margin <= 0:
             raise StudyError(f"--margin must be positive, got {margin}")
-        seq = _design(read_study_file(study.out_dir), margin, max_seeds, budget_s)
+        seq = _design(read_study_file(study.out_dir), margin, max_seeds, budget_s, sorted(study.sizes), first_seed)
         measured = projected_round(seq["rounds"], None)
         first = None if measured is not None else first_round_estimate(study, first_seed, log)
         estimate = measured if measured is not None else (first[0] if first else None)
@@ -180,7 +185,7 @@ def _rounds(study: Study, seq: dict, estimate: float | None, first_seed: int, np
     looks = [r["look"] for r in seq["rounds"] if r.get("look")]
     for n in range(1, seq["max_seeds"] + 1):
         seeds = list(range(first_seed, first_seed + n))
-        if n <= len(seq["rounds"]) and seq["rounds"][n - 1]["seeds"] == seeds:
+        if n <= len(seq["rounds"]):  # the same seeds: _design refuses a study resumed from another first seed
             record = seq["rounds"][n - 1]
         else:
             projected = projected_round(seq["rounds"], estimate)
