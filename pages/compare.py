@@ -132,8 +132,9 @@ def diff_table(correction: str) -> dict:
                                    "twice (a copy, a sweep and a study of one recipe) counts once, its most recent "
                                    "run. One run each: the numbers speak of those two runs, not their recipes."),
         "Δ AUC [95% CI]": _TEXT("Δ AUC [95% CI]", help=f"Test {_AUC}, of a minus b over classes with enough "
-                                                       "positives; in brackets its 95% CI from seed and image "
-                                                       "variance."),
+                                                       "positives; in brackets its unadjusted 95% CI from seed and "
+                                                       "image variance (the decision uses the family-adjusted p, so "
+                                                       "a CI clear of 0 can still be not distinguishable)."),
         "p adjusted": _NUM(f"p ({'BH' if correction == 'bh' else 'Holm'})", format="%.2g", help=(
             f"Two-sided p adjusted by {name} within the family; the decision uses it. Raw p: under the table.")),
         "decision": _TEXT("decision", help="Which size is better at the adjusted p < 0.05, or not distinguishable. "

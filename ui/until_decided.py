@@ -33,8 +33,8 @@ def until_decided(cfg: C.TrainConfig, present: list[int]) -> None:
         max_seeds = right.number_input("Most seeds per size", 2, 100, 10, 1, key="until_max_seeds")
         st.caption(f"Sizes {', '.join(map(str, present))} px against {max(present)} px, one seed at each per round; "
                    "it stops when every size is superior, non-inferior or inferior at the margin (group-sequential, "
-                   f"so stopping early keeps the error at 5%), when the budget would run out, or at the most seeds. "
-                   f"Report: {out_dir}")
+                   "so stopping early keeps each claim's error near 5%; docs/study.md gives the measured rates), "
+                   f"when the budget would run out, or at the most seeds. Report: {out_dir}")
         seq = L.state(out_dir)
         if st.button(f"Until decided ({', '.join(map(str, present))} px)", key="until_go",
                      disabled=bool(seq and seq["alive"]) or _launched(out_dir) is not None):

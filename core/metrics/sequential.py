@@ -20,7 +20,8 @@ n / N is conservative (tests/test_sequential.py measures it with image variance 
 Each look's statistic is the seed-aware Student t of core.metrics.paired, compared with the nominal
 level through its one-sided p (the "significance level" form for an estimated variance, Jennison &
 Turnbull ch. 11). With few seeds that form is slightly liberal; core.study.sequential caps the degrees
-of freedom to keep it at alpha (tests/test_sequential.py measures it).
+of freedom to keep it near alpha (tests/test_sequential.py measures it; docs/study.md gives the small excess
+left when the seed spread dominates).
 
 Several comparisons (one family) are decided with Holm's procedure made group-sequential (Maurer &
 Bretz 2013, the graphical approach): each open hypothesis gets alpha / (open hypotheses); a rejection
