@@ -525,6 +525,21 @@ def test_a_seed_run_twice_counts_once_and_the_page_says_which(open_page, data_ro
     assert note in texts(at.caption)
 
 
+def test_a_repeated_seeds_newest_run_without_test_scores_is_not_replaced_by_the_older_in_the_answer(
+        open_page, data_root, runs_copy):
+    """The page says the most recent run of a repeated seed is used; while that run has no test scores (it is still
+    training), the paired answer took the older run instead, so its Δ and decision spoke of a run the page said it
+    left out. Now no 28 px comparison is made until the counted run is tested."""
+    again = _clone(runs_copy[28], runs_copy[28].name + "-again")  # same recipe and seed 0, newer
+    runs.scores_path(again, "test").unlink()
+    at = open_page("compare.py", data_root, again.parent).run()
+    assert not at.exception and sorted(at.multiselect(key="compare_runs").value) == sorted(
+        [again.name, *(p.name for p in runs_copy.values())])
+    assert any(f"the most recent ({again.name}) is used" in c for c in texts(at.caption))
+    answers = [df.value for df in at.dataframe if "decision" in df.value.columns]
+    assert not any("28 px" in c for df in answers for c in df["comparison"]), answers
+
+
 def test_the_url_reopens_the_same_view_and_drops_unknown_runs(open_page, data_root, runs_copy):
     at = open_page("compare.py", data_root, runs_copy[28].parent)
     at.query_params.update({"runs": [runs_copy[64].name, "no-such-run](http://x)"], "compare_smooth": "0.5",

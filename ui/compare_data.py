@@ -342,15 +342,15 @@ def differences_frame(groups: list[Group], margin: float = C.DEFAULT_MARGIN, cor
                       equivalence: bool = False) -> pd.DataFrame:
     """The resolution answer (core.study.comparisons, as the study report): within each recipe, every size against
     the largest (the primary family, with non-inferiority at `margin`) and adjacent sizes (exploratory), p adjusted
-    within each family by `correction` (and equivalence within ±margin when asked); a seed group's runs are its
-    tested runs, each seed once."""
+    within each family by `correction` (and equivalence within ±margin when asked); a seed group's runs are the
+    runs it counts (each seed once: its most recent run, as its notes say) that have test scores."""
     members: dict[tuple[str, int], list[str]] = {}
     label: dict[tuple[str, int], str] = {}
     for g in groups:
-        tested = {str(r["info"].path): r["config"].get("train") or {} for r in g.runs
-                  if runs.has_scores(r["info"].path, "test") and _loads_scores(r["info"].path)}
+        tested = [str(r["info"].path) for r in g.runs if r["info"].id in g.counted
+                  and runs.has_scores(r["info"].path, "test") and _loads_scores(r["info"].path)]
         if g.size and tested:
-            members[(g.recipe, g.size)] = G.seed_groups(tested)[0].runs
+            members[(g.recipe, g.size)] = tested
             label[(g.recipe, g.size)] = g.name
     several = len({r for r, _ in members}) > 1
     names = {k: label[k] if several else f"{k[1]} px" for k in members}
