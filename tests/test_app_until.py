@@ -130,6 +130,18 @@ def test_a_study_whose_pid_was_reused_reads_stopped_and_gets_no_stop(open_page, 
     assert "until_stop" not in [b.key for b in at.button]
 
 
+def test_a_log_that_cannot_be_written_is_a_message_not_a_crash(open_page, data_root, tmp_path, monkeypatch):
+    """A planted link in the log's place (or a read-only reports folder): Start says why, and nothing is launched."""
+    monkeypatch.setattr(L, "DEFAULT_REPORTS_DIR", tmp_path / "reports")
+    out_dir = L.report_dir(_config(data_root, tmp_path))
+    out_dir.mkdir(parents=True)
+    (out_dir / L.LOG).symlink_to(tmp_path / "elsewhere.txt")
+    at = _page(open_page, data_root, tmp_path)
+    at.button(key="until_go").click().run()
+    assert not at.exception and any("Not started" in e.value and "symbolic link" in e.value for e in at.error)
+    assert not (tmp_path / "elsewhere.txt").exists()
+
+
 def test_a_finished_study_says_why_it_stopped(open_page, data_root, tmp_path, launched):
     _study(L.report_dir(_config(data_root, tmp_path)), "finished", None, stop="decided")
     at = _page(open_page, data_root, tmp_path)

@@ -51,7 +51,11 @@ def _start(cfg: C.TrainConfig, present: list[int], margin: float, budget_min: fl
         st.error(f"Not started: {e}")
         return
     command = L.study_command(cfg, present, margin, int(max_seeds), budget_min * 60 if budget_min else None, out_dir)
-    pid = _launch(command, out_dir)
+    try:
+        pid = _launch(command, out_dir)
+    except (UserError, OSError) as e:  # a report folder that cannot be written, a planted link for its log
+        st.error(f"Not started: {e}")
+        return
     st.success(f"Started in background process {pid}; it keeps going if you leave the page. Log: {out_dir / L.LOG}")
 
 
@@ -89,7 +93,10 @@ def rounds(out_dir: str) -> None:
     else:
         st.warning(f"Stopped before deciding ({spent}); Resume runs the same command and goes on from the last round.")
         if st.button("Resume", key="until_resume", disabled=_launched(Path(out_dir)) is not None) and seq.get("command"):
-            st.success(f"Resumed in background process {_launch(seq['command'], Path(out_dir))}.")
+            try:
+                st.success(f"Resumed in background process {_launch(seq['command'], Path(out_dir))}.")
+            except (UserError, OSError) as e:
+                st.error(f"Not resumed: {e}")
     rows = [{"round": r["round"], "seeds per size": r["n_seeds"],
              "nominal level": None if r.get("levels") is None else f"{r['levels']['first']:.2g}",
              **({f"{c['a']} vs {c['b']}": v for c, v in zip(r["look"]["comparisons"], r["verdicts"])}
