@@ -1,6 +1,7 @@
 """`python -m core.study --until-decided`: rounds, stop reasons, resume after a kill, budget, report (tiny real training)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -137,6 +138,25 @@ def test_a_round_measured_while_busy_is_refused_only_when_even_idle_it_would_not
     with pytest.raises(R.StudyError, match="even on an idle machine, more than the budget"):
         run_until_decided(base, [28, 64], out_dir=tmp_path / "b", isolate=False, margin=0.02, budget_s=5.0,
                           log=logged.append)
+
+
+def test_the_first_round_costs_every_size_at_the_load_of_now(data_root, tmp_path, monkeypatch):
+    """Sizes measured one after another at loads that differ (64 px at an idle moment) are each costed at the load
+    of now, as the Train page's sweep does: summed as measured, 64 px read as if the machine were idle."""
+    import itertools
+
+    import core.study.until as U
+
+    loads = itertools.chain([4.0, 4.0, 0.0], itertools.repeat(4.0))  # now, 28 px measured at 4, 64 px at 0; then 4
+    monkeypatch.setattr(E, "load_per_cpu", lambda: next(loads))
+    base = TrainConfig(epochs=1, batch_size=64, device="cpu", data_root=str(data_root), runs_dir=str(tmp_path / "r"),
+                       model="seed-cnn")
+    study = R.open_study(base, [28, 64], out_dir=tmp_path / "out", log=lambda m: None)
+    busy, idle = U.first_round_estimate(study, 0, log=lambda m: None)
+    e28, e64 = (E.estimate(dataclasses.replace(base, size=s, name="estimate")) for s in (28, 64))  # 10 img/s each
+    # 28 px as measured; 64 px's training 4x slower at load 4 per CPU than measured idle (its start as it was)
+    assert busy == pytest.approx(e28.total_seconds + e64.start_seconds + 4 * (e64.total_seconds - e64.start_seconds))
+    assert idle == pytest.approx(e28.idle_total_seconds + e64.total_seconds) and idle < busy
 
 
 @pytest.mark.parametrize("args, message", [

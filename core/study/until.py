@@ -73,15 +73,17 @@ def _design(previous: dict | None, margin: float, max_seeds: int, budget_s: floa
 def first_round_estimate(study: Study, seed: int, log: Callable[[str], None] = log) -> tuple[float, float] | None:
     """Projected seconds of one round (one run at every size), as busy as the machine is now and idle, from
     each size's speed measured now (core.train.cost.estimate); None when it cannot be measured. A shared
-    machine's load swings 3-7x within minutes, so a round is only refused when even the idle end would not fit."""
+    machine's load swings 3-7x within minutes, so a round is only refused when even the idle end would not fit;
+    the sizes, measured one after another at loads that differ, are each costed at the load of now."""
     busy = idle = 0.0
+    now = E.load_per_cpu()
     for size in study.sizes:
         try:
             e = E.estimate(dataclasses.replace(study.base, size=size, seed=seed, name="estimate"))
         except (UserError, RuntimeError) as err:
             log(f"no cost estimate at {size} px: {err}")
             return None
-        busy, idle = busy + e.total_seconds, idle + e.idle_total_seconds
+        busy, idle = busy + e.total_seconds_at(now), idle + e.idle_total_seconds
     return busy, idle
 
 
