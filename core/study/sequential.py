@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from core import metrics
+from core.study.comparisons import PRIMARY
 from core.train.cost import format_seconds
 
 SUPERIOR, NONINFERIOR, INFERIOR, UNDECIDED = "superior", "non-inferior", "inferior", "undecided"
@@ -36,7 +37,7 @@ LOOK_KEYS = ("a", "b", "delta", "se", "df", "ci_low", "ci_high", "seeds_needed",
 def look(rows: Sequence[Mapping[str, Any]], n_seeds: int) -> dict[str, Any]:
     """What a look keeps of the primary rows of core.study.comparisons.compare (made with `n_seeds` seeds per size)."""
     return {"n_seeds": n_seeds, "comparisons": [{k: r.get(k) for k in LOOK_KEYS} for r in rows
-                                                if r.get("family") == "primary"]}
+                                                if r.get("family") == PRIMARY]}
 
 
 def claims_p(looks: Sequence[Mapping[str, Any]], margin: float) -> dict[str, np.ndarray]:

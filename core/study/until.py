@@ -23,7 +23,7 @@ from core.runs import process
 from core.runs import record as runs
 from core.study import sequential as Q
 from core.study.common import StudyError, log
-from core.study.comparisons import compare, resolution_plan
+from core.study.comparisons import PRIMARY, compare, resolution_plan
 from core.study.reading import StudyReport
 from core.study.recipe import read_study_file, write_sequential
 from core.study.report import build_report
@@ -100,8 +100,8 @@ def _look(study: Study, seeds: list[int], n_boot: int, margin: float) -> dict[st
     members = {("r", s): [e["run_dir"] for e in entries if e["size"] == s and e["seed"] in seeds]
                for s in study.sizes}
     # compare's fixed-sample verdicts are not used: the rule (core.study.sequential) decides on delta, se and df
-    rows = compare(resolution_plan(list(members)), members, {k: f"{k[1]} px" for k in members}, n_boot=n_boot,
-                   margin=margin)
+    primary = [c for c in resolution_plan(list(members)) if c["family"] == PRIMARY]  # the rule decides only these
+    rows = compare(primary, members, {k: f"{k[1]} px" for k in members}, n_boot=n_boot, margin=margin)
     return Q.look(rows, len(seeds))
 
 
