@@ -312,7 +312,13 @@ def _difference(runs_a: list[str], runs_b: list[str], n_boot: int, seed: int, mi
 
 
 def _loads_scores(run_dir: Path) -> bool:
-    """Whether the run's test scores load: a damaged file leaves that run out of the paired answer, not the page down."""
+    """Whether the run's test scores load: a damaged file leaves that run out of the paired answer, not the page down.
+    Asked of every counted run on every rerun (a slider moved), so answered once per version of the file."""
+    return runs.has_scores(run_dir, "test") and _scores_load(str(run_dir), file_mtime(runs.scores_path(run_dir, "test")))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _scores_load(run_dir: str, mtime: float) -> bool:
     try:
         runs.load_scores(run_dir, "test")
     except runs.RunError:
@@ -347,8 +353,7 @@ def differences_frame(groups: list[Group], margin: float = C.DEFAULT_MARGIN, cor
     members: dict[tuple[str, int], list[str]] = {}
     label: dict[tuple[str, int], str] = {}
     for g in groups:
-        tested = [str(r["info"].path) for r in g.runs if r["info"].id in g.counted
-                  and runs.has_scores(r["info"].path, "test") and _loads_scores(r["info"].path)]
+        tested = [str(r["info"].path) for r in g.runs if r["info"].id in g.counted and _loads_scores(r["info"].path)]
         if g.size and tested:
             members[(g.recipe, g.size)] = tested
             label[(g.recipe, g.size)] = g.name
