@@ -17,7 +17,7 @@ from core.runs import folder as runs_folder
 from core.data.provenance import run_data_label
 from ui import charts
 from ui import compare_data as CD
-from ui.common import page_link, read_runs, run_label, runs_dir, runs_dir_problem, through_app
+from ui.common import md_literal, page_link, read_runs, run_label, runs_dir, runs_dir_problem, through_app
 
 LOG_TAIL = 200  # lines of the training log shown; the whole file is a download
 
@@ -173,7 +173,7 @@ def main() -> None:
     r = pick(infos)
     run = CD.load_run(r)
     official, data = run_data_label(run["config"]) if run["config"] else (False, "unknown (no readable run config)")
-    st.markdown(f"**{run_label(r)}**  \nState: **{r.state}** · {r.epochs_done}/{r.epochs or '?'} epochs · folder "
+    st.markdown(f"**{md_literal(run_label(r))}**  \nState: **{r.state}** · {r.epochs_done}/{r.epochs or '?'} epochs · folder "
                 f"`{r.path}`")
     (st.caption if official else st.warning)(f"Data: {data}")
     edit_annotations(r)

@@ -34,7 +34,7 @@ from ui.recipe_form import knob_input, prefill_from_run  # noqa: E402
 from ui.until_decided import until_decided  # noqa: E402
 from ui.speed import DRAWN, STALE_S, Reading, speed  # noqa: E402
 from ui.common import (RUN_LINK_COLUMN, RUN_METRIC_COLUMNS, data_root, data_root_problem, file_mtime,  # noqa: E402
-                          page_link, read_runs, run_label, run_metrics, run_url, runs_dir)
+                          md_literal, page_link, read_runs, run_label, run_metrics, run_url, runs_dir)
 
 HOUR = 3600
 SELECT_BY_LABELS = {"val_auc": "val AUC (medmnist)", "val_loss": "val loss", "val_acc": "val ACC (medmnist, 0.5)"}
@@ -365,7 +365,7 @@ def resume(r: runs_folder.RunInfo) -> None:
 
 def show_active(r: runs_folder.RunInfo, anything_running: bool) -> None:
     with st.container(border=True):
-        st.markdown(f"**{run_label(r)}**")
+        st.markdown(f"**{md_literal(run_label(r))}**")
         if r.state == "queued":
             if anything_running or _recently_launched(r):
                 st.caption("Queued: it starts when the runs before it in its background queue are done.")
@@ -389,7 +389,7 @@ def show_active(r: runs_folder.RunInfo, anything_running: bool) -> None:
 
 def show_attention(r: runs_folder.RunInfo) -> None:
     with st.container(border=True):
-        st.markdown(f"**{run_label(r)}** ({r.epochs_done}/{r.epochs or '?'} epochs done)")
+        st.markdown(f"**{md_literal(run_label(r))}** ({r.epochs_done}/{r.epochs or '?'} epochs done)")
         if r.error:
             (st.error if r.state == "failed" else st.caption)(r.error)
         if not runs.is_run_dir(r.path):

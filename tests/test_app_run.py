@@ -134,3 +134,22 @@ def test_name_notes_and_tags_are_saved_and_shown_in_the_lists_and_on_compare(ope
     assert any('"28 px · res-cnn · baseline"' in s for s in specs)  # the curves' colour key
     options = compare.multiselect(key="compare_runs").proto.options
     assert any(o.startswith("baseline · #keep #sweep · 28 px") for o in options), options
+
+
+def test_a_run_folders_model_shows_as_text_not_markup(open_page, data_root, runs_copy):
+    """config.json is read from a folder anyone may have sent: a model named like a link, emphasis, HTML or code is
+    shown as it is. CommonMark renders a backslash-escaped punctuation character literally, so the line must hold
+    no such character unescaped, and undoing the escapes must give the name back."""
+    import re
+
+    run_dir = runs_copy[64]
+    config = json.loads((run_dir / "config.json").read_text())
+    model = "[x](http://evil.example) *big* <b>b</b> `c` $x$ :material/home:"
+    config["train"]["model"] = model
+    runs.write_json(run_dir / "config.json", config)
+    at = run_page(open_page, data_root, run_dir.parent, run_dir.name)
+    assert not at.exception
+    (line,) = [m for m in texts(at.markdown) if "State:" in m]
+    label = line.split("**")[1]
+    assert not re.search(r"(?<!\\)[\[\]()<>*`$:]", label), label
+    assert model in re.sub(r"\\(.)", r"\1", label), label

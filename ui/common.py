@@ -6,6 +6,7 @@ so a changed file is re-read and an unchanged one never is.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -178,6 +179,16 @@ def _load_scores(run_dir: str, split: str, mtime: float):
 def load_scores(run_dir: str | Path, split: str):
     """(scores, labels) of a run's split, cached until the file changes (raises RunError)."""
     return _load_scores(str(run_dir), split, file_mtime(runs.scores_path(run_dir, split)))
+
+
+# Inside a line of st.markdown these start markup (emphasis, links, HTML, code, LaTeX, strike-through, tables, and
+# ':name:' emoji and icons); a run's name, model and id come from a run folder, which anyone may have sent.
+_MD_INLINE = re.compile(r"([\\`*_\[\]()<>$~|:])")
+
+
+def md_literal(text: str) -> str:
+    """`text` as st.markdown shows it literally (each markup character backslash-escaped), for use mid-line."""
+    return _MD_INLINE.sub(r"\\\1", text)
 
 
 def run_label(info: runs_folder.RunInfo) -> str:
