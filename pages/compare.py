@@ -332,6 +332,9 @@ def curves_section(loaded: list[dict], names: dict[str, str], groups: list[CD.Gr
     epochs = CD.epoch_frame(loaded, names, groups, weight)
     labels = [label for _, label in CD.EPOCH_METRICS]
     if grouped:
+        if x != "epoch" or colour != EACH_RUN:  # the bands are means per epoch, one colour per group
+            st.caption("Mean ± sd lines are drawn against epochs, coloured by group: the x axis and colour chosen "
+                       "above apply with **Mean ± sd over runs** off.")
         mine = epochs[epochs["run"].isin(counted)]
         bands = CD.band_frame(mine.assign(group=mine["run"].map(group_of))).rename(columns={"group": "series"})
         lines = bands.assign(run=bands["runs"].astype(str) + " runs", value=bands["mean"], raw=bands["raw"])

@@ -611,6 +611,10 @@ def test_group_and_colour_by_a_setting(open_page, data_root, runs_copy):
     assert enc["color"]["field"] == "colour" and enc["color"]["scale"]["domain"] == ["size=28", "size=64"]
     assert enc["detail"]["field"] == "series"  # still one line per run
     assert df.dropna(subset=["colour"]).groupby("colour")["run"].nunique().to_dict() == {"size=28": 2, "size=64": 1}
+    # With the bands back on, the colour chosen no longer applies: the page says so rather than ignore it silently.
+    assert not any("apply with **Mean ± sd over runs** off" in c for c in texts(at.caption))
+    at.toggle(key="compare_bands").set_value(True).run()
+    assert any("apply with **Mean ± sd over runs** off" in c for c in texts(at.caption))
 
 
 def test_runs_read_in_size_then_seed_order(open_page, data_root, runs_copy):
