@@ -149,7 +149,11 @@ def test_outcome_says_what_is_undecided_and_the_seeds_it_needs():
     assert result["undecided"] == ["28 px"] and result["comparisons"][0]["more_seeds"] == 4
     text = "\n".join(Q.markdown({"margin": MARGIN, "alpha": ALPHA, "max_seeds": MAX_SEEDS, "budget_s": 3600,
                                  "spent_s": 30, "rounds": rounds, "outcome": result}))
-    assert "Stopped: budget" in text and "undecided" in text and "4 more seeds per size" in text
+    assert "Stopped: budget" in text and "undecided" in text and "Next decision, a fixed-sample estimate: about 7" in text
+    assert "4 more seeds per size, past this study's 6 at most)" in text  # 3 run, 4 more: past MAX_SEEDS = 6
+    text = "\n".join(Q.markdown({"margin": MARGIN, "alpha": ALPHA, "max_seeds": 10, "budget_s": 3600, "spent_s": 30,
+                                 "rounds": rounds, "outcome": result}))
+    assert "(4 more seeds per size)" in text
     assert "| 3 | 3 |" in text and "no look" in text
     json.dumps(rounds)  # what study.json keeps
 

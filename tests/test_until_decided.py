@@ -105,7 +105,7 @@ def test_budget_stops_before_a_round_that_would_not_fit_and_survives_a_resume(da
     assert seq["outcome"]["stop"] == "budget" and len(seq["rounds"]) == 2
     assert seq["outcome"]["undecided"] == ["28 px"]
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "Stopped: budget" in text and "undecided" in text and "Next decision: " in text
+    assert "Stopped: budget" in text and "undecided" in text and "Next decision, a fixed-sample estimate: " in text
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["sequential"]["outcome"]["comparisons"][0]["verdict"] == "undecided"
     assert summary["sequential"]["rounds"][1]["levels"]["last"] < 0.05

@@ -105,7 +105,7 @@ def rounds(out_dir: str) -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     for c in outcome.get("comparisons", []):
         if c["verdict"] == "undecided":
-            st.caption(f"{c['a']} undecided: {c['seeds_needed']}.")
+            st.caption(f"{c['a']} undecided; a fixed-sample estimate: {c['seeds_needed']}.")
     tail = L.log_tail(Path(out_dir))
     if tail and seq["alive"]:
         st.code(tail, language=None)

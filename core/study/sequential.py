@@ -143,15 +143,18 @@ def markdown(seq: Mapping[str, Any]) -> list[str]:
          f"to {seq['max_seeds']} seeds (O'Brien-Fleming-type alpha spending, Holm over the sizes; docs/study.md). "
          f"These verdicts decide; the Differences table below tests the last look at the fixed-sample level, "
          f"which after looking repeatedly would overstate the evidence.", ""]
-    stop = result.get("stop")
+    stop, n_seeds = result.get("stop"), max((r["n_seeds"] for r in seq.get("rounds", [])), default=0)
     L += [f"**Stopped: {stop}** ({STOPS.get(stop, 'not finished: run the same command to continue')}); "
           f"training time spent {_hours(seq.get('spent_s'))}, budget {_hours(seq.get('budget_s'))}.", ""]
     for c in result.get("comparisons", []):
         line = f"- **{c['verdict']}**: {describe(c, margin)}; difference {c['delta']:+.4f}"
         if c["verdict"] == UNDECIDED:
-            line += f". Next decision: {c['seeds_needed']}"
-            if c.get("more_seeds") is not None:
-                line += f" ({c['more_seeds']} more seeds per size)"
+            # metrics.seeds_needed is a fixed-sample figure (80% power at the margin), not the sequential rule's
+            line += f". Next decision, a fixed-sample estimate: {c['seeds_needed']}"
+            if c.get("more_seeds"):
+                past = n_seeds + c["more_seeds"] > seq["max_seeds"]
+                line += f" ({c['more_seeds']} more seeds per size" + (
+                    f", past this study's {seq['max_seeds']} at most)" if past else ")")
         L.append(line + ".")
     if result.get("undecided"):
         L += ["", "Still undecided: " + ", ".join(result["undecided"]) + "."]
