@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 from core.runs import process
-from core.runs import record as runs
-from core.study.common import DEFAULT_REPORTS_DIR, ROOT
+from core.study.common import DEFAULT_REPORTS_DIR
 from core.study.recipe import KNOBS, default_name, read_study_file, slug
+from core.train.background import detached
 from core.train.recipe import TrainConfig, flag
 
 LOG = "until.log"
@@ -53,12 +51,7 @@ def launch(command: list[str], out_dir: Path) -> int:
     """Run a saved `python -m core.study ...` command in a detached process logging to out_dir/until.log; its pid."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = runs.open_own(out_dir / LOG, "ab")  # a planted link there is refused, not appended to
-    proc = subprocess.Popen([sys.executable, *command[1:]], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"})
-    log.close()
-    return proc.pid
+    return detached(command[1:], out_dir / LOG)
 
 
 def state(out_dir: Path) -> dict[str, Any] | None:

@@ -22,10 +22,16 @@ def launch(run_dirs: list[Path]) -> int:
     run_dirs = [Path(p).resolve() for p in run_dirs]
     for run_dir in run_dirs:
         runs.clear_stop(run_dir)
-    log = runs.open_own(runs.log_path(run_dirs[0]), "ab")  # a planted link there is refused, not appended to
+    return detached(["-m", "core.train", "--run-dirs", *map(str, run_dirs)], runs.log_path(run_dirs[0]))
+
+
+def detached(args: list[str], log_path: Path) -> int:
+    """`python *args` from the repository root in its own session, appending its output to `log_path` (never
+    through a planted link: RunError), OpenMP threads sleeping as launch says; its pid."""
+    log = runs.open_own(log_path, "ab")
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--run-dirs", *map(str, run_dirs)], cwd=root,
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    proc = subprocess.Popen([sys.executable, *args], cwd=root, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True,
                             env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONUNBUFFERED": "1"})
     log.close()
     return proc.pid
