@@ -55,6 +55,11 @@ def test_a_damaged_file_reads_as_what_still_passes_and_a_folder_that_is_no_run_i
     assert A.read(run_dir) == A.Annotations("", "ok", ("x",))
     A.path(run_dir).write_text("{not json")
     assert A.read(run_dir) == A.Annotations()
+    # The largest file write() makes reads back; a planted larger one is ignored, not parsed on every listing.
+    largest = A.write(run_dir, "n" * A.MAX_NAME, "\u2603" * A.MAX_NOTES, [f"t{i}" for i in range(A.MAX_TAGS)])
+    assert A.read(run_dir) == largest
+    A.path(run_dir).write_text(json.dumps({"name": "big"}) + " " * 70_000)  # valid, but no file write() makes
+    assert A.read(run_dir) == A.Annotations()
     (tmp_path / "plain").mkdir()
     with pytest.raises(runs.RunError, match="not a run folder"):
         A.write(tmp_path / "plain", "x", "", [])

@@ -3,8 +3,8 @@
 The one owner of that file (core.runs.record owns the files training writes; the two never write
 each other's). A file of its own, so editing a run's notes never rewrites the run's config or status
 while a trainer may be writing them; every write is atomic (core.runs.record.write_json), so a
-reader sees the old annotations or the new, never half. The display name renames the run in the
-app's lists and charts only: the folder and its id stay.
+reader sees the old annotations or the new, never half. The display name is shown before the run's size
+and model in the app's run pickers and Compare's legend: the folder and its id stay.
 """
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from core.runs import record as runs
 
 _FILE = "annotations.json"
 MAX_NAME, MAX_NOTES, MAX_TAG, MAX_TAGS = 80, 5000, 32, 20
+# Larger than any file write() makes (notes of MAX_NOTES characters, each \uXXXX-escaped, are 30 KB): read on
+# every run listing (the Train page's live view, every 2 s), a planted larger file is not parsed but ignored.
+_MAX_BYTES = 64 * 1024
 # Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: a name or tag holding one
 # could break a table row or hide text; notes may keep their newlines and tabs.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -67,7 +70,7 @@ def read(run_dir: str | Path) -> Annotations:
     """The run's annotations; none when there is no file. A damaged file (hand-edited, wrong types) reads as
     the fields that still pass clean(), so a list of runs never fails on it."""
     file = path(run_dir)
-    if not file.is_file() or file.is_symlink():
+    if not file.is_file() or file.is_symlink() or file.stat().st_size > _MAX_BYTES:
         return Annotations()
     try:
         raw = runs.read_json(file)
