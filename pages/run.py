@@ -144,8 +144,8 @@ def edit_annotations(r: runs_folder.RunInfo) -> None:
         st.success("Saved.")
     with st.expander("Name, notes and tags"), st.form(f"run_notes_{r.id}", border=False):
         name = st.text_input("Display name", saved.name, max_chars=annotations.MAX_NAME, key=f"run_name_{r.id}",
-                             help="Shown instead of the size and model in the run lists and on Compare; the run "
-                                  "folder keeps its name.")
+                             help="Shown before the size and model in the run pickers and in Compare's legend; the "
+                                  "run folder keeps its name.")
         notes = st.text_area("Notes", saved.notes, max_chars=annotations.MAX_NOTES, key=f"run_notes_text_{r.id}")
         tags = st.text_input("Tags", ", ".join(saved.tags), key=f"run_tags_{r.id}", help="Comma-separated.")
         if st.form_submit_button("Save"):

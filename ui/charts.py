@@ -88,7 +88,7 @@ def _hover_rule(df: pd.DataFrame, order: list[str], name: str, x: str = "epoch")
 def _colour(df: pd.DataFrame, order: list[str], view: CurveView) -> alt.Color:
     if view.colour == "series":
         return alt.Color("series:N", sort=order, scale=colour_scale(order), legend=_legend(view.colour_title))
-    values = sorted(df[view.colour].dropna().unique())
+    values = sorted(df[view.colour].dropna().unique(), key=_natural)  # size=28 before size=128
     return alt.Color(f"{view.colour}:N", sort=values, scale=colour_scale(values), legend=_legend(view.colour_title))
 
 
